@@ -1,0 +1,100 @@
+"""SSD default boxes (spec section 3), computed from the head's actual output sizes and
+the image size, never from hard-coded feature-map sizes, and cached per size."""
+import math
+from typing import Dict, List, Sequence, Tuple
+
+import torch
+from torch import nn
+
+from detectron2.config import configurable
+from detectron2.modeling.anchor_generator import ANCHOR_GENERATOR_REGISTRY
+
+
+def default_box_sizes(box_sizes, ratios, level, image_size):
+    """Normalised (w, h) of the default boxes of one level, in the reference's order:
+    two squares (sk1 and sqrt(sk1 * sk2)), then (r, 1/r) pairs for each ratio."""
+    H, W = image_size
+    sk1 = int(box_sizes[level] * H / 300) / H
+    sk2 = int(box_sizes[level + 1] * W / 300) / W
+    sk3 = math.sqrt(sk1 * sk2)
+    sizes = [(sk1, sk1), (sk3, sk3)]
+    for r in ratios[level]:
+        w, h = sk1 * math.sqrt(r), sk1 / math.sqrt(r)
+        sizes += [(w, h), (h, w)]
+    return sizes
+
+
+@ANCHOR_GENERATOR_REGISTRY.register()
+class SSDAnchorGenerator(nn.Module):
+    """Default boxes of SSD.
+
+    ``forward(image_size, feature_sizes)`` returns a (num_boxes, 4) tensor of XYXY boxes in
+    pixels of the network input. Box order is the reference's: levels in order; within a
+    level, ``a * h * w + y * w + x`` (box type major, then row, then column). The head
+    outputs its predictions in the same order.
+    """
+
+    @configurable
+    def __init__(self, *, box_sizes: Sequence[float], aspect_ratios: Sequence[Sequence[float]]):
+        super().__init__()
+        if len(box_sizes) != len(aspect_ratios) + 1:
+            raise ValueError(
+                f"MODEL.SSD.DEFAULT_BOX_SIZES needs one more entry than "
+                f"MODEL.SSD.DEFAULT_BOX_RATIOS has levels ({len(aspect_ratios)} levels): "
+                f"got {len(box_sizes)} sizes."
+            )
+        self.box_sizes = list(box_sizes)
+        self.aspect_ratios = [list(r) for r in aspect_ratios]
+        self._cache: Dict[Tuple, torch.Tensor] = {}
+
+    @classmethod
+    def from_config(cls, cfg, input_shape=None):
+        return {"box_sizes": cfg.MODEL.SSD.DEFAULT_BOX_SIZES,
+                "aspect_ratios": cfg.MODEL.SSD.DEFAULT_BOX_RATIOS}
+
+    @property
+    def num_anchors(self) -> List[int]:
+        """Default boxes per location, per level ([4, 6, 6, 6, 4, 4] for SSD-R34)."""
+        return [2 + 2 * len(r) for r in self.aspect_ratios]
+
+    @property
+    def num_cell_anchors(self) -> List[int]:
+        # Detectron2's name for the same thing.
+        return self.num_anchors
+
+    def centre_form(self, image_size, feature_sizes) -> torch.Tensor:
+        """(num_boxes, 4) normalised (cx, cy, w, h), clamped to [0, 1], float64."""
+        H, W = image_size
+        levels = []
+        for level, (fh, fw) in enumerate(feature_sizes):
+            fk_h = H // int(H / fh)
+            fk_w = W // int(W / fw)
+            wh = torch.tensor(default_box_sizes(self.box_sizes, self.aspect_ratios, level,
+                                                image_size), dtype=torch.float64)
+            cy = (torch.arange(fh, dtype=torch.float64) + 0.5) / fk_h
+            cx = (torch.arange(fw, dtype=torch.float64) + 0.5) / fk_w
+            cy, cx = torch.meshgrid(cy, cx, indexing="ij")  # (fh, fw)
+            n = len(wh)
+            boxes = torch.stack([
+                cx.expand(n, fh, fw), cy.expand(n, fh, fw),
+                wh[:, 0, None, None].expand(n, fh, fw), wh[:, 1, None, None].expand(n, fh, fw),
+            ], dim=-1)
+            levels.append(boxes.reshape(-1, 4))
+        return torch.cat(levels).clamp_(0, 1)
+
+    def forward(self, image_size, feature_sizes, device=None) -> torch.Tensor:
+        image_size = (int(image_size[0]), int(image_size[1]))
+        feature_sizes = tuple((int(h), int(w)) for h, w in feature_sizes)
+        if len(feature_sizes) != len(self.aspect_ratios):
+            raise ValueError(f"{len(feature_sizes)} feature maps for "
+                             f"{len(self.aspect_ratios)} levels of default boxes")
+        key = (image_size, feature_sizes, str(device))
+        boxes = self._cache.get(key)
+        if boxes is None:
+            H, W = image_size
+            c = self.centre_form(image_size, feature_sizes).to(torch.float32)
+            scale = c.new_tensor([W, H, W, H])
+            half = c[:, 2:] / 2
+            boxes = (torch.cat([c[:, :2] - half, c[:, :2] + half], dim=1) * scale).to(device)
+            self._cache[key] = boxes
+        return boxes

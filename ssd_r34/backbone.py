@@ -1,0 +1,114 @@
+"""The SSD-ResNet34 backbone: Detectron2's ResNet-34 (BasicBlock) truncated after res4,
+with res4 at stride 1, followed by the five SSD extra blocks (spec section 1).
+
+Module names are Detectron2's (``stem.conv1``, ``res2.0.conv1.norm``, ``res3.0.shortcut``
+...), so Detectron2's torchvision converter and checkpoint heuristics apply. The extra
+blocks are ``extra0`` .. ``extra4``, each ``conv1`` (1x1) and ``conv2`` (3x3), with bias
+and ReLU, no norm, as in the reference.
+"""
+import torch.nn.functional as F
+from torch import nn
+
+from detectron2.layers import Conv2d, ShapeSpec
+from detectron2.modeling import BACKBONE_REGISTRY
+from detectron2.modeling.backbone.resnet import BasicBlock, BasicStem, ResNet
+
+# (in, mid, out, 3x3 padding) of the five extra blocks; their 3x3 strides are
+# MODEL.SSD.STRIDES[2:] and 1 for the last block.
+EXTRA_BLOCKS = ((256, 256, 512, 1), (512, 256, 512, 1), (512, 128, 256, 1),
+                (256, 128, 256, 0), (256, 128, 256, 0))
+SSD_FEATURES = ("res4", "extra0", "extra1", "extra2", "extra3", "extra4")
+
+
+def check_strides(strides):
+    """Validate MODEL.SSD.STRIDES; return it as a tuple of six ints."""
+    strides = tuple(strides)
+    if len(strides) != 6 or not all(isinstance(s, int) and s >= 1 for s in strides):
+        raise ValueError(
+            f"MODEL.SSD.STRIDES must be six positive integers [head loc, head conf, extra 0..3],"
+            f" got {list(strides)}; e.g. [1, 1, 2, 2, 2, 1] at 300x300 or [3, 3, 2, 2, 2, 2] at"
+            " 1200x1200."
+        )
+    if strides[0] != strides[1]:
+        raise ValueError(
+            f"MODEL.SSD.STRIDES {list(strides)}: the loc stride ({strides[0]}) and the conf "
+            f"stride ({strides[1]}) must be equal, otherwise the box regressor and the classifier"
+            " disagree on the number of default boxes. Set the first two numbers equal."
+        )
+    return strides
+
+
+class ExtraBlock(nn.Module):
+    """Conv1x1(in, mid) + ReLU + Conv3x3(mid, out, stride, padding) + ReLU."""
+
+    def __init__(self, in_channels, mid_channels, out_channels, stride, padding):
+        super().__init__()
+        self.conv1 = Conv2d(in_channels, mid_channels, kernel_size=1, activation=F.relu)
+        self.conv2 = Conv2d(mid_channels, out_channels, kernel_size=3, stride=stride,
+                            padding=padding, activation=F.relu)
+        for conv in (self.conv1, self.conv2):
+            nn.init.xavier_uniform_(conv.weight)
+
+    def forward(self, x):
+        return self.conv2(self.conv1(x))
+
+
+class SSDResNet(ResNet):
+    """ResNet stem + res2..res4 (Detectron2 modules) + the SSD extra blocks.
+
+    Outputs the six detection sources ``res4, extra0..extra4``.
+    """
+
+    def __init__(self, stem, stages, extra_strides, freeze_at=0):
+        super().__init__(stem, stages, out_features=["res4"], freeze_at=freeze_at)
+        self._out_features = list(SSD_FEATURES)
+        stride = self._out_feature_strides["res4"]
+        for i, ((cin, mid, cout, pad), s) in enumerate(zip(EXTRA_BLOCKS, extra_strides)):
+            self.add_module(f"extra{i}", ExtraBlock(cin, mid, cout, s, pad))
+            stride *= s
+            self._out_feature_strides[f"extra{i}"] = stride
+            self._out_feature_channels[f"extra{i}"] = cout
+
+    @property
+    def size_divisibility(self):
+        # The image reaches the network exactly at INPUT.FIXED_SIZE: no padding.
+        return 0
+
+    def forward(self, x):
+        x = super().forward(x)["res4"]
+        outputs = {"res4": x}
+        for name in SSD_FEATURES[1:]:
+            x = getattr(self, name)(x)
+            outputs[name] = x
+        return outputs
+
+    def output_shape(self):
+        return {
+            name: ShapeSpec(channels=self._out_feature_channels[name],
+                            stride=self._out_feature_strides[name])
+            for name in self._out_features
+        }
+
+
+@BACKBONE_REGISTRY.register()
+def build_ssd_resnet34_backbone(cfg, input_shape):
+    """ResNet-34 to res4 (res4 at stride 1, as the reference) plus the SSD extra blocks.
+
+    Uses MODEL.RESNETS.NORM (FrozenBN, BN, SyncBN, naiveSyncBN), MODEL.BACKBONE.FREEZE_AT,
+    MODEL.RESNETS.STEM_OUT_CHANNELS and MODEL.SSD.STRIDES.
+    """
+    strides = check_strides(cfg.MODEL.SSD.STRIDES)
+    norm = cfg.MODEL.RESNETS.NORM
+    stem = BasicStem(in_channels=input_shape.channels,
+                     out_channels=cfg.MODEL.RESNETS.STEM_OUT_CHANNELS, norm=norm)
+    stages = []
+    in_channels = cfg.MODEL.RESNETS.STEM_OUT_CHANNELS
+    # (blocks, out channels, first stride) of res2, res3, res4.
+    for num_blocks, out_channels, first_stride in ((3, 64, 1), (4, 128, 2), (6, 256, 1)):
+        stages.append(ResNet.make_stage(
+            BasicBlock, num_blocks, in_channels=in_channels, out_channels=out_channels,
+            stride_per_block=[first_stride] + [1] * (num_blocks - 1), norm=norm,
+        ))
+        in_channels = out_channels
+    return SSDResNet(stem, stages, extra_strides=strides[2:] + (1,),
+                     freeze_at=cfg.MODEL.BACKBONE.FREEZE_AT)

@@ -1,0 +1,45 @@
+"""The SSD head: one 3x3 box-regression conv and one 3x3 classification conv per source."""
+from typing import List
+
+from torch import nn
+
+from detectron2.layers import Conv2d
+from detectron2.utils.registry import Registry
+
+from .backbone import check_strides
+
+SSD_HEAD_REGISTRY = Registry("SSD_HEAD")
+SSD_HEAD_REGISTRY.__doc__ = """Registry for SSD heads (MODEL.SSD.HEAD_NAME).
+Called with (cfg, input_shapes: list[ShapeSpec], num_anchors: list[int])."""
+
+
+def build_ssd_head(cfg, input_shapes, num_anchors):
+    return SSD_HEAD_REGISTRY.get(cfg.MODEL.SSD.HEAD_NAME)(cfg, input_shapes, num_anchors)
+
+
+@SSD_HEAD_REGISTRY.register()
+class SSDHead(nn.Module):
+    """Per level: ``loc`` Conv3x3(C, A*4) and ``conf`` Conv3x3(C, A*(K+1)), with bias,
+    stride MODEL.SSD.STRIDES[0] (== STRIDES[1]).
+
+    Channels are anchor-major (Detectron2's layout): loc channel ``a*4 + k`` is coordinate
+    k of default box a, conf channel ``a*(K+1) + c`` is class c of box a, with the
+    foreground classes 0..K-1 and background last (index K).
+    """
+
+    def __init__(self, cfg, input_shapes, num_anchors: List[int]):
+        super().__init__()
+        stride = check_strides(cfg.MODEL.SSD.STRIDES)[0]
+        self.num_classes = cfg.MODEL.SSD.NUM_CLASSES
+        self.loc = nn.ModuleList()
+        self.conf = nn.ModuleList()
+        for shape, a in zip(input_shapes, num_anchors):
+            for convs, k in ((self.loc, 4), (self.conf, self.num_classes + 1)):
+                conv = Conv2d(shape.channels, a * k, kernel_size=3, stride=stride, padding=1)
+                nn.init.xavier_uniform_(conv.weight)
+                convs.append(conv)
+
+    def forward(self, features):
+        """Returns (list of loc maps (N, A*4, h, w), list of conf maps (N, A*(K+1), h, w))."""
+        return ([loc(x) for loc, x in zip(self.loc, features)],
+                [conf(x) for conf, x in zip(self.conf, features)])

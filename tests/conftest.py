@@ -1,0 +1,29 @@
+import os
+import sys
+import tempfile
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The built-in data set is generated (deterministically) here, before ssd_r34 is imported.
+os.environ.setdefault("SSD_R34_DATASETS", os.path.join(tempfile.gettempdir(), "ssd_r34_test_data"))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: a long case (multi-process or many iterations)")
+
+
+def make_cfg(config="configs/Base-SSD-R34.yaml", *opts):
+    from ssd_r34 import get_ssd_cfg
+
+    cfg = get_ssd_cfg()
+    cfg.merge_from_file(os.path.join(ROOT, config))
+    cfg.merge_from_list(["MODEL.DEVICE", "cpu", *opts])
+    return cfg
+
+
+@pytest.fixture
+def cfg_factory():
+    return make_cfg
