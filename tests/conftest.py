@@ -11,9 +11,6 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 
-def pytest_configure(config):
-    config.addinivalue_line("markers", "slow: a long case (multi-process or many iterations)")
-
 
 def make_cfg(config="configs/Base-SSD-R34.yaml", *opts):
     from ssd_r34 import get_ssd_cfg

@@ -1,0 +1,155 @@
+"""SSD training augmentations as Detectron2 Augmentations / Transforms (spec section 8)."""
+import numpy as np
+import torch
+from PIL import Image
+from torchvision.transforms import ColorJitter
+from torchvision.transforms import functional as TF
+
+from detectron2.data import transforms as T
+from fvcore.transforms.transform import NoOpTransform, Transform
+
+__all__ = ["SSDCropTransform", "SSDRandomCrop", "ColorJitterTransform", "RandomColorJitter",
+           "build_ssd_augmentations"]
+
+
+class SSDCropTransform(Transform):
+    """Crop to the float rectangle (x0, y0, x1, y1) in pixels (the image is cut at the
+    integer parts, as the reference does). Boxes keep the SSD rule: a box whose centre is
+    not strictly inside the rectangle becomes empty (0, 0, 0, 0), to be filtered out;
+    the others are clipped to the rectangle."""
+
+    def __init__(self, x0: float, y0: float, x1: float, y1: float):
+        super().__init__()
+        self._set_attributes(locals())
+        self.ix0, self.iy0, self.ix1, self.iy1 = int(x0), int(y0), int(x1), int(y1)
+
+    def apply_image(self, img: np.ndarray) -> np.ndarray:
+        return img[self.iy0:self.iy1, self.ix0:self.ix1]
+
+    def apply_coords(self, coords: np.ndarray) -> np.ndarray:
+        coords = np.asarray(coords, dtype=np.float64).copy()
+        coords[:, 0] -= self.ix0
+        coords[:, 1] -= self.iy0
+        return coords
+
+    def centre_inside(self, boxes: np.ndarray) -> np.ndarray:
+        """Mask of the XYXY boxes whose centre lies strictly inside the crop."""
+        cx = (boxes[:, 0] + boxes[:, 2]) / 2
+        cy = (boxes[:, 1] + boxes[:, 3]) / 2
+        return (cx > self.x0) & (cx < self.x1) & (cy > self.y0) & (cy < self.y1)
+
+    def apply_box(self, box: np.ndarray) -> np.ndarray:
+        box = np.asarray(box, dtype=np.float64).reshape(-1, 4)
+        keep = self.centre_inside(box)
+        out = np.stack([
+            box[:, 0].clip(self.x0, self.x1) - self.ix0, box[:, 1].clip(self.y0, self.y1) - self.iy0,
+            box[:, 2].clip(self.x0, self.x1) - self.ix0, box[:, 3].clip(self.y0, self.y1) - self.iy0,
+        ], axis=1)
+        out[~keep] = 0
+        return out
+
+    def apply_segmentation(self, segmentation: np.ndarray) -> np.ndarray:
+        return self.apply_image(segmentation)
+
+
+def _iou_with_rect(boxes: np.ndarray, rect) -> np.ndarray:
+    lt = np.maximum(boxes[:, :2], rect[:2])
+    rb = np.minimum(boxes[:, 2:], rect[2:])
+    wh = np.clip(rb - lt, 0, None)
+    inter = wh[:, 0] * wh[:, 1]
+    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    area_r = (rect[2] - rect[0]) * (rect[3] - rect[1])
+    return inter / (area + area_r - inter)
+
+
+class SSDRandomCrop(T.Augmentation):
+    """The SSD IoU-constrained random crop. Draws one of 7 modes uniformly: keep the image;
+    minimum IoU 0.1, 0.3, 0.5, 0.7, 0.9; or no constraint. A crop of w, h ~ U(0.3, 1) of the
+    image with w/h in [0.5, 2] is accepted when every box's IoU with it is above the minimum
+    and at least one box centre lies strictly inside; a failed attempt draws a new mode."""
+
+    MODES = (None, 0.1, 0.3, 0.5, 0.7, 0.9, -np.inf)
+
+    def __init__(self, min_scale: float = 0.3, max_aspect: float = 2.0):
+        super().__init__()
+        self._init(locals())
+
+    def get_transform(self, image, boxes):
+        h, w = image.shape[:2]
+        boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+        if len(boxes) == 0:
+            return NoOpTransform()
+        while True:
+            min_iou = self.MODES[np.random.randint(len(self.MODES))]
+            if min_iou is None:
+                return NoOpTransform()
+            sw = np.random.uniform(self.min_scale, 1.0)
+            sh = np.random.uniform(self.min_scale, 1.0)
+            if not 1 / self.max_aspect <= sw / sh <= self.max_aspect:
+                continue
+            left = np.random.uniform(0, 1.0 - sw)
+            top = np.random.uniform(0, 1.0 - sh)
+            crop = SSDCropTransform(left * w, top * h, (left + sw) * w, (top + sh) * h)
+            if not (_iou_with_rect(boxes, np.array([crop.x0, crop.y0, crop.x1, crop.y1])) > min_iou).all():
+                continue
+            if crop.centre_inside(boxes).any():
+                return crop
+
+
+class ColorJitterTransform(Transform):
+    """torchvision's ColorJitter with fixed, already drawn parameters."""
+
+    def __init__(self, order, brightness, contrast, saturation, hue):
+        super().__init__()
+        self._set_attributes(locals())
+
+    def apply_image(self, img: np.ndarray) -> np.ndarray:
+        pil = Image.fromarray(img)
+        for i in self.order:
+            if i == 0 and self.brightness is not None:
+                pil = TF.adjust_brightness(pil, self.brightness)
+            elif i == 1 and self.contrast is not None:
+                pil = TF.adjust_contrast(pil, self.contrast)
+            elif i == 2 and self.saturation is not None:
+                pil = TF.adjust_saturation(pil, self.saturation)
+            elif i == 3 and self.hue is not None:
+                pil = TF.adjust_hue(pil, self.hue)
+        return np.asarray(pil)
+
+    def apply_coords(self, coords: np.ndarray) -> np.ndarray:
+        return coords
+
+    def apply_segmentation(self, segmentation: np.ndarray) -> np.ndarray:
+        return segmentation
+
+
+class RandomColorJitter(T.Augmentation):
+    """Brightness, contrast, saturation and hue jitter in a random order, drawn as
+    torchvision's ColorJitter draws them."""
+
+    def __init__(self, brightness=0.125, contrast=0.5, saturation=0.5, hue=0.05):
+        super().__init__()
+        self._jitter = ColorJitter(brightness, contrast, saturation, hue)
+
+    def get_transform(self, image):
+        j = self._jitter
+        order, b, c, s, h = j.get_params(j.brightness, j.contrast, j.saturation, j.hue)
+        return ColorJitterTransform(order.tolist(), b, c, s, h)
+
+
+def build_ssd_augmentations(cfg, is_train: bool):
+    """Training: SSD crop, horizontal flip, fixed resize, colour jitter (the reference's
+    order). Evaluation: the fixed resize only."""
+    height, width = cfg.INPUT.FIXED_SIZE
+    resize = T.Resize((height, width))  # PIL bilinear, as the reference
+    if not is_train:
+        return [resize]
+    augs = []
+    if cfg.INPUT.SSD.CROP:
+        augs.append(SSDRandomCrop())
+    if cfg.INPUT.RANDOM_FLIP == "horizontal":
+        augs.append(T.RandomFlip(prob=0.5, horizontal=True, vertical=False))
+    augs.append(resize)
+    if any(v > 0 for v in cfg.INPUT.SSD.COLOR_JITTER):
+        augs.append(RandomColorJitter(*cfg.INPUT.SSD.COLOR_JITTER))
+    return augs
