@@ -1,0 +1,300 @@
+"""The built-in ``shapes`` toy detection data set: generated deterministically, COCO json.
+
+Every image is 160..256 px wide and 160..256 px high (so aspect ratios vary). The background
+is a smooth colour gradient or a flat colour with mild noise, plus clutter that is *not*
+labelled: a few thin lines and small (< 6 px) specks. On it are filled shapes of 3 classes
+(``SHAPES_CLASSES``), each in a random colour that contrasts with the background below it:
+
+* ``circle``   -- an ellipse whose aspect ratio (width / height) is in [0.6, 1.6],
+* ``square``   -- an axis-aligned rectangle with aspect ratio in [0.6, 1.6],
+* ``triangle`` -- an isosceles triangle, base at the bottom, aspect ratio in [0.6, 1.6].
+
+The longer side of a shape is 12%..60% of the image's shorter side; shapes overlap at most a
+little (a placement with IoU > 0.3 to an earlier shape is rejected). Train images hold 1..2
+shapes; val images 0..2 (about 10% of them none). ``bbox`` is the tight box, in pixels, of the
+drawn shape (before JPEG compression), as COCO ``[x, y, w, h]``.
+
+Files::
+
+    <root>/shapes/train/00000.jpg ...   <root>/shapes/train.json
+    <root>/shapes/val/00000.jpg ...     <root>/shapes/val.json
+
+``root`` is ``$SSD_R34_DATASETS`` if set, else ``~/.cache/ssd_r34`` (``default_root()``).
+A split is generated on first use (``generate_shapes``; 1000 images take a few seconds on
+one core) into a private temporary folder next to the final one and then renamed into place,
+the json last: ``<split>.json`` exists only once the split is complete, so several processes
+(e.g. the ranks of a distributed run) may generate at once. If the json exists, nothing is
+done. The output depends only on the seed (numpy ``Generator`` and PIL drawing); the JPEG
+bytes may differ between libjpeg versions, the pixels of the drawing and the json do not.
+
+Registration: ``register_shapes(root=None)`` registers ``shapes_train`` (1000 images, seed 0)
+and ``shapes_val`` (200 images, seed 1) in Detectron2's ``DatasetCatalog`` and
+``MetadataCatalog`` without generating anything. The root is resolved *when registering*
+(Detectron2 metadata cannot change afterwards, and ``COCOEvaluator`` reads
+``MetadataCatalog.get(name).json_file``), and ``ssd_r34`` registers on import: **set
+``SSD_R34_DATASETS`` before ``import ssd_r34``**. To use another folder later, register under
+other names: ``register_shapes(root, prefix="my_shapes")`` gives ``my_shapes_train`` /
+``my_shapes_val``. The registered loader generates the split if needed and then calls
+``load_coco_json``; call ``ensure_shapes(name)`` before anything that opens the json file
+directly (e.g. ``COCOEvaluator``); it is a no-op for names that are not shapes data sets.
+"""
+import json
+import os
+import shutil
+import tempfile
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+__all__ = ["SHAPES_CLASSES", "SHAPES_SPLITS", "default_root", "generate_shapes",
+           "register_shapes", "ensure_shapes", "shapes_split_sizes", "shapes_json_file"]
+
+SHAPES_CLASSES = ["circle", "square", "triangle"]
+# split -> (number of images, seed); val (any split but train) has images with no object
+SHAPES_SPLITS = {"train": (1000, 0), "val": (200, 1)}
+
+# registered data set name -> (root, split, number of images, seed)
+_REGISTERED = {}
+
+
+def default_root():
+    """The data folder: ``$SSD_R34_DATASETS`` if set, else ``~/.cache/ssd_r34``."""
+    return os.path.abspath(os.path.expanduser(
+        os.environ.get("SSD_R34_DATASETS") or os.path.join("~", ".cache", "ssd_r34")))
+
+
+def shapes_split_sizes():
+    """Number of images of each registered built-in split: ``{"shapes_train": 1000, ...}``."""
+    return {f"shapes_{split}": n for split, (n, _) in SHAPES_SPLITS.items()}
+
+
+def shapes_json_file(root, split):
+    """``<root>/shapes/<split>.json``: the COCO json of a split; it exists iff complete."""
+    return os.path.join(root, "shapes", f"{split}.json")
+
+
+# ----------------------------------------------------------------------------------------
+# drawing
+def _colour(rng):
+    return rng.integers(0, 256, 3)
+
+
+def _background(rng, h, w):
+    """A flat colour or a linear gradient (any direction), plus mild noise; float (h, w, 3)."""
+    c0 = rng.uniform(0, 255, 3)
+    if rng.random() < 0.25:
+        img = np.broadcast_to(c0, (h, w, 3)).astype(np.float32)
+    else:
+        c1 = rng.uniform(0, 255, 3)
+        angle = rng.uniform(0, 2 * np.pi)
+        ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
+        t = xs * np.cos(angle) + ys * np.sin(angle)
+        t = (t - t.min()) / max(float(t.max() - t.min()), 1.0)
+        img = c0.astype(np.float32) + t[..., None] * (c1 - c0).astype(np.float32)
+    noise = rng.integers(-8, 9, (h, w, 3), dtype=np.int16)
+    return img, noise
+
+
+def _contrasts(c, refs, min_dist=150):
+    return all(np.abs(c.astype(np.float32) - r).sum() >= min_dist for r in refs)
+
+
+def _pick_colour(rng, refs):
+    """A colour far (L1 >= 150) from every colour in ``refs``; the most distant of a few
+    tries if none is (bounded, so generation never loops forever)."""
+    best, best_d = None, -1.0
+    for _ in range(30):
+        c = _colour(rng)
+        if _contrasts(c, refs):
+            return c
+        d = min(np.abs(c.astype(np.float32) - r).sum() for r in refs)
+        if d > best_d:
+            best, best_d = c, d
+    return best
+
+
+def _shape_mask(cls, box, size):
+    """An 'L' mask of the filled shape of class index ``cls`` in float ``box`` (x0, y0, x1, y1)."""
+    mask = Image.new("L", size, 0)
+    draw = ImageDraw.Draw(mask)
+    x0, y0, x1, y1 = box
+    if cls == 0:
+        draw.ellipse([x0, y0, x1, y1], fill=255)
+    elif cls == 1:
+        draw.rectangle([x0, y0, x1, y1], fill=255)
+    else:
+        draw.polygon([((x0 + x1) / 2, y0), (x1, y1), (x0, y1)], fill=255)
+    return mask
+
+
+def _iou(a, b):
+    iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = iw * ih
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def _draw_image(rng, allow_empty):
+    """One image: returns (PIL RGB image, [{"category_id", "bbox"}, ...])."""
+    w, h = (int(v) for v in rng.integers(160, 257, 2))
+    bg, noise = _background(rng, h, w)
+    img = Image.fromarray(np.clip(bg + noise, 0, 255).astype(np.uint8))
+    draw = ImageDraw.Draw(img)
+    for _ in range(int(rng.integers(2, 6))):  # clutter: thin lines (not objects)
+        pts = [float(v) for v in rng.uniform(0, 1, 4) * [w, h, w, h]]
+        draw.line(pts, fill=tuple(int(v) for v in _colour(rng)), width=int(rng.integers(1, 3)))
+    for _ in range(int(rng.integers(3, 10))):  # clutter: specks under 6 px (not objects)
+        x, y = float(rng.uniform(0, w - 5)), float(rng.uniform(0, h - 5))
+        sx, sy = (float(v) for v in rng.uniform(1, 4, 2))
+        fill = tuple(int(v) for v in _colour(rng))
+        if rng.random() < 0.5:
+            draw.rectangle([x, y, x + sx, y + sy], fill=fill)
+        else:
+            draw.ellipse([x, y, x + sx, y + sy], fill=fill)
+
+    n = int(rng.integers(0 if allow_empty else 1, 3))
+    if allow_empty and n == 0 and rng.random() < 0.6:  # P(no object) = 1/3 * 0.3 = 10%
+        n = int(rng.integers(1, 3))
+    short = min(w, h)
+    placed = []  # (cls, box)
+    for _ in range(30 * n):
+        if len(placed) == n:
+            break
+        cls = int(rng.integers(0, 3))
+        long_side = rng.uniform(0.12, 0.6) * short
+        aspect = rng.uniform(0.6, 1.6)  # width / height
+        bw, bh = (long_side, long_side / aspect) if aspect >= 1 else (long_side * aspect, long_side)
+        x0, y0 = rng.uniform(1, w - bw - 1), rng.uniform(1, h - bh - 1)
+        box = (float(x0), float(y0), float(x0 + bw), float(y0 + bh))
+        if any(_iou(box, b) > 0.3 for _, b in placed):
+            continue
+        placed.append((cls, box))
+
+    annotations, drawn = [], []  # drawn: (box, colour) of earlier shapes
+    for cls, box in placed:
+        x0, y0, x1, y1 = box
+        xs = [int(np.clip(v, 0, w - 1)) for v in (x0, (x0 + x1) / 2, x1)]
+        ys = [int(np.clip(v, 0, h - 1)) for v in (y0, (y0 + y1) / 2, y1)]
+        refs = [bg[y, x] for y in ys for x in xs]  # background under the shape
+        refs += [c.astype(np.float32) for b, c in drawn if _iou(box, b) > 0]
+        colour = _pick_colour(rng, refs)
+        mask = _shape_mask(cls, box, (w, h))
+        img.paste(tuple(int(v) for v in colour), (0, 0), mask)
+        left, top, right, bottom = mask.getbbox()  # tight box; right / bottom exclusive
+        annotations.append({"category_id": cls + 1,
+                            "bbox": [float(left), float(top), float(right - left),
+                                     float(bottom - top)]})
+        drawn.append((box, colour))
+    return img, annotations
+
+
+# ----------------------------------------------------------------------------------------
+# files
+def _complete_image_dir(image_dir, file_names):
+    return os.path.isdir(image_dir) and set(file_names) <= set(os.listdir(image_dir))
+
+
+def generate_shapes(root, split, num_images, seed, allow_empty=None):
+    """Write ``<root>/shapes/<split>/NNNNN.jpg`` and ``<root>/shapes/<split>.json`` (COCO)
+    unless the json already exists (then nothing is done). Returns the json path.
+
+    Deterministic in ``seed``. ``allow_empty`` (default: every split but ``train``) lets about
+    10% of the images hold no object. Atomic and safe for concurrent processes: each writes
+    a private temporary folder under ``<root>/shapes``, renames its image folder into place
+    (a concurrent process that already did so wins; the images are the same), then its json.
+    """
+    if allow_empty is None:
+        allow_empty = split != "train"
+    base = os.path.join(os.fspath(root), "shapes")
+    json_file = os.path.join(base, f"{split}.json")
+    if os.path.exists(json_file):
+        return json_file
+    os.makedirs(base, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=f".tmp-{split}-", dir=base)
+    try:
+        rng = np.random.default_rng(seed)
+        tmp_images = os.path.join(tmp, split)
+        os.makedirs(tmp_images)
+        images, annotations = [], []
+        for i in range(num_images):
+            img, annos = _draw_image(rng, allow_empty)
+            name = f"{i:05d}.jpg"
+            img.save(os.path.join(tmp_images, name), format="JPEG", quality=95)
+            images.append({"id": i + 1, "file_name": name, "height": img.height,
+                           "width": img.width})
+            for a in annos:
+                bw, bh = a["bbox"][2:]
+                annotations.append({"id": len(annotations) + 1, "image_id": i + 1,
+                                    "category_id": a["category_id"], "bbox": a["bbox"],
+                                    "area": bw * bh, "iscrowd": 0})
+        coco = {"info": {"description": f"ssd_r34 shapes {split} (seed {seed})"},
+                "images": images, "annotations": annotations,
+                "categories": [{"id": i + 1, "name": n, "supercategory": "shape"}
+                               for i, n in enumerate(SHAPES_CLASSES)]}
+        tmp_json = os.path.join(tmp, f"{split}.json")
+        with open(tmp_json, "w") as f:
+            json.dump(coco, f)
+            f.flush()
+            os.fsync(f.fileno())
+
+        if os.path.exists(json_file):  # another process finished meanwhile
+            return json_file
+        image_dir = os.path.join(base, split)
+        names = [im["file_name"] for im in images]
+        if os.path.isdir(image_dir) and not _complete_image_dir(image_dir, names):
+            # a stale, incomplete folder (e.g. of other parameters, json deleted): move aside
+            try:
+                os.rename(image_dir, os.path.join(tmp, "stale"))
+            except OSError:
+                pass
+        try:
+            os.rename(tmp_images, image_dir)
+        except OSError:
+            pass  # a concurrent process won the rename; its images are identical
+        if _complete_image_dir(image_dir, names):
+            os.replace(tmp_json, json_file)  # atomic; the json last
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return json_file
+
+
+# ----------------------------------------------------------------------------------------
+# Detectron2 registration
+def ensure_shapes(name):
+    """Generate the files of a registered shapes data set ``name`` if missing (no-op for
+    other names). Returns the json path, or None for other names."""
+    if name not in _REGISTERED:
+        return None
+    root, split, num_images, seed = _REGISTERED[name]
+    return generate_shapes(root, split, num_images, seed)
+
+
+def _load(name):
+    from detectron2.data.datasets import load_coco_json
+
+    json_file = ensure_shapes(name)
+    root, split, _, _ = _REGISTERED[name]
+    return load_coco_json(json_file, os.path.join(root, "shapes", split), name)
+
+
+def register_shapes(root=None, prefix="shapes"):
+    """Register ``<prefix>_train`` (1000 images, seed 0) and ``<prefix>_val`` (200 images,
+    seed 1) in Detectron2's catalogs. Generates nothing: the files are made on first load.
+    ``root`` defaults to ``default_root()``, resolved now. Names already registered are
+    skipped, so calling twice is harmless. Returns the list of names."""
+    from detectron2.data import DatasetCatalog, MetadataCatalog
+
+    root = os.path.abspath(os.path.expanduser(os.fspath(root))) if root else default_root()
+    names = []
+    for split, (num_images, seed) in SHAPES_SPLITS.items():
+        name = f"{prefix}_{split}"
+        names.append(name)
+        if name in DatasetCatalog.list():
+            continue
+        _REGISTERED[name] = (root, split, num_images, seed)
+        DatasetCatalog.register(name, lambda name=name: _load(name))
+        MetadataCatalog.get(name).set(
+            thing_classes=list(SHAPES_CLASSES), json_file=shapes_json_file(root, split),
+            image_root=os.path.join(root, "shapes", split), evaluator_type="coco")
+    return names
