@@ -10,8 +10,9 @@ labelled: a few thin lines and small (< 6 px) specks. On it are filled shapes of
 * ``triangle`` -- an isosceles triangle, base at the bottom, aspect ratio in [0.6, 1.6].
 
 The longer side of a shape is 12%..60% of the image's shorter side; shapes overlap at most a
-little (a placement with IoU > 0.3 to an earlier shape is rejected). Train images hold 1..2
-shapes; val images 0..2 (about 10% of them none). ``bbox`` is the tight box, in pixels, of the
+little (a placement with IoU > 0.3 to an earlier shape, or one that would hide more than 40%
+of an earlier shape's pixels, is rejected). Train images hold 1..2 shapes; val images 0..2
+(about 10% of them none). ``bbox`` is the tight box, in pixels, of the
 drawn shape (before JPEG compression), as COCO ``[x, y, w, h]``.
 
 Files::
@@ -80,23 +81,26 @@ def _colour(rng):
 
 
 def _background(rng, h, w):
-    """A flat colour or a linear gradient (any direction), plus mild noise; float (h, w, 3)."""
-    c0 = rng.uniform(0, 255, 3)
-    if rng.random() < 0.25:
-        img = np.broadcast_to(c0, (h, w, 3)).astype(np.float32)
+    """A flat colour (25%), a two-colour linear gradient (35%, horizontal or vertical) or a
+    bilinear blend of four corner colours (40%); returns (uint8 image with mild noise,
+    uint8 background without noise), both (h, w, 3)."""
+    u = rng.random()
+    c = rng.integers(0, 256, (4, 3), dtype=np.uint8)
+    if u < 0.25:
+        corners = np.stack([c[0]] * 4)
+    elif u < 0.6:
+        corners = c[[0, 1, 0, 1]] if rng.random() < 0.5 else c[[0, 0, 1, 1]]
     else:
-        c1 = rng.uniform(0, 255, 3)
-        angle = rng.uniform(0, 2 * np.pi)
-        ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
-        t = xs * np.cos(angle) + ys * np.sin(angle)
-        t = (t - t.min()) / max(float(t.max() - t.min()), 1.0)
-        img = c0.astype(np.float32) + t[..., None] * (c1 - c0).astype(np.float32)
-    noise = rng.integers(-8, 9, (h, w, 3), dtype=np.int16)
-    return img, noise
+        corners = c
+    smooth = np.asarray(Image.fromarray(corners.reshape(2, 2, 3)).resize((w, h), Image.BILINEAR))
+    noise = (np.frombuffer(rng.bytes(h * w * 3), np.uint8).reshape(h, w, 3) & 15)
+    noisy = np.clip(smooth.astype(np.int16) + noise.astype(np.int16) - 8, 0, 255)
+    return noisy.astype(np.uint8), smooth
 
 
 def _contrasts(c, refs, min_dist=150):
-    return all(np.abs(c.astype(np.float32) - r).sum() >= min_dist for r in refs)
+    c = c.astype(np.float32)
+    return all(float(np.abs(c - r).sum()) >= min_dist for r in refs)
 
 
 def _pick_colour(rng, refs):
@@ -113,18 +117,15 @@ def _pick_colour(rng, refs):
     return best
 
 
-def _shape_mask(cls, box, size):
-    """An 'L' mask of the filled shape of class index ``cls`` in float ``box`` (x0, y0, x1, y1)."""
-    mask = Image.new("L", size, 0)
-    draw = ImageDraw.Draw(mask)
+def _draw_shape(draw, cls, box, fill):
+    """Draw the filled shape of class index ``cls`` in float ``box`` (x0, y0, x1, y1)."""
     x0, y0, x1, y1 = box
     if cls == 0:
-        draw.ellipse([x0, y0, x1, y1], fill=255)
+        draw.ellipse([x0, y0, x1, y1], fill=fill)
     elif cls == 1:
-        draw.rectangle([x0, y0, x1, y1], fill=255)
+        draw.rectangle([x0, y0, x1, y1], fill=fill)
     else:
-        draw.polygon([((x0 + x1) / 2, y0), (x1, y1), (x0, y1)], fill=255)
-    return mask
+        draw.polygon([((x0 + x1) / 2, y0), (x1, y1), (x0, y1)], fill=fill)
 
 
 def _iou(a, b):
@@ -138,8 +139,8 @@ def _iou(a, b):
 def _draw_image(rng, allow_empty):
     """One image: returns (PIL RGB image, [{"category_id", "bbox"}, ...])."""
     w, h = (int(v) for v in rng.integers(160, 257, 2))
-    bg, noise = _background(rng, h, w)
-    img = Image.fromarray(np.clip(bg + noise, 0, 255).astype(np.uint8))
+    arr, bg = _background(rng, h, w)
+    img = Image.fromarray(arr)
     draw = ImageDraw.Draw(img)
     for _ in range(int(rng.integers(2, 6))):  # clutter: thin lines (not objects)
         pts = [float(v) for v in rng.uniform(0, 1, 4) * [w, h, w, h]]
@@ -153,11 +154,10 @@ def _draw_image(rng, allow_empty):
         else:
             draw.ellipse([x, y, x + sx, y + sy], fill=fill)
 
-    n = int(rng.integers(0 if allow_empty else 1, 3))
-    if allow_empty and n == 0 and rng.random() < 0.6:  # P(no object) = 1/3 * 0.3 = 10%
-        n = int(rng.integers(1, 3))
+    n = 0 if allow_empty and rng.random() < 0.1 else int(rng.integers(1, 3))
     short = min(w, h)
-    placed = []  # (cls, box)
+    placed = []  # (cls, box, mask as a bool array)
+    visible = []  # the pixels of each placed shape not covered by a later one
     for _ in range(30 * n):
         if len(placed) == n:
             break
@@ -167,25 +167,33 @@ def _draw_image(rng, allow_empty):
         bw, bh = (long_side, long_side / aspect) if aspect >= 1 else (long_side * aspect, long_side)
         x0, y0 = rng.uniform(1, w - bw - 1), rng.uniform(1, h - bh - 1)
         box = (float(x0), float(y0), float(x0 + bw), float(y0 + bh))
-        if any(_iou(box, b) > 0.3 for _, b in placed):
+        if any(_iou(box, b) > 0.3 for _, b, _ in placed):
             continue
-        placed.append((cls, box))
+        # the same shape on a mask (same rasteriser, same pixels as on the image)
+        mask_img = Image.new("L", (w, h), 0)
+        _draw_shape(ImageDraw.Draw(mask_img), cls, box, 255)
+        mask = np.asarray(mask_img) > 0
+        # drawn last, the new shape must leave >= 60% of every earlier shape visible
+        if any((vis & ~mask).sum() < 0.6 * m.sum() for (_, _, m), vis in zip(placed, visible)):
+            continue
+        visible = [vis & ~mask for vis in visible] + [mask]
+        placed.append((cls, box, mask))
 
     annotations, drawn = [], []  # drawn: (box, colour) of earlier shapes
-    for cls, box in placed:
+    for cls, box, mask in placed:
         x0, y0, x1, y1 = box
-        xs = [int(np.clip(v, 0, w - 1)) for v in (x0, (x0 + x1) / 2, x1)]
-        ys = [int(np.clip(v, 0, h - 1)) for v in (y0, (y0 + y1) / 2, y1)]
-        refs = [bg[y, x] for y in ys for x in xs]  # background under the shape
+        xs = [min(max(int(v), 0), w - 1) for v in (x0, (x0 + x1) / 2, x1)]
+        ys = [min(max(int(v), 0), h - 1) for v in (y0, (y0 + y1) / 2, y1)]
+        refs = [bg[y, x].astype(np.float32) for y in ys for x in xs]  # background under it
         refs += [c.astype(np.float32) for b, c in drawn if _iou(box, b) > 0]
-        colour = _pick_colour(rng, refs)
-        mask = _shape_mask(cls, box, (w, h))
-        img.paste(tuple(int(v) for v in colour), (0, 0), mask)
-        left, top, right, bottom = mask.getbbox()  # tight box; right / bottom exclusive
+        colour = tuple(int(v) for v in _pick_colour(rng, refs))
+        _draw_shape(draw, cls, box, colour)
+        rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
+        left, top, right, bottom = cols[0], rows[0], cols[-1] + 1, rows[-1] + 1  # tight box
         annotations.append({"category_id": cls + 1,
                             "bbox": [float(left), float(top), float(right - left),
                                      float(bottom - top)]})
-        drawn.append((box, colour))
+        drawn.append((box, np.array(colour)))
     return img, annotations
 
 
@@ -252,8 +260,9 @@ def generate_shapes(root, split, num_images, seed, allow_empty=None):
             os.rename(tmp_images, image_dir)
         except OSError:
             pass  # a concurrent process won the rename; its images are identical
-        if _complete_image_dir(image_dir, names):
-            os.replace(tmp_json, json_file)  # atomic; the json last
+        if not _complete_image_dir(image_dir, names):
+            raise RuntimeError(f"could not put the images of {split!r} into {image_dir}")
+        os.replace(tmp_json, json_file)  # atomic; the json last: now the split is complete
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return json_file
