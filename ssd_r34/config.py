@@ -55,6 +55,35 @@ def add_ssd_config(cfg):
     _C.SOLVER.OPTIMIZER = "SGD"
     # AdamW betas.
     _C.SOLVER.BETAS = (0.9, 0.999)
+
+    # Mixed precision (with Detectron2's SOLVER.AMP.ENABLED): "float16" or "bfloat16".
+    # CUDA: Detectron2's AMPTrainer, with a GradScaler for float16 only. CPU: bfloat16
+    # autocast only (float16 is refused). Losses are computed in float32 either way.
+    _C.SOLVER.AMP.DTYPE = "float16"
+    # At the end of training, every rank logs a SHA-256 digest of its parameters and
+    # buffers; with several processes the ranks compare them and raise if the parameters
+    # differ (differing buffers, e.g. per-rank BN statistics, only warn).
+    _C.SOLVER.CHECK_REPLICAS = True
+
+    # MLPerf-style evaluation (the seed's --evaluation): also evaluate after each of these
+    # numbers of iterations (counted from 1, like TEST.EVAL_PERIOD), e.g. (120000, 160000).
+    _C.TEST.EVAL_ITERS = ()
+    # Stop training at the first evaluation whose box AP reaches this (a fraction, as the
+    # seed's --threshold 0.212 and the MLPerf target; Detectron2 prints AP in percent).
+    # 0 = never stop early. Each evaluation records "target_reached" (0/1) in metrics.json.
+    _C.TEST.TARGET_AP = 0.0
+
+    # The three-stage regime of the released 1200x1200 model (tools/train_regime.py).
+    _C.REGIME = CN()
+    # GPUs (processes) this stage was trained on in the seed; train_regime.py launches the
+    # stage with this many unless told otherwise.
+    _C.REGIME.NUM_GPUS = 1
+    # Config file of the stage this one starts from (relative to this config's folder);
+    # "" = a first stage (weights from MODEL.WEIGHTS as given).
+    _C.REGIME.PREVIOUS_STAGE = ""
+    # This stage starts from the previous stage's weights after this many of its
+    # iterations (weights only: fresh iteration counter, optimizer and schedule).
+    _C.REGIME.PREVIOUS_ITER = 0
     return cfg
 
 

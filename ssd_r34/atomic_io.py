@@ -1,0 +1,150 @@
+"""Crash-safe checkpoint files.
+
+fvcore's ``Checkpointer.save`` (which Detectron2's ``DetectionCheckpointer`` and its
+subclasses use) writes ``<name>.pth`` through ``self.path_manager.open(path, "wb")`` and
+then rewrites ``last_checkpoint`` the same way. A kill in the middle leaves a truncated
+``.pth`` file, or a ``last_checkpoint`` that names one, and ``--resume`` then fails.
+
+:func:`make_checkpointer_atomic` swaps the checkpointer's ``path_manager`` for a wrapper
+whose write opens go to a temporary file in the same folder that is flushed, fsynced and
+then ``os.replace``d onto the target (the folder is fsynced after the rename). Since
+``save`` only tags ``last_checkpoint`` after the ``.pth`` file is closed, ``last_checkpoint``
+always names a complete file, and is itself replaced atomically. It works with any
+checkpointer class that writes through ``self.path_manager`` (fvcore's and Detectron2's do).
+"""
+import logging
+import os
+import re
+
+__all__ = ["AtomicPathManager", "make_checkpointer_atomic", "remove_stale_temporary_files"]
+
+logger = logging.getLogger(__name__)
+
+# ".<basename>.<pid>.tmp": hidden, and not ending in .pth so that nothing lists it as a
+# checkpoint.
+_TMP_RE = re.compile(r"^\..+\.\d+\.tmp$")
+
+
+def _is_local(path: str) -> bool:
+    return "://" not in path or path.startswith("file://")
+
+
+def _local(path: str) -> str:
+    return path[len("file://"):] if path.startswith("file://") else path
+
+
+def _fsync_dir(folder: str) -> None:
+    try:
+        fd = os.open(folder or ".", os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # some file systems refuse fsync on folders
+        pass
+    finally:
+        os.close(fd)
+
+
+class _AtomicFile:
+    """A file open for writing whose content replaces ``target`` only on a clean close."""
+
+    def __init__(self, target: str, mode: str, **kwargs):
+        self._done = True  # until the temporary file is open
+        folder, base = os.path.split(os.path.abspath(target))
+        if "x" in mode and os.path.exists(target):
+            raise FileExistsError(target)
+        self._target = target
+        self._tmp = os.path.join(folder, f".{base}.{os.getpid()}.tmp")
+        self._file = open(self._tmp, mode.replace("x", "w"), **kwargs)
+        self._done = False
+
+    def __getattr__(self, name):
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return getattr(self._file, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is None:
+            self.close()
+        else:
+            self.discard()
+        return False
+
+    def close(self):
+        if self._done:
+            return
+        self._done = True
+        try:
+            self._file.flush()
+            os.fsync(self._file.fileno())
+        finally:
+            self._file.close()
+        os.replace(self._tmp, self._target)
+        _fsync_dir(os.path.dirname(os.path.abspath(self._target)))
+
+    def discard(self):
+        """Drop what was written; the target is left as it was."""
+        if self._done:
+            return
+        self._done = True
+        self._file.close()
+        try:
+            os.remove(self._tmp)
+        except OSError:
+            pass
+
+    def __del__(self):  # garbage-collected without close(): never publish a partial file
+        try:
+            self.discard()
+        except Exception:
+            pass
+
+
+class AtomicPathManager:
+    """Wraps an iopath PathManager: ``open`` for writing (``w``/``wb``/``x``) on a local
+    path is atomic; everything else (reads, appends, ``exists``, ``rm``, remote paths...) is
+    passed to the wrapped manager."""
+
+    def __init__(self, path_manager):
+        self._path_manager = path_manager
+
+    def open(self, path, mode="r", *args, **kwargs):
+        if ("w" in mode or "x" in mode) and "+" not in mode and _is_local(path):
+            if args:  # iopath's positional "buffering"
+                kwargs.setdefault("buffering", args[0])
+            return _AtomicFile(_local(path), mode, **kwargs)
+        return self._path_manager.open(path, mode, *args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self._path_manager, name)
+
+
+def remove_stale_temporary_files(folder: str) -> None:
+    """Remove ``.<name>.<pid>.tmp`` files left in ``folder`` by a process killed while
+    saving (only the process that saves checkpoints should call this)."""
+    if not folder or not os.path.isdir(folder):
+        return
+    for name in os.listdir(folder):
+        if _TMP_RE.match(name):
+            pid = int(name.rsplit(".", 2)[-2])
+            if pid != os.getpid():
+                try:
+                    os.remove(os.path.join(folder, name))
+                    logger.info(f"Removed {name}, left by a save that did not finish.")
+                except OSError:
+                    pass
+
+
+def make_checkpointer_atomic(checkpointer):
+    """Make ``checkpointer.save`` crash-safe (see the module docstring), in place; returns
+    the checkpointer. Idempotent."""
+    pm = checkpointer.path_manager
+    if not isinstance(pm, AtomicPathManager):
+        checkpointer.path_manager = AtomicPathManager(pm)
+    if getattr(checkpointer, "save_to_disk", True) and getattr(checkpointer, "save_dir", ""):
+        remove_stale_temporary_files(checkpointer.save_dir)
+    return checkpointer

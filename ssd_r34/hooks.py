@@ -1,0 +1,220 @@
+"""Training hooks of SSDTrainer: MLPerf-style evaluation and early stop, data-stream
+progress in checkpoints, and a check that every rank ends with the same weights."""
+import hashlib
+import logging
+import math
+
+import torch
+from torch.nn.parallel import DataParallel, DistributedDataParallel
+
+from detectron2.engine.train_loop import HookBase
+from detectron2.evaluation.testing import flatten_results_dict
+from detectron2.utils import comm
+
+from .resumable_loader import find_resumable_sampler
+
+__all__ = ["EvalAndStopHook", "DataProgressHook", "ReplicaCheckHook", "weights_digest",
+           "bbox_ap"]
+
+logger = logging.getLogger(__name__)
+
+
+def bbox_ap(results):
+    """Box AP (Detectron2's percent) from DefaultTrainer.test results (one data set, or the
+    first of several), or None."""
+    if not isinstance(results, dict):
+        return None
+    if isinstance(results.get("bbox"), dict):
+        return results["bbox"].get("AP")
+    for value in results.values():
+        ap = bbox_ap(value) if isinstance(value, dict) else None
+        if ap is not None:
+            return ap
+    return None
+
+
+class EvalAndStopHook(HookBase):
+    """Detectron2's EvalHook (every ``eval_period`` iterations and after the last one) plus
+    evaluation after each iteration count in ``eval_iters`` (the seed's ``--evaluation``)
+    and an early stop once box AP >= ``target_ap`` (a fraction, the seed's ``--threshold``;
+    0 = off).
+
+    Results go to the EventStorage (hence metrics.json) as EvalHook puts them, with a
+    ``target_reached`` scalar (0 or 1) at each evaluation when a target is set. Reaching
+    the target saves ``model_final`` and stops every rank; the iteration is kept in the
+    checkpoints, so ``--resume`` of a finished run does not train further.
+    """
+
+    def __init__(self, eval_period, eval_function, eval_iters=(), target_ap=0.0,
+                 eval_after_train=True):
+        self._period = int(eval_period)
+        self._iters = {int(i) for i in eval_iters}
+        self._target = float(target_ap)
+        self._func = eval_function
+        self._eval_after_train = eval_after_train
+        self._reached_iter = None  # iteration (0-based) after which the target was reached
+        self._stopped_early = False
+
+    def _request_stop(self):
+        self._stopped_early = True
+        request = getattr(self.trainer, "request_stop", None)
+        if request is None:
+            raise RuntimeError("EvalAndStopHook needs a trainer with request_stop() "
+                               "(ssd_r34.engine.SSDTrainer) to stop early.")
+        request()
+
+    def _do_eval(self):
+        it = self.trainer.iter
+        results = self._func()
+        reached = False
+        if results:
+            assert isinstance(results, dict), f"Eval function must return a dict, got {results}"
+            flattened = flatten_results_dict(results)
+            for k, v in flattened.items():
+                try:
+                    flattened[k] = float(v)
+                except Exception as e:
+                    raise ValueError(f"[EvalAndStopHook] eval_function should return a nested "
+                                     f"dict of float. Got '{k}: {v}' instead.") from e
+            self.trainer.storage.put_scalars(**flattened, smoothing_hint=False)
+            if self._target > 0:
+                ap = bbox_ap(results)
+                reached = ap is not None and not math.isnan(ap) and ap / 100.0 >= self._target
+                self.trainer.storage.put_scalar("target_reached", float(reached),
+                                                smoothing_hint=False)
+                logger.info(f"Evaluation after {it + 1} iterations: box AP "
+                            f"{'n/a' if ap is None else f'{ap / 100:.4f}'}, target "
+                            f"{self._target:.4f}: {'reached' if reached else 'not reached'}.")
+        # Evaluation may take different time among workers; start the next step together.
+        comm.synchronize()
+        if self._target > 0:
+            # Only the main process has the COCO results: it decides for everybody.
+            reached = bool(comm.all_gather(reached)[0])
+            if reached:
+                self._reached_iter = it
+                logger.info(f"Target AP {self._target} reached after {it + 1} iterations: "
+                            "saving model_final and stopping.")
+                self.trainer.checkpointer.save("model_final", iteration=it)
+                self._request_stop()
+
+    def before_train(self):
+        if self._target > 0 and self._reached_iter is not None:
+            logger.info(f"The checkpoint reached the target AP {self._target} after "
+                        f"{self._reached_iter + 1} iterations: not training further.")
+            self._request_stop()
+
+    def after_step(self):
+        next_iter = self.trainer.iter + 1
+        if (self._period > 0 and next_iter % self._period == 0) or next_iter in self._iters:
+            if next_iter != self.trainer.max_iter:  # the last one runs in after_train
+                self._do_eval()
+
+    def after_train(self):
+        # Not after a failed training, nor twice after an early stop.
+        if (self._eval_after_train and not self._stopped_early
+                and self.trainer.iter + 1 >= self.trainer.max_iter):
+            self._do_eval()
+        del self._func  # a closure holding the trainer
+
+    def state_dict(self):
+        return {"target_reached_iter": self._reached_iter} if self._reached_iter is not None \
+            else {}
+
+    def load_state_dict(self, state_dict):
+        self._reached_iter = state_dict.get("target_reached_iter")
+
+
+class DataProgressHook(HookBase):
+    """Counts the images the training has consumed (SOLVER.IMS_PER_BATCH a step, all ranks
+    together) and stores that count and the data-stream seed in every checkpoint; on resume
+    the :class:`ResumableTrainingSampler` continues after them. Register it before the
+    checkpointer so that a checkpoint of iteration i counts step i."""
+
+    def __init__(self, images_per_batch: int):
+        self._images_per_batch = int(images_per_batch)
+        self._consumed = 0
+
+    @property
+    def images_consumed(self) -> int:
+        return self._consumed
+
+    def _sampler(self):
+        trainer = getattr(self.trainer, "_trainer", self.trainer)
+        return find_resumable_sampler(getattr(trainer, "data_loader", None))
+
+    def after_step(self):
+        self._consumed += self._images_per_batch
+
+    def state_dict(self):
+        sampler = self._sampler()
+        if sampler is None:
+            return {}
+        return {"images_consumed": self._consumed, "seed": sampler.seed}
+
+    def load_state_dict(self, state_dict):
+        sampler = self._sampler()
+        if sampler is None or "images_consumed" not in state_dict:
+            logger.warning("The data stream restarts from its beginning (no resumable "
+                           "sampler, or a checkpoint without data progress).")
+            return
+        trainer = getattr(self.trainer, "_trainer", self.trainer)
+        if getattr(trainer, "_data_loader_iter_obj", None) is not None:
+            logger.warning("The data loader has already started: resuming its progress only "
+                           "takes effect for a new iterator.")
+        self._consumed = int(state_dict["images_consumed"])
+        sampler.set_progress(state_dict["seed"], self._consumed)
+        logger.info(f"Data stream (seed {sampler.seed}) resumes after {self._consumed} images.")
+
+
+def _unwrap(model):
+    return model.module if isinstance(model, (DistributedDataParallel, DataParallel)) else model
+
+
+def weights_digest(tensors) -> str:
+    """SHA-256 (hex) of named tensors, ``dict`` or iterable of (name, tensor), in name order:
+    equal digests mean bit-identical values."""
+    items = sorted(tensors.items() if isinstance(tensors, dict) else tensors,
+                   key=lambda kv: kv[0])
+    h = hashlib.sha256()
+    for name, t in items:
+        t = t.detach().to("cpu").contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+class ReplicaCheckHook(HookBase):
+    """At the end of a finished training, logs a digest of the parameters and of the other
+    entries of the state dict (buffers) of the model; with several processes, compares them across ranks and raises if the
+    parameters differ (buffers that differ, e.g. per-rank BN statistics with MODEL.RESNETS.NORM
+    BN, only give a warning: rank 0's are the ones saved)."""
+
+    def __init__(self, model):
+        self._model = model
+
+    def after_train(self):
+        trainer = self.trainer
+        if trainer.iter < trainer.max_iter:  # failed training: other ranks may be gone
+            return
+        model = _unwrap(self._model)
+        state = model.state_dict()  # what a checkpoint holds (no non-persistent buffers)
+        names = {n for n, _ in model.named_parameters()}
+        params = weights_digest({k: v for k, v in state.items() if k in names})
+        buffers = weights_digest({k: v for k, v in state.items() if k not in names})
+        rank, world = comm.get_rank(), comm.get_world_size()
+        logger.info(f"Weights after {trainer.iter} iterations, rank {rank} of {world}: "
+                    f"parameters sha256 {params}, buffers sha256 {buffers}")
+        if world == 1:
+            return
+        gathered = comm.all_gather((params, buffers))
+        bad = [r for r, (p, _) in enumerate(gathered) if p != gathered[0][0]]
+        if bad:
+            raise RuntimeError(f"Parameters differ across ranks after {trainer.iter} "
+                               f"iterations: ranks {bad} differ from rank 0 (digests "
+                               f"{[p for p, _ in gathered]}).")
+        logger.info(f"Parameters identical on all {world} ranks.")
+        bad = [r for r, (_, b) in enumerate(gathered) if b != gathered[0][1]]
+        if bad:
+            logger.warning(f"Buffers (e.g. BN running statistics) of ranks {bad} differ from "
+                           "rank 0's, which are the ones saved. SyncBN / naiveSyncBN keep "
+                           "them identical.")

@@ -1,0 +1,157 @@
+"""A training data loader whose progress survives a restart.
+
+Detectron2's ``TrainingSampler`` is an infinite stream of shuffled indices seeded once;
+after ``--resume`` it starts over from the first index, and the augmentations draw from
+whatever state the global random generators are in. Here:
+
+* :class:`ResumableTrainingSampler` yields the same index stream as ``TrainingSampler``
+  (same seed, same order, same sharding over ranks) but can start after the first
+  ``start`` entries of the global stream, and yields ``(sample_seed, index)`` pairs where
+  ``sample_seed`` depends only on the stream seed and the position in the stream;
+* :class:`SeededMapDataset` maps a dataset dict with the random generators (``random``,
+  ``numpy``, ``torch`` CPU) seeded from ``sample_seed`` for that call only, so a sample's
+  augmentation depends on its position in the stream, not on what ran before it or on
+  the number of data-loader workers.
+
+The trainer stores the number of images consumed and the stream seed in every checkpoint
+(:class:`ssd_r34.hooks.DataProgressHook`) and, on resume, the stream continues exactly
+where the checkpoint was taken. Batches are formed in stream order (aspect-ratio grouping
+does not apply: every SSD image is resized to INPUT.FIXED_SIZE).
+"""
+import itertools
+import logging
+import random
+from contextlib import contextmanager
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, Sampler
+
+from detectron2.data import build_detection_train_loader, get_detection_dataset_dicts
+from detectron2.data.common import DatasetFromList
+from detectron2.utils import comm
+
+__all__ = ["ResumableTrainingSampler", "SeededMapDataset", "build_resumable_train_loader",
+           "find_resumable_sampler", "sample_seed"]
+
+logger = logging.getLogger(__name__)
+
+
+def sample_seed(stream_seed: int, position: int) -> int:
+    """The random seed of the sample at ``position`` of the stream seeded ``stream_seed``."""
+    return int(np.random.SeedSequence([int(stream_seed) & 0xFFFFFFFF, int(position)])
+               .generate_state(1)[0])
+
+
+class ResumableTrainingSampler(Sampler):
+    """``TrainingSampler``'s infinite stream of (shuffled) indices, starting after the first
+    ``start`` entries of the global stream (all ranks together), yielding
+    ``(sample_seed, index)``. Rank r of W takes the entries r, r + W, r + 2W, ... of what
+    remains, as ``TrainingSampler`` does."""
+
+    def __init__(self, size: int, seed: int, shuffle: bool = True, start: int = 0):
+        if size <= 0:
+            raise ValueError(f"ResumableTrainingSampler needs a non-empty data set, got {size}.")
+        self._size = int(size)
+        self._shuffle = shuffle
+        self._rank = comm.get_rank()
+        self._world_size = comm.get_world_size()
+        self.set_progress(seed, start)
+
+    @property
+    def seed(self) -> int:
+        return self._seed
+
+    @property
+    def start(self) -> int:
+        return self._start
+
+    def set_progress(self, seed: int, start: int) -> None:
+        """Continue the stream seeded ``seed`` after its first ``start`` entries. Takes
+        effect for iterators created afterwards."""
+        self._seed = int(seed)
+        self._start = int(start)
+
+    def __iter__(self):
+        stream = self._stream_from(self._start)
+        yield from itertools.islice(stream, self._rank, None, self._world_size)
+
+    def _stream_from(self, start):
+        g = torch.Generator()
+        g.manual_seed(self._seed)
+        epoch, skip = divmod(start, self._size)
+        for _ in range(epoch):  # advance the generator past whole epochs
+            if self._shuffle:
+                torch.randperm(self._size, generator=g)
+        position = start
+        while True:
+            if self._shuffle:
+                order = torch.randperm(self._size, generator=g).tolist()
+            else:
+                order = list(range(self._size))
+            for index in order[skip:]:
+                yield sample_seed(self._seed, position), index
+                position += 1
+            skip = 0
+
+
+@contextmanager
+def _seeded_rngs(seed: int):
+    """Seed ``random``, ``numpy`` and torch's CPU generator, restore their states after."""
+    py_state, np_state, torch_state = random.getstate(), np.random.get_state(), torch.get_rng_state()
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.default_generator.manual_seed(seed)
+    try:
+        yield
+    finally:
+        random.setstate(py_state)
+        np.random.set_state(np_state)
+        torch.set_rng_state(torch_state)
+
+
+class SeededMapDataset(Dataset):
+    """``dataset[(sample_seed, index)]`` = ``mapper(dicts[index])`` with the random generators
+    seeded from ``sample_seed``. When the mapper returns None (an image the augmentation
+    left without boxes), another index is drawn from the same seeded generator, as
+    Detectron2's MapDataset does."""
+
+    def __init__(self, dicts, mapper, max_attempts: int = 100):
+        self._dataset = dicts if isinstance(dicts, DatasetFromList) else \
+            DatasetFromList(dicts, copy=False, serialize=True)
+        self._mapper = mapper
+        self._max_attempts = max_attempts
+
+    def __len__(self):
+        return len(self._dataset)
+
+    def __getitem__(self, key):
+        seed, index = key
+        with _seeded_rngs(seed):
+            for _ in range(self._max_attempts):
+                out = self._mapper(self._dataset[index])
+                if out is not None:
+                    return out
+                index = int(np.random.randint(len(self._dataset)))
+        raise RuntimeError(f"The mapper returned None {self._max_attempts} times in a row.")
+
+
+def build_resumable_train_loader(cfg, mapper):
+    """Detectron2's training loader over a :class:`ResumableTrainingSampler` (seeded by
+    SEED, or by a seed shared by all ranks when SEED < 0) and a :class:`SeededMapDataset`;
+    the batch of each rank is SOLVER.IMS_PER_BATCH / world size, in stream order."""
+    dicts = get_detection_dataset_dicts(
+        cfg.DATASETS.TRAIN, filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS,
+        min_keypoints=0, proposal_files=None)
+    seed = cfg.SEED if cfg.SEED >= 0 else comm.shared_random_seed()
+    sampler = ResumableTrainingSampler(len(dicts), seed=seed)
+    return build_detection_train_loader(
+        dataset=SeededMapDataset(dicts, mapper), mapper=None, sampler=sampler,
+        total_batch_size=cfg.SOLVER.IMS_PER_BATCH, aspect_ratio_grouping=False,
+        num_workers=cfg.DATALOADER.NUM_WORKERS)
+
+
+def find_resumable_sampler(data_loader):
+    """The ResumableTrainingSampler behind a loader from build_resumable_train_loader, or None."""
+    sampler = getattr(getattr(data_loader, "dataset", None), "sampler", None)
+    return sampler if isinstance(sampler, ResumableTrainingSampler) else None

@@ -1,0 +1,80 @@
+"""The per-step trainer of SSDTrainer: plain, or mixed precision on CUDA (Detectron2's
+AMPTrainer, float16 with a GradScaler or bfloat16 without) or on CPU (bfloat16 autocast)."""
+import time
+
+import torch
+
+from detectron2.engine import AMPTrainer, SimpleTrainer
+
+__all__ = ["CPUAMPTrainer", "amp_dtype", "build_step_trainer"]
+
+_DTYPES = {"float16": torch.float16, "fp16": torch.float16,
+           "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
+
+
+def amp_dtype(cfg) -> torch.dtype:
+    """SOLVER.AMP.DTYPE as a torch dtype."""
+    name = str(cfg.SOLVER.AMP.DTYPE).lower()
+    if name not in _DTYPES:
+        raise ValueError(f"SOLVER.AMP.DTYPE must be 'float16' or 'bfloat16', got "
+                         f"{cfg.SOLVER.AMP.DTYPE!r}.")
+    return _DTYPES[name]
+
+
+class CPUAMPTrainer(AMPTrainer):
+    """Detectron2's AMPTrainer asserts CUDA and uses ``torch.cuda.amp.autocast``; this one
+    runs the same step under ``torch.autocast("cpu", dtype)``. bfloat16 keeps float32's
+    exponent range, so it needs no gradient scaling (the scaler is disabled)."""
+
+    def __init__(self, model, data_loader, optimizer, precision=torch.bfloat16):
+        super().__init__(model, data_loader, optimizer,
+                         grad_scaler=torch.amp.GradScaler("cpu", enabled=False),
+                         precision=precision)
+
+    def run_step(self):
+        assert self.model.training, "[CPUAMPTrainer] model was changed to eval mode!"
+        start = time.perf_counter()
+        data = next(self._data_loader_iter)
+        data_time = time.perf_counter() - start
+
+        if self.zero_grad_before_forward:
+            self.optimizer.zero_grad()
+        with torch.autocast("cpu", dtype=self.precision):
+            loss_dict = self.model(data)
+            if isinstance(loss_dict, torch.Tensor):
+                losses = loss_dict
+                loss_dict = {"total_loss": loss_dict}
+            else:
+                losses = sum(loss_dict.values())
+        if not self.zero_grad_before_forward:
+            self.optimizer.zero_grad()
+        self.grad_scaler.scale(losses).backward()
+        self.after_backward()
+        if self.async_write_metrics:
+            self.concurrent_executor.submit(self._write_metrics, loss_dict, data_time,
+                                            iter=self.iter)
+        else:
+            self._write_metrics(loss_dict, data_time)
+        self.grad_scaler.step(self.optimizer)
+        self.grad_scaler.update()
+
+
+def build_step_trainer(cfg, model, data_loader, optimizer):
+    """SimpleTrainer, or with SOLVER.AMP.ENABLED: on CUDA Detectron2's AMPTrainer in
+    SOLVER.AMP.DTYPE (a GradScaler for float16 only), on CPU :class:`CPUAMPTrainer`
+    (bfloat16 only: float16 on CPU is refused with a clear message)."""
+    if not cfg.SOLVER.AMP.ENABLED:
+        return SimpleTrainer(model, data_loader, optimizer)
+    dtype = amp_dtype(cfg)
+    device = torch.device(cfg.MODEL.DEVICE).type
+    if device == "cuda":
+        scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
+        return AMPTrainer(model, data_loader, optimizer, grad_scaler=scaler, precision=dtype)
+    if device == "cpu":
+        if dtype != torch.bfloat16:
+            raise ValueError(
+                "SOLVER.AMP.ENABLED on CPU (MODEL.DEVICE cpu) runs bfloat16 autocast only: set "
+                "SOLVER.AMP.DTYPE bfloat16 (float16 is for CUDA), or SOLVER.AMP.ENABLED False.")
+        return CPUAMPTrainer(model, data_loader, optimizer, precision=dtype)
+    raise ValueError(f"SOLVER.AMP.ENABLED: mixed precision runs on cuda or cpu, not on "
+                     f"MODEL.DEVICE {cfg.MODEL.DEVICE!r}.")
