@@ -1,0 +1,111 @@
+"""SSDPredictor: Detectron2's DefaultPredictor for SSD (one image in, detections out)."""
+import logging
+from typing import Dict, List, Optional
+
+import numpy as np
+import torch
+
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.data import MetadataCatalog
+from detectron2.data import transforms as T
+from detectron2.modeling import build_model
+
+from .data.transforms import build_ssd_augmentations
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["SSDPredictor", "setup_inference_cfg"]
+
+
+def _checkpointer(model):
+    """SSDCheckpointer (Detectron2 checkpoints, and MLPerf / torchvision files converted)
+    where this ssd_r34 has it, else Detectron2's DetectionCheckpointer."""
+    try:
+        from .checkpoint import SSDCheckpointer
+    except ImportError:
+        return DetectionCheckpointer(model)
+    return SSDCheckpointer(model)
+
+
+def setup_inference_cfg(config_file: str, opts=(), device: Optional[str] = None):
+    """A frozen config for the inference tools: ``config_file`` + ``KEY VALUE`` overrides.
+
+    ``MODEL.DEVICE`` falls back to cpu (with a message) when the config asks for CUDA on a
+    machine without it, so that the COCO configs run as they are on a laptop."""
+    from argparse import Namespace
+
+    from .engine import setup_cfg
+
+    opts = list(opts or [])
+    if device is not None:
+        opts += ["MODEL.DEVICE", device]
+    elif "MODEL.DEVICE" not in opts[::2] and not torch.cuda.is_available():
+        from .config import get_ssd_cfg
+
+        probe = get_ssd_cfg()
+        probe.merge_from_file(config_file)
+        if probe.MODEL.DEVICE.startswith("cuda"):
+            logger.warning("No CUDA device: running on the CPU (MODEL.DEVICE cpu).")
+            opts += ["MODEL.DEVICE", "cpu"]
+    return setup_cfg(Namespace(config_file=config_file, opts=opts))
+
+
+class SSDPredictor:
+    """Like Detectron2's ``DefaultPredictor``, with SSD's test pre-processing: the image is
+    converted to ``INPUT.FORMAT`` (RGB for the reference weights) and resized to exactly
+    ``INPUT.FIXED_SIZE`` (bilinear, aspect ratio not kept), as the evaluation mapper does;
+    the detections come back on the original image (scaled and clipped).
+
+    Args:
+        cfg: a config; ``MODEL.WEIGHTS`` is loaded (a random model when empty, with a warning).
+        image_format: channel order of the images given to ``__call__``: "BGR" (the
+            default, as ``DefaultPredictor`` and ``cv2.imread``) or "RGB" (PIL,
+            ``detectron2.data.detection_utils.read_image(path, format="RGB")``).
+
+    Example::
+
+        predictor = SSDPredictor(cfg, image_format="RGB")
+        instances = predictor(read_image("photo.jpg", format="RGB"))["instances"]
+    """
+
+    def __init__(self, cfg, image_format: str = "BGR"):
+        self.cfg = cfg.clone()
+        self.model = build_model(self.cfg)
+        self.model.eval()
+        if cfg.DATASETS.TEST:
+            self.metadata = MetadataCatalog.get(cfg.DATASETS.TEST[0])
+        else:
+            self.metadata = None
+        if cfg.MODEL.WEIGHTS:
+            _checkpointer(self.model).load(cfg.MODEL.WEIGHTS)
+        else:
+            logger.warning("MODEL.WEIGHTS is empty: the predictor uses a randomly initialised "
+                           "model (its detections mean nothing).")
+        self.aug = T.AugmentationList(build_ssd_augmentations(cfg, is_train=False))
+        self.model_format = cfg.INPUT.FORMAT
+        if image_format not in ("BGR", "RGB"):
+            raise ValueError(f"image_format must be 'BGR' or 'RGB', got {image_format!r}")
+        self.image_format = image_format
+
+    def preprocess(self, original_image: np.ndarray) -> Dict:
+        """(H, W, 3) uint8 image in ``image_format`` -> the model's input dict."""
+        if original_image.ndim != 3 or original_image.shape[2] != 3:
+            raise ValueError(f"Expected an (H, W, 3) image, got shape {original_image.shape}")
+        image = original_image
+        if self.image_format != self.model_format:
+            image = image[:, :, ::-1]
+        height, width = image.shape[:2]
+        aug_input = T.AugInput(np.ascontiguousarray(image))
+        self.aug(aug_input)
+        image = torch.as_tensor(np.ascontiguousarray(aug_input.image.transpose(2, 0, 1)))
+        return {"image": image, "height": height, "width": width}
+
+    def __call__(self, original_image: np.ndarray) -> Dict:
+        """Returns ``{"instances": Instances}`` with pred_boxes (XYXY, original pixels),
+        scores and pred_classes (contiguous ids)."""
+        return self.predict_batch([original_image])[0]
+
+    def predict_batch(self, images: List[np.ndarray]) -> List[Dict]:
+        """Several images in one forward pass (they share INPUT.FIXED_SIZE)."""
+        with torch.no_grad():
+            return self.model([self.preprocess(im) for im in images])

@@ -1,0 +1,189 @@
+#!/usr/bin/env python
+"""Run SSD-ResNet34 on images and draw the detections with Detectron2's Visualizer.
+
+    # your own images: files, folders or globs (quote globs)
+    tools/demo.py --config-file configs/ssd_r34_shapes.yaml --input photos/ 'more/*.jpg' \
+        --output out/demo --opts MODEL.WEIGHTS output/demo/model_final.pth
+
+    # a few images of a registered data set (default: the config's DATASETS.TEST[0])
+    tools/demo.py --config-file configs/ssd_r34_shapes.yaml --dataset shapes_val --num-images 6 \
+        --output out/demo --opts MODEL.WEIGHTS output/demo/model_final.pth
+
+Writes one picture per input image into --output (same file name; .png when the input is
+not a PNG/JPEG) and ``detections.json``: a COCO-style result list with, per detection,
+``image_id``, ``file_name`` (the input path), ``category_id`` (the data set's own id, from
+the metadata of DATASETS.TEST[0] when it has one), ``category_name``, ``bbox``
+``[x, y, w, h]`` in pixels of the original image and ``score``. Only detections with a score
+>= --confidence-threshold are drawn and written. An image that cannot be read is reported
+and skipped; the others go on (exit status 1 only when no image at all could be read).
+"""
+import argparse
+import glob
+import json
+import logging
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm")
+logger = logging.getLogger("ssd_r34.demo")
+
+
+def get_parser():
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[1],
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog=__doc__.split("\n", 2)[2])
+    p.add_argument("--config-file", required=True, metavar="FILE")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--input", nargs="+", metavar="PATH",
+                     help="image files, folders (their images) or glob patterns")
+    src.add_argument("--dataset", nargs="?", const="", metavar="NAME",
+                     help="a registered data set; without NAME the config's DATASETS.TEST[0]")
+    p.add_argument("--num-images", type=int, default=6,
+                   help="with --dataset: how many of its first images (default 6; 0 for all)")
+    p.add_argument("--output", required=True, metavar="DIR", help="folder for the pictures "
+                   "and detections.json")
+    p.add_argument("--confidence-threshold", type=float, default=0.3,
+                   help="minimum score to draw and write a detection (default 0.3)")
+    p.add_argument("--scale", type=float, default=1.0,
+                   help="scale of the drawn pictures relative to the input (e.g. 3 for small images)")
+    p.add_argument("--opts", nargs=argparse.REMAINDER, default=[], metavar="KEY VALUE",
+                   help="config overrides, e.g. --opts MODEL.WEIGHTS model.pth (last)")
+    return p
+
+
+def expand_inputs(patterns):
+    """Files, folders (their image files, sorted) and glob patterns -> a list of paths.
+    A path that does not exist and matches nothing is kept: it is reported when read."""
+    paths = []
+    for pat in patterns:
+        if os.path.isdir(pat):
+            paths += sorted(os.path.join(pat, f) for f in os.listdir(pat)
+                            if f.lower().endswith(IMAGE_EXTENSIONS))
+        elif os.path.exists(pat):
+            paths.append(pat)
+        else:
+            matches = sorted(glob.glob(os.path.expanduser(pat)))
+            paths += [m for m in matches if os.path.isfile(m)] or [pat]
+    return paths
+
+
+def category_id_map(metadata, dataset_name):
+    """contiguous id -> the data set's own category id (COCO's 1..90 for COCO), or None
+    when the data set has no such mapping (the contiguous ids are written as they are)."""
+    m = getattr(metadata, "thing_dataset_id_to_contiguous_id", None) if metadata else None
+    if not m and metadata is not None and dataset_name:
+        json_file = getattr(metadata, "json_file", None)
+        try:
+            from ssd_r34.data import ensure_dataset
+
+            ensure_dataset(dataset_name)
+            if json_file and os.path.exists(json_file):
+                with open(json_file) as f:
+                    ids = sorted(c["id"] for c in json.load(f)["categories"])
+                m = {cid: i for i, cid in enumerate(ids)}  # as load_coco_json maps them
+        except Exception as e:  # the mapping is a convenience: never fail the demo on it
+            logger.warning("No category id mapping for %s (%s): writing contiguous ids.",
+                           dataset_name, e)
+    return {v: k for k, v in m.items()} if m else None
+
+
+def output_name(path, used):
+    base = os.path.basename(path) or "image"
+    stem, ext = os.path.splitext(base)
+    if ext.lower() not in (".png", ".jpg", ".jpeg"):
+        ext = ".png"
+    name, i = stem + ext, 1
+    while name in used:
+        name, i = f"{stem}_{i}{ext}", i + 1
+    used.add(name)
+    return name
+
+
+def instances_to_coco(instances, image_id, file_name, id_map, class_names):
+    boxes = instances.pred_boxes.tensor.numpy().astype(float)
+    out = []
+    for (x0, y0, x1, y1), s, c in zip(boxes, instances.scores.tolist(),
+                                      instances.pred_classes.tolist()):
+        out.append({
+            "image_id": image_id, "file_name": file_name,
+            "category_id": int(id_map[c]) if id_map else int(c),
+            "category_name": class_names[c] if class_names and c < len(class_names) else str(c),
+            "bbox": [round(x0, 3), round(y0, 3), round(x1 - x0, 3), round(y1 - y0, 3)],
+            "score": round(float(s), 6)})
+    return out
+
+
+def main(args):
+    from detectron2.data import DatasetCatalog, MetadataCatalog
+    from detectron2.data.detection_utils import read_image
+    from detectron2.utils.logger import setup_logger
+    from detectron2.utils.visualizer import ColorMode, Visualizer
+
+    from ssd_r34.data import ensure_dataset
+    from ssd_r34.predictor import SSDPredictor, setup_inference_cfg
+
+    setup_logger(name="ssd_r34")
+    cfg = setup_inference_cfg(args.config_file, args.opts)
+    test_name = cfg.DATASETS.TEST[0] if cfg.DATASETS.TEST else ""
+
+    if args.input is not None:
+        items = [{"file_name": p, "image_id": i + 1} for i, p in enumerate(expand_inputs(args.input))]
+    else:
+        name = args.dataset or test_name
+        if not name:
+            raise SystemExit("--dataset: give a name; the config has no DATASETS.TEST.")
+        ensure_dataset(name)
+        dicts = DatasetCatalog.get(name)
+        items = dicts[: args.num_images] if args.num_images > 0 else dicts
+        items = [{"file_name": d["file_name"], "image_id": d.get("image_id", i + 1)}
+                 for i, d in enumerate(items)]
+    if not items:
+        raise SystemExit("No input images.")
+
+    predictor = SSDPredictor(cfg, image_format="RGB")
+    metadata = predictor.metadata
+    class_names = getattr(metadata, "thing_classes", None) if metadata else None
+    if class_names and len(class_names) != cfg.MODEL.SSD.NUM_CLASSES:
+        logger.warning("%s has %d classes but MODEL.SSD.NUM_CLASSES is %d: labels may be wrong.",
+                       test_name, len(class_names), cfg.MODEL.SSD.NUM_CLASSES)
+    id_map = category_id_map(metadata, test_name)
+
+    os.makedirs(args.output, exist_ok=True)
+    results, written, skipped, used = [], [], [], set()
+    for item in tqdm(items, desc="demo", unit="image", file=sys.stderr):
+        path = item["file_name"]
+        try:
+            image = read_image(path, format="RGB")
+        except Exception as e:  # PIL's UnidentifiedImageError, OSError, FileNotFoundError
+            reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+            tqdm.write(f"WARNING: skipping {path}: cannot read it as an image ({reason})",
+                       file=sys.stderr)
+            skipped.append(path)
+            continue
+        instances = predictor(image)["instances"].to("cpu")
+        instances = instances[instances.scores >= args.confidence_threshold]
+        results += instances_to_coco(instances, item["image_id"], path, id_map, class_names)
+        vis = Visualizer(image, metadata, scale=args.scale, instance_mode=ColorMode.IMAGE)
+        drawn = vis.draw_instance_predictions(instances).get_image()
+        out_path = os.path.join(args.output, output_name(path, used))
+        Image.fromarray(np.ascontiguousarray(drawn)).save(out_path)
+        written.append(out_path)
+
+    json_path = os.path.join(args.output, "detections.json")
+    with open(json_path, "w") as f:  # a JSON list, one detection a line
+        f.write("[\n" + ",\n".join(json.dumps(d) for d in results) + "\n]\n")
+    print(f"{len(written)} image(s) with {len(results)} detection(s) (score >= "
+          f"{args.confidence_threshold}) written to {args.output}, detections in {json_path}"
+          + (f"; {len(skipped)} unreadable image(s) skipped" if skipped else ""))
+    return {"written": written, "skipped": skipped, "json": json_path, "detections": results}
+
+
+if __name__ == "__main__":
+    res = main(get_parser().parse_args())
+    sys.exit(0 if res["written"] else 1)
