@@ -7,9 +7,11 @@ import math
 import torch
 from torch.nn.parallel import DataParallel, DistributedDataParallel
 
+from detectron2.engine.hooks import PeriodicWriter
 from detectron2.engine.train_loop import HookBase
 from detectron2.evaluation.testing import flatten_results_dict
 from detectron2.utils import comm
+from detectron2.utils.events import CommonMetricPrinter
 
 from .resumable_loader import find_resumable_sampler
 
@@ -85,6 +87,7 @@ class EvalAndStopHook(HookBase):
                 logger.info(f"Evaluation after {it + 1} iterations: box AP "
                             f"{'n/a' if ap is None else f'{ap / 100:.4f}'}, target "
                             f"{self._target:.4f}: {'reached' if reached else 'not reached'}.")
+            self._write_now()  # main process only: it alone has results and writers
         # Evaluation may take different time among workers; start the next step together.
         comm.synchronize()
         if self._target > 0:
@@ -96,6 +99,16 @@ class EvalAndStopHook(HookBase):
                             "saving model_final and stopping.")
                 self.trainer.checkpointer.save("model_final", iteration=it)
                 self._request_stop()
+
+    def _write_now(self):
+        """Write metrics.json (and TensorBoard) now: the writers keep only the latest value
+        of each scalar, so an evaluation followed by another one before the next periodic
+        write would otherwise never be recorded."""
+        for h in getattr(self.trainer, "_hooks", []):
+            if isinstance(h, PeriodicWriter):
+                for w in getattr(h, "_writers", []):
+                    if not isinstance(w, CommonMetricPrinter):
+                        w.write()
 
     def before_train(self):
         if self._target > 0 and self._reached_iter is not None:

@@ -1,0 +1,129 @@
+"""Mixed precision (bf16 autocast on CPU, the CUDA choice, fp16 on CPU refused) and
+MLPerf-style evaluation at chosen iterations with an early stop at a target AP."""
+import json
+import math
+
+import pytest
+import torch
+
+from conftest import make_cfg
+
+TINY = ["INPUT.FIXED_SIZE", "(64, 64)", "MODEL.SSD.STRIDES", "[1, 1, 1, 1, 1, 1]",
+        "DATALOADER.NUM_WORKERS", "0", "SOLVER.IMS_PER_BATCH", "2", "SOLVER.WARMUP_ITERS", "0",
+        "SOLVER.CHECKPOINT_PERIOD", "1000", "DATASETS.TEST", "()", "SEED", "1"]
+
+
+def test_bf16_autocast_trains_on_cpu_with_float32_losses(tmp_path):
+    from ssd_r34.engine import SSDTrainer
+    from ssd_r34.train_loop import CPUAMPTrainer
+
+    cfg = make_cfg("configs/ssd_r34_shapes.yaml", *TINY, "SOLVER.MAX_ITER", "2",
+                   "SOLVER.AMP.ENABLED", "True", "SOLVER.AMP.DTYPE", "bfloat16",
+                   "OUTPUT_DIR", str(tmp_path))
+    trainer = SSDTrainer(cfg)
+    assert isinstance(trainer._trainer, CPUAMPTrainer)
+    assert trainer._trainer.precision == torch.bfloat16
+    model = trainer.model
+    seen = {}
+
+    def record_head(module, inputs, out):
+        seen.setdefault("head", {t.dtype for t in out[0] + out[1]})
+
+    def record_losses(module, inputs, out):
+        seen.setdefault("losses", {k: (v.dtype, v.item()) for k, v in out.items()})
+
+    model.head.register_forward_hook(record_head)
+    model.register_forward_hook(record_losses)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    trainer.resume_or_load(resume=False)
+    trainer.train()
+    assert trainer.iter == 2
+    assert seen["head"] == {torch.bfloat16}  # the network ran in bf16 ...
+    assert {d for d, _ in seen["losses"].values()} == {torch.float32}  # ... the losses in fp32
+    assert all(math.isfinite(v) for _, v in seen["losses"].values())
+    after = model.state_dict()
+    for name, p in model.named_parameters():  # master weights stay fp32 and were updated
+        assert p.dtype == torch.float32
+    assert any(not torch.equal(before[k], after[k]) for k, _ in model.named_parameters())
+
+
+def test_amp_dtype_choice_and_fp16_on_cpu_refused():
+    from detectron2.engine import AMPTrainer
+
+    from ssd_r34.train_loop import build_step_trainer
+
+    model = torch.nn.Linear(2, 2)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+
+    def cfg(device, dtype):
+        return make_cfg("configs/ssd_r34_shapes.yaml", "SOLVER.AMP.ENABLED", "True",
+                        "SOLVER.AMP.DTYPE", dtype, "MODEL.DEVICE", device)
+
+    with pytest.raises(ValueError, match="bfloat16 autocast only"):
+        build_step_trainer(cfg("cpu", "float16"), model, [], opt)
+    with pytest.raises(ValueError, match="'float16' or 'bfloat16'"):
+        build_step_trainer(cfg("cpu", "float8"), model, [], opt)
+    # CUDA: Detectron2's own AMPTrainer in the chosen precision (not run here: no GPU).
+    for dtype, expected in (("float16", torch.float16), ("bfloat16", torch.bfloat16)):
+        t = build_step_trainer(cfg("cuda", dtype), model, [], opt)
+        assert type(t) is AMPTrainer and t.precision == expected
+
+
+class ScriptedEvalTrainer:
+    """SSDTrainer whose evaluation returns scripted box APs (percent) in turn."""
+
+    @staticmethod
+    def make(aps):
+        from ssd_r34.engine import SSDTrainer
+
+        class Trainer(SSDTrainer):
+            calls = []
+
+            @classmethod
+            def test(cls, cfg, model, evaluators=None):
+                cls.calls.append(len(cls.calls))
+                ap = aps[min(len(cls.calls) - 1, len(aps) - 1)]
+                return {"bbox": {"AP": ap, "AP50": 2 * ap}}
+
+        return Trainer
+
+
+def _metrics(folder):
+    with open(folder / "metrics.json") as f:
+        return [json.loads(line) for line in f]
+
+
+def test_evaluation_at_chosen_iterations_and_early_stop_at_the_target(tmp_path):
+    opts = [*TINY, "DATASETS.TEST", "('shapes_val',)", "SOLVER.MAX_ITER", "10",
+            "TEST.EVAL_ITERS", "(2, 4, 6)", "TEST.TARGET_AP", "0.2", "OUTPUT_DIR", str(tmp_path)]
+    Trainer = ScriptedEvalTrainer.make([10.0, 25.0])  # AP 0.10 after 2 steps, 0.25 after 4
+    trainer = Trainer(make_cfg("configs/ssd_r34_shapes.yaml", *opts))
+    trainer.resume_or_load(resume=False)
+    trainer.train()
+    assert len(Trainer.calls) == 2  # after iterations 2 and 4, then stopped: no final eval
+    assert trainer.iter == trainer.max_iter == 4
+    final = torch.load(tmp_path / "model_final.pth", weights_only=False)
+    assert final["iteration"] == 3
+    assert (tmp_path / "last_checkpoint").read_text() == "model_final.pth"
+    rows = {r["iteration"]: r for r in _metrics(tmp_path) if "bbox/AP" in r}
+    assert {k: (r["bbox/AP"], r["target_reached"]) for k, r in rows.items()} == \
+        {1: (10.0, 0.0), 3: (25.0, 1.0)}
+
+    # --resume of a run that reached its target trains no further.
+    again = Trainer(make_cfg("configs/ssd_r34_shapes.yaml", *opts))
+    again.resume_or_load(resume=True)
+    assert again.start_iter == 4
+    again.train()
+    assert again.iter == 4 and len(Trainer.calls) == 2
+
+
+def test_without_a_target_evaluation_runs_at_the_chosen_iterations_and_at_the_end(tmp_path):
+    Trainer = ScriptedEvalTrainer.make([50.0])
+    trainer = Trainer(make_cfg("configs/ssd_r34_shapes.yaml", *TINY, "DATASETS.TEST",
+                               "('shapes_val',)", "SOLVER.MAX_ITER", "3", "TEST.EVAL_ITERS",
+                               "(1, 3)", "OUTPUT_DIR", str(tmp_path)))
+    trainer.train()
+    assert trainer.iter == 3 and len(Trainer.calls) == 2  # after 1, and at the end (3)
+    rows = [r for r in _metrics(tmp_path) if "bbox/AP" in r]
+    assert [r["iteration"] for r in rows] == [0, 3]  # the final one at max_iter, as EvalHook
+    assert all("target_reached" not in r for r in rows)

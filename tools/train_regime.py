@@ -1,0 +1,190 @@
+#!/usr/bin/env python
+"""Run the seed's three-stage regime of the released 1200x1200 model with tools/train_net.py.
+
+The stages are configs chained by REGIME.PREVIOUS_STAGE (ssd_r34_300 -> ssd_r34_700 ->
+ssd_r34_1200). Each stage runs on REGIME.NUM_GPUS processes (1, 4, 8) in its own OUTPUT_DIR
+and starts from the previous stage's weights after REGIME.PREVIOUS_ITER (24000) iterations,
+as ``MODEL.WEIGHTS`` (weights only: fresh iteration counter, optimizer and schedule). A
+stage that hands over stops at that iteration (its SOLVER.MAX_ITER is set to it: later
+iterations would not be used), unless --full-stages. The last stage runs its own schedule.
+
+    tools/train_regime.py                       # the whole regime, ending with ssd_r34_1200
+    tools/train_regime.py --dry-run             # print the three train_net.py commands
+    tools/train_regime.py --resume              # continue after a crash: finished stages
+                                                # are skipped, the interrupted one resumes
+
+Options apply overrides to every stage (trailing KEY VALUE pairs) or to one stage
+(--stage-opts N "KEY VALUE ..."), and change GPU counts (--num-gpus), the hand-over iteration
+(--previous-iter) and where stages write (--output-root), e.g. to prove the chain on the
+built-in data set on CPU in a minute:
+
+    tools/train_regime.py --num-gpus 1 --previous-iter 2 --output-root /tmp/regime \\
+        --stage-opts 3 "MODEL.SSD.STRIDES '[1, 1, 2, 1, 1, 1]'" \\
+        MODEL.DEVICE cpu DATASETS.TRAIN "('shapes_train',)" DATASETS.TEST "()" \\
+        MODEL.SSD.NUM_CLASSES 3 INPUT.FIXED_SIZE "(96, 96)" MODEL.SSD.STRIDES "[1,1,1,1,1,1]" \\
+        SOLVER.IMS_PER_BATCH 2 SOLVER.MAX_ITER 2 DATALOADER.NUM_WORKERS 0
+"""
+import argparse
+import os
+import shlex
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog=__doc__.split("\n", 1)[1])
+    p.add_argument("--config-file", default=os.path.join(ROOT, "configs", "ssd_r34_1200.yaml"),
+                   help="the last stage; earlier ones follow REGIME.PREVIOUS_STAGE")
+    p.add_argument("--num-gpus", type=int, nargs="+", default=None,
+                   help="processes per stage: one number for all, or one per stage "
+                        "(default: each config's REGIME.NUM_GPUS)")
+    p.add_argument("--previous-iter", type=int, default=None,
+                   help="hand-over iteration for every stage (default: REGIME.PREVIOUS_ITER)")
+    p.add_argument("--output-root", default=None,
+                   help="stage N writes to OUTPUT_ROOT/<config name> (default: its OUTPUT_DIR)")
+    p.add_argument("--stage-opts", nargs=2, action="append", default=[],
+                   metavar=("N", "'KEY VALUE ...'"),
+                   help="overrides for stage N only (1-based), after the common ones, as one "
+                        "shell-quoted string; repeatable")
+    p.add_argument("--full-stages", action="store_true",
+                   help="run every stage's own SOLVER.MAX_ITER, handing over the periodic "
+                        "checkpoint of the hand-over iteration")
+    p.add_argument("--resume", action="store_true",
+                   help="skip finished stages (model_final.pth), resume the others")
+    p.add_argument("--dist-url", default="auto", help="as tools/train_net.py (one machine)")
+    p.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
+    p.add_argument("opts", nargs=argparse.REMAINDER, default=[],
+                   help="KEY VALUE overrides for every stage")
+    args = p.parse_args(argv)
+    stage_opts = []
+    for n, opts in args.stage_opts:
+        opts = shlex.split(opts)
+        if not n.isdigit() or len(opts) % 2:
+            p.error(f"--stage-opts needs a stage number and a string of KEY VALUE pairs, got "
+                    f"{n} {opts}")
+        stage_opts.append([n] + opts)
+    args.stage_opts = stage_opts
+    return args
+
+
+def load_cfg(path, opts):
+    from ssd_r34.config import get_ssd_cfg
+
+    cfg = get_ssd_cfg()
+    cfg.merge_from_file(path)
+    cfg.merge_from_list(list(opts))
+    return cfg
+
+
+def stage_chain(last_config):
+    """Config paths from the first stage to ``last_config``."""
+    chain = [os.path.abspath(last_config)]
+    while True:
+        prev = load_cfg(chain[0], []).REGIME.PREVIOUS_STAGE
+        if not prev:
+            return chain
+        prev = os.path.normpath(os.path.join(os.path.dirname(chain[0]), prev))
+        if prev in chain:
+            raise ValueError(f"REGIME.PREVIOUS_STAGE loops: {prev}")
+        chain.insert(0, prev)
+
+
+def handover_checkpoint(cfg, iters):
+    """The file a stage with config ``cfg`` holds after ``iters`` iterations."""
+    if iters == cfg.SOLVER.MAX_ITER:
+        return os.path.join(cfg.OUTPUT_DIR, "model_final.pth")
+    if iters < cfg.SOLVER.MAX_ITER and iters % cfg.SOLVER.CHECKPOINT_PERIOD == 0:
+        return os.path.join(cfg.OUTPUT_DIR, f"model_{iters - 1:07d}.pth")
+    raise ValueError(f"{cfg.OUTPUT_DIR}: no checkpoint after {iters} iterations (SOLVER.MAX_ITER "
+                     f"{cfg.SOLVER.MAX_ITER}, SOLVER.CHECKPOINT_PERIOD "
+                     f"{cfg.SOLVER.CHECKPOINT_PERIOD}).")
+
+
+def plan(args):
+    """[(config, num_gpus, opts, effective cfg)] for every stage, in order."""
+    chain = stage_chain(args.config_file)
+    n = len(chain)
+    gpus = args.num_gpus or [None]
+    if len(gpus) not in (1, n):
+        raise ValueError(f"--num-gpus: one number or {n}, got {gpus}")
+    gpus = gpus * n if len(gpus) == 1 else gpus
+    per_stage = {i: [] for i in range(1, n + 1)}
+    for so in args.stage_opts:
+        if int(so[0]) not in per_stage:
+            raise ValueError(f"--stage-opts {so[0]}: there are {n} stages")
+        per_stage[int(so[0])] += so[1:]
+
+    user = {i: list(args.opts) + per_stage[i] for i in per_stage}
+    # handover[i]: stage i (> 1) starts from stage i - 1 after this many iterations.
+    handover = {}
+    for i in range(2, n + 1):
+        handover[i] = args.previous_iter or load_cfg(chain[i - 1], user[i]).REGIME.PREVIOUS_ITER
+        if handover[i] <= 0:
+            raise ValueError(f"{chain[i - 1]}: REGIME.PREVIOUS_ITER must be > 0 (or give "
+                             "--previous-iter)")
+    stages = []
+    for i, path in enumerate(chain, 1):
+        opts = []
+        if args.output_root:
+            name = os.path.splitext(os.path.basename(path))[0]
+            opts += ["OUTPUT_DIR", os.path.join(args.output_root, name)]
+        if i < n and not args.full_stages:  # later iterations would not be used
+            opts += ["SOLVER.MAX_ITER", str(handover[i + 1])]
+        if i > 1:
+            opts += ["MODEL.WEIGHTS", handover_checkpoint(stages[-1][3], handover[i])]
+        opts += user[i]
+        cfg = load_cfg(path, opts)
+        stages.append((path, gpus[i - 1] or cfg.REGIME.NUM_GPUS, opts, cfg))
+    return stages
+
+
+def command(path, num_gpus, opts, args):
+    cmd = [sys.executable, os.path.join(ROOT, "tools", "train_net.py"), "--config-file", path,
+           "--num-gpus", str(num_gpus)]
+    if num_gpus > 1:
+        cmd += ["--dist-url", args.dist_url]
+    if args.resume:
+        cmd.append("--resume")
+    return cmd + list(opts)
+
+
+def finished(cfg):
+    try:
+        with open(os.path.join(cfg.OUTPUT_DIR, "last_checkpoint")) as f:
+            return f.read().strip() == "model_final.pth"
+    except OSError:
+        return False
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    try:
+        stages = plan(args)
+    except ValueError as e:
+        print(f"train_regime.py: {e}", file=sys.stderr)
+        return 2
+    for i, (path, num_gpus, opts, cfg) in enumerate(stages, 1):
+        cmd = command(path, num_gpus, opts, args)
+        print(f"# stage {i}/{len(stages)}: {os.path.basename(path)}, {num_gpus} process(es), "
+              f"{cfg.SOLVER.MAX_ITER} iterations -> {cfg.OUTPUT_DIR}", flush=True)
+        print(shlex.join(cmd), flush=True)
+        if args.dry_run:
+            continue
+        if args.resume and finished(cfg):
+            print(f"# stage {i} already finished (model_final.pth): skipped", flush=True)
+            continue
+        rc = subprocess.call(cmd)
+        if rc != 0:
+            print(f"# stage {i} failed (exit status {rc}); fix and rerun with --resume",
+                  file=sys.stderr)
+            return rc
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
