@@ -128,23 +128,34 @@ def test_demo_writes_one_picture_and_json_per_image_and_skips_unreadable(
 
 def test_demo_on_a_registered_dataset_with_threshold(tmp_path, short_run):
     from detectron2.data import DatasetCatalog
+    from detectron2.data.detection_utils import read_image
+
+    from ssd_r34.predictor import SSDPredictor
+
+    opts = [*SMALL, "MODEL.WEIGHTS", str(short_run / "model_final.pth"),
+            "MODEL.SSD.DETECTIONS_PER_IMAGE", "10"]
+    dicts = DatasetCatalog.get("shapes_val")[:2]
+    predictor = SSDPredictor(make_cfg(CONFIG, *opts), image_format="RGB")
+    scores = [predictor(read_image(d["file_name"], format="RGB"))["instances"].scores
+              for d in dicts]
+    threshold = float(torch.cat(scores).median())  # some detections drawn, some not
+    expected = {d["file_name"]: int((s >= threshold).sum()) for d, s in zip(dicts, scores)}
 
     out = tmp_path / "out"
     res = run_tool("demo", ["--config-file", CONFIG, "--dataset", "shapes_val", "--num-images",
-                            "2", "--output", str(out), "--confidence-threshold", "0.5", "--opts",
-                            *SMALL, "MODEL.WEIGHTS", str(short_run / "model_final.pth"),
-                            "MODEL.SSD.DETECTIONS_PER_IMAGE", "5"])
-    dicts = DatasetCatalog.get("shapes_val")[:2]
+                            "2", "--output", str(out), "--confidence-threshold", str(threshold),
+                            "--montage", str(tmp_path / "montage.png"), "--opts", *opts])
     assert sorted(os.listdir(out)) == ["00000.jpg", "00001.jpg", "detections.json"]
     assert len(res["written"]) == 2 and not res["skipped"]
     dets = json.load(open(out / "detections.json"))
     assert dets == res["detections"]
-    assert all(d["score"] >= 0.5 for d in dets)
-    by_file = {d["file_name"]: d["image_id"] for d in dicts}
+    assert {f: sum(d["file_name"] == f for d in dets) for f in expected} == expected
+    assert all(d["score"] >= threshold for d in dets)
+    assert Image.open(tmp_path / "montage.png").size == (800, 420)  # 2 pictures in a row
     for d in dets:
-        assert by_file[d["file_name"]] == d["image_id"]
-        x, y, w, h = d["bbox"]
         ref = next(r for r in dicts if r["file_name"] == d["file_name"])
+        assert d["image_id"] == ref["image_id"]  # the data set's own image ids
+        x, y, w, h = d["bbox"]
         assert 0 <= x and 0 <= y and w >= 0 and h >= 0
         assert x + w <= ref["width"] + 1e-3 and y + h <= ref["height"] + 1e-3
 

@@ -7,7 +7,7 @@
 
     # a few images of a registered data set (default: the config's DATASETS.TEST[0])
     tools/demo.py --config-file configs/ssd_r34_shapes.yaml --dataset shapes_val --num-images 6 \
-        --output out/demo --opts MODEL.WEIGHTS output/demo/model_final.pth
+        --output out/demo --montage out/demo.png --opts MODEL.WEIGHTS output/demo/model_final.pth
 
 Writes one picture per input image into --output (same file name; .png when the input is
 not a PNG/JPEG) and ``detections.json``: a COCO-style result list with, per detection,
@@ -52,6 +52,8 @@ def get_parser():
                    help="minimum score to draw and write a detection (default 0.3)")
     p.add_argument("--scale", type=float, default=1.0,
                    help="scale of the drawn pictures relative to the input (e.g. 3 for small images)")
+    p.add_argument("--montage", metavar="PNG",
+                   help="also put all the pictures side by side into one PNG")
     p.add_argument("--opts", nargs=argparse.REMAINDER, default=[], metavar="KEY VALUE",
                    help="config overrides, e.g. --opts MODEL.WEIGHTS model.pth (last)")
     return p
@@ -119,6 +121,27 @@ def instances_to_coco(instances, image_id, file_name, id_map, class_names):
     return out
 
 
+def save_montage(pictures, path, cols=3):
+    """[(title, RGB array)] -> one PNG, ``cols`` pictures a row."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cols = min(cols, len(pictures))
+    rows = (len(pictures) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 4.2 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, (title, img) in zip(axes.flat, pictures):
+        ax.imshow(img)
+        ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
 def main(args):
     from detectron2.data import DatasetCatalog, MetadataCatalog
     from detectron2.data.detection_utils import read_image
@@ -155,7 +178,7 @@ def main(args):
     id_map = category_id_map(metadata, test_name)
 
     os.makedirs(args.output, exist_ok=True)
-    results, written, skipped, used = [], [], [], set()
+    results, written, skipped, used, pictures = [], [], [], set(), []
     for item in tqdm(items, desc="demo", unit="image", file=sys.stderr):
         path = item["file_name"]
         try:
@@ -174,7 +197,12 @@ def main(args):
         out_path = os.path.join(args.output, output_name(path, used))
         Image.fromarray(np.ascontiguousarray(drawn)).save(out_path)
         written.append(out_path)
+        if args.montage:
+            pictures.append((f"{os.path.basename(path)}: {len(instances)} detection(s)", drawn))
 
+    if args.montage and pictures:
+        save_montage(pictures, args.montage)
+        print(f"Montage of {len(pictures)} picture(s) written to {args.montage}")
     json_path = os.path.join(args.output, "detections.json")
     with open(json_path, "w") as f:  # a JSON list, one detection a line
         f.write("[\n" + ",\n".join(json.dumps(d) for d in results) + "\n]\n")
