@@ -17,6 +17,7 @@ from detectron2.utils.events import EventStorage
 from detectron2.utils.logger import setup_logger
 
 from .atomic_io import make_checkpointer_atomic
+from .checkpoint import SSDCheckpointer
 from .config import get_ssd_cfg
 from .data import SSDDatasetMapper, ensure_dataset
 from .hooks import DataProgressHook, EvalAndStopHook, ReplicaCheckHook
@@ -34,6 +35,28 @@ def create_ddp_model(model, **kwargs):
     if next(model.parameters()).device.type == "cuda":
         kwargs.setdefault("device_ids", [comm.get_local_rank()])
     return DistributedDataParallel(model, **kwargs)
+
+
+class SSDCOCOEvaluator(COCOEvaluator):
+    """COCOEvaluator that ignores detections of class ids the data set does not have (the
+    80-class MLPerf model evaluated on the 3-class shapes set), with a warning, where
+    COCOEvaluator would stop on an assertion."""
+
+    def process(self, inputs, outputs):
+        num_classes = len(self._metadata.get("thing_classes", None) or [])
+        if num_classes:
+            for out in outputs:
+                inst = out.get("instances")
+                keep = None if inst is None else inst.pred_classes < num_classes
+                if keep is not None and not bool(keep.all()):
+                    if not getattr(self, "_warned_classes", False):
+                        self._warned_classes = True
+                        logger.warning(
+                            f"The model predicts class ids >= {num_classes}, but the data set "
+                            f"{self._metadata.name} has {num_classes} classes: those detections"
+                            " are ignored in its evaluation.")
+                    out["instances"] = inst[keep]
+        super().process(inputs, outputs)
 
 
 class SSDTrainer(DefaultTrainer):
@@ -58,8 +81,8 @@ class SSDTrainer(DefaultTrainer):
         model = create_ddp_model(model, broadcast_buffers=False)
         self._trainer = build_step_trainer(cfg, model, data_loader, optimizer)
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
-        self.checkpointer = DetectionCheckpointer(model, cfg.OUTPUT_DIR,
-                                                  trainer=weakref.proxy(self))
+        self.checkpointer = SSDCheckpointer(model, cfg.OUTPUT_DIR,
+                                           trainer=weakref.proxy(self))
         # Checkpoint files and last_checkpoint are written atomically (whatever the class).
         make_checkpointer_atomic(self.checkpointer)
         self._stop_requested = False
@@ -166,7 +189,7 @@ class SSDTrainer(DefaultTrainer):
         ensure_dataset(dataset_name)
         if output_folder is None:
             output_folder = os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
-        return COCOEvaluator(dataset_name, output_dir=output_folder)
+        return SSDCOCOEvaluator(dataset_name, output_dir=output_folder)
 
 
 def setup_cfg(args):

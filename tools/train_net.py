@@ -10,11 +10,11 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from detectron2.checkpoint import DetectionCheckpointer  # noqa: E402
 from detectron2.engine import default_argument_parser, launch  # noqa: E402
 from detectron2.evaluation import verify_results  # noqa: E402
 from detectron2.utils import comm  # noqa: E402
 
+from ssd_r34.checkpoint import SSDCheckpointer  # noqa: E402
 from ssd_r34.engine import SSDTrainer, setup  # noqa: E402
 
 
@@ -22,7 +22,8 @@ def main(args):
     cfg = setup(args)
     if args.eval_only:
         model = SSDTrainer.build_model(cfg)
-        DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
+        # reads Detectron2 checkpoints and, converting them, MLPerf / torchvision files
+        SSDCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
             cfg.MODEL.WEIGHTS, resume=args.resume)
         res = SSDTrainer.test(cfg, model)
         if comm.is_main_process():
