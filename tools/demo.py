@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Run SSD-ResNet34 on images and draw the detections with Detectron2's Visualizer.
+r"""Run SSD-ResNet34 on images and draw the detections with Detectron2's Visualizer.
 
     # your own images: files, folders or globs (quote globs)
     tools/demo.py --config-file configs/ssd_r34_shapes.yaml --input photos/ 'more/*.jpg' \
@@ -35,7 +35,7 @@ logger = logging.getLogger("ssd_r34.demo")
 
 
 def get_parser():
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[1],
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog=__doc__.split("\n", 2)[2])
     p.add_argument("--config-file", required=True, metavar="FILE")

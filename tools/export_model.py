@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Export SSD-ResNet34 with its postprocessing to TorchScript or ONNX and check it.
+r"""Export SSD-ResNet34 with its postprocessing to TorchScript or ONNX and check it.
 
     tools/export_model.py --config-file configs/ssd_r34_shapes.yaml --format onnx \
         --output out/export MODEL.WEIGHTS output/demo/model_final.pth
@@ -32,7 +32,7 @@ FILE_NAMES = {"torchscript": "model.ts", "onnx": "model.onnx"}
 
 
 def get_parser():
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[1],
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog=__doc__.split("\n", 2)[2])
     p.add_argument("--config-file", required=True, metavar="FILE")

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Plot a training run: loss terms, learning rate and box AP over iterations.
+r"""Plot a training run: loss terms, learning rate and box AP over iterations.
 
     tools/plot_metrics.py output/demo                # writes output/demo/metrics.png
     tools/plot_metrics.py output/demo/metrics.json --output curve.png
@@ -18,7 +18,7 @@ APS = ("bbox/AP", "bbox/AP50", "bbox/AP75")
 
 
 def get_parser():
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[1],
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog=__doc__.split("\n", 2)[2])
     p.add_argument("path", metavar="OUTPUT_DIR", help="a training OUTPUT_DIR or its metrics.json")

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Draw the ground truth of a data set, or what the SSD training mapper makes of it.
+r"""Draw the ground truth of a data set, or what the SSD training mapper makes of it.
 
     # the annotations as they are, on the original images
     tools/visualize_data.py --config-file configs/ssd_r34_shapes.yaml --source annotation \
@@ -27,7 +27,7 @@ import numpy as np  # noqa: E402
 
 
 def get_parser():
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[1],
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog=__doc__.split("\n", 2)[2])
     p.add_argument("--config-file", required=True, metavar="FILE")
