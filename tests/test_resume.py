@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from conftest import ROOT
-from test_distributed import TRAIN_NET, logged_digests, run_all, subprocess_env
+from test_distributed import (TRAIN_NET, logged_digests, one_thread,  # noqa: F401 (fixture)
+                              run_all, subprocess_env)
 
 
 # ---- atomic checkpoint files -------------------------------------------------------------
@@ -56,12 +57,14 @@ def test_a_process_killed_while_writing_publishes_nothing(tmp_path):
     does not exist, last_checkpoint is untouched, and the next checkpointer on the folder
     removes the temporary file."""
     (tmp_path / "last_checkpoint").write_text("model_a.pth")
-    code = ("import sys; from ssd_r34.atomic_io import AtomicPathManager; "
-            "from detectron2.utils.file_io import PathManager; "
-            f"f = AtomicPathManager(PathManager).open({str(tmp_path / 'model_b.pth')!r}, 'wb'); "
+    # (atomic_io loaded on its own: no torch / Detectron2 import in the child, it is quick)
+    code = ("import importlib.util as u, os; "
+            f"s = u.spec_from_file_location('atomic_io', {os.path.join(ROOT, 'ssd_r34', 'atomic_io.py')!r}); "
+            "m = u.module_from_spec(s); s.loader.exec_module(m); pm = m.AtomicPathManager(None); "
+            f"f = pm.open({str(tmp_path / 'model_b.pth')!r}, 'wb'); "
             "f.write(b'x' * 100000); f.flush(); "
-            f"g = AtomicPathManager(PathManager).open({str(tmp_path / 'last_checkpoint')!r}, 'w'); "
-            "g.write('model_b.pth'); g.flush(); import os; os._exit(9)")
+            f"g = pm.open({str(tmp_path / 'last_checkpoint')!r}, 'w'); "
+            "g.write('model_b.pth'); g.flush(); os._exit(9)")
     rc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=subprocess_env()).returncode
     assert rc == 9
     left = sorted(os.listdir(tmp_path))
@@ -112,12 +115,42 @@ def test_augmentations_depend_on_the_stream_position_only():
     assert torch.equal(torch.get_rng_state(), state)  # global generators restored
 
 
+def test_the_training_loader_continues_after_the_consumed_images_whatever_the_workers():
+    """Batches from a loader restarted after k batches are the batches k, k+1, ... of an
+    uninterrupted one (same images, same augmentations), with 0 or 2 worker processes."""
+    from conftest import make_cfg
+    from ssd_r34.engine import SSDTrainer
+    from ssd_r34.resumable_loader import find_resumable_sampler
+
+    def batches(workers, skip_batches=0, n=3):
+        cfg = make_cfg("configs/ssd_r34_shapes.yaml", "INPUT.FIXED_SIZE", "(64, 64)",
+                       "SOLVER.IMS_PER_BATCH", "2", "DATALOADER.NUM_WORKERS", str(workers),
+                       "SEED", "11")
+        loader = SSDTrainer.build_train_loader(cfg)
+        sampler = find_resumable_sampler(loader)
+        sampler.set_progress(sampler.seed, 2 * skip_batches)
+        it = iter(loader)
+        out = [[(d["file_name"], d["image"], d["instances"].gt_boxes.tensor) for d in next(it)]
+               for _ in range(n)]
+        del it
+        return out
+
+    def same(a, b):
+        return all(x[0] == y[0] and torch.equal(x[1], y[1]) and torch.equal(x[2], y[2])
+                   for bx, by in zip(a, b) for x, y in zip(bx, by))
+
+    straight = batches(0, n=5)
+    assert same(batches(0, skip_batches=2), straight[2:])
+    assert same(batches(2, skip_batches=2), straight[2:])
+    assert not same(straight[:1], straight[1:2])
+
+
 # ---- kill -9, --resume ----------------------------------------------------------------------
 RUN = ["--config-file", os.path.join(ROOT, "configs", "ssd_r34_shapes.yaml"),
        "MODEL.DEVICE", "cpu", "INPUT.FIXED_SIZE", "(64, 64)",
        "MODEL.SSD.STRIDES", "[1, 1, 1, 1, 1, 1]", "DATALOADER.NUM_WORKERS", "0",
-       "SOLVER.IMS_PER_BATCH", "2", "SOLVER.MAX_ITER", "12", "SOLVER.WARMUP_ITERS", "0",
-       "SOLVER.STEPS", "(6,)", "DATASETS.TEST", "()", "SEED", "7"]
+       "SOLVER.IMS_PER_BATCH", "2", "SOLVER.MAX_ITER", "8", "SOLVER.WARMUP_ITERS", "0",
+       "SOLVER.STEPS", "(5,)", "DATASETS.TEST", "()", "SEED", "7"]
 
 
 def _last_checkpoint(out_dir):
@@ -144,7 +177,7 @@ def test_training_killed_with_sigkill_resumes_to_the_weights_of_an_uninterrupted
         while _last_checkpoint(killed) not in ("model_0000003.pth", "model_0000005.pth"):
             assert victim.poll() is None and time.time() < deadline, "no checkpoint in time"
             time.sleep(0.02)
-        victim.send_signal(signal.SIGKILL)  # mid-training, after 4 or 6 iterations
+        victim.send_signal(signal.SIGKILL)  # mid-training, after 4 or 6 of 8 iterations
         assert victim.wait() == -signal.SIGKILL
     finally:
         victim.kill()
@@ -170,11 +203,11 @@ def test_training_killed_with_sigkill_resumes_to_the_weights_of_an_uninterrupted
     # Same final weights and BN statistics, bit for bit, as the uninterrupted run: same
     # iteration, optimizer, LR schedule, data order and augmentations after the resume.
     resumed, uninterrupted = logged_digests(killed)[0], logged_digests(straight)[0]
-    assert resumed[0] == uninterrupted[0] == 12
+    assert resumed[0] == uninterrupted[0] == 8
     assert resumed[2:] == uninterrupted[2:]
     a = torch.load(os.path.join(killed, "model_final.pth"), weights_only=False)
     b = torch.load(os.path.join(straight, "model_final.pth"), weights_only=False)
-    assert a["iteration"] == b["iteration"] == 11
-    assert a["trainer"]["hooks"]["DataProgressHook"]["images_consumed"] == 24
+    assert a["iteration"] == b["iteration"] == 7
+    assert a["trainer"]["hooks"]["DataProgressHook"]["images_consumed"] == 16
     for k in b["model"]:
         assert torch.equal(a["model"][k], b["model"][k]), k
