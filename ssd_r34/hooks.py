@@ -65,8 +65,9 @@ class EvalAndStopHook(HookBase):
                                "(ssd_r34.engine.SSDTrainer) to stop early.")
         request()
 
-    def _do_eval(self):
-        it = self.trainer.iter
+    def _do_eval(self, final=False):
+        # Iterations done: the step just taken (after_step), or all of them (after_train).
+        done = self.trainer.iter if final else self.trainer.iter + 1
         results = self._func()
         reached = False
         if results:
@@ -84,7 +85,7 @@ class EvalAndStopHook(HookBase):
                 reached = ap is not None and not math.isnan(ap) and ap / 100.0 >= self._target
                 self.trainer.storage.put_scalar("target_reached", float(reached),
                                                 smoothing_hint=False)
-                logger.info(f"Evaluation after {it + 1} iterations: box AP "
+                logger.info(f"Evaluation after {done} iterations: box AP "
                             f"{'n/a' if ap is None else f'{ap / 100:.4f}'}, target "
                             f"{self._target:.4f}: {'reached' if reached else 'not reached'}.")
             self._write_now()  # main process only: it alone has results and writers
@@ -94,10 +95,13 @@ class EvalAndStopHook(HookBase):
             # Only the main process has the COCO results: it decides for everybody.
             reached = bool(comm.all_gather(reached)[0])
             if reached:
-                self._reached_iter = it
-                logger.info(f"Target AP {self._target} reached after {it + 1} iterations: "
+                self._reached_iter = done - 1
+                if final:  # training is over; the checkpointer saved model_final already
+                    logger.info(f"Target AP {self._target} reached after {done} iterations.")
+                    return
+                logger.info(f"Target AP {self._target} reached after {done} iterations: "
                             "saving model_final and stopping.")
-                self.trainer.checkpointer.save("model_final", iteration=it)
+                self.trainer.checkpointer.save("model_final", iteration=done - 1)
                 self._request_stop()
 
     def _write_now(self):
@@ -126,7 +130,7 @@ class EvalAndStopHook(HookBase):
         # Not after a failed training, nor twice after an early stop.
         if (self._eval_after_train and not self._stopped_early
                 and self.trainer.iter + 1 >= self.trainer.max_iter):
-            self._do_eval()
+            self._do_eval(final=True)
         del self._func  # a closure holding the trainer
 
     def state_dict(self):

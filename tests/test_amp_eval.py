@@ -137,3 +137,15 @@ def test_without_a_target_evaluation_runs_at_the_chosen_iterations_and_at_the_en
     rows = [r for r in _metrics(tmp_path) if "bbox/AP" in r]
     assert [r["iteration"] for r in rows] == [0, 2]  # the final one at max_iter, as EvalHook
     assert all("target_reached" not in r for r in rows)
+
+
+def test_a_target_reached_at_the_final_evaluation_is_recorded(tmp_path):
+    Trainer = ScriptedEvalTrainer.make([30.0])
+    trainer = Trainer(make_cfg("configs/ssd_r34_shapes.yaml", *TINY, "DATASETS.TEST",
+                               "('shapes_val',)", "SOLVER.MAX_ITER", "2", "TEST.TARGET_AP", "0.2",
+                               "OUTPUT_DIR", str(tmp_path)))
+    trainer.train()
+    assert trainer.iter == trainer.max_iter == 2 and len(Trainer.calls) == 1
+    assert torch.load(tmp_path / "model_final.pth", weights_only=False)["iteration"] == 1
+    rows = [r for r in _metrics(tmp_path) if "bbox/AP" in r]
+    assert [(r["iteration"], r["target_reached"]) for r in rows] == [(2, 1.0)]
