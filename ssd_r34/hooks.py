@@ -201,10 +201,10 @@ def weights_digest(tensors) -> str:
 
 
 class ReplicaCheckHook(HookBase):
-    """At the end of a finished training, logs a digest of the parameters and of the other
-    entries of the state dict (buffers) of the model; with several processes, compares them across ranks and raises if the
-    parameters differ (buffers that differ, e.g. per-rank BN statistics with MODEL.RESNETS.NORM
-    BN, only give a warning: rank 0's are the ones saved)."""
+    """At the end of a finished training, logs a digest of the parameters and one of the
+    other state-dict entries (buffers) of the model; with several processes, compares them
+    across ranks and raises if the parameters differ (buffers that differ, e.g. per-rank BN
+    statistics with MODEL.RESNETS.NORM BN, only give a warning: rank 0's are saved)."""
 
     def __init__(self, model):
         self._model = model

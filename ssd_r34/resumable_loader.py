@@ -98,7 +98,8 @@ class ResumableTrainingSampler(Sampler):
 @contextmanager
 def _seeded_rngs(seed: int):
     """Seed ``random``, ``numpy`` and torch's CPU generator, restore their states after."""
-    py_state, np_state, torch_state = random.getstate(), np.random.get_state(), torch.get_rng_state()
+    py_state, np_state = random.getstate(), np.random.get_state()
+    torch_state = torch.get_rng_state()
     random.seed(seed)
     np.random.seed(seed)
     torch.default_generator.manual_seed(seed)

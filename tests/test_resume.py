@@ -58,8 +58,9 @@ def test_a_process_killed_while_writing_publishes_nothing(tmp_path):
     removes the temporary file."""
     (tmp_path / "last_checkpoint").write_text("model_a.pth")
     # (atomic_io loaded on its own: no torch / Detectron2 import in the child, it is quick)
+    module = os.path.join(ROOT, "ssd_r34", "atomic_io.py")
     code = ("import importlib.util as u, os; "
-            f"s = u.spec_from_file_location('atomic_io', {os.path.join(ROOT, 'ssd_r34', 'atomic_io.py')!r}); "
+            f"s = u.spec_from_file_location('atomic_io', {module!r}); "
             "m = u.module_from_spec(s); s.loader.exec_module(m); pm = m.AtomicPathManager(None); "
             f"f = pm.open({str(tmp_path / 'model_b.pth')!r}, 'wb'); "
             "f.write(b'x' * 100000); f.flush(); "
