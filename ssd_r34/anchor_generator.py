@@ -92,9 +92,12 @@ class SSDAnchorGenerator(nn.Module):
         boxes = self._cache.get(key)
         if boxes is None:
             H, W = image_size
-            c = self.centre_form(image_size, feature_sizes).to(torch.float32)
-            scale = c.new_tensor([W, H, W, H])
-            half = c[:, 2:] / 2
-            boxes = (torch.cat([c[:, :2] - half, c[:, :2] + half], dim=1) * scale).to(device)
+            # A normal tensor even when first asked for under torch.inference_mode(): the
+            # cached boxes serve training as well.
+            with torch.inference_mode(False), torch.no_grad():
+                c = self.centre_form(image_size, feature_sizes).to(torch.float32)
+                scale = c.new_tensor([W, H, W, H])
+                half = c[:, 2:] / 2
+                boxes = (torch.cat([c[:, :2] - half, c[:, :2] + half], dim=1) * scale).to(device)
             self._cache[key] = boxes
         return boxes

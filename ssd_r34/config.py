@@ -36,9 +36,17 @@ def add_ssd_config(cfg):
     _C.MODEL.SSD.DETECTIONS_PER_IMAGE = 200
     # Head, from SSD_HEAD_REGISTRY (ssd_r34/head.py).
     _C.MODEL.SSD.HEAD_NAME = "SSDHead"
-    # Run the network in channels-last memory format (faster convolutions on CPU and
-    # tensor-core GPUs; same results within float tolerance).
-    _C.MODEL.SSD.CHANNELS_LAST = False
+    # Run the network (training and inference) in channels-last memory format: faster
+    # convolutions on CPU (measured in benchmarks/, docs/benchmarks.md) and tensor-core
+    # GPUs (not measured here); same results within float32 rounding.
+    _C.MODEL.SSD.CHANNELS_LAST = True
+    # Inference without autograd: fold the BatchNorms into the convolutions (a cached copy
+    # of the backbone, rebuilt when a weight changes). Same results within float32 rounding.
+    _C.MODEL.SSD.FUSE_BN_INFERENCE = True
+    # Inference precision of the network: "float32", or "bfloat16" / "float16" (autocast;
+    # needs hardware support, e.g. AMX / AVX512-BF16 CPUs or GPUs). Box decoding, softmax and
+    # NMS stay in float32. Not bit-exact: see docs/benchmarks.md for the measured deviation.
+    _C.MODEL.SSD.INFERENCE_DTYPE = "float32"
 
     # Every image (train and test) is resized to exactly (height, width): SSD needs a
     # fixed input size, and the aspect ratio is not kept (as in the reference).

@@ -1,14 +1,26 @@
 """The SSD meta-architecture: reference matching (spec section 5), loss with hard negative
-mining (section 6) and inference (section 7), as batched tensor code."""
+mining (section 6) and inference (section 7), as batched tensor code.
+
+Speed options (MODEL.SSD.*, see ssd_r34/config.py and docs/benchmarks.md):
+CHANNELS_LAST runs the network in channels-last memory format; FUSE_BN_INFERENCE folds the
+BatchNorms into the convolutions for inference without gradients (a cached copy of the
+backbone, rebuilt whenever a weight changes); INFERENCE_DTYPE runs the network under autocast
+in bfloat16 / float16 at inference (off by default). None of them changes the algorithm; the
+first two keep results within float32 rounding of the plain path (tests/test_speed_options.py).
+"""
+import contextlib
+import copy
+import itertools
 import logging
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+import torchvision  # noqa: F401  (registers torch.ops.torchvision.nms)
+from torch import Tensor, nn
 
 from detectron2.config import configurable
-from detectron2.layers import ShapeSpec, batched_nms
+from detectron2.layers import Conv2d, FrozenBatchNorm2d, batched_nms
 from detectron2.modeling import META_ARCH_REGISTRY, build_backbone
 from detectron2.modeling.anchor_generator import build_anchor_generator
 from detectron2.modeling.box_regression import Box2BoxTransform
@@ -19,6 +31,47 @@ from .backbone import SSD_FEATURES
 from .head import build_ssd_head
 
 logger = logging.getLogger(__name__)
+
+INFERENCE_DTYPES = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def _foldable_norm(norm) -> bool:
+    if isinstance(norm, FrozenBatchNorm2d):
+        return True
+    return (isinstance(norm, nn.modules.batchnorm._BatchNorm) and not norm.training
+            and norm.running_mean is not None and norm.running_var is not None)
+
+
+@torch.no_grad()
+def fold_batch_norms(module: nn.Module) -> nn.Module:
+    """Fold every eval-mode BatchNorm (BN, SyncBN, FrozenBN) that follows a Detectron2
+    ``Conv2d`` into the convolution's weight and bias, in place; returns ``module``.
+
+    ``conv(x, w) * s + (beta - mean * s)`` with ``s = gamma / sqrt(var + eps)`` becomes
+    ``conv(x, w * s) + (beta - mean * s)``, computed in float64 and rounded once. The new
+    weights keep the old memory format (channels-last stays channels-last). Norms that
+    cannot be folded (training mode, GroupNorm ...) are left in place."""
+    for conv in module.modules():
+        if not isinstance(conv, Conv2d) or not _foldable_norm(getattr(conv, "norm", None)):
+            continue
+        norm = conv.norm
+        var = norm.running_var.double()
+        gamma = norm.weight.double() if norm.weight is not None else torch.ones_like(var)
+        beta = norm.bias.double() if norm.bias is not None else torch.zeros_like(var)
+        scale = gamma * torch.rsqrt(var + norm.eps)
+        bias = conv.bias.double() if conv.bias is not None else torch.zeros_like(var)
+        weight = torch.empty_like(conv.weight)  # same dtype, device and memory format
+        weight.copy_(conv.weight.double() * scale.view(-1, 1, 1, 1))
+        conv.weight = nn.Parameter(weight, requires_grad=False)
+        conv.bias = nn.Parameter(((bias - norm.running_mean.double()) * scale + beta).to(
+            weight.dtype), requires_grad=False)
+        conv.norm = None
+    return module
+
+
+def _is_exporting() -> bool:
+    return (torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling()
+            or torch.onnx.is_in_onnx_export())
 
 
 def flatten_predictions(maps: List[Tensor], k: int) -> Tensor:
@@ -69,13 +122,50 @@ def match_default_boxes(gt_boxes: Tensor, gt_valid: Tensor, anchors: Tensor,
 
 def hard_negative_mask(ce: Tensor, positive: Tensor, neg_pos_ratio: int) -> Tensor:
     """The k = min(ratio * P, R) boxes with the largest loss after zeroing positives,
-    per image: one sort (the reference sorts twice to rank) and a scatter."""
+    per image: one sort (the reference sorts twice to rank) and a scatter.
+
+    Why a full sort rather than ``topk(k_max)``: k differs per image and lives on the
+    device; ``topk`` needs k_max as a Python int, i.e. a host-device synchronisation every
+    step on a GPU, to save a sort of R (8732 to 25276) numbers per image, which costs about
+    a millisecond a batch on CPU (under 0.1% of a training step). Ties do not matter: tied
+    boxes have the same loss, so the sum is the same whichever of them is taken.
+    """
     num_boxes = ce.shape[1]
     k = (positive.sum(dim=1) * neg_pos_ratio).clamp(max=num_boxes)
     loss = ce.detach().masked_fill(positive, 0)
     order = loss.argsort(dim=1, descending=True)
     selected = torch.arange(num_boxes, device=ce.device)[None] < k[:, None]
     return torch.zeros_like(positive).scatter(1, order, selected)
+
+
+def _nms(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
+    # torchvision.ops.nms without its Python-side checks: called once per class and image.
+    return torch.ops.torchvision.nms(boxes, scores, iou_threshold)
+
+
+def per_class_nms(boxes: Tensor, scores: Tensor, classes: Tensor, counts: Tensor,
+                  iou_threshold: float) -> Tensor:
+    """NMS within each class of one image; returns the kept indices, best score first.
+
+    ``boxes``, ``scores``, ``classes`` are grouped by class (``counts[c]`` entries of class
+    c, in class order). On CPU, one ``torchvision.ops.nms`` per class on its slice: no
+    masks or gathers per class (torchvision's ``batched_nms`` loops over classes with a
+    mask and a gather each, on CPU above 1000 boxes). On other devices, ``batched_nms``
+    (one kernel with boxes offset per class)."""
+    if boxes.device.type != "cpu":
+        return batched_nms(boxes, scores, classes, iou_threshold)
+    keep, start = [], 0
+    for n in counts.tolist():
+        if n == 1:
+            keep.append(torch.tensor([start]))
+        elif n:
+            keep.append(_nms(boxes[start:start + n], scores[start:start + n],
+                             iou_threshold) + start)
+        start += n
+    if not keep:
+        return torch.zeros(0, dtype=torch.long)
+    keep = torch.cat(keep)
+    return keep[scores[keep].argsort(descending=True, stable=True)]
 
 
 @META_ARCH_REGISTRY.register()
@@ -90,7 +180,8 @@ class SSD(DenseDetector):
     def __init__(self, *, backbone, head, anchor_generator, box2box_transform, num_classes,
                  input_size, iou_threshold=0.5, neg_pos_ratio=3, test_score_thresh=0.05,
                  test_topk_candidates=200, test_nms_thresh=0.5, max_detections_per_image=200,
-                 channels_last=False, pixel_mean, pixel_std):
+                 channels_last=False, fuse_bn_inference=False, inference_dtype="float32",
+                 pixel_mean, pixel_std):
         super().__init__(backbone, head, list(SSD_FEATURES), pixel_mean=pixel_mean,
                          pixel_std=pixel_std)
         self.anchor_generator = anchor_generator
@@ -104,6 +195,15 @@ class SSD(DenseDetector):
         self.test_nms_thresh = test_nms_thresh
         self.max_detections_per_image = max_detections_per_image
         self.channels_last = channels_last
+        self.fuse_bn_inference = fuse_bn_inference
+        if inference_dtype not in INFERENCE_DTYPES:
+            raise ValueError(f"MODEL.SSD.INFERENCE_DTYPE must be one of "
+                             f"{sorted(INFERENCE_DTYPES)}, got {inference_dtype!r}.")
+        self.inference_dtype = INFERENCE_DTYPES[inference_dtype]
+        # ([(tensor, version)], module modes, backbone with BatchNorms folded): a tuple, so
+        # not a submodule: neither in the state dict nor moved by .to() (see
+        # _backbone_for_inference for how it notices changes of the weights).
+        self._folded_backbone: Optional[tuple] = None
         self.head_output_sizes(self.input_size)  # fail early on a size the network can't take
         if channels_last:
             self.to(memory_format=torch.channels_last)
@@ -129,6 +229,8 @@ class SSD(DenseDetector):
             "test_nms_thresh": cfg.MODEL.SSD.NMS_THRESH_TEST,
             "max_detections_per_image": cfg.MODEL.SSD.DETECTIONS_PER_IMAGE,
             "channels_last": cfg.MODEL.SSD.CHANNELS_LAST,
+            "fuse_bn_inference": cfg.MODEL.SSD.FUSE_BN_INFERENCE,
+            "inference_dtype": cfg.MODEL.SSD.INFERENCE_DTYPE,
             "pixel_mean": cfg.MODEL.PIXEL_MEAN,
             "pixel_std": cfg.MODEL.PIXEL_STD,
         }
@@ -165,18 +267,54 @@ class SSD(DenseDetector):
         if len(sizes) != 1 or tuple(images.tensor.shape[-2:]) != next(iter(sizes)):
             raise ValueError(f"SSD needs every image of a batch at one size, got {sorted(sizes)};"
                              " resize them to INPUT.FIXED_SIZE (the SSD dataset mappers do).")
-        if self.channels_last:
-            images.tensor = images.tensor.contiguous(memory_format=torch.channels_last)
         return images
 
+    def _backbone_for_inference(self) -> nn.Module:
+        """The backbone to run now: in eval mode without autograd (and not while tracing or
+        exporting), a cached copy with the BatchNorms folded into the convolutions
+        (MODEL.SSD.FUSE_BN_INFERENCE); otherwise the backbone itself.
+
+        The copy is rebuilt when any backbone tensor changed since it was made: in place
+        (version counter), replaced or moved (storage address; the cache holds the old
+        storages, so a new one cannot reuse their address) or a module's mode changed."""
+        if (self.training or not self.fuse_bn_inference or torch.is_grad_enabled()
+                or _is_exporting()):
+            return self.backbone
+        tensors = list(itertools.chain(self.backbone.parameters(), self.backbone.buffers()))
+        modes = tuple(m.training for m in self.backbone.modules())
+        cache = self._folded_backbone
+        if (cache is None or cache[1] != modes or len(cache[0]) != len(tensors)
+                or any(old.data_ptr() != t.data_ptr() or version != t._version
+                       or old.dtype != t.dtype for (old, version), t in zip(cache[0], tensors))):
+            with torch.inference_mode(False), torch.no_grad():
+                folded = fold_batch_norms(copy.deepcopy(self.backbone)).requires_grad_(False)
+            self._folded_backbone = cache = (
+                [(t.detach(), t._version) for t in tensors], modes, folded)
+        return cache[2]
+
+    def train(self, mode: bool = True):
+        if mode:
+            self._folded_backbone = None  # rebuilt at the next inference; frees its memory
+        return super().train(mode)
+
     def forward_network(self, images: Tensor):
-        """Normalised (N, 3, H, W) images -> (loc (N, R, 4), conf (N, R, K+1), anchors (R, 4))."""
-        features = self.backbone(images)
-        loc_maps, conf_maps = self.head([features[f] for f in self.head_in_features])
+        """Normalised (N, 3, H, W) images -> (loc (N, R, 4), conf (N, R, K+1), anchors (R, 4)).
+
+        loc and conf are float32 whatever MODEL.SSD.INFERENCE_DTYPE is."""
+        if self.channels_last and not _is_exporting():
+            images = images.contiguous(memory_format=torch.channels_last)
+        dtype = None if self.training else self.inference_dtype
+        # Only ever enable autocast here: a disabled one would switch off the caller's
+        # (the AMP trainers run the whole model under autocast).
+        with (torch.autocast(images.device.type, dtype=dtype) if dtype is not None
+              else contextlib.nullcontext()):
+            features = self._backbone_for_inference()(images)
+            loc_maps, conf_maps = self.head([features[f] for f in self.head_in_features])
         anchors = self.anchor_generator(images.shape[-2:], [x.shape[-2:] for x in loc_maps],
                                         device=images.device)
-        return (flatten_predictions(loc_maps, 4),
-                flatten_predictions(conf_maps, self.num_classes + 1), anchors)
+        loc = flatten_predictions(loc_maps, 4)
+        conf = flatten_predictions(conf_maps, self.num_classes + 1)
+        return loc.float(), conf.float(), anchors
 
     def forward(self, batched_inputs: List[Dict[str, Tensor]]):
         images = self.preprocess_image(batched_inputs)
@@ -244,22 +382,37 @@ class SSD(DenseDetector):
                   image_size: Tuple[int, int]) -> List[Instances]:
         """Spec section 7 at the network's input size: softmax, per class the best
         TOPK_CANDIDATES_TEST boxes with score > SCORE_THRESH_TEST, per-class NMS, then the
-        best DETECTIONS_PER_IMAGE. Boxes are not clipped here."""
+        best DETECTIONS_PER_IMAGE. Boxes are not clipped here.
+
+        The candidates of all images and classes are selected at once: threshold, one sort
+        by (image, class, score), a rank within each (image, class) group. NMS then runs per
+        group on contiguous slices (``per_class_nms``)."""
+        N, R = loc.shape[:2]
+        K = self.num_classes
         boxes = self.decode_boxes(loc, anchors)
-        scores = F.softmax(conf.float(), dim=2)[..., : self.num_classes]
-        k = min(self.test_topk_candidates, scores.shape[1])
-        top_scores, top_idx = scores.transpose(1, 2).topk(k, dim=2)  # (N, K, k)
-        classes = torch.arange(self.num_classes, device=loc.device)[:, None].expand(-1, k)
+        scores = F.softmax(conf.float(), dim=2)[..., :K]
+        img, box, cls = (scores > self.test_score_thresh).nonzero(as_tuple=True)
+        s = scores[img, box, cls]
+        group = img * K + cls
+        order = s.argsort(descending=True)
+        order = order[group[order].argsort(stable=True)]  # by group, best score first
+        counts = torch.bincount(group, minlength=N * K)
+        rank = torch.arange(len(order), device=order.device) - (counts.cumsum(0) - counts)[
+            group[order]]
+        top = order[rank < self.test_topk_candidates]
+        img, box, cls, s = img[top], box[top], cls[top], s[top]
+        b = boxes[img, box]
+        per_image = counts.clamp(max=self.test_topk_candidates).view(N, K)
+        starts = [0] + per_image.sum(dim=1).cumsum(0).tolist()
         results = []
-        for i in range(loc.shape[0]):
-            keep = top_scores[i] > self.test_score_thresh
-            s, idx, c = top_scores[i][keep], top_idx[i][keep], classes[keep]
-            b = boxes[i][idx]
-            nms = batched_nms(b, s, c, self.test_nms_thresh)[: self.max_detections_per_image]
+        for i in range(N):
+            lo, hi = starts[i], starts[i + 1]
+            keep = per_class_nms(b[lo:hi], s[lo:hi], cls[lo:hi], per_image[i],
+                                 self.test_nms_thresh)[: self.max_detections_per_image] + lo
             r = Instances((int(image_size[0]), int(image_size[1])))
-            r.pred_boxes = Boxes(b[nms])
-            r.scores = s[nms]
-            r.pred_classes = c[nms]
+            r.pred_boxes = Boxes(b[keep])
+            r.scores = s[keep]
+            r.pred_classes = cls[keep]
             results.append(r)
         return results
 
