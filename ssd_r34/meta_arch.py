@@ -386,10 +386,10 @@ class SSD(DenseDetector):
 
         The candidates of all images and classes are selected at once: threshold, one sort
         by (image, class, score), a rank within each (image, class) group. NMS then runs per
-        group on contiguous slices (``per_class_nms``)."""
-        N, R = loc.shape[:2]
+        group on contiguous slices (``per_class_nms``). Only the candidates' boxes are
+        decoded."""
+        N = loc.shape[0]
         K = self.num_classes
-        boxes = self.decode_boxes(loc, anchors)
         scores = F.softmax(conf.float(), dim=2)[..., :K]
         img, box, cls = (scores > self.test_score_thresh).nonzero(as_tuple=True)
         s = scores[img, box, cls]
@@ -401,7 +401,7 @@ class SSD(DenseDetector):
             group[order]]
         top = order[rank < self.test_topk_candidates]
         img, box, cls, s = img[top], box[top], cls[top], s[top]
-        b = boxes[img, box]
+        b = self.box2box_transform.apply_deltas(loc[img, box].float(), anchors[box])
         per_image = counts.clamp(max=self.test_topk_candidates).view(N, K)
         starts = [0] + per_image.sum(dim=1).cumsum(0).tolist()
         results = []
