@@ -130,6 +130,8 @@ def _allowed_globals() -> Dict[Tuple[str, str], Any]:
     allowed = {("collections", "OrderedDict"): collections.OrderedDict,
                ("builtins", "set"): set, ("builtins", "frozenset"): frozenset,
                ("torch", "Size"): torch.Size, ("torch", "device"): torch.device,
+               ("torch", "Tensor"): torch.Tensor, ("torch._tensor", "Tensor"): torch.Tensor,
+               ("torch.nn.parameter", "Parameter"): torch.nn.Parameter,
                ("torch._tensor", "_rebuild_from_type_v2"): _rebuild_from_type_v2,
                ("torch.tensor", "_rebuild_from_type_v2"): _rebuild_from_type_v2,
                ("copyreg", "_reconstructor"): _safe_reconstructor,
@@ -359,6 +361,8 @@ def _split_container(obj, how: str):
         others = {k: v for k, v in obj.items() if k != "model"}
         return obj["model"], (f"{how}: a dict with a 'model' state dict and "
                               f"{sorted(map(str, others)) or 'nothing else'}"), others
+    if isinstance(obj, dict) and how.startswith("a pickled whole nn.Module"):
+        return obj, how, {}  # the state dict of the module tree
     if isinstance(obj, dict):
         return obj, f"{how}: a bare state dict", {}
     return None, f"{how}: a {type(obj).__name__}", {}
