@@ -20,7 +20,6 @@ reads loc as (N, 4, nd*h*w) and conf as (N, 81, nd*h*w) (coordinate-major / clas
 background first), ssd_r34 is anchor-major with background last.
 """
 import collections
-import copyreg
 import logging
 import os
 import pickle
@@ -28,7 +27,7 @@ import re
 import types
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
