@@ -242,6 +242,8 @@ class SSD(DenseDetector):
         from torch._subclasses.fake_tensor import FakeTensorMode
 
         H, W = image_size or self.input_size
+        training = self.training
+        self.train(False)  # BN in eval mode: the probe must not touch running statistics
         try:
             with torch.no_grad(), FakeTensorMode(allow_non_fake_inputs=True) as mode:
                 x = mode.from_tensor(torch.empty(1, 3, int(H), int(W)))
@@ -254,6 +256,8 @@ class SSD(DenseDetector):
                 f"compute all six detection levels ({str(e).splitlines()[0]}). Use a larger "
                 "INPUT.FIXED_SIZE or smaller strides (e.g. [1, 1, 2, 2, 2, 1] at 300x300)."
             ) from None
+        finally:
+            self.train(training)
 
     def num_boxes(self, image_size=None) -> int:
         """Default boxes for an input of ``image_size`` (e.g. 8732 at 300x300)."""

@@ -160,3 +160,13 @@ def test_invalid_strides_and_sizes_fail_clearly(opts, match):
     with pytest.raises(ValueError, match=match) as e:
         build("configs/ssd_r34_300.yaml", *opts)
     assert "MODEL.SSD.STRIDES" in str(e.value)
+
+
+def test_size_probe_leaves_batchnorm_statistics_alone():
+    model = build()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    assert model.training
+    model.num_boxes((300, 300))
+    assert model.training
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]), k
