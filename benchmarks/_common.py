@@ -1,0 +1,166 @@
+"""Shared helpers of the benchmarks: paths, interleaved timing, the result table."""
+import argparse
+import gc
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+for p in (ROOT, os.path.join(ROOT, "tests"), os.path.join(ROOT, "benchmarks")):
+    if p not in sys.path:
+        sys.path.insert(0, p)
+
+import torch  # noqa: E402
+
+
+def make_cfg(config, *opts):
+    from ssd_r34 import get_ssd_cfg
+
+    cfg = get_ssd_cfg()
+    cfg.merge_from_file(os.path.join(ROOT, config))
+    # SyncBN is BN on one process; say BN so that nothing needs a process group.
+    cfg.merge_from_list(["MODEL.DEVICE", "cpu", "MODEL.RESNETS.NORM", "BN", *opts])
+    return cfg
+
+
+def parser(description, repeats):
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--repeats", type=int, default=repeats,
+                   help="timed rounds; each round runs every implementation once, interleaved")
+    p.add_argument("--json", default=None, help="also write the results to this JSON file")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch intra-op threads (default: torch's, one per core); 1 is steadier "
+                        "on a machine that other jobs keep busy")
+    return p
+
+
+def parse(p, argv=None):
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    return args
+
+
+def time_interleaved(fns, repeats, warmup=1):
+    """Run each callable of ``fns`` (name -> fn) once per round, in turn, ``repeats`` rounds
+    after ``warmup`` untimed rounds. Returns name -> list of seconds."""
+    times = {k: [] for k in fns}
+    for r in range(warmup + repeats):
+        for name, fn in fns.items():
+            gc.collect()
+            t0 = time.perf_counter()
+            fn()
+            dt = time.perf_counter() - t0
+            if r >= warmup:
+                times[name].append(dt)
+    return times
+
+
+def environment():
+    return (f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
+            f"{os.cpu_count()} CPUs, {platform.processor() or platform.machine()}")
+
+
+def report(title, times, baseline, target=None, unit="ms", per=1, notes=(), json_path=None,
+           key=None):
+    """Print one Markdown table: median and min per implementation, and the speed-up of each
+    over ``baseline`` (ratio of medians and ratio of mins). ``per`` divides the times (e.g.
+    per image). ``target``: (implementation, minimum speed-up) checked on the median ratio."""
+    scale = {"ms": 1e3, "s": 1.0}[unit]
+    base = times[baseline]
+    bmed, bmin = statistics.median(base) / per, min(base) / per
+    print(f"\n### {title}\n")
+    print(f"{environment()}; {len(base)} interleaved rounds; 1-min load average at the end: "
+          f"{os.getloadavg()[0]:.1f}.\n")
+    print(f"| implementation | median ({unit}) | min ({unit}) | speed-up (median) "
+          "| speed-up (min) |")
+    print("|---|---:|---:|---:|---:|")
+    summary = {}
+    for name, ts in times.items():
+        med, mn = statistics.median(ts) / per, min(ts) / per
+        summary[name] = {"median_s": med, "min_s": mn, "speedup_median": bmed / med,
+                         "speedup_min": bmin / mn, "samples_s": [t / per for t in ts]}
+        print(f"| {name} | {med * scale:.1f} | {mn * scale:.1f} | {bmed / med:.2f}x | "
+              f"{bmin / mn:.2f}x |")
+    for n in notes:
+        print(f"\n{n}")
+    result = {"title": title, "baseline": baseline, "rows": summary}
+    if target is not None:
+        name, minimum = target
+        got, got_min = summary[name]["speedup_median"], summary[name]["speedup_min"]
+        ok = got >= minimum
+        verdict = "MET" if ok else ("met on the minimums only" if got_min >= minimum
+                                     else "NOT MET")
+        print(f"\nTarget: {name} at least {minimum}x faster than {baseline}: "
+              f"{got:.2f}x (median), {got_min:.2f}x (min) -> {verdict}")
+        result["target"] = {"row": name, "minimum": minimum, "speedup_median": got, "met": ok,
+                            "speedup_min": got_min, "verdict": verdict}
+    sys.stdout.flush()
+    if json_path:
+        data = {}
+        if os.path.exists(json_path):
+            with open(json_path) as f:
+                data = json.load(f)
+        data[key or title] = result
+        with open(json_path, "w") as f:
+            json.dump(data, f, indent=1)
+    return result
+
+
+def compare_detections(ours, baseline):
+    """Compare ssd_r34 ``Instances`` (classes 0..79) with the baseline's (boxes, labels
+    1..80, scores) per image: the same number, and each baseline detection paired with an
+    ssd_r34 detection of its class (the closest box not yet paired; near-equal scores may
+    come in either order). Returns a one-line summary with the largest differences."""
+    n_ours = [len(r) for r in ours]
+    n_base = [len(b[0]) for b in baseline]
+    if n_ours != n_base:
+        return f"detections per image: ssd_r34 {n_ours}, baseline {n_base} (DIFFER)"
+    dscore = dbox = 0.0
+    for r, (boxes, labels, scores) in zip(ours, baseline):
+        if not len(r):
+            continue
+        ob, os_, oc = r.pred_boxes.tensor.float(), r.scores.float(), r.pred_classes + 1
+        dist = (ob[:, None, :] - boxes[None].float()).abs().amax(dim=2)  # (ours, base)
+        dist[oc[:, None] != labels[None]] = float("inf")
+        used = torch.zeros(len(ob), dtype=torch.bool)
+        for j in scores.argsort(descending=True).tolist():
+            d = dist[:, j].masked_fill(used, float("inf"))
+            i = int(d.argmin())
+            if not torch.isfinite(d[i]):
+                return f"detections per image: {n_ours} on both sides, classes DIFFER"
+            used[i] = True
+            dbox = max(dbox, float(d[i]))
+            dscore = max(dscore, abs(float(os_[i]) - float(scores[j])))
+    return (f"detections per image: {n_ours} on both sides, paired by class; largest "
+            f"difference: score {dscore:.2g}, box {dbox:.2g} px")
+
+
+def compare_loosely(ours, other, iou=0.9):
+    """How many of ``other``'s detections (Instances) ``ours`` reproduces: same class, box IoU
+    >= ``iou``, greedy by score. For a lower-precision path, where the lists cannot be
+    identical. Returns a one-line summary."""
+    from detectron2.structures import pairwise_iou
+
+    total = matched = 0
+    dscore = 0.0
+    for a, b in zip(ours, other):
+        total += len(b)
+        if not len(a) or not len(b):
+            continue
+        ious = pairwise_iou(a.pred_boxes, b.pred_boxes)
+        ious[a.pred_classes[:, None] != b.pred_classes[None, :]] = 0
+        used = torch.zeros(len(a), dtype=torch.bool)
+        for j in range(len(b)):
+            cand = ious[:, j].clone()
+            cand[used] = 0
+            i = int(cand.argmax())
+            if cand[i] >= iou:
+                used[i] = True
+                matched += 1
+                dscore = max(dscore, abs(float(a.scores[i]) - float(b.scores[j])))
+    return (f"{matched}/{total} detections reproduced (same class, IoU >= {iou}), largest "
+            f"score difference among them {dscore:.2g}")

@@ -1,0 +1,245 @@
+"""The baseline the benchmarks compare ssd_r34 with: the MLPerf reference's algorithms.
+
+The algorithms themselves are not re-written here: they come from ``tests/reference_impl.py``
+(an independent, plain re-implementation of the reference from the spec, also used by the
+equivalence tests): the network ``ReferenceSSDR34``, the default boxes, the per-image encoder
+``reference_encode`` (spec section 5), the double-sort loss ``reference_loss`` (section 6) and
+the per-class loop with greedy Python NMS ``reference_decode`` (section 7).
+
+This module adds only what a reference-style *pipeline* needs on top of them:
+
+* ``ReferenceTrainTransform``: the reference's data loader work per image (spec section 8, the
+  MLPerf ``SSDCropping`` + ``SSDTransformer``): PIL SSD crop, horizontal flip, resize, torchvision
+  ``ColorJitter``, ``ToTensor``, ``Normalize``, then the per-image encoder.
+* ``reference_train_step`` and ``reference_inference``: forward + loss + backward, and
+  forward + decode + scaling to the original image.
+* ``copy_weights_to_reference``: loads an ssd_r34 model's weights into ``ReferenceSSDR34``
+  (module names of spec section 2, head channels permuted back to the reference's
+  coordinate-major / class-major order, background back to class 0), so that both run the
+  same network on the same inputs and the benchmarks can check that they agree.
+"""
+import os
+import random
+import sys
+
+import torch
+from PIL import Image
+from torchvision import transforms as TV
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                "tests"))
+from reference_impl import (  # noqa: E402  (tests/ is put on the path just above)
+    NUM_DEFAULTS,
+    ReferenceSSDR34,
+    calc_iou_tensor,
+    default_boxes_ltrb,
+    reference_decode,
+    reference_default_boxes,
+    reference_encode,
+    reference_loss,
+)
+
+__all__ = ["ReferenceSSDR34", "reference_default_boxes", "default_boxes_ltrb", "reference_encode",
+           "reference_loss", "reference_decode", "ReferenceTrainTransform", "reference_train_step",
+           "reference_postprocess", "reference_inference", "copy_weights_to_reference",
+           "IMAGENET_MEAN", "IMAGENET_STD"]
+
+IMAGENET_MEAN = [0.485, 0.456, 0.406]
+IMAGENET_STD = [0.229, 0.224, 0.225]
+
+
+# --------------------------------------------------------------------------------------
+# Data: the reference's per-image transform (spec section 8)
+# --------------------------------------------------------------------------------------
+
+
+class ReferenceSSDCropping:
+    """The MLPerf ``SSDCropping`` on a PIL image with normalised ltrb boxes: one of 7 modes
+    (keep; min IoU 0.1 .. 0.9; free), w, h ~ U(0.3, 1), w/h in [0.5, 2], every box's IoU with
+    the crop above the minimum, boxes whose centre is strictly inside kept and clipped."""
+
+    OPTIONS = (None, 0.1, 0.3, 0.5, 0.7, 0.9, -float("inf"))
+
+    def __call__(self, img, img_size, bboxes, labels):
+        while True:
+            mode = random.choice(self.OPTIONS)
+            if mode is None:
+                return img, img_size, bboxes, labels
+            htot, wtot = img_size
+            min_iou = mode
+            for _ in range(1):  # the reference tries once per drawn mode
+                w = random.uniform(0.3, 1.0)
+                h = random.uniform(0.3, 1.0)
+                if w / h < 0.5 or w / h > 2:
+                    continue
+                left = random.uniform(0, 1.0 - w)
+                top = random.uniform(0, 1.0 - h)
+                right, bottom = left + w, top + h
+                ious = calc_iou_tensor(bboxes, torch.tensor([[left, top, right, bottom]]))
+                if not (ious > min_iou).all():
+                    continue
+                xc = 0.5 * (bboxes[:, 0] + bboxes[:, 2])
+                yc = 0.5 * (bboxes[:, 1] + bboxes[:, 3])
+                masks = (xc > left) & (xc < right) & (yc > top) & (yc < bottom)
+                if not masks.any():
+                    continue
+                bboxes = bboxes.clone()
+                bboxes[bboxes[:, 0] < left, 0] = left
+                bboxes[bboxes[:, 1] < top, 1] = top
+                bboxes[bboxes[:, 2] > right, 2] = right
+                bboxes[bboxes[:, 3] > bottom, 3] = bottom
+                bboxes = bboxes[masks, :]
+                labels = labels[masks]
+                left_idx, top_idx = int(left * wtot), int(top * htot)
+                right_idx, bottom_idx = int(right * wtot), int(bottom * htot)
+                img = img.crop((left_idx, top_idx, right_idx, bottom_idx))
+                bboxes[:, 0] = (bboxes[:, 0] - left) / w
+                bboxes[:, 1] = (bboxes[:, 1] - top) / h
+                bboxes[:, 2] = (bboxes[:, 2] - left) / w
+                bboxes[:, 3] = (bboxes[:, 3] - top) / h
+                htot, wtot = bottom_idx - top_idx, right_idx - left_idx
+                return img, (htot, wtot), bboxes, labels
+
+
+class ReferenceTrainTransform:
+    """One training sample as the reference's data loader makes it: read the file (PIL, RGB),
+    SSD crop, flip (p = 0.5), resize to (H, W), colour jitter, ToTensor, Normalize, and
+    (``encode=True``) the per-image target encoding against the default boxes.
+
+    ``__call__(file_name, boxes_xyxy_pixels, labels)`` -> ``(image (3, H, W) float32,
+    loc_target (A, 4), labels (A,))`` (the last two None without encoding).
+    """
+
+    def __init__(self, size, dboxes_xywh=None, encode=True):
+        self.size = tuple(size)
+        self.crop = ReferenceSSDCropping()
+        self.dboxes = dboxes_xywh
+        self.encode = encode and dboxes_xywh is not None
+        self.img_trans = TV.Compose([
+            TV.Resize(self.size),
+            TV.ColorJitter(brightness=0.125, contrast=0.5, saturation=0.5, hue=0.05),
+            TV.ToTensor(),
+        ])
+        self.normalize = TV.Normalize(mean=IMAGENET_MEAN, std=IMAGENET_STD)
+
+    def __call__(self, file_name, boxes, labels):
+        img = Image.open(file_name).convert("RGB")
+        w, h = img.size
+        bboxes = torch.as_tensor(boxes, dtype=torch.float32) / torch.tensor([w, h, w, h])
+        labels = torch.as_tensor(labels, dtype=torch.int64)
+        img, (h, w), bboxes, labels = self.crop(img, (h, w), bboxes, labels)
+        if random.random() < 0.5:
+            img = img.transpose(Image.FLIP_LEFT_RIGHT)
+            bboxes = bboxes[:, [2, 1, 0, 3]] * torch.tensor([-1.0, 1, -1, 1]) \
+                + torch.tensor([1.0, 0, 1, 0])
+        img = self.normalize(self.img_trans(img)).contiguous()
+        if not self.encode:
+            return img, None, None
+        loc, lab = reference_encode(bboxes, labels, self.dboxes)
+        return img, loc, lab
+
+
+# --------------------------------------------------------------------------------------
+# Training step and inference of the reference
+# --------------------------------------------------------------------------------------
+
+
+def reference_train_step(model, images, gloc, glabel, dboxes_xywh):
+    """Forward, the reference loss (double-sort hard negative mining) and backward.
+
+    images (N, 3, H, W) normalised; gloc (N, 4, A) and glabel (N, A) from the per-image
+    encoder (which the reference runs in its data loader). Returns the loss (detached)."""
+    model.zero_grad(set_to_none=True)
+    ploc, plabel = model(images)
+    loss = reference_loss(ploc, plabel, gloc, glabel, dboxes_xywh)[0]
+    loss.backward()
+    return loss.detach()
+
+
+def reference_postprocess(ploc, plabel, dboxes_xywh, original_sizes):
+    """``reference_decode`` (softmax, per-class loop, greedy Python NMS), then the boxes
+    scaled to each original (height, width) and clipped.
+    Returns [(boxes (K, 4) pixels, labels 1..80, scores (K,))] per image."""
+    results = reference_decode(ploc, plabel, dboxes_xywh)
+    out = []
+    for (boxes, labels, scores), (h, w) in zip(results, original_sizes):
+        boxes = boxes * torch.tensor([w, h, w, h], dtype=boxes.dtype)
+        boxes[:, 0::2] = boxes[:, 0::2].clamp(0, w)
+        boxes[:, 1::2] = boxes[:, 1::2].clamp(0, h)
+        out.append((boxes, labels, scores))
+    return out
+
+
+def reference_inference(model, images_uint8, dboxes_xywh, original_sizes):
+    """End to end as the reference evaluates: ToTensor + Normalize of the resized uint8
+    images (N, 3, H, W), forward, then ``reference_postprocess``."""
+    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    with torch.no_grad():
+        x = (images_uint8.float() / 255 - mean) / std
+        ploc, plabel = model(x)
+        return reference_postprocess(ploc, plabel, dboxes_xywh, original_sizes)
+
+
+# --------------------------------------------------------------------------------------
+# Same weights in both
+# --------------------------------------------------------------------------------------
+
+
+def _bn(dst, src):
+    return {f"{dst}.{k}": f"{src}.{k}"
+            for k in ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")}
+
+
+def _name_map():
+    """reference key -> ssd_r34 key (spec section 2 vs ssd_r34's Detectron2 names)."""
+    m = {"model.layer1.0.weight": "backbone.stem.conv1.weight"}
+    m.update(_bn("model.layer1.1", "backbone.stem.conv1.norm"))
+    stages = [("model.layer1.4", "backbone.res2", 3), ("model.layer1.5", "backbone.res3", 4),
+              ("model.layer2.0", "backbone.res4", 6)]
+    for ref, ours, n in stages:
+        for i in range(n):
+            r, o = f"{ref}.{i}", f"{ours}.{i}"
+            for k in (1, 2):
+                m[f"{r}.conv{k}.weight"] = f"{o}.conv{k}.weight"
+                m.update(_bn(f"{r}.bn{k}", f"{o}.conv{k}.norm"))
+            m[f"{r}.downsample.0.weight"] = f"{o}.shortcut.weight"
+            m.update(_bn(f"{r}.downsample.1", f"{o}.shortcut.norm"))
+    for i in range(5):
+        for a, b in ((0, "conv1"), (2, "conv2")):
+            for k in ("weight", "bias"):
+                m[f"additional_blocks.{i}.{a}.{k}"] = f"backbone.extra{i}.{b}.{k}"
+    return m
+
+
+def _head_permutation(num_defaults, k, background_last):
+    """For reference channel j, the ssd_r34 channel it comes from."""
+    perm = []
+    for j in range(k * num_defaults):
+        c, a = divmod(j, num_defaults)  # reference: c * nd + a (coordinate / class major)
+        if background_last:  # ssd_r34's classes: foreground 0..K-2, background K-1
+            c = k - 1 if c == 0 else c - 1
+        perm.append(a * k + c)  # ssd_r34: a * k + c (anchor major)
+    return torch.tensor(perm)
+
+
+@torch.no_grad()
+def copy_weights_to_reference(ssd_model, ref_model):
+    """Load ``ssd_model``'s (ssd_r34) weights into ``ref_model`` (ReferenceSSDR34)."""
+    ours = ssd_model.state_dict()
+    target = ref_model.state_dict()
+    new = {}
+    for rk, ok in _name_map().items():
+        if rk in target and ok in ours:
+            new[rk] = ours[ok]
+    num_classes = ref_model.num_classes
+    for level, nd in enumerate(NUM_DEFAULTS):
+        for name, k, bg in (("loc", 4, False), ("conf", num_classes, True)):
+            perm = _head_permutation(nd, k, bg)
+            for p in ("weight", "bias"):
+                new[f"{name}.{level}.{p}"] = ours[f"head.{name}.{level}.{p}"][perm]
+    missing = set(target) - set(new)
+    if missing:
+        raise KeyError(f"no ssd_r34 weights for {sorted(missing)[:5]} ...")
+    ref_model.load_state_dict({k: v.contiguous() for k, v in new.items()})
+    return ref_model

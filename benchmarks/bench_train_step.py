@@ -1,0 +1,109 @@
+"""Training step at 300x300, batch 8: forward, matching, loss, backward (no optimiser step).
+
+ssd_r34: ``model(batched_inputs)`` in training mode from uint8 images and ground-truth
+``Instances``: normalisation, network (channels-last by default), batched matching of all
+images at once, loss with one-sort hard negative mining, then backward.
+Baseline: ``ReferenceSSDR34`` forward, ``reference_loss`` (double-sort hard negative mining),
+backward, from normalised images and targets that the reference's data loader has already
+encoded one image at a time (so its matching is *not* in its timed step; a second row adds
+it). Both networks hold the same weights; the losses are checked equal.
+"""
+import torch
+
+from _common import make_cfg, parse, parser, report, time_interleaved
+from baseline import (
+    ReferenceSSDR34,
+    copy_weights_to_reference,
+    reference_default_boxes,
+    reference_encode,
+    reference_train_step,
+)
+from detectron2.modeling import build_model
+from detectron2.structures import Boxes, Instances
+
+SIZE = 300
+BATCH = 8
+
+
+def make_batch(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    images, gts = [], []
+    for _ in range(BATCH):
+        images.append(torch.randint(0, 256, (3, SIZE, SIZE), generator=g, dtype=torch.uint8))
+        n = int(torch.randint(1, 12, (1,), generator=g))
+        xy = torch.rand(n, 2, generator=g) * (SIZE - 40)
+        wh = torch.rand(n, 2, generator=g) * 150 + 8
+        boxes = torch.cat([xy, (xy + wh).clamp(max=SIZE)], 1)
+        gts.append((boxes, torch.randint(0, 80, (n,), generator=g)))
+    return images, gts
+
+
+def main(argv=None):
+    args = parse(parser(__doc__.splitlines()[0], repeats=5), argv)
+    torch.manual_seed(0)
+    ours = build_model(make_cfg("configs/ssd_r34_300.yaml")).train()
+    plain = build_model(make_cfg("configs/ssd_r34_300.yaml",
+                                 "MODEL.SSD.CHANNELS_LAST", "False")).train()
+    plain.load_state_dict(ours.state_dict())
+    ref = ReferenceSSDR34(81, (1, 1, 2, 2, 2, 1)).train()
+    copy_weights_to_reference(ours, ref)
+
+    images, gts = make_batch()
+    batched = [{"image": img, "instances": Instances((SIZE, SIZE), gt_boxes=Boxes(b),
+                                                      gt_classes=c)}
+               for img, (b, c) in zip(images, gts)]
+    # The reference's loader output: normalised images, targets encoded per image.
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    x = (torch.stack(images).float() / 255 - mean) / std
+    dboxes = reference_default_boxes(SIZE, ref.head_output_sizes(SIZE))
+
+    def encode_all():
+        enc = [reference_encode(b / SIZE, c + 1, dboxes) for b, c in gts]
+        return (torch.stack([e[0] for e in enc]).transpose(1, 2).contiguous(),
+                torch.stack([e[1] for e in enc]))
+
+    gloc, glabel = encode_all()
+
+    def step(model, autocast=False):
+        def run():
+            model.zero_grad(set_to_none=True)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+                losses = model(batched)
+            loss = sum(losses.values())
+            loss.backward()
+            return loss.detach()
+        return run
+
+    def baseline():
+        return reference_train_step(ref, x, gloc, glabel, dboxes)
+
+    def baseline_with_encode():
+        return reference_train_step(ref, x, *encode_all(), dboxes)
+
+    loss_ours, loss_ref = step(ours)().item(), baseline().item()
+    loss_plain = step(plain)().item()
+    loss_bf16 = step(ours, autocast=True)().item()
+    fns = {
+        "baseline (reference fwd + double-sort loss + bwd; targets pre-encoded)": baseline,
+        "baseline + per-image encode of the batch": baseline_with_encode,
+        "ssd_r34 (defaults: channels-last)": step(ours),
+        "ssd_r34, MODEL.SSD.CHANNELS_LAST False": step(plain),
+        "ssd_r34 + bf16 autocast (SOLVER.AMP, opt-in, not exact)": step(ours, autocast=True),
+    }
+    times = time_interleaved(fns, args.repeats)
+    base = next(iter(fns))
+    return report(
+        f"Training step: {SIZE}x{SIZE}, batch {BATCH} (forward, matching, loss, backward)",
+        times, base, target=("ssd_r34 (defaults: channels-last)", 1.2),
+        notes=[f"Same weights, same batch: loss ssd_r34 {loss_ours:.6f} (contiguous "
+               f"{loss_plain:.6f}), baseline {loss_ref:.6f}; relative difference "
+               f"{abs(loss_ours - loss_ref) / abs(loss_ref):.1e} (bf16 autocast: "
+               f"{loss_bf16:.4f}).",
+               "ssd_r34's step includes normalising the uint8 images and matching; the "
+               "first baseline row gets normalised images and encoded targets for free."],
+        json_path=args.json, key="train_step")
+
+
+if __name__ == "__main__":
+    main()
