@@ -15,22 +15,11 @@ from _common import (compare_detections, compare_loosely, make_cfg, parse, parse
                      time_interleaved)
 from baseline import (ReferenceSSDR34, copy_weights_to_reference, reference_default_boxes,
                       reference_inference)
+from reference_impl import randomise_batchnorm  # tests/ is on the path through baseline
 from detectron2.modeling import build_model
 
 CONFIG = "configs/ssd_r34_1200.yaml"
 ORIGINAL = (480, 640)
-
-
-def randomise_batchnorm(model, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                c = m.num_features
-                m.weight.copy_(0.5 + torch.rand(c, generator=g))
-                m.bias.copy_(0.4 * torch.rand(c, generator=g) - 0.2)
-                m.running_mean.copy_(0.2 * torch.randn(c, generator=g))
-                m.running_var.copy_(0.5 + torch.rand(c, generator=g))
 
 
 def scale_heads(model, x, largest=15.0):

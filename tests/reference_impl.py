@@ -493,3 +493,17 @@ def reference_decode(
                 )
             )
     return results
+
+
+def randomise_batchnorm(model, seed=0):
+    """Give every BatchNorm2d of ``model`` non-trivial affine weights and running statistics
+    (a test and benchmark utility: random weights with BN at its defaults are too easy)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                c = m.num_features
+                m.weight.copy_(0.5 + torch.rand(c, generator=g))
+                m.bias.copy_(0.4 * torch.rand(c, generator=g) - 0.2)
+                m.running_mean.copy_(0.2 * torch.randn(c, generator=g))
+                m.running_var.copy_(0.5 + torch.rand(c, generator=g))

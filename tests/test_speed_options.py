@@ -38,15 +38,8 @@ def make_plain():
     scaled up so that many scores pass 0.05 (as trained weights do)."""
     torch.manual_seed(0)
     model = build(*PLAIN)
-    g = torch.Generator().manual_seed(1)
+    ref.randomise_batchnorm(model, seed=1)
     with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                c = m.num_features
-                m.weight.copy_(0.5 + torch.rand(c, generator=g))
-                m.bias.copy_(0.4 * torch.rand(c, generator=g) - 0.2)
-                m.running_mean.copy_(0.2 * torch.randn(c, generator=g))
-                m.running_var.copy_(0.5 + torch.rand(c, generator=g))
         for conv in model.head.conf:
             conv.weight.mul_(3.0)
     return model.eval()
