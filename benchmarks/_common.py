@@ -44,60 +44,82 @@ def parse(p, argv=None):
     return args
 
 
+class Times(dict):
+    """name -> wall-clock seconds per round; ``.cpu``: name -> process CPU seconds per round
+    (all threads; OpenMP workers that wait passively add nothing)."""
+
+    def __init__(self, names):
+        super().__init__((k, []) for k in names)
+        self.cpu = {k: [] for k in names}
+
+
 def time_interleaved(fns, repeats, warmup=1):
     """Run each callable of ``fns`` (name -> fn) once per round, in turn, ``repeats`` rounds
-    after ``warmup`` untimed rounds. Returns name -> list of seconds."""
-    times = {k: [] for k in fns}
+    after ``warmup`` untimed rounds. Returns a ``Times``."""
+    times = Times(fns)
     for r in range(warmup + repeats):
         for name, fn in fns.items():
             gc.collect()
-            t0 = time.perf_counter()
+            c0, t0 = time.process_time(), time.perf_counter()
             fn()
-            dt = time.perf_counter() - t0
+            dt, dc = time.perf_counter() - t0, time.process_time() - c0
             if r >= warmup:
                 times[name].append(dt)
+                times.cpu[name].append(dc)
     return times
 
 
 def environment():
     return (f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
-            f"{os.cpu_count()} CPUs, {platform.processor() or platform.machine()}")
+            f"{os.cpu_count()} CPUs, {platform.processor() or platform.machine()}, "
+            f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}")
 
 
 def report(title, times, baseline, target=None, unit="ms", per=1, notes=(), json_path=None,
            key=None):
-    """Print one Markdown table: median and min per implementation, and the speed-up of each
-    over ``baseline`` (ratio of medians and ratio of mins). ``per`` divides the times (e.g.
-    per image). ``target``: (implementation, minimum speed-up) checked on the median ratio."""
+    """Print one Markdown table: median and min wall-clock time per implementation, the
+    speed-up of each over ``baseline`` (ratio of medians and ratio of mins), and the median
+    process CPU time with its speed-up (steadier than wall-clock time when other jobs share
+    the cores). ``per`` divides the times (e.g. per image). ``target``: (implementation,
+    minimum speed-up), judged on the ratio of wall-clock medians."""
     scale = {"ms": 1e3, "s": 1.0}[unit]
     base = times[baseline]
     bmed, bmin = statistics.median(base) / per, min(base) / per
     print(f"\n### {title}\n")
     print(f"{environment()}; {len(base)} interleaved rounds; 1-min load average at the end: "
           f"{os.getloadavg()[0]:.1f}.\n")
+    cpu = getattr(times, "cpu", None)
+    bcpu = statistics.median(cpu[baseline]) / per if cpu else None
     print(f"| implementation | median ({unit}) | min ({unit}) | speed-up (median) "
-          "| speed-up (min) |")
-    print("|---|---:|---:|---:|---:|")
+          f"| speed-up (min) |{f' CPU time, median ({unit}) | speed-up (CPU) |' if cpu else ''}")
+    print("|---|---:|---:|---:|---:|" + ("---:|---:|" if cpu else ""))
     summary = {}
     for name, ts in times.items():
         med, mn = statistics.median(ts) / per, min(ts) / per
         summary[name] = {"median_s": med, "min_s": mn, "speedup_median": bmed / med,
                          "speedup_min": bmin / mn, "samples_s": [t / per for t in ts]}
-        print(f"| {name} | {med * scale:.1f} | {mn * scale:.1f} | {bmed / med:.2f}x | "
-              f"{bmin / mn:.2f}x |")
+        line = (f"| {name} | {med * scale:.1f} | {mn * scale:.1f} | {bmed / med:.2f}x | "
+                f"{bmin / mn:.2f}x |")
+        if cpu:
+            c = statistics.median(cpu[name]) / per
+            summary[name].update(cpu_median_s=c, speedup_cpu=bcpu / c)
+            line += f" {c * scale:.1f} | {bcpu / c:.2f}x |"
+        print(line)
     for n in notes:
         print(f"\n{n}")
     result = {"title": title, "baseline": baseline, "rows": summary}
     if target is not None:
         name, minimum = target
         got, got_min = summary[name]["speedup_median"], summary[name]["speedup_min"]
+        got_cpu = summary[name].get("speedup_cpu")
         ok = got >= minimum
         verdict = "MET" if ok else ("met on the minimums only" if got_min >= minimum
                                      else "NOT MET")
+        cpu_text = f", {got_cpu:.2f}x (CPU time)" if got_cpu else ""
         print(f"\nTarget: {name} at least {minimum}x faster than {baseline}: "
-              f"{got:.2f}x (median), {got_min:.2f}x (min) -> {verdict}")
+              f"{got:.2f}x (median), {got_min:.2f}x (min){cpu_text} -> {verdict}")
         result["target"] = {"row": name, "minimum": minimum, "speedup_median": got, "met": ok,
-                            "speedup_min": got_min, "verdict": verdict}
+                            "speedup_min": got_min, "speedup_cpu": got_cpu, "verdict": verdict}
     sys.stdout.flush()
     if json_path:
         data = {}
