@@ -32,12 +32,14 @@ $(VENV)/.ssd_r34_setup: setup.py Makefile
 	touch $@
 
 # Train from scratch on the built-in data set (CPU), print the COCO AP table, then draw
-# predictions on a few validation images (output/demo/predictions/*.png).
+# predictions on a few validation images (output/demo/predictions/*.png, montage
+# output/demo/predictions.png) and the training curves (output/demo/metrics.png).
 demo: setup
 	$(PY) tools/train_net.py --config-file configs/ssd_r34_shapes.yaml OUTPUT_DIR output/demo
 	$(PY) tools/demo.py --config-file configs/ssd_r34_shapes.yaml --dataset shapes_val \
 		--num-images 6 --output output/demo/predictions --montage output/demo/predictions.png \
 		--opts MODEL.WEIGHTS output/demo/model_final.pth
+	$(PY) tools/plot_metrics.py output/demo
 
 test: setup
 	$(PY) -m pytest tests -q

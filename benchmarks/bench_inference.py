@@ -15,24 +15,11 @@ from _common import (compare_detections, compare_loosely, make_cfg, parse, parse
                      time_interleaved)
 from baseline import (ReferenceSSDR34, copy_weights_to_reference, reference_default_boxes,
                       reference_inference)
-from reference_impl import randomise_batchnorm  # tests/ is on the path through baseline
+from reference_impl import randomise_batchnorm, scale_heads  # tests/ is on the path via baseline
 from detectron2.modeling import build_model
 
 CONFIG = "configs/ssd_r34_1200.yaml"
 ORIGINAL = (480, 640)
-
-
-def scale_heads(model, x, largest=15.0):
-    """Scale the heads so that the largest |logit| and |box delta| on ``x`` are about
-    ``largest``, a trained model's range (random weights give hundreds, which makes every
-    softmax one-hot). The score distribution then has many classes above 0.05."""
-    with torch.no_grad():
-        loc, conf, _ = model.forward_network(x)
-        for convs, out in ((model.head.conf, conf), (model.head.loc, loc)):
-            f = largest / out.abs().max().item()
-            for conv in convs:
-                conv.weight.mul_(f)
-                conv.bias.mul_(f)
 
 
 def calibrate_background(model, x, candidates=11000):

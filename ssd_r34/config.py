@@ -37,7 +37,7 @@ def add_ssd_config(cfg):
     # Head, from SSD_HEAD_REGISTRY (ssd_r34/head.py).
     _C.MODEL.SSD.HEAD_NAME = "SSDHead"
     # Run the network (training and inference) in channels-last memory format: faster
-    # convolutions on CPU (measured in benchmarks/, docs/benchmarks.md) and tensor-core
+    # convolutions on CPU (measured in benchmarks/, README "Speed") and tensor-core
     # GPUs (not measured here); same results within float32 rounding.
     _C.MODEL.SSD.CHANNELS_LAST = True
     # Inference without autograd: fold the BatchNorms into the convolutions (a cached copy
@@ -45,7 +45,7 @@ def add_ssd_config(cfg):
     _C.MODEL.SSD.FUSE_BN_INFERENCE = True
     # Inference precision of the network: "float32", or "bfloat16" / "float16" (autocast;
     # needs hardware support, e.g. AMX / AVX512-BF16 CPUs or GPUs). Box decoding, softmax and
-    # NMS stay in float32. Not bit-exact: see docs/benchmarks.md for the measured deviation.
+    # NMS stay in float32. Not bit-exact: see README "Speed options and their tolerances".
     _C.MODEL.SSD.INFERENCE_DTYPE = "float32"
 
     # Every image (train and test) is resized to exactly (height, width): SSD needs a

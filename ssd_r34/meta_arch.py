@@ -1,7 +1,7 @@
 """The SSD meta-architecture: reference matching (spec section 5), loss with hard negative
 mining (section 6) and inference (section 7), as batched tensor code.
 
-Speed options (MODEL.SSD.*, see ssd_r34/config.py and docs/benchmarks.md):
+Speed options (MODEL.SSD.*, see ssd_r34/config.py and README "Speed"):
 CHANNELS_LAST runs the network in channels-last memory format; FUSE_BN_INFERENCE folds the
 BatchNorms into the convolutions for inference without gradients (a cached copy of the
 backbone, rebuilt whenever a weight changes); INFERENCE_DTYPE runs the network under autocast

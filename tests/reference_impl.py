@@ -507,3 +507,17 @@ def randomise_batchnorm(model, seed=0):
                 m.bias.copy_(0.4 * torch.rand(c, generator=g) - 0.2)
                 m.running_mean.copy_(0.2 * torch.randn(c, generator=g))
                 m.running_var.copy_(0.5 + torch.rand(c, generator=g))
+
+
+def scale_heads(model, x, largest=15.0):
+    """Scale the loc/conf heads of an ssd_r34 ``model`` so that the largest |logit| and |box
+    delta| on the normalised images ``x`` are about ``largest``, a trained model's range
+    (random weights give hundreds, which makes every softmax one-hot). Returns ``model``."""
+    with torch.no_grad():
+        loc, conf, _ = model.forward_network(x)
+        for convs, out in ((model.head.conf, conf), (model.head.loc, loc)):
+            f = largest / out.abs().max().item()
+            for conv in convs:
+                conv.weight.mul_(f)
+                conv.bias.mul_(f)
+    return model

@@ -11,8 +11,8 @@ import pytest
 from PIL import Image
 
 from ssd_r34.data import shapes
-from ssd_r34.data.shapes import (SHAPES_CLASSES, default_root, ensure_shapes, generate_shapes,
-                                 register_shapes, shapes_split_sizes)
+from ssd_r34.data.shapes import (SHAPES_CLASSES, SHAPES_DIR, default_root, ensure_shapes,
+                                 generate_shapes, register_shapes, shapes_split_sizes)
 
 
 def _load(json_file):
@@ -45,11 +45,12 @@ def test_api_constants(monkeypatch, tmp_path):
 def test_deterministic_across_folders(tmp_path):
     a = generate_shapes(tmp_path / "a", "val", 12, seed=5)
     b = generate_shapes(tmp_path / "b", "val", 12, seed=5)
-    assert a == str(tmp_path / "a" / "shapes" / "val.json")
+    assert a == str(tmp_path / "a" / SHAPES_DIR / "val.json")
     with open(a, "rb") as fa, open(b, "rb") as fb:
         assert fa.read() == fb.read()
     for name in ("00000.jpg", "00007.jpg"):
-        pa, pb = tmp_path / "a/shapes/val" / name, tmp_path / "b/shapes/val" / name
+        pa = tmp_path / "a" / SHAPES_DIR / "val" / name
+        pb = tmp_path / "b" / SHAPES_DIR / "val" / name
         assert pa.read_bytes() == pb.read_bytes()
         assert np.array_equal(np.asarray(Image.open(pa)), np.asarray(Image.open(pb)))
     other = generate_shapes(tmp_path / "c", "val", 12, seed=6)
@@ -65,7 +66,7 @@ def test_coco_format_and_boxes(small_val):
     assert len({a["id"] for a in coco["annotations"]}) == len(coco["annotations"])
     images = {im["id"]: im for im in coco["images"]}
     for im in coco["images"][:5]:
-        with Image.open(os.path.join(root, "shapes", "val", im["file_name"])) as img:
+        with Image.open(os.path.join(root, SHAPES_DIR, "val", im["file_name"])) as img:
             assert img.format == "JPEG" and img.mode == "RGB"
             assert (img.width, img.height) == (im["width"], im["height"])
     assert len({(im["width"], im["height"]) for im in coco["images"]}) > 10  # sizes vary
@@ -130,11 +131,11 @@ def test_boxes_are_tight_around_the_drawn_shape():
 
 def test_second_call_does_nothing(tmp_path):
     json_file = generate_shapes(tmp_path, "val", 5, seed=1)
-    image = tmp_path / "shapes" / "val" / "00000.jpg"
+    image = tmp_path / SHAPES_DIR / "val" / "00000.jpg"
     before = (os.stat(json_file).st_mtime_ns, os.stat(image).st_mtime_ns)
     assert generate_shapes(tmp_path, "val", 5, seed=1) == json_file
     assert (os.stat(json_file).st_mtime_ns, os.stat(image).st_mtime_ns) == before
-    assert sorted(os.listdir(tmp_path / "shapes")) == ["val", "val.json"]  # no temporaries
+    assert sorted(os.listdir(tmp_path / SHAPES_DIR)) == ["val", "val.json"]  # no temporaries
 
 
 def test_failed_generation_leaves_no_json(tmp_path, monkeypatch):
@@ -150,7 +151,7 @@ def test_failed_generation_leaves_no_json(tmp_path, monkeypatch):
     monkeypatch.setattr(Image.Image, "save", failing_save)
     with pytest.raises(OSError):
         generate_shapes(tmp_path, "val", 5, seed=1)
-    assert os.listdir(tmp_path / "shapes") == []
+    assert os.listdir(tmp_path / SHAPES_DIR) == []
     monkeypatch.undo()
     json_file = generate_shapes(tmp_path, "val", 5, seed=1)
     assert len(_load(json_file)["images"]) == 5
@@ -164,10 +165,11 @@ def test_concurrent_generation(tmp_path):
     with ProcessPoolExecutor(3, mp_context=get_context("fork")) as ex:
         results = list(ex.map(_generate, [str(tmp_path / "shared")] * 3))
     assert len(set(results)) == 1
-    assert sorted(os.listdir(tmp_path / "shared" / "shapes")) == ["val", "val.json"]
+    assert sorted(os.listdir(tmp_path / "shared" / SHAPES_DIR)) == ["val", "val.json"]
     alone = generate_shapes(tmp_path / "alone", "val", 20, seed=1)
     assert _load(results[0]) == _load(alone)
-    assert sorted(os.listdir(tmp_path / "shared/shapes/val")) == [f"{i:05d}.jpg" for i in range(20)]
+    assert sorted(os.listdir(tmp_path / "shared" / SHAPES_DIR / "val")) == [
+        f"{i:05d}.jpg" for i in range(20)]
 
 
 def test_builtin_names_are_registered():
@@ -177,7 +179,7 @@ def test_builtin_names_are_registered():
         assert name in DatasetCatalog.list()
         meta = MetadataCatalog.get(name)
         assert meta.thing_classes == SHAPES_CLASSES and meta.evaluator_type == "coco"
-        assert meta.json_file.endswith(os.path.join("shapes", name[len("shapes_"):] + ".json"))
+        assert meta.json_file.endswith(os.path.join(SHAPES_DIR, name[len("shapes_"):] + ".json"))
     assert ensure_shapes("coco_2017_val") is None
 
 
@@ -190,15 +192,15 @@ def test_registered_val_loads_into_detectron2_dicts(tmp_path, monkeypatch):
     names = register_shapes(prefix=prefix)  # root: the env var, resolved now
     assert names == [f"{prefix}_train", f"{prefix}_val"]
     assert register_shapes(prefix=prefix) == names  # twice is harmless
-    assert not (tmp_path / "shapes").exists()  # registering generates nothing
+    assert not (tmp_path / SHAPES_DIR).exists()  # registering generates nothing
     val = f"{prefix}_val"
     meta = MetadataCatalog.get(val)
-    assert meta.json_file == str(tmp_path / "shapes" / "val.json")
-    assert meta.image_root == str(tmp_path / "shapes" / "val")
+    assert meta.json_file == str(tmp_path / SHAPES_DIR / "val.json")
+    assert meta.image_root == str(tmp_path / SHAPES_DIR / "val")
 
     dicts = DatasetCatalog.get(val)
     assert os.path.exists(meta.json_file)
-    assert not (tmp_path / "shapes" / "train.json").exists()  # only what was asked for
+    assert not (tmp_path / SHAPES_DIR / "train.json").exists()  # only what was asked for
     assert len(dicts) == 200
     assert sum(not d["annotations"] for d in dicts) >= 5  # some images with no object
     assert os.path.isfile(dicts[0]["file_name"])

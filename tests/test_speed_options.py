@@ -45,19 +45,6 @@ def make_plain():
     return model.eval()
 
 
-def with_logits_scaled(model, x, largest=15.0):
-    """Scale the heads so that the largest |logit| / |box delta| on ``x`` is about
-    ``largest`` (a trained model's range; random weights give hundreds)."""
-    with torch.no_grad():
-        loc, conf, _ = model.forward_network(x)
-        for convs, out in ((model.head.conf, conf), (model.head.loc, loc)):
-            f = largest / out.abs().max().item()
-            for conv in convs:
-                conv.weight.mul_(f)
-                conv.bias.mul_(f)
-    return model
-
-
 @pytest.fixture(scope="module")
 def plain():
     return make_plain()
@@ -194,11 +181,11 @@ def test_training_loss_with_channels_last_matches_plain(plain, fast):
 def test_bfloat16_inference_within_documented_tolerance(plain):
     """Opt-in MODEL.SSD.INFERENCE_DTYPE bfloat16, with logits and box deltas in a trained
     model's range (largest about 15): both within 2% of that range of fp32, and at least 90%
-    of the fp32 detections reproduced (same class, IoU >= 0.9). docs/benchmarks.md."""
+    of the fp32 detections reproduced (same class, IoU >= 0.9). README: "Speed options and their tolerances"."""
     inputs = images()
     x = torch.stack([(i["image"].float() - plain.pixel_mean) / plain.pixel_std
                      for i in inputs])
-    fp32 = with_logits_scaled(copy.deepcopy(plain), x)
+    fp32 = ref.scale_heads(copy.deepcopy(plain), x)
     bf16 = copy_of(fp32, "MODEL.SSD.INFERENCE_DTYPE", "bfloat16")
     with torch.no_grad():
         (la, ca, _), (lb, cb, _) = fp32.forward_network(x), bf16.forward_network(x)

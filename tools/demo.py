@@ -121,8 +121,9 @@ def instances_to_coco(instances, image_id, file_name, id_map, class_names):
     return out
 
 
-def save_montage(pictures, path, cols=3):
-    """[(title, RGB array)] -> one PNG, ``cols`` pictures a row."""
+def save_montage(pictures, path, cols=3, tile=(4, 4.2), title=None):
+    """[(title, RGB array)] -> one PNG, ``cols`` pictures a row of ``tile`` inches each, under
+    an optional overall ``title`` (tools/visualize_data.py's crop grid uses it too)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -130,16 +131,19 @@ def save_montage(pictures, path, cols=3):
 
     cols = min(cols, len(pictures))
     rows = (len(pictures) + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 4.2 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(tile[0] * cols, tile[1] * rows), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
-    for ax, (title, img) in zip(axes.flat, pictures):
+    for ax, (name, img) in zip(axes.flat, pictures):
         ax.imshow(img)
-        ax.set_title(title, fontsize=10)
+        ax.set_title(name, fontsize=10)
+    if title:
+        fig.suptitle(title, fontsize=11)
     fig.tight_layout()
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     fig.savefig(path, dpi=100)
     plt.close(fig)
+    return path
 
 
 def main(args):

@@ -22,6 +22,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # tools/demo.py's save_montage
 
 import numpy as np  # noqa: E402
 
@@ -92,10 +93,7 @@ def map_with_retry(mapper, d, tries=100):
 
 def crop_grid(d, mapper, metadata, cfg, path, n, scale):
     """Original with ground truth, then ``n`` draws of the training augmentations."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from demo import save_montage
 
     H, W = cfg.INPUT.FIXED_SIZE
     # the original at about the tiles' size, so that labels come out alike
@@ -104,21 +102,9 @@ def crop_grid(d, mapper, metadata, cfg, path, n, scale):
     for i in range(n):
         tiles.append((f"augmented #{i + 1}", draw_mapped(map_with_retry(mapper, d), metadata,
                                                          cfg.INPUT.FORMAT, scale)))
-    cols = min(4, len(tiles))
-    rows = (len(tiles) + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(3 * cols, 3.2 * rows), squeeze=False)
-    for ax in axes.flat:
-        ax.axis("off")
-    for ax, (title, img) in zip(axes.flat, tiles):
-        ax.imshow(img)
-        ax.set_title(title, fontsize=10)
-    fig.suptitle(f"{os.path.basename(d['file_name'])}: SSD crop + flip + resize to {H}x{W} "
-                 "+ colour jitter", fontsize=11)
-    fig.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_montage(tiles, path, cols=4, tile=(3, 3.2),
+                        title=f"{os.path.basename(d['file_name'])}: SSD crop + flip + resize to "
+                              f"{H}x{W} + colour jitter")
 
 
 def main(args):

@@ -1,9 +1,10 @@
 """The built-in ``shapes`` toy detection data set: generated deterministically, COCO json.
 
 Every image is 160..256 px wide and 160..256 px high (so aspect ratios vary). The background
-is a smooth colour gradient or a flat colour with mild noise, plus clutter that is *not*
-labelled: a few thin lines and small (< 6 px) specks. On it are filled shapes of 3 classes
-(``SHAPES_CLASSES``), each in a random colour that contrasts with the background below it:
+is a smooth gradient or a flat colour in muted tones (channels <= 120) with mild noise, plus
+clutter that is *not* labelled: 1..3 thin lines and small (< 6 px) specks, in any colour. On
+it are filled shapes of 3 classes (``SHAPES_CLASSES``), each in a bright random colour
+(channels >= 110) far from the background below it, the other shapes and the clutter:
 
 * ``circle``   -- an ellipse whose aspect ratio (width / height) is in [0.6, 1.6],
 * ``square``   -- an axis-aligned rectangle with aspect ratio in [0.6, 1.6],
@@ -17,8 +18,11 @@ drawn shape (before JPEG compression), as COCO ``[x, y, w, h]``.
 
 Files::
 
-    <root>/shapes/train/00000.jpg ...   <root>/shapes/train.json
-    <root>/shapes/val/00000.jpg ...     <root>/shapes/val.json
+    <root>/shapes_v2/train/00000.jpg ...   <root>/shapes_v2/train.json
+    <root>/shapes_v2/val/00000.jpg ...     <root>/shapes_v2/val.json
+
+(``SHAPES_DIR``: the folder name carries the generator's version, so that a cache written by
+an earlier version is never mixed with this one's.)
 
 ``root`` is ``$SSD_R34_DATASETS`` if set, else ``~/.cache/ssd_r34`` (``default_root()``).
 A split is generated on first use (``generate_shapes``; 1000 images take a few seconds on
@@ -47,10 +51,13 @@ import tempfile
 import numpy as np
 from PIL import Image, ImageDraw
 
-__all__ = ["SHAPES_CLASSES", "SHAPES_SPLITS", "default_root", "generate_shapes",
+__all__ = ["SHAPES_CLASSES", "SHAPES_DIR", "SHAPES_SPLITS", "default_root", "generate_shapes",
            "register_shapes", "ensure_shapes", "shapes_split_sizes", "shapes_json_file"]
 
 SHAPES_CLASSES = ["circle", "square", "triangle"]
+# The folder under the root; its suffix is the generator's version (v2: muted backgrounds,
+# bright shapes, fewer and thinner clutter lines).
+SHAPES_DIR = "shapes_v2"
 # split -> (number of images, seed); val (any split but train) has images with no object
 SHAPES_SPLITS = {"train": (1000, 0), "val": (200, 1)}
 
@@ -70,12 +77,18 @@ def shapes_split_sizes():
 
 
 def shapes_json_file(root, split):
-    """``<root>/shapes/<split>.json``: the COCO json of a split; it exists iff complete."""
-    return os.path.join(root, "shapes", f"{split}.json")
+    """``<root>/shapes_v2/<split>.json``: the COCO json of a split; it exists iff complete."""
+    return os.path.join(root, SHAPES_DIR, f"{split}.json")
 
 
 # ----------------------------------------------------------------------------------------
 # drawing
+# Backgrounds are muted (channels <= BACKGROUND_MAX), shapes bright (>= SHAPE_MIN), so that
+# a from-scratch model finds the shapes within make demo's 600 iterations.
+BACKGROUND_MAX = 120
+SHAPE_MIN = 110
+
+
 def _colour(rng):
     return rng.integers(0, 256, 3)
 
@@ -85,7 +98,7 @@ def _background(rng, h, w):
     bilinear blend of four corner colours (40%); returns (uint8 image with mild noise,
     uint8 background without noise), both (h, w, 3)."""
     u = rng.random()
-    c = rng.integers(0, 256, (4, 3), dtype=np.uint8)
+    c = (rng.integers(0, 256, (4, 3)) * BACKGROUND_MAX // 255).astype(np.uint8)  # muted
     if u < 0.25:
         corners = np.stack([c[0]] * 4)
     elif u < 0.6:
@@ -104,11 +117,12 @@ def _contrasts(c, refs, min_dist=150):
 
 
 def _pick_colour(rng, refs):
-    """A colour far (L1 >= 150) from every colour in ``refs``; the most distant of a few
-    tries if none is (bounded, so generation never loops forever)."""
+    """A bright colour (every channel >= SHAPE_MIN, above any background) far (L1 >= 150)
+    from every colour in ``refs``; the most distant of a few tries if none is (bounded, so
+    generation never loops forever)."""
     best, best_d = None, -1.0
     for _ in range(30):
-        c = _colour(rng)
+        c = rng.integers(SHAPE_MIN, 256, 3)
         if _contrasts(c, refs):
             return c
         d = min(np.abs(c.astype(np.float32) - r).sum() for r in refs)
@@ -142,13 +156,16 @@ def _draw_image(rng, allow_empty):
     arr, bg = _background(rng, h, w)
     img = Image.fromarray(arr)
     draw = ImageDraw.Draw(img)
-    for _ in range(int(rng.integers(2, 6))):  # clutter: thin lines (not objects)
+    clutter = []  # colours of the clutter: the shapes' colours keep away from them
+    for _ in range(int(rng.integers(1, 4))):  # clutter: thin lines (not objects)
         pts = [float(v) for v in rng.uniform(0, 1, 4) * [w, h, w, h]]
-        draw.line(pts, fill=tuple(int(v) for v in _colour(rng)), width=int(rng.integers(1, 3)))
+        clutter.append(_colour(rng))
+        draw.line(pts, fill=tuple(int(v) for v in clutter[-1]), width=1)
     for _ in range(int(rng.integers(3, 10))):  # clutter: specks under 6 px (not objects)
         x, y = float(rng.uniform(0, w - 5)), float(rng.uniform(0, h - 5))
         sx, sy = (float(v) for v in rng.uniform(1, 4, 2))
-        fill = tuple(int(v) for v in _colour(rng))
+        clutter.append(_colour(rng))
+        fill = tuple(int(v) for v in clutter[-1])
         if rng.random() < 0.5:
             draw.rectangle([x, y, x + sx, y + sy], fill=fill)
         else:
@@ -185,7 +202,8 @@ def _draw_image(rng, allow_empty):
         xs = [min(max(int(v), 0), w - 1) for v in (x0, (x0 + x1) / 2, x1)]
         ys = [min(max(int(v), 0), h - 1) for v in (y0, (y0 + y1) / 2, y1)]
         refs = [bg[y, x].astype(np.float32) for y in ys for x in xs]  # background under it
-        refs += [c.astype(np.float32) for b, c in drawn if _iou(box, b) > 0]
+        refs += [c.astype(np.float32) for _, c in drawn]  # and from the other shapes
+        refs += [c.astype(np.float32) for c in clutter]
         colour = tuple(int(v) for v in _pick_colour(rng, refs))
         _draw_shape(draw, cls, box, colour)
         rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
@@ -204,17 +222,17 @@ def _complete_image_dir(image_dir, file_names):
 
 
 def generate_shapes(root, split, num_images, seed, allow_empty=None):
-    """Write ``<root>/shapes/<split>/NNNNN.jpg`` and ``<root>/shapes/<split>.json`` (COCO)
+    """Write ``<root>/shapes_v2/<split>/NNNNN.jpg`` and ``<root>/shapes_v2/<split>.json`` (COCO)
     unless the json already exists (then nothing is done). Returns the json path.
 
     Deterministic in ``seed``. ``allow_empty`` (default: every split but ``train``) lets about
     10% of the images hold no object. Atomic and safe for concurrent processes: each writes
-    a private temporary folder under ``<root>/shapes``, renames its image folder into place
+    a private temporary folder under ``<root>/shapes_v2``, renames its image folder into place
     (a concurrent process that already did so wins; the images are the same), then its json.
     """
     if allow_empty is None:
         allow_empty = split != "train"
-    base = os.path.join(os.fspath(root), "shapes")
+    base = os.path.join(os.fspath(root), SHAPES_DIR)
     json_file = os.path.join(base, f"{split}.json")
     if os.path.exists(json_file):
         return json_file
@@ -284,7 +302,7 @@ def _load(name):
 
     json_file = ensure_shapes(name)
     root, split, _, _ = _REGISTERED[name]
-    return load_coco_json(json_file, os.path.join(root, "shapes", split), name)
+    return load_coco_json(json_file, os.path.join(root, SHAPES_DIR, split), name)
 
 
 def register_shapes(root=None, prefix="shapes"):
@@ -305,5 +323,5 @@ def register_shapes(root=None, prefix="shapes"):
         DatasetCatalog.register(name, lambda name=name: _load(name))
         MetadataCatalog.get(name).set(
             thing_classes=list(SHAPES_CLASSES), json_file=shapes_json_file(root, split),
-            image_root=os.path.join(root, "shapes", split), evaluator_type="coco")
+            image_root=os.path.join(root, SHAPES_DIR, split), evaluator_type="coco")
     return names
