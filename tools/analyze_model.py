@@ -64,20 +64,21 @@ def analyze(cfg, tasks, depth=2):
         counts = parameter_count(model)
         out["parameters"] = counts[""]
         out["parameter_table"] = parameter_count_table(model, max_depth=depth)
+    def count(analysis_cls):
+        with torch.no_grad():
+            analysis = analysis_cls(net, (x,))
+            analysis.unsupported_ops_warnings(False)
+            analysis.uncalled_modules_warnings(False)
+            analysis.total()  # runs the trace once, quietly
+        return analysis
+
     if "flop" in tasks:
-        with torch.no_grad():
-            flops = FlopCountAnalysis(net, (x,))
-            flops.unsupported_ops_warnings(False)
-            flops.uncalled_modules_warnings(False)
-            out["gflops"] = flops.total() / 1e9
-            out["gflops_by_operator"] = {k: v / 1e9 for k, v in flops.by_operator().items()}
-            out["flop_table"] = flop_count_table(flops, max_depth=depth)
+        flops = count(FlopCountAnalysis)
+        out["gflops"] = flops.total() / 1e9
+        out["gflops_by_operator"] = {k: v / 1e9 for k, v in flops.by_operator().items()}
+        out["flop_table"] = flop_count_table(flops, max_depth=depth)
     if "activation" in tasks:
-        with torch.no_grad():
-            acts = ActivationCountAnalysis(net, (x,))
-            acts.unsupported_ops_warnings(False)
-            acts.uncalled_modules_warnings(False)
-            out["mactivations"] = acts.total() / 1e6
+        out["mactivations"] = count(ActivationCountAnalysis).total() / 1e6
     return out
 
 
