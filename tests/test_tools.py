@@ -302,3 +302,34 @@ def test_export_module_returns_the_models_detections(export_weights):
         from ssd_r34.export import export_torchscript
 
         export_torchscript(SSDExportModule(model.train()), x, "/nonexistent/model.ts")
+
+
+# ---- analyze_model ---------------------------------------------------------------------------
+def test_analyze_model_counts_match_an_independent_count():
+    """Parameters: the spec's 19.97 M and the model's own count; convolution multiply-adds
+    (fvcore): the sum over every convolution of output elements x in_channels x kh x kw,
+    computed here from the shapes the convolutions actually produce."""
+    from detectron2.modeling import build_model
+
+    tool = load_tool("analyze_model")
+    cfg = make_cfg("configs/ssd_r34_300.yaml")
+    res = tool.analyze(cfg, ["parameter", "flop"])
+    # the hooks below must see the model's own convolutions, not a BN-folded copy
+    model = build_model(make_cfg("configs/ssd_r34_300.yaml",
+                                 "MODEL.SSD.FUSE_BN_INFERENCE", "False")).eval()
+    assert res["boxes"] == 8732
+    assert res["parameters"] == sum(p.numel() for p in model.parameters())
+    assert round(res["parameters"] / 1e6, 2) == 19.97
+
+    macs = []
+
+    def hook(conv, _inputs, out):
+        macs.append(out.numel() * conv.in_channels // conv.groups * math.prod(conv.kernel_size))
+
+    handles = [m.register_forward_hook(hook) for m in model.modules()
+               if isinstance(m, torch.nn.Conv2d)]
+    with torch.no_grad():
+        model.forward_network(torch.zeros(1, 3, 300, 300))
+    for h in handles:
+        h.remove()
+    assert res["gflops_by_operator"]["conv"] == pytest.approx(sum(macs) / 1e9, rel=1e-9)
