@@ -150,7 +150,7 @@ def test_demo_on_a_registered_dataset_with_threshold(tmp_path, short_run):
     dets = json.load(open(out / "detections.json"))
     assert dets == res["detections"]
     assert {f: sum(d["file_name"] == f for d in dets) for f in expected} == expected
-    assert all(d["score"] >= threshold for d in dets)
+    assert all(d["score"] >= threshold - 5e-7 for d in dets)  # JSON scores: 6 decimals
     assert Image.open(tmp_path / "montage.png").size == (800, 420)  # 2 pictures in a row
     for d in dets:
         ref = next(r for r in dicts if r["file_name"] == d["file_name"])
