@@ -41,7 +41,9 @@ def add_ssd_config(cfg):
     # GPUs (not measured here); same results within float32 rounding.
     _C.MODEL.SSD.CHANNELS_LAST = True
     # Inference without autograd: fold the BatchNorms into the convolutions (a cached copy
-    # of the backbone, rebuilt when a weight changes). Same results within float32 rounding.
+    # of the backbone, rebuilt when a weight changes); on CPU in float32, also run each ReLU
+    # and residual addition inside its convolution (oneDNN post-ops, ssd_r34/onednn.py).
+    # Same results within float32 rounding.
     _C.MODEL.SSD.FUSE_BN_INFERENCE = True
     # Inference precision of the network: "float32", or "bfloat16" / "float16" (autocast;
     # needs hardware support, e.g. AMX / AVX512-BF16 CPUs or GPUs). Box decoding, softmax and

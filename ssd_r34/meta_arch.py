@@ -4,7 +4,8 @@ mining (section 6) and inference (section 7), as batched tensor code.
 Speed options (MODEL.SSD.*, see ssd_r34/config.py and README "Speed"):
 CHANNELS_LAST runs the network in channels-last memory format; FUSE_BN_INFERENCE folds the
 BatchNorms into the convolutions for inference without gradients (a cached copy of the
-backbone, rebuilt whenever a weight changes); INFERENCE_DTYPE runs the network under autocast
+backbone, rebuilt whenever a weight changes; on CPU in float32 its ReLUs and residual
+additions also run inside the convolutions, as oneDNN post-ops); INFERENCE_DTYPE runs the network under autocast
 in bfloat16 / float16 at inference (off by default). None of them changes the algorithm; the
 first two keep results within float32 rounding of the plain path (tests/test_speed_options.py).
 """
@@ -29,6 +30,7 @@ from detectron2.structures import Boxes, Instances
 
 from .backbone import SSD_FEATURES
 from .head import build_ssd_head
+from .onednn import fuse_for_cpu, onednn_fusion_available
 
 logger = logging.getLogger(__name__)
 
@@ -276,7 +278,8 @@ class SSD(DenseDetector):
     def _backbone_for_inference(self) -> nn.Module:
         """The backbone to run now: in eval mode without autograd (and not while tracing or
         exporting), a cached copy with the BatchNorms folded into the convolutions
-        (MODEL.SSD.FUSE_BN_INFERENCE); otherwise the backbone itself.
+        (MODEL.SSD.FUSE_BN_INFERENCE) and, on CPU in float32, the ReLUs and residual additions
+        fused into them as oneDNN post-ops (ssd_r34/onednn.py); otherwise the backbone itself.
 
         The copy is rebuilt when any backbone tensor changed since it was made: in place
         (version counter), replaced or moved (storage address; the cache holds the old
@@ -285,13 +288,18 @@ class SSD(DenseDetector):
                 or _is_exporting()):
             return self.backbone
         tensors = list(itertools.chain(self.backbone.parameters(), self.backbone.buffers()))
-        modes = tuple(m.training for m in self.backbone.modules())
+        # The oneDNN fusion is part of the copy: the key holds what decides it.
+        modes = (tuple(m.training for m in self.backbone.modules()), self.inference_dtype)
         cache = self._folded_backbone
         if (cache is None or cache[1] != modes or len(cache[0]) != len(tensors)
                 or any(old.data_ptr() != t.data_ptr() or version != t._version
                        or old.dtype != t.dtype for (old, version), t in zip(cache[0], tensors))):
             with torch.inference_mode(False), torch.no_grad():
                 folded = fold_batch_norms(copy.deepcopy(self.backbone)).requires_grad_(False)
+                if (self.inference_dtype is None and tensors and tensors[0].device.type == "cpu"
+                        and all(t.dtype == torch.float32 for t in tensors if t.is_floating_point())
+                        and onednn_fusion_available()):
+                    folded = fuse_for_cpu(folded)
             self._folded_backbone = cache = (
                 [(t.detach(), t._version) for t in tensors], modes, folded)
         return cache[2]

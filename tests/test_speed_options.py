@@ -13,6 +13,7 @@ from conftest import make_cfg
 from detectron2.modeling import build_model
 from detectron2.structures import Boxes, Instances, pairwise_iou
 from ssd_r34.meta_arch import fold_batch_norms
+from ssd_r34.onednn import FusedBasicBlock, FusedConv, FusedStem, onednn_fusion_available
 
 SMALL = ["INPUT.FIXED_SIZE", "(128, 128)", "MODEL.SSD.STRIDES", "[1, 1, 2, 1, 1, 1]",
          "MODEL.RESNETS.NORM", "BN"]
@@ -157,6 +158,44 @@ def test_fold_batch_norms_is_exact_to_rounding(plain):
     for k in want:
         torch.testing.assert_close(got[k], want[k], atol=1e-5 * want[k].abs().max().item(),
                                    rtol=0)
+
+
+@pytest.mark.skipif(not onednn_fusion_available(), reason="PyTorch built without oneDNN")
+def test_cpu_inference_fuses_relu_and_residual_add_and_keeps_results(plain, fast):
+    fast = copy.deepcopy(fast)
+    inputs = images(1, seed=7)
+    detect(fast, inputs)
+    fused = fast._folded_backbone[2]
+    kinds = [type(m) for m in fused.modules()]
+    # res2..res4 (3 + 4 + 6 blocks), the stem, and the 10 ReLU convolutions of the extras.
+    assert kinds.count(FusedBasicBlock) == 13 and kinds.count(FusedStem) == 1
+    assert all(isinstance(getattr(fused, f"extra{i}").conv1, FusedConv)
+               and isinstance(getattr(fused, f"extra{i}").conv2, FusedConv) for i in range(5))
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fused.modules())
+    # Against the folded copy without post-op fusion: float32 rounding only.
+    unfused = fold_batch_norms(copy.deepcopy(fast.backbone))
+    x = torch.randn(2, 3, 128, 128).contiguous(memory_format=torch.channels_last)
+    x0 = x.clone()
+    with torch.no_grad():
+        want, got = unfused(x), fused(x)
+        block_in = torch.randn(1, 64, 32, 32).contiguous(memory_format=torch.channels_last)
+        kept = block_in.clone()
+        fused.res2[0](block_in)  # identity shortcut: the caller's tensor must survive
+    assert torch.equal(x, x0) and torch.equal(block_in, kept)
+    # Blocks after the first of a stage write into their input (the previous block's output).
+    assert [b.input_is_private for b in fused.res2] == [False, True, True]
+    for k in want:
+        torch.testing.assert_close(got[k], want[k], atol=1e-5 * want[k].abs().max().item(),
+                                   rtol=0)
+    # bfloat16 inference (autocast) keeps the plain modules: autocast cannot cast a fused op.
+    bf16 = copy_of(plain, "MODEL.SSD.INFERENCE_DTYPE", "bfloat16")
+    detect(bf16, inputs)
+    assert not any(isinstance(m, FusedBasicBlock) for m in bf16._folded_backbone[2].modules())
+    # Changing the inference dtype of a built model rebuilds the copy accordingly.
+    fast.inference_dtype = torch.bfloat16
+    detect(fast, inputs)
+    assert not any(isinstance(m, FusedBasicBlock)
+                   for m in fast._folded_backbone[2].modules())
 
 
 def test_training_loss_with_channels_last_matches_plain(plain, fast):
