@@ -2,8 +2,8 @@
 
 From resized uint8 images to detections in the original image's pixels (480x640 here).
 ssd_r34: ``model(batched_inputs)`` in eval mode under ``torch.no_grad()`` with the default
-options (channels-last, BatchNorm folded into the convolutions), then the same with every
-speed option off, and with ``MODEL.SSD.INFERENCE_DTYPE bfloat16`` (opt-in, not exact).
+options (channels-last, BatchNorm folded into the convolutions, ReLU and residual additions as
+oneDNN post-ops), then (batch 1) the same without the post-ops and with every speed option off, and with ``MODEL.SSD.INFERENCE_DTYPE bfloat16`` (opt-in, not exact).
 Baseline: ToTensor + Normalize, ``ReferenceSSDR34`` forward, ``reference_decode`` (per-class
 loop, greedy Python NMS), scaling. Same weights (random, with BatchNorm statistics that are
 not the identity, heads scaled to a trained model's logit range and the class biases shifted
@@ -67,6 +67,8 @@ def main(argv=None):
     plain = build_model(make_cfg(CONFIG, "MODEL.SSD.CHANNELS_LAST", "False",
                                  "MODEL.SSD.FUSE_BN_INFERENCE", "False")).eval()
     plain.load_state_dict(ours.state_dict())
+    no_post_ops = build_model(make_cfg(CONFIG, "MODEL.SSD.ONEDNN_POST_OPS", "False")).eval()
+    no_post_ops.load_state_dict(ours.state_dict())
     bf16 = build_model(make_cfg(CONFIG, "MODEL.SSD.INFERENCE_DTYPE", "bfloat16")).eval()
     bf16.load_state_dict(ours.state_dict())
     ref = ReferenceSSDR34(81, (3, 3, 2, 2, 2, 2)).eval()
@@ -94,15 +96,16 @@ def main(argv=None):
             conf = ours.forward_network(x)[1]
         per_class = (conf.softmax(-1)[..., :-1] > 0.05).sum((0, 1)).float() / batch
         fns = {"baseline (reference forward + decode)": baseline,
-               "ssd_r34 (defaults: channels-last, BN folded)": run(ours)}
+               "ssd_r34 (defaults: channels-last, BN folded, oneDNN post-ops)": run(ours)}
         if batch == 1:
+            fns["ssd_r34, defaults but ONEDNN_POST_OPS False"] = run(no_post_ops)
             fns["ssd_r34, every speed option off"] = run(plain)
         fns["ssd_r34, INFERENCE_DTYPE bfloat16 (opt-in)"] = run(bf16)
         repeats = args.repeats if batch == 1 else args.repeats_large
         times = time_interleaved(fns, repeats)
         results[batch] = report(
             f"Inference end to end: {H}x{W}, batch {batch} (per image)", times,
-            next(iter(fns)), target=("ssd_r34 (defaults: channels-last, BN folded)", 1.5),
+            next(iter(fns)), target=("ssd_r34 (defaults: channels-last, BN folded, oneDNN post-ops)", 1.5),
             per=batch,
             notes=[f"{per_class.sum():.0f} (box, class) scores above 0.05 per image, in "
                    f"{int((per_class > 0).sum())} classes (median {per_class.median():.0f} a "

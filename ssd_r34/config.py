@@ -41,10 +41,12 @@ def add_ssd_config(cfg):
     # GPUs (not measured here); same results within float32 rounding.
     _C.MODEL.SSD.CHANNELS_LAST = True
     # Inference without autograd: fold the BatchNorms into the convolutions (a cached copy
-    # of the backbone, rebuilt when a weight changes); on CPU in float32, also run each ReLU
-    # and residual addition inside its convolution (oneDNN post-ops, ssd_r34/onednn.py).
-    # Same results within float32 rounding.
+    # of the backbone, rebuilt when a weight changes). Same results within float32 rounding.
     _C.MODEL.SSD.FUSE_BN_INFERENCE = True
+    # With FUSE_BN_INFERENCE, on CPU in float32: run each ReLU and residual addition of that
+    # copy inside its convolution (oneDNN post-ops, ssd_r34/onednn.py). Same results within
+    # float32 rounding; ignored where PyTorch has no oneDNN.
+    _C.MODEL.SSD.ONEDNN_POST_OPS = True
     # Inference precision of the network: "float32", or "bfloat16" / "float16" (autocast;
     # needs hardware support, e.g. AMX / AVX512-BF16 CPUs or GPUs). Box decoding, softmax and
     # NMS stay in float32. Not bit-exact: see README "Speed options and their tolerances".

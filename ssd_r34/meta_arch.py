@@ -4,10 +4,11 @@ mining (section 6) and inference (section 7), as batched tensor code.
 Speed options (MODEL.SSD.*, see ssd_r34/config.py and README "Speed"):
 CHANNELS_LAST runs the network in channels-last memory format; FUSE_BN_INFERENCE folds the
 BatchNorms into the convolutions for inference without gradients (a cached copy of the
-backbone, rebuilt whenever a weight changes; on CPU in float32 its ReLUs and residual
-additions also run inside the convolutions, as oneDNN post-ops); INFERENCE_DTYPE runs the network under autocast
-in bfloat16 / float16 at inference (off by default). None of them changes the algorithm; the
-first two keep results within float32 rounding of the plain path (tests/test_speed_options.py).
+backbone, rebuilt whenever a weight changes), where ONEDNN_POST_OPS, on CPU in float32, also
+runs the ReLUs and residual additions inside the convolutions; INFERENCE_DTYPE runs the
+network under autocast in bfloat16 / float16 at inference (off by default). None of them
+changes the algorithm; all but the last keep results within float32 rounding of the plain
+path (tests/test_speed_options.py).
 """
 import contextlib
 import copy
@@ -182,7 +183,8 @@ class SSD(DenseDetector):
     def __init__(self, *, backbone, head, anchor_generator, box2box_transform, num_classes,
                  input_size, iou_threshold=0.5, neg_pos_ratio=3, test_score_thresh=0.05,
                  test_topk_candidates=200, test_nms_thresh=0.5, max_detections_per_image=200,
-                 channels_last=False, fuse_bn_inference=False, inference_dtype="float32",
+                 channels_last=False, fuse_bn_inference=False, onednn_post_ops=False,
+                 inference_dtype="float32",
                  pixel_mean, pixel_std):
         super().__init__(backbone, head, list(SSD_FEATURES), pixel_mean=pixel_mean,
                          pixel_std=pixel_std)
@@ -198,6 +200,7 @@ class SSD(DenseDetector):
         self.max_detections_per_image = max_detections_per_image
         self.channels_last = channels_last
         self.fuse_bn_inference = fuse_bn_inference
+        self.onednn_post_ops = onednn_post_ops
         if inference_dtype not in INFERENCE_DTYPES:
             raise ValueError(f"MODEL.SSD.INFERENCE_DTYPE must be one of "
                              f"{sorted(INFERENCE_DTYPES)}, got {inference_dtype!r}.")
@@ -232,6 +235,7 @@ class SSD(DenseDetector):
             "max_detections_per_image": cfg.MODEL.SSD.DETECTIONS_PER_IMAGE,
             "channels_last": cfg.MODEL.SSD.CHANNELS_LAST,
             "fuse_bn_inference": cfg.MODEL.SSD.FUSE_BN_INFERENCE,
+            "onednn_post_ops": cfg.MODEL.SSD.ONEDNN_POST_OPS,
             "inference_dtype": cfg.MODEL.SSD.INFERENCE_DTYPE,
             "pixel_mean": cfg.MODEL.PIXEL_MEAN,
             "pixel_std": cfg.MODEL.PIXEL_STD,
@@ -279,7 +283,8 @@ class SSD(DenseDetector):
         """The backbone to run now: in eval mode without autograd (and not while tracing or
         exporting), a cached copy with the BatchNorms folded into the convolutions
         (MODEL.SSD.FUSE_BN_INFERENCE) and, on CPU in float32, the ReLUs and residual additions
-        fused into them as oneDNN post-ops (ssd_r34/onednn.py); otherwise the backbone itself.
+        fused into them as oneDNN post-ops (MODEL.SSD.ONEDNN_POST_OPS, ssd_r34/onednn.py);
+        otherwise the backbone itself.
 
         The copy is rebuilt when any backbone tensor changed since it was made: in place
         (version counter), replaced or moved (storage address; the cache holds the old
@@ -289,14 +294,16 @@ class SSD(DenseDetector):
             return self.backbone
         tensors = list(itertools.chain(self.backbone.parameters(), self.backbone.buffers()))
         # The oneDNN fusion is part of the copy: the key holds what decides it.
-        modes = (tuple(m.training for m in self.backbone.modules()), self.inference_dtype)
+        modes = (tuple(m.training for m in self.backbone.modules()), self.inference_dtype,
+                 self.onednn_post_ops)
         cache = self._folded_backbone
         if (cache is None or cache[1] != modes or len(cache[0]) != len(tensors)
                 or any(old.data_ptr() != t.data_ptr() or version != t._version
                        or old.dtype != t.dtype for (old, version), t in zip(cache[0], tensors))):
             with torch.inference_mode(False), torch.no_grad():
                 folded = fold_batch_norms(copy.deepcopy(self.backbone)).requires_grad_(False)
-                if (self.inference_dtype is None and tensors and tensors[0].device.type == "cpu"
+                if (self.onednn_post_ops and self.inference_dtype is None and tensors
+                        and tensors[0].device.type == "cpu"
                         and all(t.dtype == torch.float32 for t in tensors if t.is_floating_point())
                         and onednn_fusion_available()):
                     folded = fuse_for_cpu(folded)

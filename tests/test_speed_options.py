@@ -196,6 +196,11 @@ def test_cpu_inference_fuses_relu_and_residual_add_and_keeps_results(plain, fast
     detect(fast, inputs)
     assert not any(isinstance(m, FusedBasicBlock)
                    for m in fast._folded_backbone[2].modules())
+    # MODEL.SSD.ONEDNN_POST_OPS False: folded, not fused.
+    off = copy_of(plain, "MODEL.SSD.ONEDNN_POST_OPS", "False")
+    detect(off, inputs)
+    kinds = [type(m) for m in off._folded_backbone[2].modules()]
+    assert FusedBasicBlock not in kinds and FusedConv not in kinds and FusedStem not in kinds
 
 
 def test_training_loss_with_channels_last_matches_plain(plain, fast):
