@@ -3,7 +3,8 @@
 From resized uint8 images to detections in the original image's pixels (480x640 here).
 ssd_r34: ``model(batched_inputs)`` in eval mode under ``torch.no_grad()`` with the default
 options (channels-last, BatchNorm folded into the convolutions, ReLU and residual additions as
-oneDNN post-ops), then (batch 1) the same without the post-ops and with every speed option off, and with ``MODEL.SSD.INFERENCE_DTYPE bfloat16`` (opt-in, not exact).
+oneDNN post-ops), then (batch 1) the same without the post-ops and with every speed option
+off, and with ``MODEL.SSD.INFERENCE_DTYPE bfloat16`` (opt-in, not exact).
 Baseline: ToTensor + Normalize, ``ReferenceSSDR34`` forward, ``reference_decode`` (per-class
 loop, greedy Python NMS), scaling. Same weights (random, with BatchNorm statistics that are
 not the identity, heads scaled to a trained model's logit range and the class biases shifted
@@ -21,6 +22,7 @@ from detectron2.modeling import build_model
 
 CONFIG = "configs/ssd_r34_1200.yaml"
 ORIGINAL = (480, 640)
+DEFAULTS = "ssd_r34 (defaults: channels-last, BN folded, oneDNN post-ops)"
 
 
 def calibrate_scores(model, x, candidates=11000):
@@ -95,8 +97,7 @@ def main(argv=None):
             x = (images.float() - ours.pixel_mean) / ours.pixel_std
             conf = ours.forward_network(x)[1]
         per_class = (conf.softmax(-1)[..., :-1] > 0.05).sum((0, 1)).float() / batch
-        fns = {"baseline (reference forward + decode)": baseline,
-               "ssd_r34 (defaults: channels-last, BN folded, oneDNN post-ops)": run(ours)}
+        fns = {"baseline (reference forward + decode)": baseline, DEFAULTS: run(ours)}
         if batch == 1:
             fns["ssd_r34, defaults but ONEDNN_POST_OPS False"] = run(no_post_ops)
             fns["ssd_r34, every speed option off"] = run(plain)
@@ -105,7 +106,7 @@ def main(argv=None):
         times = time_interleaved(fns, repeats)
         results[batch] = report(
             f"Inference end to end: {H}x{W}, batch {batch} (per image)", times,
-            next(iter(fns)), target=("ssd_r34 (defaults: channels-last, BN folded, oneDNN post-ops)", 1.5),
+            next(iter(fns)), target=(DEFAULTS, 1.5),
             per=batch,
             notes=[f"{per_class.sum():.0f} (box, class) scores above 0.05 per image, in "
                    f"{int((per_class > 0).sum())} classes (median {per_class.median():.0f} a "

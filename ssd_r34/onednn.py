@@ -1,4 +1,4 @@
-"""oneDNN post-op fusion for float32 inference on CPU (part of MODEL.SSD.FUSE_BN_INFERENCE).
+"""oneDNN post-op fusion for float32 inference on CPU (MODEL.SSD.ONEDNN_POST_OPS).
 
 After the BatchNorms are folded into the convolutions, each ReLU and each residual addition of
 the backbone can run inside the convolution that precedes it, as a oneDNN post-op
@@ -8,8 +8,9 @@ per residual block. The convolution kernel, its summation order and the float32 
 those of ``F.conv2d`` on CPU; the fused ReLU and addition round exactly as the separate ones
 (tests/test_speed_options.py compares the two paths).
 
-Only the eval-mode copy of the backbone that ``SSD`` builds for inference without autograd is
-converted (``fuse_for_cpu``); training, autograd, tracing and export use the modules as built.
+Only the eval-mode copy of the backbone that ``SSD`` builds for inference without autograd
+(MODEL.SSD.FUSE_BN_INFERENCE) is converted (``fuse_for_cpu``); training, autograd, tracing and
+export use the modules as built.
 """
 import torch
 from torch import nn

@@ -225,7 +225,8 @@ def test_training_loss_with_channels_last_matches_plain(plain, fast):
 def test_bfloat16_inference_within_documented_tolerance(plain):
     """Opt-in MODEL.SSD.INFERENCE_DTYPE bfloat16, with logits and box deltas in a trained
     model's range (largest about 15): both within 2% of that range of fp32, and at least 90%
-    of the fp32 detections reproduced (same class, IoU >= 0.9). README: "Speed options and their tolerances"."""
+    of the fp32 detections reproduced (same class, IoU >= 0.9). README: "Speed options and
+    their tolerances"."""
     inputs = images()
     x = torch.stack([(i["image"].float() - plain.pixel_mean) / plain.pixel_std
                      for i in inputs])
