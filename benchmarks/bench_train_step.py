@@ -38,8 +38,14 @@ def make_batch(seed=0):
     return images, gts
 
 
-def main(argv=None):
-    args = parse(parser(__doc__.splitlines()[0], repeats=5), argv)
+BASELINE = "baseline (reference fwd + double-sort loss + bwd; targets pre-encoded)"
+DEFAULTS = "ssd_r34 (defaults: channels-last)"
+BF16 = "ssd_r34 + bf16 autocast (SOLVER.AMP, opt-in, not exact)"
+
+
+def build_steps():
+    """The timed implementations (name -> callable returning the loss), same weights and
+    batch; also used by profile_train_step.py. The first is the baseline."""
     torch.manual_seed(0)
     ours = build_model(make_cfg("configs/ssd_r34_300.yaml")).train()
     plain = build_model(make_cfg("configs/ssd_r34_300.yaml",
@@ -81,21 +87,25 @@ def main(argv=None):
     def baseline_with_encode():
         return reference_train_step(ref, x, *encode_all(), dboxes)
 
-    loss_ours, loss_ref = step(ours)().item(), baseline().item()
-    loss_plain = step(plain)().item()
-    loss_bf16 = step(ours, autocast=True)().item()
-    fns = {
-        "baseline (reference fwd + double-sort loss + bwd; targets pre-encoded)": baseline,
+    return {
+        BASELINE: baseline,
         "baseline + per-image encode of the batch": baseline_with_encode,
-        "ssd_r34 (defaults: channels-last)": step(ours),
+        DEFAULTS: step(ours),
         "ssd_r34, MODEL.SSD.CHANNELS_LAST False": step(plain),
-        "ssd_r34 + bf16 autocast (SOLVER.AMP, opt-in, not exact)": step(ours, autocast=True),
+        BF16: step(ours, autocast=True),
     }
+
+
+def main(argv=None):
+    args = parse(parser(__doc__.splitlines()[0], repeats=5), argv)
+    fns = build_steps()
+    loss_ours, loss_ref = fns[DEFAULTS]().item(), fns[BASELINE]().item()
+    loss_plain = fns["ssd_r34, MODEL.SSD.CHANNELS_LAST False"]().item()
+    loss_bf16 = fns[BF16]().item()
     times = time_interleaved(fns, args.repeats)
-    base = next(iter(fns))
     return report(
         f"Training step: {SIZE}x{SIZE}, batch {BATCH} (forward, matching, loss, backward)",
-        times, base, target=("ssd_r34 (defaults: channels-last)", 1.2),
+        times, BASELINE, target=(DEFAULTS, 1.2),
         notes=[f"Same weights, same batch: loss ssd_r34 {loss_ours:.6f} (contiguous "
                f"{loss_plain:.6f}), baseline {loss_ref:.6f}; relative difference "
                f"{abs(loss_ours - loss_ref) / abs(loss_ref):.1e} (bf16 autocast: "
