@@ -29,11 +29,10 @@ def calibrate_scores(model, x, candidates=11000):
     """Shift the conf heads' class biases until about ``candidates`` (box, class) scores per
     image pass 0.05, spread evenly over the 80 classes, as in bench_postprocess. A trained
     model calls most boxes background and its candidates fall in many classes. Random heads
-    put several classes above 0.05 on most boxes (47000 candidates an image here), and
-    raising the background alone until 11000 remain leaves them in 15 classes, which makes
-    the reference's per-class decoding 0.2 s an image instead of the 0.85-1 s it takes with
-    the same number spread over the classes. Returns the candidates of each class on ``x``
-    (per image)."""
+    put several classes above 0.05 on most boxes, all in a few classes; raising the
+    background alone leaves them there, which makes the reference's per-class decoding far
+    cheaper than with the same number spread over the classes. Returns the candidates of
+    each class on ``x`` (per image)."""
     K = model.num_classes
     target = candidates / K
     with torch.no_grad():
