@@ -2,7 +2,8 @@
 
 ssd_r34: ``model(batched_inputs)`` in training mode from uint8 images and ground-truth
 ``Instances``: normalisation, network (channels-last by default), batched matching of all
-images at once, loss with one-sort hard negative mining, then backward.
+images at once, loss with one-sort hard negative mining, then backward (the head
+convolutions' backward only at the locations the loss reads, by default).
 Baseline: ``ReferenceSSDR34`` forward, ``reference_loss`` (double-sort hard negative mining),
 backward, from normalised images and targets that the reference's data loader has already
 encoded one image at a time (so its matching is *not* in its timed step; a second row adds
@@ -39,7 +40,8 @@ def make_batch(seed=0):
 
 
 BASELINE = "baseline (reference fwd + double-sort loss + bwd; targets pre-encoded)"
-DEFAULTS = "ssd_r34 (defaults: channels-last)"
+DEFAULTS = "ssd_r34 (defaults: channels-last, sparse head backward)"
+DENSE_HEAD = "ssd_r34, MODEL.SSD.SPARSE_HEAD_BACKWARD False"
 BF16 = "ssd_r34 + bf16 autocast (SOLVER.AMP, opt-in, not exact)"
 
 
@@ -51,6 +53,9 @@ def build_steps():
     plain = build_model(make_cfg("configs/ssd_r34_300.yaml",
                                  "MODEL.SSD.CHANNELS_LAST", "False")).train()
     plain.load_state_dict(ours.state_dict())
+    dense_head = build_model(make_cfg("configs/ssd_r34_300.yaml",
+                                      "MODEL.SSD.SPARSE_HEAD_BACKWARD", "False")).train()
+    dense_head.load_state_dict(ours.state_dict())
     ref = ReferenceSSDR34(81, (1, 1, 2, 2, 2, 1)).train()
     copy_weights_to_reference(ours, ref)
 
@@ -79,6 +84,7 @@ def build_steps():
             loss = sum(losses.values())
             loss.backward()
             return loss.detach()
+        run.model = model
         return run
 
     def baseline():
@@ -91,6 +97,7 @@ def build_steps():
         BASELINE: baseline,
         "baseline + per-image encode of the batch": baseline_with_encode,
         DEFAULTS: step(ours),
+        DENSE_HEAD: step(dense_head),
         "ssd_r34, MODEL.SSD.CHANNELS_LAST False": step(plain),
         BF16: step(ours, autocast=True),
     }
@@ -102,6 +109,10 @@ def main(argv=None):
     loss_ours, loss_ref = fns[DEFAULTS]().item(), fns[BASELINE]().item()
     loss_plain = fns["ssd_r34, MODEL.SSD.CHANNELS_LAST False"]().item()
     loss_bf16 = fns[BF16]().item()
+    fns[DEFAULTS](), fns[DENSE_HEAD]()  # (the bf16 row ran on the defaults' model)
+    grads = [(a.grad, b.grad) for a, b in zip(fns[DEFAULTS].model.parameters(),
+                                               fns[DENSE_HEAD].model.parameters())]
+    grad_diff = max(float((a - b).abs().max() / b.abs().max()) for a, b in grads)
     times = time_interleaved(fns, args.repeats)
     return report(
         f"Training step: {SIZE}x{SIZE}, batch {BATCH} (forward, matching, loss, backward)",
@@ -110,6 +121,8 @@ def main(argv=None):
                f"{loss_plain:.6f}), baseline {loss_ref:.6f}; relative difference "
                f"{abs(loss_ours - loss_ref) / abs(loss_ref):.1e} (bf16 autocast: "
                f"{loss_bf16:.4f}).",
+               f"Sparse against dense head backward: every parameter's gradient within "
+               f"{grad_diff:.1e} of its largest magnitude.",
                "ssd_r34's step includes normalising the uint8 images and matching; the "
                "first baseline row gets normalised images and encoded targets for free."],
         json_path=args.json, key="train_step")

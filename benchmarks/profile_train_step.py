@@ -3,8 +3,8 @@
 Two tables, not part of ``make bench``:
 
 1. ``torch.profiler`` on one training step of bench_train_step.py (300x300, batch 8), the
-   baseline and ssd_r34 with the defaults: time in convolutions (forward and backward)
-   against everything else.
+   baseline, ssd_r34 without the sparse head backward and ssd_r34 with the defaults: time in
+   oneDNN convolutions (forward and backward), in the sparse head backward, and the rest.
 2. Every convolution shape of that model at batch 8, forward and backward, in NCHW and in
    channels-last (NHWC), interleaved rounds, median: what channels-last can gain in training.
 
@@ -17,20 +17,25 @@ import torch.nn.functional as F
 from torch.profiler import profile
 
 from _common import environment, make_cfg, parse, parser, time_interleaved
-from bench_train_step import BASELINE, BATCH, DEFAULTS, SIZE, build_steps
+from bench_train_step import BASELINE, BATCH, DEFAULTS, DENSE_HEAD, SIZE, build_steps
 from detectron2.modeling import build_model
 
 CONV_OPS = ("aten::mkldnn_convolution", "aten::convolution_backward")
+SPARSE_BACKWARD = "_Conv2dSparseGradBackward"
 
 
 def profile_step(fn):
-    """(seconds in convolution forward + backward, seconds in all ops) of one call."""
+    """(seconds in oneDNN convolutions, forward + backward; seconds in the sparse head
+    backward, ssd_r34/sparse_grad.py, with everything it calls; seconds in all ops) of one
+    call. (Where the sparse backward falls back to the dense one, that convolution is
+    counted in both of the first two.)"""
     fn()  # warm-up
     with profile() as prof:
         fn()
     events = prof.key_averages()
     conv = sum(e.self_cpu_time_total for e in events if e.key in CONV_OPS)
-    return conv / 1e6, sum(e.self_cpu_time_total for e in events) / 1e6
+    sparse = sum(e.cpu_time_total for e in events if e.key == SPARSE_BACKWARD)
+    return conv / 1e6, sparse / 1e6, sum(e.self_cpu_time_total for e in events) / 1e6
 
 
 def conv_shapes():
@@ -71,11 +76,13 @@ def main(argv=None):
     fns = build_steps()
     print(f"\n### One training step, {SIZE}x{SIZE} batch {BATCH}: torch.profiler\n")
     print(f"{environment()}.\n")
-    print("| implementation | all ops (s) | convolutions, fwd + bwd (s) | share | the rest (s) |")
-    print("|---|---:|---:|---:|---:|")
-    for name in (BASELINE, DEFAULTS):
-        conv, total = profile_step(fns[name])
-        print(f"| {name} | {total:.2f} | {conv:.2f} | {conv / total:.0%} | {total - conv:.2f} |")
+    print("| implementation | all ops (s) | convolutions, fwd + bwd (s) | share "
+          "| sparse head backward (s) | the rest (s) |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for name in (BASELINE, DENSE_HEAD, DEFAULTS):
+        conv, sparse, total = profile_step(fns[name])
+        print(f"| {name} | {total:.2f} | {conv:.2f} | {conv / total:.0%} | {sparse:.2f} | "
+              f"{total - conv - sparse:.2f} |")
 
     print(f"\n### Convolution forward + backward at batch {BATCH}: NCHW against channels-last"
           f" (median of {args.repeats} interleaved rounds)\n")

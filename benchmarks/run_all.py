@@ -21,7 +21,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 BENCHES = {  # name -> (script, arguments, arguments with --quick)
     "postprocess": ("bench_postprocess.py", ["--repeats", "7"], ["--repeats", "3"]),
-    "train": ("bench_train_step.py", ["--repeats", "5"], ["--repeats", "2"]),
+    "train": ("bench_train_step.py", ["--repeats", "7"], ["--repeats", "2"]),
     "inference": ("bench_inference.py", ["--repeats", "5", "--repeats-large", "3"],
                   ["--repeats", "2", "--repeats-large", "1"]),
     "data": ("bench_data.py", ["--repeats", "5"], ["--repeats", "2"]),

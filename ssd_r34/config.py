@@ -47,6 +47,11 @@ def add_ssd_config(cfg):
     # copy inside its convolution (oneDNN post-ops, ssd_r34/onednn.py). Same results within
     # float32 rounding; ignored where PyTorch has no oneDNN.
     _C.MODEL.SSD.ONEDNN_POST_OPS = True
+    # Training on CPU in float32: the head convolutions' backward computes the gradients
+    # from the output locations that received one (positives and mined negatives, a few
+    # percent of them) instead of the whole maps (ssd_r34/sparse_grad.py). Same gradients
+    # within float32 rounding. Not used on GPUs (it would need a host synchronisation).
+    _C.MODEL.SSD.SPARSE_HEAD_BACKWARD = True
     # Inference precision of the network: "float32", or "bfloat16" / "float16" (autocast;
     # needs hardware support, e.g. AMX / AVX512-BF16 CPUs or GPUs). Box decoding, softmax and
     # NMS stay in float32. Not bit-exact: see README "Speed options and their tolerances".

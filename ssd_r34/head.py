@@ -1,12 +1,14 @@
 """The SSD head: one 3x3 box-regression conv and one 3x3 classification conv per source."""
 from typing import List
 
+import torch
 from torch import nn
 
 from detectron2.layers import Conv2d
 from detectron2.utils.registry import Registry
 
 from .backbone import check_strides
+from .sparse_grad import conv2d_sparse_grad
 
 SSD_HEAD_REGISTRY = Registry("SSD_HEAD")
 SSD_HEAD_REGISTRY.__doc__ = """Registry for SSD heads (MODEL.SSD.HEAD_NAME).
@@ -25,12 +27,18 @@ class SSDHead(nn.Module):
     Channels are anchor-major (Detectron2's layout): loc channel ``a*4 + k`` is coordinate
     k of default box a, conf channel ``a*(K+1) + c`` is class c of box a, with the
     foreground classes 0..K-1 and background last (index K).
+
+    With MODEL.SSD.SPARSE_HEAD_BACKWARD, in training on CPU in float32 (not under autocast,
+    tracing or compiling), the convolutions' backward visits only the locations the loss
+    reads (ssd_r34/sparse_grad.py); the forward and the gradients are those of the plain
+    convolutions, up to float32 summation order.
     """
 
     def __init__(self, cfg, input_shapes, num_anchors: List[int]):
         super().__init__()
         stride = check_strides(cfg.MODEL.SSD.STRIDES)[0]
         self.num_classes = cfg.MODEL.SSD.NUM_CLASSES
+        self.sparse_backward = cfg.MODEL.SSD.SPARSE_HEAD_BACKWARD
         self.loc = nn.ModuleList()
         self.conf = nn.ModuleList()
         for shape, a in zip(input_shapes, num_anchors):
@@ -41,5 +49,16 @@ class SSDHead(nn.Module):
 
     def forward(self, features):
         """Returns (list of loc maps (N, A*4, h, w), list of conf maps (N, A*(K+1), h, w))."""
-        return ([loc(x) for loc, x in zip(self.loc, features)],
-                [conf(x) for conf, x in zip(self.conf, features)])
+        return ([self._conv(loc, x) for loc, x in zip(self.loc, features)],
+                [self._conv(conf, x) for conf, x in zip(self.conf, features)])
+
+    def _sparse_backward_applies(self, x) -> bool:
+        return (self.sparse_backward and self.training and torch.is_grad_enabled()
+                and x.device.type == "cpu" and x.dtype == torch.float32
+                and not torch.is_autocast_enabled("cpu") and not torch.jit.is_tracing()
+                and not torch.jit.is_scripting() and not torch.compiler.is_compiling())
+
+    def _conv(self, conv, x):
+        if self._sparse_backward_applies(x):
+            return conv2d_sparse_grad(x, conv.weight, conv.bias, conv.stride, conv.padding)
+        return conv(x)

@@ -18,7 +18,7 @@ from conftest import ROOT, make_cfg
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.modeling import build_model
 from detectron2.structures import Boxes, Instances, pairwise_iou
-from ssd_r34.checkpoint import SSDCheckpointer
+from ssd_r34.checkpoint import MLPerfCheckpoint, SSDCheckpointer, convert_mlperf_state_dict
 
 sys.path.insert(0, os.path.join(ROOT, "tools"))
 import convert_mlperf_to_d2  # noqa: E402
@@ -348,14 +348,29 @@ def test_same_training_loss(tmp_path, config, size, strides):
         glabels.append(glabel)
     assert glabels[0][k] == 42 + 1  # the later ground truth took the shared box
     assert glabels[2].sum() == 0
-    loss, loc_part, conf_part = ref.reference_loss(ploc, plabel, torch.stack(glocs),
-                                                   torch.stack(glabels), dboxes)
-    loss = loss.item()
+    loss_tensor, loc_part, conf_part = ref.reference_loss(ploc, plabel, torch.stack(glocs),
+                                                          torch.stack(glabels), dboxes)
+    loss = loss_tensor.item()
     print(f"\n[loss {H}x{W}] ours {ours:.6f} reference {loss:.6f} rel diff "
           f"{abs(ours - loss) / loss:.2e}")
     assert abs(ours - loss) <= 1e-4 * abs(loss)
     assert abs(losses["loss_box_reg"].item() - loc_part.item()) <= 1e-4 * loss
     assert abs(losses["loss_cls"].item() - conf_part.item()) <= 1e-4 * loss
+
+    # Same gradients of the head (through matching, mining, loss and, by default, the
+    # sparse head backward), mapped to our layout as a checkpoint is.
+    (losses["loss_box_reg"] + losses["loss_cls"]).backward()
+    loss_tensor.backward()
+    ref_grads = convert_mlperf_state_dict(MLPerfCheckpoint(
+        {k: p.grad for k, p in r.named_parameters() if k.startswith(("loc.", "conf."))},
+        "gradients", 81))
+    ours_grads = dict(model.named_parameters())
+    assert len(ref_grads) == 24
+    assert sum(bool(g.abs().max() > 0) for g in ref_grads.values()) >= 8  # levels reached
+    for name, want in ref_grads.items():  # (zero at levels without a selected box)
+        got = ours_grads[name].grad
+        torch.testing.assert_close(got, want, atol=1e-4 * max(want.abs().max().item(), 1e-3),
+                                   rtol=0, msg=lambda m, name=name: f"{name}: {m}")
 
 
 # ---- continue training from converted weights ------------------------------------------------

@@ -14,10 +14,12 @@ from detectron2.modeling import build_model
 from detectron2.structures import Boxes, Instances, pairwise_iou
 from ssd_r34.meta_arch import fold_batch_norms
 from ssd_r34.onednn import FusedBasicBlock, FusedConv, FusedStem, onednn_fusion_available
+from ssd_r34.sparse_grad import DENSE_FRACTION, conv2d_sparse_grad
 
 SMALL = ["INPUT.FIXED_SIZE", "(128, 128)", "MODEL.SSD.STRIDES", "[1, 1, 2, 1, 1, 1]",
          "MODEL.RESNETS.NORM", "BN"]
-PLAIN = ["MODEL.SSD.CHANNELS_LAST", "False", "MODEL.SSD.FUSE_BN_INFERENCE", "False"]
+PLAIN = ["MODEL.SSD.CHANNELS_LAST", "False", "MODEL.SSD.FUSE_BN_INFERENCE", "False",
+         "MODEL.SSD.SPARSE_HEAD_BACKWARD", "False"]
 ORIG = (96, 160)  # the "original image" detections are scaled to
 
 
@@ -203,23 +205,99 @@ def test_cpu_inference_fuses_relu_and_residual_add_and_keeps_results(plain, fast
     assert FusedBasicBlock not in kinds and FusedConv not in kinds and FusedStem not in kinds
 
 
-def test_training_loss_with_channels_last_matches_plain(plain, fast):
-    fast, slow = copy.deepcopy(fast).train(), copy.deepcopy(plain).train()
+def grad_fn_names(t):
+    """Names of the autograd nodes behind ``t``."""
+    seen, todo = set(), [t.grad_fn]
+    while todo:
+        node = todo.pop()
+        if node is not None and node not in seen:
+            seen.add(node)
+            todo.extend(n for n, _ in node.next_functions)
+    return {type(n).__name__ for n in seen}
+
+
+def train_step(model):
+    """Loss dict, autograd node names and parameter gradients of one training step."""
     batch = images(2, seed=5)
     batch[0]["instances"] = Instances((128, 128), gt_boxes=Boxes(torch.tensor(
         [[10., 20., 60., 90.], [70., 5., 120., 40.]])), gt_classes=torch.tensor([3, 17]))
     batch[1]["instances"] = Instances((128, 128), gt_boxes=Boxes(torch.tensor(
         [[30., 30., 100., 110.]])), gt_classes=torch.tensor([0]))
-    losses = []
-    for m in (fast, slow):
-        out = m(batch)
-        total = sum(out.values())
-        total.backward()
-        losses.append((out, m.head.conf[0].weight.grad.clone()))
-    (a, ga), (b, gb) = losses
+    model = copy.deepcopy(model).train()
+    out = model(batch)
+    total = sum(out.values())
+    nodes = grad_fn_names(total)
+    total.backward()
+    return ({k: v.detach() for k, v in out.items()}, nodes,
+            {k: p.grad for k, p in model.named_parameters()})
+
+
+def test_training_loss_with_default_options_matches_plain(plain, fast):
+    a, nodes, ga = train_step(fast)
+    b, _, gb = train_step(plain)
+    assert "_Conv2dSparseGradBackward" in nodes
     for k in a:
         torch.testing.assert_close(a[k], b[k], atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(ga, gb, atol=1e-4, rtol=1e-3)
+    torch.testing.assert_close(ga["head.conf.0.weight"], gb["head.conf.0.weight"], atol=1e-4,
+                               rtol=1e-3)
+
+
+def test_sparse_head_backward_keeps_every_gradient(fast):
+    """MODEL.SSD.SPARSE_HEAD_BACKWARD on (the default) against off, all else equal: every
+    parameter's gradient within 1e-4 of its largest magnitude. (Against the plain float32
+    path the backbone's gradients of this small random network differ more, by up to a few
+    percent: float32 itself is that far from float64 there, with or without the option.)"""
+    dense = copy_of(fast, "MODEL.SSD.SPARSE_HEAD_BACKWARD", "False")
+    a, nodes_sparse, ga = train_step(fast)
+    b, nodes_dense, gb = train_step(dense)
+    assert "_Conv2dSparseGradBackward" in nodes_sparse
+    assert "_Conv2dSparseGradBackward" not in nodes_dense
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], atol=0, rtol=0)  # the forward is unchanged
+    assert sum(bool(gb[f"head.{k}.{i}.weight"].abs().max() > 0) for k in ("loc", "conf")
+               for i in range(6)) >= 6  # the loss reaches several levels of both heads
+    for name, want in gb.items():  # (zero where no box of a level was selected)
+        torch.testing.assert_close(ga[name], want, atol=1e-4 * want.abs().max().item(),
+                                   rtol=0, msg=lambda m, name=name: f"{name}: {m}")
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # not under autocast
+        assert "_Conv2dSparseGradBackward" not in train_step(fast)[1]
+
+
+@pytest.mark.parametrize("shape,cout,stride,padding,channels_last", [
+    ((2, 16, 19, 23), 12, 1, 1, True),   # uneven map, as the 800x1200 model's levels
+    ((2, 16, 19, 23), 12, 3, 1, True),   # head stride 3 (the 1200x1200 model)
+    ((2, 16, 9, 7), 12, 2, 0, False),    # no padding, contiguous input
+    ((2, 8, 3, 3), 6, 1, 0, True),       # a 1x1 output
+])
+@pytest.mark.parametrize("density", [0.0, 0.1, 0.9])
+def test_sparse_head_backward_equals_dense_convolution(shape, cout, stride, padding,
+                                                       channels_last, density):
+    """conv2d_sparse_grad: the output of F.conv2d, and its input, weight and bias
+    gradients for output gradients that are zero except at some locations (empty, sparse,
+    and dense enough for the dense fallback, DENSE_FRACTION)."""
+    g = torch.Generator().manual_seed(int(density * 10) + stride)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    x = torch.randn(shape, generator=g).contiguous(memory_format=fmt)
+    w = torch.randn(cout, shape[1], 3, 3, generator=g).contiguous(memory_format=fmt)
+    b = torch.randn(cout, generator=g)
+    results = []
+    for conv in (torch.nn.functional.conv2d, conv2d_sparse_grad):
+        xs, ws, bs = (t.clone().requires_grad_() for t in (x, w, b))
+        y = conv(xs, ws, bs, (stride, stride), (padding, padding))
+        if not results:
+            locations = y.shape[0] * y.shape[2] * y.shape[3]
+            mask = torch.zeros(locations, dtype=torch.bool)
+            mask[torch.randperm(locations, generator=g)[:round(density * locations)]] = True
+            mask = mask.view(y.shape[0], 1, *y.shape[2:])
+            grad = torch.randn(y.shape, generator=g) * mask
+        y.backward(grad)
+        results.append((y.detach(), xs.grad, ws.grad, bs.grad))
+    assert (density > DENSE_FRACTION) == (mask.float().mean() > DENSE_FRACTION)
+    for got, want in zip(results[1], results[0]):
+        torch.testing.assert_close(got, want, atol=1e-5 * max(want.abs().max().item(), 1),
+                                   rtol=0)
+    assert results[1][1].is_contiguous(memory_format=fmt)  # the input's memory format
+    assert results[1][2].is_contiguous(memory_format=fmt)
 
 
 def test_bfloat16_inference_within_documented_tolerance(plain):

@@ -1,0 +1,101 @@
+"""Head convolutions whose backward visits only the locations that received a gradient.
+
+In SSD training the loss reads few of the head's outputs: the box regressor's at the
+positive default boxes, the classifier's at the positives and the mined hard negatives
+(3 per positive). Every other output gets a gradient of exactly zero. At 300x300 batch 8
+(``benchmarks/bench_train_step.py``) 3 to 9% of the classifier's locations (y, x) per
+level have a nonzero gradient, yet a dense convolution backward multiplies the whole
+map: for the classifier on res4 that is two 17-GFLOP products per step.
+
+:func:`conv2d_sparse_grad` computes the forward as ``F.conv2d``. Its backward finds the
+output locations with any nonzero gradient and computes the weight, bias and input
+gradients from those locations only: one gather of their input patches, two matrix
+products, one scatter-add. The zeros it skips contribute exact zeros to the dense sums,
+so the gradients are the same up to float32 summation order (tests/test_speed_options.py).
+When more than ``DENSE_FRACTION`` of the locations are active it runs the dense backward.
+
+Used by ``SSDHead`` with MODEL.SSD.SPARSE_HEAD_BACKWARD, on CPU only: finding the active
+locations needs their count on the host, a synchronisation a GPU step should not have.
+"""
+from typing import Tuple
+
+import torch
+from torch import Tensor
+
+__all__ = ["DENSE_FRACTION", "conv2d_sparse_grad"]
+
+# Above this fraction of active output locations the dense backward is cheaper.
+DENSE_FRACTION = 0.5
+
+
+def _patch_rows(active: Tensor, hw: Tuple[int, int], kernel: Tuple[int, int],
+                stride: Tuple[int, int], padding: Tuple[int, int]) -> Tuple[Tensor, Tensor]:
+    """For each active output location (n, y, x), the rows of the input in NHWC flattened
+    to (N * H * W, C) that make up its patch: (P * kh * kw,) indices, kernel positions
+    row-major (meaningless where outside the image), and whether each lies inside it
+    (outside: in the zero padding)."""
+    n, oy, ox = active.unbind(1)
+    h, w = hw
+    ky = torch.arange(kernel[0], device=active.device)
+    kx = torch.arange(kernel[1], device=active.device)
+    iy = (oy * stride[0] - padding[0])[:, None, None] + ky[None, :, None]  # (P, kh, 1)
+    ix = (ox * stride[1] - padding[1])[:, None, None] + kx[None, None, :]  # (P, 1, kw)
+    inside = ((iy >= 0) & (iy < h) & (ix >= 0) & (ix < w)).flatten()
+    rows = ((n[:, None, None] * h + iy) * w + ix).flatten()
+    return rows, inside
+
+
+class _Conv2dSparseGrad(torch.autograd.Function):
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, stride, padding):
+        ctx.save_for_backward(x, weight)
+        ctx.has_bias = bias is not None
+        ctx.stride, ctx.padding = stride, padding
+        return torch.nn.functional.conv2d(x, weight, bias, stride, padding)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        x, weight = ctx.saved_tensors
+        stride, padding = ctx.stride, ctx.padding
+        N, C, H, W = x.shape
+        cout, _, kh, kw = weight.shape
+        active = (grad_out != 0).any(dim=1)  # (N, OH, OW)
+        idx = active.nonzero()
+        if idx.shape[0] > DENSE_FRACTION * active.numel():
+            gx, gw, gb = torch.ops.aten.convolution_backward(
+                grad_out, x, weight, [cout] if ctx.has_bias else None, stride, padding,
+                [1, 1], False, [0, 0], 1, ctx.needs_input_grad[:2] + (ctx.has_bias,))
+            return gx, gw, gb, None, None
+
+        g = grad_out.permute(0, 2, 3, 1)[idx.unbind(1)]  # (P, Cout)
+        rows, inside = _patch_rows(idx, (H, W), (kh, kw), stride, padding)
+        rows = torch.where(inside, rows, N * H * W)
+        gx = gw = gb = None
+        if ctx.needs_input_grad[1]:
+            x_rows = x.permute(0, 2, 3, 1).reshape(N * H * W, C)  # a view if channels-last
+            patches = x_rows.index_select(0, rows.clamp(max=N * H * W - 1))
+            patches.masked_fill_(~inside[:, None], 0)
+            # (Cout, kh * kw * C): the order of the channels-last weight; then (Cout, C, kh, kw).
+            gw = (g.t() @ patches.view(len(g), kh * kw * C)).view(cout, kh, kw, C)
+            gw = gw.permute(0, 3, 1, 2)
+            if weight.is_contiguous():
+                gw = gw.contiguous()
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            gb = g.sum(dim=0)
+        if ctx.needs_input_grad[0]:
+            w = weight.permute(0, 2, 3, 1).reshape(cout, -1)  # (Cout, kh * kw * C)
+            cols = (g @ w).view(-1, C)  # (P * kh * kw, C)
+            # One spare row takes the padding's share; the rest is the NHWC gradient.
+            gx = x.new_zeros(N * H * W + 1, C).index_add_(0, rows, cols)[:-1]
+            gx = gx.view(N, H, W, C).permute(0, 3, 1, 2)
+            if not x.is_contiguous(memory_format=torch.channels_last) or x.is_contiguous():
+                gx = gx.contiguous()
+        return gx, gw, gb, None, None
+
+
+def conv2d_sparse_grad(x: Tensor, weight: Tensor, bias, stride: Tuple[int, int],
+                       padding: Tuple[int, int]) -> Tensor:
+    """``F.conv2d(x, weight, bias, stride, padding)`` (dilation 1, one group) whose backward
+    skips the output locations with a zero gradient (module docstring)."""
+    return _Conv2dSparseGrad.apply(x, weight, bias, tuple(stride), tuple(padding))
