@@ -103,16 +103,35 @@ def build_steps():
     }
 
 
+def active_fractions(step):
+    """Per level, the fraction of the classifier's output locations (image, y, x) that get a
+    nonzero gradient in one run of ``step`` (what the sparse head backward visits)."""
+    fractions = {}
+
+    def hook(_module, _inputs, outputs):
+        for i, conf in enumerate(outputs[1]):
+            conf.register_hook(lambda g, i=i: fractions.__setitem__(
+                i, float((g != 0).any(dim=1).float().mean())))
+    handle = step.model.head.register_forward_hook(hook)
+    try:
+        step()
+    finally:
+        handle.remove()
+    return [fractions[i] for i in sorted(fractions)]
+
+
 def main(argv=None):
     args = parse(parser(__doc__.splitlines()[0], repeats=5), argv)
     fns = build_steps()
     loss_ours, loss_ref = fns[DEFAULTS]().item(), fns[BASELINE]().item()
     loss_plain = fns["ssd_r34, MODEL.SSD.CHANNELS_LAST False"]().item()
     loss_bf16 = fns[BF16]().item()
-    fns[DEFAULTS](), fns[DENSE_HEAD]()  # (the bf16 row ran on the defaults' model)
+    active = active_fractions(fns[DEFAULTS])  # (the bf16 row ran on the defaults' model)
+    fns[DENSE_HEAD]()
     grads = [(a.grad, b.grad) for a, b in zip(fns[DEFAULTS].model.parameters(),
                                                fns[DENSE_HEAD].model.parameters())]
-    grad_diff = max(float((a - b).abs().max() / b.abs().max()) for a, b in grads)
+    grad_diff = max(float((a - b).abs().max() / b.abs().max().clamp(min=1e-30))
+                    for a, b in grads)
     times = time_interleaved(fns, args.repeats)
     return report(
         f"Training step: {SIZE}x{SIZE}, batch {BATCH} (forward, matching, loss, backward)",
@@ -122,7 +141,8 @@ def main(argv=None):
                f"{abs(loss_ours - loss_ref) / abs(loss_ref):.1e} (bf16 autocast: "
                f"{loss_bf16:.4f}).",
                f"Sparse against dense head backward: every parameter's gradient within "
-               f"{grad_diff:.1e} of its largest magnitude.",
+               f"{grad_diff:.1e} of its largest magnitude. Classifier locations with a nonzero "
+               f"gradient, per level: {', '.join(f'{a:.1%}' for a in active)}.",
                "ssd_r34's step includes normalising the uint8 images and matching; the "
                "first baseline row gets normalised images and encoded targets for free."],
         json_path=args.json, key="train_step")

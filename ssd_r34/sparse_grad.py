@@ -2,10 +2,11 @@
 
 In SSD training the loss reads few of the head's outputs: the box regressor's at the
 positive default boxes, the classifier's at the positives and the mined hard negatives
-(3 per positive). Every other output gets a gradient of exactly zero. At 300x300 batch 8
-(``benchmarks/bench_train_step.py``) 3 to 9% of the classifier's locations (y, x) per
-level have a nonzero gradient, yet a dense convolution backward multiplies the whole
-map: for the classifier on res4 that is two 17-GFLOP products per step.
+(3 per positive). Every other output gets a gradient of exactly zero: in the training
+benchmark (300x300, batch 8, ``benchmarks/bench_train_step.py`` prints the fractions) a
+few percent of the classifier's locations (y, x) per level have a nonzero gradient, yet a
+dense convolution backward multiplies the whole map: for the classifier on res4 that is
+two 17-GFLOP products per step.
 
 :func:`conv2d_sparse_grad` computes the forward as ``F.conv2d``. Its backward finds the
 output locations with any nonzero gradient and computes the weight, bias and input
@@ -65,7 +66,8 @@ class _Conv2dSparseGrad(torch.autograd.Function):
         if idx.shape[0] > DENSE_FRACTION * active.numel():
             gx, gw, gb = torch.ops.aten.convolution_backward(
                 grad_out, x, weight, [cout] if ctx.has_bias else None, stride, padding,
-                [1, 1], False, [0, 0], 1, ctx.needs_input_grad[:2] + (ctx.has_bias,))
+                [1, 1], False, [0, 0], 1,
+                ctx.needs_input_grad[:2] + (ctx.has_bias and ctx.needs_input_grad[2],))
             return gx, gw, gb, None, None
 
         g = grad_out.permute(0, 2, 3, 1)[idx.unbind(1)]  # (P, Cout)
