@@ -5,10 +5,11 @@ Speed options (MODEL.SSD.*, see ssd_r34/config.py and README "Speed"):
 CHANNELS_LAST runs the network in channels-last memory format; FUSE_BN_INFERENCE folds the
 BatchNorms into the convolutions for inference without gradients (a cached copy of the
 backbone, rebuilt whenever a weight changes), where ONEDNN_POST_OPS, on CPU in float32, also
-runs the ReLUs and residual additions inside the convolutions; INFERENCE_DTYPE runs the
-network under autocast in bfloat16 / float16 at inference (off by default). None of them
-changes the algorithm; all but the last keep results within float32 rounding of the plain
-path (tests/test_speed_options.py).
+runs the ReLUs and residual additions inside the convolutions; SPARSE_HEAD_BACKWARD (in the
+head, ssd_r34/head.py) computes the head's gradients in CPU training from the locations the
+loss reads; INFERENCE_DTYPE runs the network under autocast in bfloat16 / float16 at
+inference (off by default). None of them changes the algorithm; all but the last keep
+results within float32 rounding of the plain path (tests/test_speed_options.py).
 """
 import contextlib
 import copy

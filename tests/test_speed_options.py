@@ -1,7 +1,9 @@
 """The speed options keep the results: with every option that is on by default (channels-last,
-BatchNorm folded at inference), and with the opt-in bfloat16 inference, ssd_r34's detections
-and training loss match the plain float32 contiguous path. Also: the vectorised postprocess
-equals the reference's per-class loop, and the folded-BN copy follows weight changes."""
+BatchNorm folded at inference, oneDNN post-ops, sparse head backward), and with the opt-in
+bfloat16 inference, ssd_r34's detections, training loss and gradients match the plain float32
+contiguous path. Also: the vectorised postprocess equals the reference's per-class loop, the
+folded-BN copy follows weight changes, and the sparse head backward equals a dense convolution's
+backward."""
 import copy
 import math
 
