@@ -34,10 +34,18 @@ from detectron2.structures import Boxes, Instances
 logger = logging.getLogger(__name__)
 
 __all__ = ["SSDExportModule", "export_torchscript", "export_onnx", "load_exported",
-           "detections_to_instances", "compare_detections", "postprocess_single_image"]
+           "detections_to_instances", "compare_detections", "postprocess_single_image",
+           "is_exporting"]
 
 INPUT_FORMATS = ("uint8", "normalized")
 OUTPUT_NAMES = ["boxes", "scores", "classes"]
+
+
+def is_exporting() -> bool:
+    """Whether the model is being traced, scripted, compiled or exported to ONNX (the
+    speed options that swap modules or layouts step aside then)."""
+    return (torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling()
+            or torch.onnx.is_in_onnx_export())
 
 
 class SSDExportModule(nn.Module):

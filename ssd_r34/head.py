@@ -8,6 +8,7 @@ from detectron2.layers import Conv2d
 from detectron2.utils.registry import Registry
 
 from .backbone import check_strides
+from .export import is_exporting
 from .sparse_grad import conv2d_sparse_grad
 
 SSD_HEAD_REGISTRY = Registry("SSD_HEAD")
@@ -29,9 +30,9 @@ class SSDHead(nn.Module):
     foreground classes 0..K-1 and background last (index K).
 
     With MODEL.SSD.SPARSE_HEAD_BACKWARD, in training on CPU in float32 (not under autocast,
-    tracing or compiling), the convolutions' backward visits only the locations the loss
-    reads (ssd_r34/sparse_grad.py); the forward and the gradients are those of the plain
-    convolutions, up to float32 summation order.
+    tracing, compiling or export), the convolutions' backward visits only the locations the
+    loss reads (ssd_r34/sparse_grad.py); the forward and the gradients are those of the
+    plain convolutions, up to float32 summation order.
     """
 
     def __init__(self, cfg, input_shapes, num_anchors: List[int]):
@@ -55,8 +56,7 @@ class SSDHead(nn.Module):
     def _sparse_backward_applies(self, x) -> bool:
         return (self.sparse_backward and self.training and torch.is_grad_enabled()
                 and x.device.type == "cpu" and x.dtype == torch.float32
-                and not torch.is_autocast_enabled("cpu") and not torch.jit.is_tracing()
-                and not torch.jit.is_scripting() and not torch.compiler.is_compiling())
+                and not torch.is_autocast_enabled("cpu") and not is_exporting())
 
     def _conv(self, conv, x):
         if self._sparse_backward_applies(x):

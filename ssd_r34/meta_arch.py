@@ -31,6 +31,7 @@ from detectron2.modeling.meta_arch.dense_detector import DenseDetector
 from detectron2.structures import Boxes, Instances
 
 from .backbone import SSD_FEATURES
+from .export import is_exporting
 from .head import build_ssd_head
 from .onednn import fuse_for_cpu, onednn_fusion_available
 
@@ -71,11 +72,6 @@ def fold_batch_norms(module: nn.Module) -> nn.Module:
             weight.dtype), requires_grad=False)
         conv.norm = None
     return module
-
-
-def _is_exporting() -> bool:
-    return (torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling()
-            or torch.onnx.is_in_onnx_export())
 
 
 def flatten_predictions(maps: List[Tensor], k: int) -> Tensor:
@@ -291,7 +287,7 @@ class SSD(DenseDetector):
         (version counter), replaced or moved (storage address; the cache holds the old
         storages, so a new one cannot reuse their address) or a module's mode changed."""
         if (self.training or not self.fuse_bn_inference or torch.is_grad_enabled()
-                or _is_exporting()):
+                or is_exporting()):
             return self.backbone
         tensors = list(itertools.chain(self.backbone.parameters(), self.backbone.buffers()))
         # The oneDNN fusion is part of the copy: the key holds what decides it.
@@ -321,7 +317,7 @@ class SSD(DenseDetector):
         """Normalised (N, 3, H, W) images -> (loc (N, R, 4), conf (N, R, K+1), anchors (R, 4)).
 
         loc and conf are float32 whatever MODEL.SSD.INFERENCE_DTYPE is."""
-        if self.channels_last and not _is_exporting():
+        if self.channels_last and not is_exporting():
             images = images.contiguous(memory_format=torch.channels_last)
         dtype = None if self.training else self.inference_dtype
         # Only ever enable autocast here: a disabled one would switch off the caller's
