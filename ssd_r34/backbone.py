@@ -5,6 +5,10 @@ Module names are Detectron2's (``stem.conv1``, ``res2.0.conv1.norm``, ``res3.0.s
 ...), so Detectron2's torchvision converter and checkpoint heuristics apply. The extra
 blocks are ``extra0`` .. ``extra4``, each ``conv1`` (1x1) and ``conv2`` (3x3), with bias
 and ReLU, no norm, as in the reference.
+
+With MODEL.SSD.WINOGRAD the 3x3, stride-1 convolutions with at least 128 input and output
+channels (res3 and res4) are ``WinogradConv2d``: on CPU in float32 and channels-last they
+run by Winograd F(2x2, 3x3) (ssd_r34/winograd.py), elsewhere as ``Conv2d``.
 """
 import torch.nn.functional as F
 from torch import nn
@@ -12,6 +16,8 @@ from torch import nn
 from detectron2.layers import Conv2d, ShapeSpec
 from detectron2.modeling import BACKBONE_REGISTRY
 from detectron2.modeling.backbone.resnet import BasicBlock, BasicStem, ResNet
+
+from .winograd import MIN_CHANNELS, conv3x3_winograd, winograd_applies, winograd_available
 
 # (in, mid, out, 3x3 padding) of the five extra blocks; their 3x3 strides are
 # MODEL.SSD.STRIDES[2:] and 1 for the last block.
@@ -36,6 +42,45 @@ def check_strides(strides):
             " disagree on the number of default boxes. Set the first two numbers equal."
         )
     return strides
+
+
+class WinogradConv2d(Conv2d):
+    """Detectron2's ``Conv2d`` (3x3, stride 1, padding 1) whose convolution runs by Winograd
+    F(2x2, 3x3) where ``winograd_applies`` (CPU, float32, channels-last, no autocast or
+    export); elsewhere it is ``Conv2d``. Same parameters, norm, activation and state-dict
+    keys."""
+
+    def forward(self, x):
+        if not winograd_applies(x, self.weight):
+            return super().forward(x)
+        x = conv3x3_winograd(x, self.weight)
+        if self.bias is not None:
+            x = x + self.bias.view(1, -1, 1, 1)
+        if self.norm is not None:
+            x = self.norm(x)
+        if self.activation is not None:
+            x = self.activation(x)
+        return x
+
+
+def _winograd_eligible(conv) -> bool:
+    return (type(conv) is Conv2d and conv.kernel_size == (3, 3) and conv.stride == (1, 1)
+            and conv.padding == (1, 1) and conv.dilation == (1, 1) and conv.groups == 1
+            and conv.padding_mode == "zeros"
+            and min(conv.in_channels, conv.out_channels) >= MIN_CHANNELS)
+
+
+def use_winograd(module: nn.Module) -> int:
+    """Make every 3x3 stride-1 ``Conv2d`` under ``module`` with at least MIN_CHANNELS input
+    and output channels a ``WinogradConv2d``, in place; returns how many. ``WinogradConv2d``
+    adds no state, so the module keeps its parameters, norm and hooks, and no random numbers
+    are drawn: a seed gives the same weights with MODEL.SSD.WINOGRAD on or off."""
+    count = 0
+    for m in module.modules():
+        if _winograd_eligible(m):
+            m.__class__ = WinogradConv2d
+            count += 1
+    return count
 
 
 class ExtraBlock(nn.Module):
@@ -95,7 +140,7 @@ def build_ssd_resnet34_backbone(cfg, input_shape):
     """ResNet-34 to res4 (res4 at stride 1, as the reference) plus the SSD extra blocks.
 
     Uses MODEL.RESNETS.NORM (FrozenBN, BN, SyncBN, naiveSyncBN), MODEL.BACKBONE.FREEZE_AT,
-    MODEL.RESNETS.STEM_OUT_CHANNELS and MODEL.SSD.STRIDES.
+    MODEL.RESNETS.STEM_OUT_CHANNELS, MODEL.SSD.STRIDES and MODEL.SSD.WINOGRAD.
     """
     strides = check_strides(cfg.MODEL.SSD.STRIDES)
     norm = cfg.MODEL.RESNETS.NORM
@@ -110,5 +155,8 @@ def build_ssd_resnet34_backbone(cfg, input_shape):
             stride_per_block=[first_stride] + [1] * (num_blocks - 1), norm=norm,
         ))
         in_channels = out_channels
-    return SSDResNet(stem, stages, extra_strides=strides[2:] + (1,),
-                     freeze_at=cfg.MODEL.BACKBONE.FREEZE_AT)
+    backbone = SSDResNet(stem, stages, extra_strides=strides[2:] + (1,),
+                         freeze_at=cfg.MODEL.BACKBONE.FREEZE_AT)
+    if cfg.MODEL.SSD.WINOGRAD and use_winograd(backbone) and cfg.MODEL.DEVICE == "cpu":
+        winograd_available()  # build the C++ transforms now rather than in the first step
+    return backbone

@@ -94,7 +94,7 @@ def _is_relu(fn) -> bool:
 
 
 def _convertible(conv) -> bool:
-    return (type(conv) is Conv2d and conv.norm is None and conv.padding_mode == "zeros"
+    return (isinstance(conv, Conv2d) and conv.norm is None and conv.padding_mode == "zeros"
             and (conv.activation is None or _is_relu(conv.activation)))
 
 

@@ -1,5 +1,6 @@
 """The speed options keep the results: with every option that is on by default (channels-last,
-BatchNorm folded at inference, oneDNN post-ops, sparse head backward), and with the opt-in
+BatchNorm folded at inference, oneDNN post-ops, sparse head backward, Winograd backbone
+convolutions), and with the opt-in
 bfloat16 inference, ssd_r34's detections, training loss and gradients match the plain float32
 contiguous path. Also: the vectorised postprocess equals the reference's per-class loop, the
 folded-BN copy follows weight changes, and the sparse head backward equals a dense convolution's
@@ -21,7 +22,7 @@ from ssd_r34.sparse_grad import DENSE_FRACTION, conv2d_sparse_grad
 SMALL = ["INPUT.FIXED_SIZE", "(128, 128)", "MODEL.SSD.STRIDES", "[1, 1, 2, 1, 1, 1]",
          "MODEL.RESNETS.NORM", "BN"]
 PLAIN = ["MODEL.SSD.CHANNELS_LAST", "False", "MODEL.SSD.FUSE_BN_INFERENCE", "False",
-         "MODEL.SSD.SPARSE_HEAD_BACKWARD", "False"]
+         "MODEL.SSD.SPARSE_HEAD_BACKWARD", "False", "MODEL.SSD.WINOGRAD", "False"]
 ORIG = (96, 160)  # the "original image" detections are scaled to
 
 
@@ -237,7 +238,7 @@ def train_step(model):
 def test_training_loss_with_default_options_matches_plain(plain, fast):
     a, nodes, ga = train_step(fast)
     b, _, gb = train_step(plain)
-    assert "_Conv2dSparseGradBackward" in nodes
+    assert {"_Conv2dSparseGradBackward", "_Conv3x3WinogradBackward"} <= nodes
     for k in a:
         torch.testing.assert_close(a[k], b[k], atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(ga["head.conf.0.weight"], gb["head.conf.0.weight"], atol=1e-4,

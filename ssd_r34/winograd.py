@@ -1,0 +1,183 @@
+"""Winograd F(2x2, 3x3) convolution for the backbone's 3x3 convolutions on CPU
+(MODEL.SSD.WINOGRAD).
+
+The direct float32 convolution already runs near this kind of CPU's peak, so the way left to
+make the backbone faster is fewer multiplications. Winograd's minimal filtering algorithm
+F(2x2, 3x3) (Lavin and Gray, "Fast Algorithms for Convolutional Neural Networks", 2016)
+computes each 2x2 output tile from its 4x4 input tile as
+
+    Y = A^T [ (G w G^T) (.) (B^T d B) ] A
+
+with (.) the elementwise product, summed over the input channels: 16 matrix products of
+(tiles x C) by (C x K), 2.25 times fewer multiply-adds than the direct convolution. The
+backward is Winograd too: the input gradient is the same convolution of the output gradient
+with the flipped, transposed kernel, and the kernel gradient is
+``G^T [ sum over tiles of (B^T d B)^T (A dY A^T) ] G``. The transforms only add, subtract and
+halve, so the float32 results stay within the rounding of the direct convolution
+(tests/test_winograd.py measures both against float64).
+
+The transforms of the tiles are C++ (ssd_r34/csrc/winograd.cpp, built with the machine's
+compiler on first use, ``-march=native``, in PyTorch's extension cache); the matrix products
+are ``torch.mm``. The tiles are processed in bands small enough for the cache. Where the C++
+code cannot be built, a warning says why and the direct convolution runs.
+"""
+import functools
+import hashlib
+import logging
+import os
+import platform
+
+import torch
+from torch import Tensor
+from torch.autograd.function import once_differentiable
+
+from .export import is_exporting
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["conv3x3_winograd", "winograd_available", "winograd_applies", "MIN_CHANNELS"]
+
+# Below 128 input or output channels the transforms cost more than the products save
+# (measured: benchmarks/bench_winograd.py).
+MIN_CHANNELS = 128
+# Bytes of one band's transformed tiles (16 x tiles x channels, float32).
+BAND_BYTES = 16 << 20
+
+_G = torch.tensor([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]])
+
+
+def _isa_tag() -> str:
+    """A short tag of this CPU's instruction set (the build uses -march=native)."""
+    flags = platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags += next((line for line in f if line.startswith(("flags", "Features"))), "")
+    except OSError:
+        flags += platform.processor()
+    return hashlib.sha1(flags.encode()).hexdigest()[:10]
+
+
+@functools.lru_cache(maxsize=None)
+def _extension():
+    """The compiled transforms, or None (with one warning) where they cannot be built."""
+    source = os.path.join(os.path.dirname(__file__), "csrc", "winograd.cpp")
+    flags = ["-O3", "-fopenmp"] + (["-march=native"] if platform.machine() in
+                                   ("x86_64", "AMD64") else [])
+    try:
+        from torch.utils.cpp_extension import load
+
+        return load(name=f"ssd_r34_winograd_{_isa_tag()}", sources=[source],
+                    extra_cflags=flags, verbose=False)
+    except Exception as e:  # no compiler, no headers, ...: run the direct convolution
+        logger.warning(
+            "MODEL.SSD.WINOGRAD: could not build %s (%s: %s); the backbone uses the direct "
+            "convolution. Install a C++ compiler (g++) and Python headers, or set "
+            "MODEL.SSD.WINOGRAD False to skip this.", source, type(e).__name__, e)
+        return None
+
+
+def winograd_available() -> bool:
+    """Whether the C++ transforms are built (builds them on the first call)."""
+    return _extension() is not None
+
+
+def winograd_applies(x: Tensor, weight: Tensor) -> bool:
+    """Whether ``conv3x3_winograd`` runs for this input: a plain CPU float32 channels-last
+    tensor (not a fake or other tensor subclass), not under autocast, tracing, scripting or
+    export, and the C++ transforms are available."""
+    return (type(x) is Tensor and x.device.type == "cpu" and x.dtype == torch.float32
+            and weight.dtype == torch.float32 and x.dim() == 4 and x.numel() > 0
+            and x.is_contiguous(memory_format=torch.channels_last)
+            and not torch.is_autocast_enabled("cpu") and not is_exporting()
+            and winograd_available())
+
+
+def _weight_transform(weight: Tensor) -> Tensor:
+    """(K, C, 3, 3) kernel -> (16, C, K): G w G^T for every (k, c), as 16 (C x K) matrices."""
+    k, c = weight.shape[:2]
+    g = _G.to(weight)
+    return torch.einsum("ia,kcab,jb->ijck", g, weight, g).reshape(16, c, k).contiguous()
+
+
+def _weight_grad_untransform(grad_u: Tensor) -> Tensor:
+    """(16, C, K) gradient of the transformed kernel -> (K, C, 3, 3): G^T dU G."""
+    _, c, k = grad_u.shape
+    g = _G.to(grad_u)
+    return torch.einsum("ia,ijck,jb->kcab", g, grad_u.view(4, 4, c, k), g)
+
+
+def _bands(x: Tensor, channels: int):
+    """(first tile, last tile + 1) of each band of the tiles of ``x``."""
+    n, _, h, w = x.shape
+    tiles = n * ((h + 1) // 2) * ((w + 1) // 2)
+    band = max(1, BAND_BYTES // (16 * 4 * channels))
+    return [(t0, min(t0 + band, tiles)) for t0 in range(0, tiles, band)], min(band, tiles)
+
+
+def _convolve(x: Tensor, u: Tensor) -> Tensor:
+    """conv2d(x, w, stride 1, padding 1) of a channels-last x with u = _weight_transform(w);
+    returns channels-last."""
+    ext = _extension()
+    n, c, h, w = x.shape
+    k = u.shape[-1]
+    y = torch.empty(n, k, h, w, dtype=x.dtype, memory_format=torch.channels_last)
+    bands, band = _bands(x, max(c, k))
+    v_buf, m_buf = x.new_empty(16 * band * c), x.new_empty(16 * band * k)
+    for t0, t1 in bands:
+        v, m = v_buf[:16 * (t1 - t0) * c].view(16, -1, c), m_buf[:16 * (t1 - t0) * k].view(16, -1, k)
+        ext.input_transform(x, t0, t1, v)
+        for i in range(16):
+            torch.mm(v[i], u[i], out=m[i])
+        ext.output_transform(m, t0, t1, y)
+    return y
+
+
+def _kernel_grad(x: Tensor, grad_y: Tensor) -> Tensor:
+    """Gradient of the (K, C, 3, 3) kernel of conv2d(x, w, stride 1, padding 1), both
+    channels-last."""
+    ext = _extension()
+    c, k = x.shape[1], grad_y.shape[1]
+    bands, band = _bands(x, max(c, k))
+    v_buf, g_buf = x.new_empty(16 * band * c), x.new_empty(16 * band * k)
+    grad_u = x.new_zeros(16, c, k)
+    for t0, t1 in bands:
+        v, g = v_buf[:16 * (t1 - t0) * c].view(16, -1, c), g_buf[:16 * (t1 - t0) * k].view(16, -1, k)
+        ext.input_transform(x, t0, t1, v)
+        ext.output_grad_transform(grad_y, t0, t1, g)
+        for i in range(16):
+            grad_u[i].addmm_(v[i].t(), g[i])
+    return _weight_grad_untransform(grad_u)
+
+
+class _Conv3x3Winograd(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, weight):
+        ctx.save_for_backward(x, weight)
+        return _convolve(x, _weight_transform(weight))
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_y):
+        x, weight = ctx.saved_tensors
+        grad_y = grad_y.contiguous(memory_format=torch.channels_last)
+        grad_x = grad_w = None
+        if ctx.needs_input_grad[0]:
+            grad_x = _convolve(grad_y, _weight_transform(weight.flip(2, 3).transpose(0, 1)))
+        if ctx.needs_input_grad[1]:
+            grad_w = _kernel_grad(x, grad_y)
+        return grad_x, grad_w
+
+
+def conv3x3_winograd(x: Tensor, weight: Tensor) -> Tensor:
+    """``F.conv2d(x, weight, None, stride=1, padding=1)`` by Winograd F(2x2, 3x3), for a
+    channels-last float32 (N, C, H, W) CPU input and a (K, C, 3, 3) kernel; differentiable in
+    both (once). Returns channels-last. Check ``winograd_applies`` first."""
+    if x.dim() != 4 or weight.dim() != 4 or weight.shape[-2:] != (3, 3) \
+            or x.shape[1] != weight.shape[1]:
+        raise ValueError(f"conv3x3_winograd needs an (N, C, H, W) input and a (K, C, 3, 3) "
+                         f"kernel, got {tuple(x.shape)} and {tuple(weight.shape)}")
+    if not winograd_applies(x, weight):
+        raise ValueError("conv3x3_winograd needs a channels-last float32 CPU input outside "
+                         "autocast and export, and the built C++ transforms "
+                         "(see winograd_applies)")
+    return _Conv3x3Winograd.apply(x, weight)
