@@ -29,6 +29,9 @@ $(VENV)/.ssd_r34_setup: setup.py Makefile
 			--implementation cp sal-detectron2==0.7.2; \
 	fi
 	$(PIP) install --no-deps --no-build-isolation -e .
+	@# Build MODEL.SSD.WINOGRAD's C++ transforms now (g++, about 30 s) rather than in the
+	@# first training step; where that fails, training warns and runs direct convolutions.
+	$(PY) -c 'from ssd_r34.winograd import winograd_available as a; print("Winograd C++ transforms built:", a())'
 	touch $@
 
 # Train from scratch on the built-in data set (CPU), print the COCO AP table, then draw

@@ -1,9 +1,10 @@
 """Training step at 300x300, batch 8: forward, matching, loss, backward (no optimiser step).
 
 ssd_r34: ``model(batched_inputs)`` in training mode from uint8 images and ground-truth
-``Instances``: normalisation, network (channels-last by default), batched matching of all
-images at once, loss with one-sort hard negative mining, then backward (the head
-convolutions' backward only at the locations the loss reads, by default).
+``Instances``: normalisation, network (channels-last by default, res3 and res4 3x3
+convolutions by Winograd F(2x2, 3x3)), batched matching of all images at once, loss with
+one-sort hard negative mining, then backward (the head convolutions' backward only at the
+locations the loss reads, by default).
 Baseline: ``ReferenceSSDR34`` forward, ``reference_loss`` (double-sort hard negative mining),
 backward, from normalised images and targets that the reference's data loader has already
 encoded one image at a time (so its matching is *not* in its timed step; a second row adds
@@ -40,8 +41,9 @@ def make_batch(seed=0):
 
 
 BASELINE = "baseline (reference fwd + double-sort loss + bwd; targets pre-encoded)"
-DEFAULTS = "ssd_r34 (defaults: channels-last, sparse head backward)"
+DEFAULTS = "ssd_r34 (defaults: channels-last, sparse head backward, Winograd)"
 DENSE_HEAD = "ssd_r34, MODEL.SSD.SPARSE_HEAD_BACKWARD False"
+DIRECT_CONV = "ssd_r34, MODEL.SSD.WINOGRAD False"
 BF16 = "ssd_r34 + bf16 autocast (SOLVER.AMP, opt-in, not exact)"
 
 
@@ -56,6 +58,9 @@ def build_steps():
     dense_head = build_model(make_cfg("configs/ssd_r34_300.yaml",
                                       "MODEL.SSD.SPARSE_HEAD_BACKWARD", "False")).train()
     dense_head.load_state_dict(ours.state_dict())
+    direct = build_model(make_cfg("configs/ssd_r34_300.yaml", "MODEL.SSD.WINOGRAD",
+                                  "False")).train()
+    direct.load_state_dict(ours.state_dict())
     ref = ReferenceSSDR34(81, (1, 1, 2, 2, 2, 1)).train()
     copy_weights_to_reference(ours, ref)
 
@@ -98,6 +103,7 @@ def build_steps():
         "baseline + per-image encode of the batch": baseline_with_encode,
         DEFAULTS: step(ours),
         DENSE_HEAD: step(dense_head),
+        DIRECT_CONV: step(direct),
         "ssd_r34, MODEL.SSD.CHANNELS_LAST False": step(plain),
         BF16: step(ours, autocast=True),
     }
@@ -125,6 +131,7 @@ def main(argv=None):
     fns = build_steps()
     loss_ours, loss_ref = fns[DEFAULTS]().item(), fns[BASELINE]().item()
     loss_plain = fns["ssd_r34, MODEL.SSD.CHANNELS_LAST False"]().item()
+    loss_direct = fns[DIRECT_CONV]().item()
     loss_bf16 = fns[BF16]().item()
     active = active_fractions(fns[DEFAULTS])  # (the bf16 row ran on the defaults' model)
     fns[DENSE_HEAD]()
@@ -136,8 +143,9 @@ def main(argv=None):
     return report(
         f"Training step: {SIZE}x{SIZE}, batch {BATCH} (forward, matching, loss, backward)",
         times, BASELINE, target=(DEFAULTS, 1.2),
-        notes=[f"Same weights, same batch: loss ssd_r34 {loss_ours:.6f} (contiguous "
-               f"{loss_plain:.6f}), baseline {loss_ref:.6f}; relative difference "
+        notes=[f"Same weights, same batch: loss ssd_r34 {loss_ours:.6f} (direct convolutions "
+               f"{loss_direct:.6f}, contiguous {loss_plain:.6f}), baseline {loss_ref:.6f}; "
+               f"relative difference "
                f"{abs(loss_ours - loss_ref) / abs(loss_ref):.1e} (bf16 autocast: "
                f"{loss_bf16:.4f}).",
                f"Sparse against dense head backward: every parameter's gradient within "

@@ -3,10 +3,13 @@
 Two tables, not part of ``make bench``:
 
 1. ``torch.profiler`` on one training step of bench_train_step.py (300x300, batch 8), the
-   baseline, ssd_r34 without the sparse head backward and ssd_r34 with the defaults: time in
-   oneDNN convolutions (forward and backward), in the sparse head backward, and the rest.
-2. Every convolution shape of that model at batch 8, forward and backward, in NCHW and in
-   channels-last (NHWC), interleaved rounds, median: what channels-last can gain in training.
+   baseline, ssd_r34 without Winograd, without the sparse head backward and with the
+   defaults: time in oneDNN convolutions (forward and backward), in the Winograd
+   convolutions (ssd_r34/winograd.py, forward and backward), in the sparse head backward,
+   and the rest.
+2. Every convolution shape of that model at batch 8, forward and backward, in NCHW, in
+   channels-last (NHWC) and, where MODEL.SSD.WINOGRAD applies, by Winograd F(2x2, 3x3);
+   interleaved rounds, median.
 
     python benchmarks/profile_train_step.py [--repeats 5]
 """
@@ -17,25 +20,38 @@ import torch.nn.functional as F
 from torch.profiler import profile
 
 from _common import environment, make_cfg, parse, parser, time_interleaved
-from bench_train_step import BASELINE, BATCH, DEFAULTS, DENSE_HEAD, SIZE, build_steps
+from bench_train_step import (
+    BASELINE,
+    BATCH,
+    DEFAULTS,
+    DENSE_HEAD,
+    DIRECT_CONV,
+    SIZE,
+    build_steps,
+)
 from detectron2.modeling import build_model
+from ssd_r34.winograd import MIN_CHANNELS, conv3x3_winograd, winograd_available
 
 CONV_OPS = ("aten::mkldnn_convolution", "aten::convolution_backward")
 SPARSE_BACKWARD = "_Conv2dSparseGradBackward"
+WINOGRAD = ("_Conv3x3Winograd", "_Conv3x3WinogradBackward")
 
 
 def profile_step(fn):
-    """(seconds in oneDNN convolutions, forward + backward; seconds in the sparse head
+    """(seconds in oneDNN convolutions, forward + backward; seconds in the Winograd
+    convolutions, forward + backward, with everything they call; seconds in the sparse head
     backward, ssd_r34/sparse_grad.py, with everything it calls; seconds in all ops) of one
     call. (Where the sparse backward falls back to the dense one, that convolution is
-    counted in both of the first two.)"""
+    counted in both.)"""
     fn()  # warm-up
     with profile() as prof:
         fn()
     events = prof.key_averages()
     conv = sum(e.self_cpu_time_total for e in events if e.key in CONV_OPS)
+    winograd = sum(e.cpu_time_total for e in events if e.key in WINOGRAD)
     sparse = sum(e.cpu_time_total for e in events if e.key == SPARSE_BACKWARD)
-    return conv / 1e6, sparse / 1e6, sum(e.self_cpu_time_total for e in events) / 1e6
+    total = sum(e.self_cpu_time_total for e in events)
+    return conv / 1e6, winograd / 1e6, sparse / 1e6, total / 1e6
 
 
 def conv_shapes():
@@ -58,7 +74,8 @@ def conv_shapes():
     return [(name, *key) for key, name in seen.items()]
 
 
-def layout_step(x_shape, w_shape, stride, padding, memory_format, needs_input_grad):
+def layout_step(x_shape, w_shape, stride, padding, memory_format, needs_input_grad,
+                winograd=False):
     g = torch.Generator().manual_seed(0)
     x = torch.randn(x_shape, generator=g).contiguous(memory_format=memory_format)
     w = torch.randn(w_shape, generator=g).contiguous(memory_format=memory_format)
@@ -67,8 +84,18 @@ def layout_step(x_shape, w_shape, stride, padding, memory_format, needs_input_gr
     grad = torch.randn_like(F.conv2d(x.detach(), w.detach(), None, stride, padding))
 
     def run():
-        F.conv2d(x, w, None, stride, padding).backward(grad)
+        if winograd:
+            conv3x3_winograd(x, w).backward(grad)
+        else:
+            F.conv2d(x, w, None, stride, padding).backward(grad)
     return run
+
+
+def winograd_shape(w_shape, stride, padding) -> bool:
+    """Whether MODEL.SSD.WINOGRAD runs this convolution (ssd_r34/backbone.py)."""
+    return (tuple(w_shape[2:]) == (3, 3) and tuple(stride) == (1, 1)
+            and tuple(padding) == (1, 1) and min(w_shape[:2]) >= MIN_CHANNELS
+            and winograd_available())
 
 
 def main(argv=None):
@@ -76,31 +103,39 @@ def main(argv=None):
     fns = build_steps()
     print(f"\n### One training step, {SIZE}x{SIZE} batch {BATCH}: torch.profiler\n")
     print(f"{environment()}.\n")
-    print("| implementation | all ops (s) | convolutions, fwd + bwd (s) | share "
-          "| sparse head backward (s) | the rest (s) |")
+    print("| implementation | all ops (s) | oneDNN convolutions, fwd + bwd (s) "
+          "| Winograd convolutions, fwd + bwd (s) | sparse head backward (s) | the rest (s) |")
     print("|---|---:|---:|---:|---:|---:|")
-    for name in (BASELINE, DENSE_HEAD, DEFAULTS):
-        conv, sparse, total = profile_step(fns[name])
-        print(f"| {name} | {total:.2f} | {conv:.2f} | {conv / total:.0%} | {sparse:.2f} | "
-              f"{total - conv - sparse:.2f} |")
+    for name in (BASELINE, DIRECT_CONV, DENSE_HEAD, DEFAULTS):
+        conv, winograd, sparse, total = profile_step(fns[name])
+        print(f"| {name} | {total:.2f} | {conv:.2f} | {winograd:.2f} | {sparse:.2f} | "
+              f"{total - conv - winograd - sparse:.2f} |")
 
-    print(f"\n### Convolution forward + backward at batch {BATCH}: NCHW against channels-last"
-          f" (median of {args.repeats} interleaved rounds)\n")
-    print("| first module | input | weight | stride | NCHW (ms) | NHWC (ms) | NCHW / NHWC |")
-    print("|---|---|---|---|---:|---:|---:|")
-    sums = [0.0, 0.0]
+    print(f"\n### Convolution forward + backward at batch {BATCH}: NCHW, channels-last and "
+          f"Winograd (median of {args.repeats} interleaved rounds)\n")
+    print("| first module | input | weight | stride | NCHW (ms) | NHWC (ms) | NCHW / NHWC "
+          "| Winograd (ms) | NHWC / Winograd |")
+    print("|---|---|---|---|---:|---:|---:|---:|---:|")
+    sums = [0.0, 0.0, 0.0]
     for name, x_shape, w_shape, stride, padding in conv_shapes():
         needs_input_grad = not name.endswith("stem.conv1")  # the image needs no gradient
-        layouts = {fmt: layout_step(x_shape, w_shape, stride, padding, fmt, needs_input_grad)
-                   for fmt in (torch.contiguous_format, torch.channels_last)}
-        times = time_interleaved(layouts, args.repeats)
-        nchw, nhwc = (statistics.median(times[f]) * 1e3 for f in layouts)
-        sums[0] += nchw
-        sums[1] += nhwc
+        steps = {fmt: layout_step(x_shape, w_shape, stride, padding, fmt, needs_input_grad)
+                 for fmt in (torch.contiguous_format, torch.channels_last)}
+        if winograd_shape(w_shape, stride, padding):
+            steps["winograd"] = layout_step(x_shape, w_shape, stride, padding,
+                                            torch.channels_last, needs_input_grad, True)
+        times = {k: statistics.median(v) * 1e3
+                 for k, v in time_interleaved(steps, args.repeats).items()}
+        nchw, nhwc = times[torch.contiguous_format], times[torch.channels_last]
+        wino = times.get("winograd", nhwc)  # the default path: Winograd where it applies
+        for i, t in enumerate((nchw, nhwc, wino)):
+            sums[i] += t
+        wino_cells = (f"{wino:.1f} | {nhwc / wino:.2f}" if "winograd" in times else " | ")
         print(f"| {name} | {'x'.join(map(str, x_shape))} | {'x'.join(map(str, w_shape))} | "
-              f"{stride[0]} | {nchw:.1f} | {nhwc:.1f} | {nchw / nhwc:.2f} |")
-    print(f"| all distinct shapes, once each | | | | {sums[0]:.1f} | {sums[1]:.1f} | "
-          f"{sums[0] / sums[1]:.2f} |")
+              f"{stride[0]} | {nchw:.1f} | {nhwc:.1f} | {nchw / nhwc:.2f} | {wino_cells} |")
+    print(f"| all distinct shapes, once each (Winograd column: the defaults) | | | | "
+          f"{sums[0]:.1f} | {sums[1]:.1f} | {sums[0] / sums[1]:.2f} | {sums[2]:.1f} | "
+          f"{sums[1] / sums[2]:.2f} |")
 
 
 if __name__ == "__main__":
