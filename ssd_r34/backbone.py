@@ -157,6 +157,6 @@ def build_ssd_resnet34_backbone(cfg, input_shape):
         in_channels = out_channels
     backbone = SSDResNet(stem, stages, extra_strides=strides[2:] + (1,),
                          freeze_at=cfg.MODEL.BACKBONE.FREEZE_AT)
-    if cfg.MODEL.SSD.WINOGRAD and use_winograd(backbone) and cfg.MODEL.DEVICE == "cpu":
-        winograd_available()  # build the C++ transforms now rather than in the first step
+    if cfg.MODEL.SSD.WINOGRAD and use_winograd(backbone) and cfg.MODEL.DEVICE.startswith("cpu"):
+        winograd_available()  # build the C++ transforms now, not in the first step
     return backbone

@@ -63,6 +63,11 @@ def _extension():
     source = os.path.join(os.path.dirname(__file__), "csrc", "winograd.cpp")
     flags = ["-O3", "-fopenmp"] + (["-march=native"] if platform.machine() in
                                    ("x86_64", "AMD64") else [])
+    # torch.utils.cpp_extension warns on import, on CPU-only machines, that it found no CUDA
+    # runtime: irrelevant to a CPU extension. Its errors still reach the except below.
+    cpp_logger = logging.getLogger("torch.utils.cpp_extension")
+    level = cpp_logger.level
+    cpp_logger.setLevel(logging.ERROR)
     try:
         from torch.utils.cpp_extension import load
 
@@ -74,6 +79,8 @@ def _extension():
             "convolution. Install a C++ compiler (g++) and Python headers, or set "
             "MODEL.SSD.WINOGRAD False to skip this.", source, type(e).__name__, e)
         return None
+    finally:
+        cpp_logger.setLevel(level)
 
 
 def winograd_available() -> bool:
@@ -114,6 +121,11 @@ def _bands(x: Tensor, channels: int):
     return [(t0, min(t0 + band, tiles)) for t0 in range(0, tiles, band)], min(band, tiles)
 
 
+def _band(buf: Tensor, tiles: int, channels: int) -> Tensor:
+    """The start of a band buffer as a contiguous (16, tiles, channels) tensor."""
+    return buf[:16 * tiles * channels].view(16, tiles, channels)
+
+
 def _convolve(x: Tensor, u: Tensor) -> Tensor:
     """conv2d(x, w, stride 1, padding 1) of a channels-last x with u = _weight_transform(w);
     returns channels-last."""
@@ -124,7 +136,7 @@ def _convolve(x: Tensor, u: Tensor) -> Tensor:
     bands, band = _bands(x, max(c, k))
     v_buf, m_buf = x.new_empty(16 * band * c), x.new_empty(16 * band * k)
     for t0, t1 in bands:
-        v, m = v_buf[:16 * (t1 - t0) * c].view(16, -1, c), m_buf[:16 * (t1 - t0) * k].view(16, -1, k)
+        v, m = _band(v_buf, t1 - t0, c), _band(m_buf, t1 - t0, k)
         ext.input_transform(x, t0, t1, v)
         for i in range(16):
             torch.mm(v[i], u[i], out=m[i])
@@ -141,7 +153,7 @@ def _kernel_grad(x: Tensor, grad_y: Tensor) -> Tensor:
     v_buf, g_buf = x.new_empty(16 * band * c), x.new_empty(16 * band * k)
     grad_u = x.new_zeros(16, c, k)
     for t0, t1 in bands:
-        v, g = v_buf[:16 * (t1 - t0) * c].view(16, -1, c), g_buf[:16 * (t1 - t0) * k].view(16, -1, k)
+        v, g = _band(v_buf, t1 - t0, c), _band(g_buf, t1 - t0, k)
         ext.input_transform(x, t0, t1, v)
         ext.output_grad_transform(grad_y, t0, t1, g)
         for i in range(16):
