@@ -1,15 +1,15 @@
-"""Where the training step's time goes (README "Why the training step misses 1.2x").
+"""Where the training step's time goes (README "Where the training step's time goes").
 
 Two tables, not part of ``make bench``:
 
-1. ``torch.profiler`` on one training step of bench_train_step.py (300x300, batch 8), the
-   baseline, ssd_r34 without Winograd, without the sparse head backward and with the
-   defaults: time in oneDNN convolutions (forward and backward), in the Winograd
-   convolutions (ssd_r34/winograd.py, forward and backward), in the sparse head backward,
-   and the rest.
+1. ``torch.profiler`` on one training step of bench_train_step.py (300x300, batch 8; the
+   median of three interleaved rounds) of the baseline, ssd_r34 without Winograd, without
+   the sparse head backward and with the defaults: time in oneDNN convolutions (forward and
+   backward), in the Winograd convolutions (ssd_r34/winograd.py, forward and backward), in
+   the sparse head backward, and the rest.
 2. Every convolution shape of that model at batch 8, forward and backward, in NCHW, in
-   channels-last (NHWC) and, where MODEL.SSD.WINOGRAD applies, by Winograd F(2x2, 3x3);
-   interleaved rounds, median.
+   channels-last (NHWC) and, for the convolutions MODEL.SSD.WINOGRAD runs, by Winograd
+   F(2x2, 3x3); interleaved rounds, median.
 
     python benchmarks/profile_train_step.py [--repeats 5]
 """
@@ -30,20 +30,19 @@ from bench_train_step import (
     build_steps,
 )
 from detectron2.modeling import build_model
-from ssd_r34.winograd import MIN_CHANNELS, conv3x3_winograd, winograd_available
+from ssd_r34.backbone import WinogradConv2d
+from ssd_r34.winograd import conv3x3_winograd, winograd_available
 
 CONV_OPS = ("aten::mkldnn_convolution", "aten::convolution_backward")
 SPARSE_BACKWARD = "_Conv2dSparseGradBackward"
 WINOGRAD = ("_Conv3x3Winograd", "_Conv3x3WinogradBackward")
 
 
-def profile_step(fn):
-    """(seconds in oneDNN convolutions, forward + backward; seconds in the Winograd
-    convolutions, forward + backward, with everything they call; seconds in the sparse head
-    backward, ssd_r34/sparse_grad.py, with everything it calls; seconds in all ops) of one
-    call. (Where the sparse backward falls back to the dense one, that convolution is
-    counted in both.)"""
-    fn()  # warm-up
+def profile_once(fn):
+    """(seconds in all ops; in oneDNN convolutions, forward + backward; in the Winograd
+    convolutions, forward + backward, with everything they call; in the sparse head backward,
+    ssd_r34/sparse_grad.py, with everything it calls) of one call. (Where the sparse backward
+    falls back to the dense one, that convolution is counted in both.)"""
     with profile() as prof:
         fn()
     events = prof.key_averages()
@@ -51,12 +50,24 @@ def profile_step(fn):
     winograd = sum(e.cpu_time_total for e in events if e.key in WINOGRAD)
     sparse = sum(e.cpu_time_total for e in events if e.key == SPARSE_BACKWARD)
     total = sum(e.self_cpu_time_total for e in events)
-    return conv / 1e6, winograd / 1e6, sparse / 1e6, total / 1e6
+    return total / 1e6, conv / 1e6, winograd / 1e6, sparse / 1e6
+
+
+def profile_steps(fns, rounds=3):
+    """name -> ``profile_once`` of the round with the median total, over ``rounds``
+    interleaved rounds (every function once per round) after one warm-up call each."""
+    for fn in fns.values():
+        fn()
+    runs = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            runs[name].append(profile_once(fn))
+    return {name: sorted(r)[len(r) // 2] for name, r in runs.items()}
 
 
 def conv_shapes():
-    """[(name, input shape, weight shape, stride, padding)] of the 300x300 model's
-    convolutions at batch BATCH, one per distinct shape."""
+    """[(name, input shape, weight shape, stride, padding, whether MODEL.SSD.WINOGRAD runs
+    it)] of the 300x300 model's convolutions at batch BATCH, one per distinct shape."""
     model = build_model(make_cfg("configs/ssd_r34_300.yaml", "MODEL.SSD.CHANNELS_LAST",
                                  "False")).train()
     seen, hooks = {}, []
@@ -64,7 +75,7 @@ def conv_shapes():
         if isinstance(m, torch.nn.Conv2d):
             def hook(conv, inputs, _out, name=name):
                 key = (tuple(inputs[0].shape), tuple(conv.weight.shape), conv.stride,
-                       conv.padding)
+                       conv.padding, isinstance(conv, WinogradConv2d) and winograd_available())
                 seen.setdefault(key, name)
             hooks.append(m.register_forward_hook(hook))
     with torch.no_grad():
@@ -91,13 +102,6 @@ def layout_step(x_shape, w_shape, stride, padding, memory_format, needs_input_gr
     return run
 
 
-def winograd_shape(w_shape, stride, padding) -> bool:
-    """Whether MODEL.SSD.WINOGRAD runs this convolution (ssd_r34/backbone.py)."""
-    return (tuple(w_shape[2:]) == (3, 3) and tuple(stride) == (1, 1)
-            and tuple(padding) == (1, 1) and min(w_shape[:2]) >= MIN_CHANNELS
-            and winograd_available())
-
-
 def main(argv=None):
     args = parse(parser(__doc__.splitlines()[0], repeats=5), argv)
     fns = build_steps()
@@ -106,8 +110,9 @@ def main(argv=None):
     print("| implementation | all ops (s) | oneDNN convolutions, fwd + bwd (s) "
           "| Winograd convolutions, fwd + bwd (s) | sparse head backward (s) | the rest (s) |")
     print("|---|---:|---:|---:|---:|---:|")
-    for name in (BASELINE, DIRECT_CONV, DENSE_HEAD, DEFAULTS):
-        conv, winograd, sparse, total = profile_step(fns[name])
+    profiled = profile_steps({name: fns[name]
+                              for name in (BASELINE, DIRECT_CONV, DENSE_HEAD, DEFAULTS)})
+    for name, (total, conv, winograd, sparse) in profiled.items():
         print(f"| {name} | {total:.2f} | {conv:.2f} | {winograd:.2f} | {sparse:.2f} | "
               f"{total - conv - winograd - sparse:.2f} |")
 
@@ -117,11 +122,11 @@ def main(argv=None):
           "| Winograd (ms) | NHWC / Winograd |")
     print("|---|---|---|---|---:|---:|---:|---:|---:|")
     sums = [0.0, 0.0, 0.0]
-    for name, x_shape, w_shape, stride, padding in conv_shapes():
+    for name, x_shape, w_shape, stride, padding, winograd in conv_shapes():
         needs_input_grad = not name.endswith("stem.conv1")  # the image needs no gradient
         steps = {fmt: layout_step(x_shape, w_shape, stride, padding, fmt, needs_input_grad)
                  for fmt in (torch.contiguous_format, torch.channels_last)}
-        if winograd_shape(w_shape, stride, padding):
+        if winograd:
             steps["winograd"] = layout_step(x_shape, w_shape, stride, padding,
                                             torch.channels_last, needs_input_grad, True)
         times = {k: statistics.median(v) * 1e3

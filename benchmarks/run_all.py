@@ -4,7 +4,7 @@ each in its own process, then a summary of the speed-ups against the targets of 
     python benchmarks/run_all.py [--quick] [--only postprocess,train,inference,data]
 
 Each benchmark prints one Markdown table (median and min over interleaved rounds, and the
-speed-ups). Took 318-441 s on 2 CPU cores (README "Speed"); ``--quick`` runs fewer rounds. The
+speed-ups). Took 318-522 s on 2 CPU cores (README "Speed"); ``--quick`` runs fewer rounds. The
 benchmark processes run with OMP_WAIT_POLICY=PASSIVE unless told otherwise (see
 ``--omp-wait-policy``): on a machine that other jobs keep busy, spinning OpenMP workers take
 the cores from the threads that have work, which hurts code made of many short tensor ops far
