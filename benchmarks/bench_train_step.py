@@ -1,7 +1,7 @@
 """Training step at 300x300, batch 8: forward, matching, loss, backward (no optimiser step).
 
 ssd_r34: ``model(batched_inputs)`` in training mode from uint8 images and ground-truth
-``Instances``: normalisation, network (channels-last by default, res3 and res4 3x3
+``Instances``: normalisation, network (channels-last by default, res4's 3x3
 convolutions by Winograd F(2x2, 3x3)), batched matching of all images at once, loss with
 one-sort hard negative mining, then backward (the head convolutions' backward only at the
 locations the loss reads, by default).

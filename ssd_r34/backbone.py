@@ -6,9 +6,9 @@ Module names are Detectron2's (``stem.conv1``, ``res2.0.conv1.norm``, ``res3.0.s
 blocks are ``extra0`` .. ``extra4``, each ``conv1`` (1x1) and ``conv2`` (3x3), with bias
 and ReLU, no norm, as in the reference.
 
-With MODEL.SSD.WINOGRAD the 3x3, stride-1 convolutions with at least 128 input and output
-channels (res3 and res4) are ``WinogradConv2d``: on CPU in float32 and channels-last they
-run by Winograd F(2x2, 3x3) (ssd_r34/winograd.py), elsewhere as ``Conv2d``.
+With MODEL.SSD.WINOGRAD the 3x3, stride-1 convolutions with at least 128 channels on both
+sides and 256 on one (res4's) are ``WinogradConv2d``: on CPU in float32 and channels-last
+they run by Winograd F(2x2, 3x3) (ssd_r34/winograd.py), elsewhere as ``Conv2d``.
 """
 import torch.nn.functional as F
 from torch import nn
@@ -17,7 +17,12 @@ from detectron2.layers import Conv2d, ShapeSpec
 from detectron2.modeling import BACKBONE_REGISTRY
 from detectron2.modeling.backbone.resnet import BasicBlock, BasicStem, ResNet
 
-from .winograd import MIN_CHANNELS, conv3x3_winograd, winograd_applies, winograd_available
+from .winograd import (
+    conv3x3_winograd,
+    winograd_applies,
+    winograd_available,
+    winograd_channels,
+)
 
 # (in, mid, out, 3x3 padding) of the five extra blocks; their 3x3 strides are
 # MODEL.SSD.STRIDES[2:] and 1 for the last block.
@@ -67,12 +72,12 @@ def _winograd_eligible(conv) -> bool:
     return (type(conv) is Conv2d and conv.kernel_size == (3, 3) and conv.stride == (1, 1)
             and conv.padding == (1, 1) and conv.dilation == (1, 1) and conv.groups == 1
             and conv.padding_mode == "zeros"
-            and min(conv.in_channels, conv.out_channels) >= MIN_CHANNELS)
+            and winograd_channels(conv.in_channels, conv.out_channels))
 
 
 def use_winograd(module: nn.Module) -> int:
-    """Make every 3x3 stride-1 ``Conv2d`` under ``module`` with at least MIN_CHANNELS input
-    and output channels a ``WinogradConv2d``, in place; returns how many. ``WinogradConv2d``
+    """Make every 3x3 stride-1 ``Conv2d`` under ``module`` whose channels gain from Winograd
+    (``winograd_channels``) a ``WinogradConv2d``, in place; returns how many. ``WinogradConv2d``
     adds no state, so the module keeps its parameters, norm and hooks, and no random numbers
     are drawn: a seed gives the same weights with MODEL.SSD.WINOGRAD on or off."""
     count = 0

@@ -53,10 +53,11 @@ def add_ssd_config(cfg):
     # within float32 rounding. Not used on GPUs (it would need a host synchronisation).
     _C.MODEL.SSD.SPARSE_HEAD_BACKWARD = True
     # On CPU in float32 and channels-last (training and inference without the oneDNN fused
-    # copy): the backbone's 3x3 stride-1 convolutions with >= 128 channels (res3, res4) run by
-    # Winograd F(2x2, 3x3), 2.25x fewer multiplications, forward and backward
-    # (ssd_r34/winograd.py; C++ transforms built with the machine's compiler on first use, the
-    # direct convolution where that fails). Same results within float32 rounding.
+    # copy): the backbone's 3x3 stride-1 convolutions with >= 128 channels on both sides and
+    # 256 on one (res4's twelve) run by Winograd F(2x2, 3x3), 2.25x fewer multiplications,
+    # forward and backward (ssd_r34/winograd.py; C++ transforms built with the machine's
+    # compiler on first use, the direct convolution where that fails). Same results within
+    # float32 rounding.
     _C.MODEL.SSD.WINOGRAD = True
     # Inference precision of the network: "float32", or "bfloat16" / "float16" (autocast;
     # needs hardware support, e.g. AMX / AVX512-BF16 CPUs or GPUs). Box decoding, softmax and

@@ -35,15 +35,21 @@ from .export import is_exporting
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["conv3x3_winograd", "winograd_available", "winograd_applies", "MIN_CHANNELS"]
+__all__ = ["conv3x3_winograd", "winograd_available", "winograd_applies", "winograd_channels"]
 
-# Below 128 input or output channels the transforms cost more than the products save
-# (measured: benchmarks/bench_winograd.py).
-MIN_CHANNELS = 128
+# Channels where the products save more than the transforms cost: at least 128 on both
+# sides and 256 on one (res4's convolutions). With 64 (res2) Winograd is slower, with 128 on
+# both sides (res3) about even (benchmarks/profile_train_step.py, second table).
+MIN_CHANNELS, MIN_WIDE_CHANNELS = 128, 256
 # Bytes of one band's transformed tiles (16 x tiles x channels, float32).
 BAND_BYTES = 16 << 20
 
 _G = torch.tensor([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]])
+_GG = torch.kron(_G, _G)  # (16, 9): row 4 i + j, column 3 a + b holds G[i, a] G[j, b]
+# G J = P G for the column reversal J and the row swap P = (0 3): the transformed kernel of
+# the input gradient's convolution (flipped, channels transposed) is the transformed kernel
+# at the swapped index, transposed. _FLIPPED[4 i + j] = 4 p(i) + p(j), p = (3, 1, 2, 0).
+_FLIPPED = [4 * pi + pj for pi in (3, 1, 2, 0) for pj in (3, 1, 2, 0)]
 
 
 def _isa_tag() -> str:
@@ -83,6 +89,12 @@ def _extension():
         cpp_logger.setLevel(level)
 
 
+def winograd_channels(in_channels: int, out_channels: int) -> bool:
+    """Whether a 3x3 stride-1 convolution with these channels gains from Winograd here."""
+    return (min(in_channels, out_channels) >= MIN_CHANNELS
+            and max(in_channels, out_channels) >= MIN_WIDE_CHANNELS)
+
+
 def winograd_available() -> bool:
     """Whether the C++ transforms are built (builds them on the first call)."""
     return _extension() is not None
@@ -100,17 +112,16 @@ def winograd_applies(x: Tensor, weight: Tensor) -> bool:
 
 
 def _weight_transform(weight: Tensor) -> Tensor:
-    """(K, C, 3, 3) kernel -> (16, C, K): G w G^T for every (k, c), as 16 (C x K) matrices."""
+    """(K, C, 3, 3) kernel -> (16, K, C): G w G^T for every (k, c), as 16 (K x C) matrices
+    (one product with the 16 x 9 matrix kron(G, G))."""
     k, c = weight.shape[:2]
-    g = _G.to(weight)
-    return torch.einsum("ia,kcab,jb->ijck", g, weight, g).reshape(16, c, k).contiguous()
+    return torch.mm(_GG.to(weight), weight.reshape(k * c, 9).t()).view(16, k, c)
 
 
 def _weight_grad_untransform(grad_u: Tensor) -> Tensor:
-    """(16, C, K) gradient of the transformed kernel -> (K, C, 3, 3): G^T dU G."""
-    _, c, k = grad_u.shape
-    g = _G.to(grad_u)
-    return torch.einsum("ia,ijck,jb->kcab", g, grad_u.view(4, 4, c, k), g)
+    """(16, K, C) gradient of the transformed kernel -> (K, C, 3, 3): G^T dU G."""
+    _, k, c = grad_u.shape
+    return torch.mm(grad_u.view(16, k * c).t(), _GG.to(grad_u)).view(k, c, 3, 3)
 
 
 def _bands(x: Tensor, channels: int):
@@ -126,12 +137,13 @@ def _band(buf: Tensor, tiles: int, channels: int) -> Tensor:
     return buf[:16 * tiles * channels].view(16, tiles, channels)
 
 
-def _convolve(x: Tensor, u: Tensor) -> Tensor:
-    """conv2d(x, w, stride 1, padding 1) of a channels-last x with u = _weight_transform(w);
-    returns channels-last."""
+def _convolve(x: Tensor, u: Tensor, flipped: bool = False) -> Tensor:
+    """conv2d(x, w, stride 1, padding 1) of a channels-last x with u = _weight_transform(w)
+    (16, K, C); with ``flipped``, the convolution with w flipped and its channels transposed
+    (the input gradient's), from the same u. Returns channels-last."""
     ext = _extension()
     n, c, h, w = x.shape
-    k = u.shape[-1]
+    k = u.shape[2] if flipped else u.shape[1]
     y = torch.empty(n, k, h, w, dtype=x.dtype, memory_format=torch.channels_last)
     bands, band = _bands(x, max(c, k))
     v_buf, m_buf = x.new_empty(16 * band * c), x.new_empty(16 * band * k)
@@ -139,7 +151,7 @@ def _convolve(x: Tensor, u: Tensor) -> Tensor:
         v, m = _band(v_buf, t1 - t0, c), _band(m_buf, t1 - t0, k)
         ext.input_transform(x, t0, t1, v)
         for i in range(16):
-            torch.mm(v[i], u[i], out=m[i])
+            torch.mm(v[i], u[_FLIPPED[i]] if flipped else u[i].t(), out=m[i])
         ext.output_transform(m, t0, t1, y)
     return y
 
@@ -151,30 +163,31 @@ def _kernel_grad(x: Tensor, grad_y: Tensor) -> Tensor:
     c, k = x.shape[1], grad_y.shape[1]
     bands, band = _bands(x, max(c, k))
     v_buf, g_buf = x.new_empty(16 * band * c), x.new_empty(16 * band * k)
-    grad_u = x.new_zeros(16, c, k)
+    grad_u = x.new_zeros(16, k, c)
     for t0, t1 in bands:
         v, g = _band(v_buf, t1 - t0, c), _band(g_buf, t1 - t0, k)
         ext.input_transform(x, t0, t1, v)
         ext.output_grad_transform(grad_y, t0, t1, g)
         for i in range(16):
-            grad_u[i].addmm_(v[i].t(), g[i])
+            grad_u[i].addmm_(g[i].t(), v[i])
     return _weight_grad_untransform(grad_u)
 
 
 class _Conv3x3Winograd(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight):
-        ctx.save_for_backward(x, weight)
-        return _convolve(x, _weight_transform(weight))
+        u = _weight_transform(weight)
+        ctx.save_for_backward(x, u)
+        return _convolve(x, u)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_y):
-        x, weight = ctx.saved_tensors
+        x, u = ctx.saved_tensors
         grad_y = grad_y.contiguous(memory_format=torch.channels_last)
         grad_x = grad_w = None
         if ctx.needs_input_grad[0]:
-            grad_x = _convolve(grad_y, _weight_transform(weight.flip(2, 3).transpose(0, 1)))
+            grad_x = _convolve(grad_y, u, flipped=True)
         if ctx.needs_input_grad[1]:
             grad_w = _kernel_grad(x, grad_y)
         return grad_x, grad_w

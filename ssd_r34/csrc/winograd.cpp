@@ -30,6 +30,17 @@ void check_band(const Geometry& g, int64_t t0, int64_t t1, const at::Tensor& buf
               "the band buffer must be a contiguous float32 (16, tiles, channels) CPU tensor");
 }
 
+// fn(t, image, tile row, tile column) for every tile t in [t0, t1), on the intra-op threads.
+template <typename F>
+void for_each_tile(const Geometry& g, int64_t t0, int64_t t1, const F& fn) {
+  at::parallel_for(t0, t1, 8, [&](int64_t b0, int64_t b1) {
+    for (int64_t t = b0; t < b1; ++t) {
+      const int64_t r = t % (g.th * g.tw);
+      fn(t, t / (g.th * g.tw), r / g.tw, r % g.tw);
+    }
+  });
+}
+
 }  // namespace
 
 // V = B^T d B of the 4x4 input tiles (padding 1) of tiles [t0, t1) of x, into out.
@@ -42,36 +53,32 @@ void input_transform(const at::Tensor& x, int64_t t0, int64_t t1, at::Tensor out
   float* od = out.data_ptr<float>();
   std::vector<float> zeros(c, 0.0f);
   const float* zp = zeros.data();
-  at::parallel_for(t0, t1, 8, [&](int64_t b0, int64_t b1) {
-    for (int64_t t = b0; t < b1; ++t) {
-      const int64_t img = t / (g.th * g.tw), r = t % (g.th * g.tw);
-      const int64_t ty = r / g.tw, tx = r % g.tw;
-      const float* p[4][4];
-      for (int a = 0; a < 4; ++a) {
-        for (int b = 0; b < 4; ++b) {
-          const int64_t yy = 2 * ty + a - 1, xx = 2 * tx + b - 1;
-          p[a][b] = (yy >= 0 && yy < g.h && xx >= 0 && xx < g.w)
-                        ? xd + ((img * g.h + yy) * g.w + xx) * c : zp;
-        }
+  for_each_tile(g, t0, t1, [&](int64_t t, int64_t img, int64_t ty, int64_t tx) {
+    const float* p[4][4];
+    for (int a = 0; a < 4; ++a) {
+      for (int b = 0; b < 4; ++b) {
+        const int64_t yy = 2 * ty + a - 1, xx = 2 * tx + b - 1;
+        p[a][b] = (yy >= 0 && yy < g.h && xx >= 0 && xx < g.w)
+                      ? xd + ((img * g.h + yy) * g.w + xx) * c : zp;
       }
-      float* o = od + (t - t0) * c;
-      const int64_t s = tb * c;
+    }
+    float* o = od + (t - t0) * c;
+    const int64_t s = tb * c;
 #pragma omp simd
-      for (int64_t k = 0; k < c; ++k) {
-        float rr[4][4];
-        for (int b = 0; b < 4; ++b) {
-          const float d0 = p[0][b][k], d1 = p[1][b][k], d2 = p[2][b][k], d3 = p[3][b][k];
-          rr[0][b] = d0 - d2;
-          rr[1][b] = d1 + d2;
-          rr[2][b] = d2 - d1;
-          rr[3][b] = d1 - d3;
-        }
-        for (int i = 0; i < 4; ++i) {
-          o[(4 * i + 0) * s + k] = rr[i][0] - rr[i][2];
-          o[(4 * i + 1) * s + k] = rr[i][1] + rr[i][2];
-          o[(4 * i + 2) * s + k] = rr[i][2] - rr[i][1];
-          o[(4 * i + 3) * s + k] = rr[i][1] - rr[i][3];
-        }
+    for (int64_t k = 0; k < c; ++k) {
+      float rr[4][4];
+      for (int b = 0; b < 4; ++b) {
+        const float d0 = p[0][b][k], d1 = p[1][b][k], d2 = p[2][b][k], d3 = p[3][b][k];
+        rr[0][b] = d0 - d2;
+        rr[1][b] = d1 + d2;
+        rr[2][b] = d2 - d1;
+        rr[3][b] = d1 - d3;
+      }
+      for (int i = 0; i < 4; ++i) {
+        o[(4 * i + 0) * s + k] = rr[i][0] - rr[i][2];
+        o[(4 * i + 1) * s + k] = rr[i][1] + rr[i][2];
+        o[(4 * i + 2) * s + k] = rr[i][2] - rr[i][1];
+        o[(4 * i + 3) * s + k] = rr[i][1] - rr[i][3];
       }
     }
   });
@@ -85,30 +92,26 @@ void output_transform(const at::Tensor& m, int64_t t0, int64_t t1, at::Tensor y)
   check_band(g, t0, t1, m, k);
   const float* md = m.data_ptr<float>();
   float* yd = y.data_ptr<float>();
-  at::parallel_for(t0, t1, 8, [&](int64_t b0, int64_t b1) {
-    for (int64_t t = b0; t < b1; ++t) {
-      const int64_t img = t / (g.th * g.tw), r = t % (g.th * g.tw);
-      const int64_t ty = r / g.tw, tx = r % g.tw;
-      const bool down = 2 * ty + 1 < g.h, right = 2 * tx + 1 < g.w;
-      float* o00 = yd + ((img * g.h + 2 * ty) * g.w + 2 * tx) * k;
-      float* o01 = right ? o00 + k : nullptr;
-      float* o10 = down ? o00 + g.w * k : nullptr;
-      float* o11 = (down && right) ? o00 + (g.w + 1) * k : nullptr;
-      const float* q = md + (t - t0) * k;
-      const int64_t s = tb * k;
-      for (int64_t e = 0; e < k; ++e) {
-        float p[2][4];
-        for (int j = 0; j < 4; ++j) {
-          const float m0 = q[(0 + j) * s + e], m1 = q[(4 + j) * s + e];
-          const float m2 = q[(8 + j) * s + e], m3 = q[(12 + j) * s + e];
-          p[0][j] = m0 + m1 + m2;
-          p[1][j] = m1 - m2 - m3;
-        }
-        o00[e] = p[0][0] + p[0][1] + p[0][2];
-        if (o01) o01[e] = p[0][1] - p[0][2] - p[0][3];
-        if (o10) o10[e] = p[1][0] + p[1][1] + p[1][2];
-        if (o11) o11[e] = p[1][1] - p[1][2] - p[1][3];
+  for_each_tile(g, t0, t1, [&](int64_t t, int64_t img, int64_t ty, int64_t tx) {
+    const bool down = 2 * ty + 1 < g.h, right = 2 * tx + 1 < g.w;
+    float* o00 = yd + ((img * g.h + 2 * ty) * g.w + 2 * tx) * k;
+    float* o01 = right ? o00 + k : nullptr;
+    float* o10 = down ? o00 + g.w * k : nullptr;
+    float* o11 = (down && right) ? o00 + (g.w + 1) * k : nullptr;
+    const float* q = md + (t - t0) * k;
+    const int64_t s = tb * k;
+    for (int64_t e = 0; e < k; ++e) {
+      float p[2][4];
+      for (int j = 0; j < 4; ++j) {
+        const float m0 = q[(0 + j) * s + e], m1 = q[(4 + j) * s + e];
+        const float m2 = q[(8 + j) * s + e], m3 = q[(12 + j) * s + e];
+        p[0][j] = m0 + m1 + m2;
+        p[1][j] = m1 - m2 - m3;
       }
+      o00[e] = p[0][0] + p[0][1] + p[0][2];
+      if (o01) o01[e] = p[0][1] - p[0][2] - p[0][3];
+      if (o10) o10[e] = p[1][0] + p[1][1] + p[1][2];
+      if (o11) o11[e] = p[1][1] - p[1][2] - p[1][3];
     }
   });
 }
@@ -124,33 +127,29 @@ void output_grad_transform(const at::Tensor& dy, int64_t t0, int64_t t1, at::Ten
   float* od = out.data_ptr<float>();
   std::vector<float> zeros(k, 0.0f);
   const float* zp = zeros.data();
-  at::parallel_for(t0, t1, 8, [&](int64_t b0, int64_t b1) {
-    for (int64_t t = b0; t < b1; ++t) {
-      const int64_t img = t / (g.th * g.tw), r = t % (g.th * g.tw);
-      const int64_t ty = r / g.tw, tx = r % g.tw;
-      const bool down = 2 * ty + 1 < g.h, right = 2 * tx + 1 < g.w;
-      const float* p00 = dd + ((img * g.h + 2 * ty) * g.w + 2 * tx) * k;
-      const float* p01 = right ? p00 + k : zp;
-      const float* p10 = down ? p00 + g.w * k : zp;
-      const float* p11 = (down && right) ? p00 + (g.w + 1) * k : zp;
-      float* o = od + (t - t0) * k;
-      const int64_t s = tb * k;
+  for_each_tile(g, t0, t1, [&](int64_t t, int64_t img, int64_t ty, int64_t tx) {
+    const bool down = 2 * ty + 1 < g.h, right = 2 * tx + 1 < g.w;
+    const float* p00 = dd + ((img * g.h + 2 * ty) * g.w + 2 * tx) * k;
+    const float* p01 = right ? p00 + k : zp;
+    const float* p10 = down ? p00 + g.w * k : zp;
+    const float* p11 = (down && right) ? p00 + (g.w + 1) * k : zp;
+    float* o = od + (t - t0) * k;
+    const int64_t s = tb * k;
 #pragma omp simd
-      for (int64_t e = 0; e < k; ++e) {
-        const float d[2][2] = {{p00[e], p01[e]}, {p10[e], p11[e]}};
-        float q[4][2];
-        for (int b = 0; b < 2; ++b) {
-          q[0][b] = d[0][b];
-          q[1][b] = d[0][b] + d[1][b];
-          q[2][b] = d[0][b] - d[1][b];
-          q[3][b] = -d[1][b];
-        }
-        for (int i = 0; i < 4; ++i) {
-          o[(4 * i + 0) * s + e] = q[i][0];
-          o[(4 * i + 1) * s + e] = q[i][0] + q[i][1];
-          o[(4 * i + 2) * s + e] = q[i][0] - q[i][1];
-          o[(4 * i + 3) * s + e] = -q[i][1];
-        }
+    for (int64_t e = 0; e < k; ++e) {
+      const float d[2][2] = {{p00[e], p01[e]}, {p10[e], p11[e]}};
+      float q[4][2];
+      for (int b = 0; b < 2; ++b) {
+        q[0][b] = d[0][b];
+        q[1][b] = d[0][b] + d[1][b];
+        q[2][b] = d[0][b] - d[1][b];
+        q[3][b] = -d[1][b];
+      }
+      for (int i = 0; i < 4; ++i) {
+        o[(4 * i + 0) * s + e] = q[i][0];
+        o[(4 * i + 1) * s + e] = q[i][0] + q[i][1];
+        o[(4 * i + 2) * s + e] = q[i][0] - q[i][1];
+        o[(4 * i + 3) * s + e] = -q[i][1];
       }
     }
   });
