@@ -66,16 +66,25 @@ def profile_steps(fns, rounds=3):
 
 
 def conv_shapes():
-    """[(name, input shape, weight shape, stride, padding, whether MODEL.SSD.WINOGRAD runs
-    it)] of the 300x300 model's convolutions at batch BATCH, one per distinct shape."""
+    """[(name, input shape, weight shape, stride, padding, Winograd)] of the 300x300 model's
+    convolutions at batch BATCH, one per distinct shape; Winograd is "used" where
+    MODEL.SSD.WINOGRAD runs the convolution, "not used" for the backbone's other 3x3 stride-1
+    convolutions (too few channels to gain, ssd_r34/winograd.py), else None."""
     model = build_model(make_cfg("configs/ssd_r34_300.yaml", "MODEL.SSD.CHANNELS_LAST",
                                  "False")).train()
     seen, hooks = {}, []
     for name, m in model.named_modules():
         if isinstance(m, torch.nn.Conv2d):
             def hook(conv, inputs, _out, name=name):
+                if isinstance(conv, WinogradConv2d):
+                    winograd = "used"
+                elif (name.startswith("backbone.res") and conv.kernel_size == (3, 3)
+                      and conv.stride == (1, 1) and conv.padding == (1, 1)):
+                    winograd = "not used"
+                else:
+                    winograd = None
                 key = (tuple(inputs[0].shape), tuple(conv.weight.shape), conv.stride,
-                       conv.padding, isinstance(conv, WinogradConv2d) and winograd_available())
+                       conv.padding, winograd if winograd_available() else None)
                 seen.setdefault(key, name)
             hooks.append(m.register_forward_hook(hook))
     with torch.no_grad():
@@ -132,10 +141,13 @@ def main(argv=None):
         times = {k: statistics.median(v) * 1e3
                  for k, v in time_interleaved(steps, args.repeats).items()}
         nchw, nhwc = times[torch.contiguous_format], times[torch.channels_last]
-        wino = times.get("winograd", nhwc)  # the default path: Winograd where it applies
-        for i, t in enumerate((nchw, nhwc, wino)):
-            sums[i] += t
-        wino_cells = (f"{wino:.1f} | {nhwc / wino:.2f}" if "winograd" in times else " | ")
+        wino = times.get("winograd", nhwc)
+        for i, t in enumerate((nchw, nhwc, wino if winograd == "used" else nhwc)):
+            sums[i] += t  # the Winograd sum: the defaults, Winograd where it is used
+        wino_cells = " | "
+        if winograd:
+            wino_cells = (f"{wino:.1f}{' (not used)' if winograd == 'not used' else ''} | "
+                          f"{nhwc / wino:.2f}")
         print(f"| {name} | {'x'.join(map(str, x_shape))} | {'x'.join(map(str, w_shape))} | "
               f"{stride[0]} | {nchw:.1f} | {nhwc:.1f} | {nchw / nhwc:.2f} | {wino_cells} |")
     print(f"| all distinct shapes, once each (Winograd column: the defaults) | | | | "
