@@ -38,8 +38,9 @@ logger = logging.getLogger(__name__)
 __all__ = ["conv3x3_winograd", "winograd_available", "winograd_applies", "winograd_channels"]
 
 # Channels where the products save more than the transforms cost: at least 128 on both
-# sides and 256 on one (res4's convolutions). With 64 (res2) Winograd is slower, with 128 on
-# both sides (res3) about even (benchmarks/profile_train_step.py, second table).
+# sides and 256 on one (res4's convolutions). With 64 (res2) Winograd is slower; with 128 on
+# both sides (res3) it measured 1.01x and 1.33x in two runs, so those stay direct
+# (benchmarks/profile_train_step.py, second table, "not used" rows).
 MIN_CHANNELS, MIN_WIDE_CHANNELS = 128, 256
 # Bytes of one band's transformed tiles (16 x tiles x channels, float32).
 BAND_BYTES = 16 << 20
