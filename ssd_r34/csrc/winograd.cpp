@@ -7,33 +7,35 @@
 
 namespace {
 
-struct Geometry {
-  int64_t n, h, w, th, tw;
-  Geometry(const at::Tensor& nhwc_as_nchw)
-      : n(nhwc_as_nchw.size(0)), h(nhwc_as_nchw.size(2)), w(nhwc_as_nchw.size(3)),
-        th((h + 1) / 2), tw((w + 1) / 2) {}
+// The channels-last map of a transform and its band [t0, t1) of tiles, checked: the band's
+// buffer is (16, t1 - t0, channels of the map), contiguous float32.
+struct Band {
+  int64_t n, h, w, th, tw, channels, t0, t1;
+  std::vector<float> zeros;  // what out-of-image pixels read: one pixel of zeros
+  Band(const at::Tensor& map, const char* name, int64_t first, int64_t last,
+       const at::Tensor& buf)
+      : t0(first), t1(last) {
+    TORCH_CHECK(map.device().is_cpu() && map.scalar_type() == at::kFloat && map.dim() == 4,
+                name, " must be a float32 (N, C, H, W) CPU tensor");
+    TORCH_CHECK(map.is_contiguous(at::MemoryFormat::ChannelsLast), name,
+                " must be channels-last");
+    n = map.size(0), channels = map.size(1), h = map.size(2), w = map.size(3);
+    th = (h + 1) / 2, tw = (w + 1) / 2;
+    zeros.assign(channels, 0.0f);
+    TORCH_CHECK(0 <= t0 && t0 < t1 && t1 <= n * th * tw, "tiles [", t0, ", ", t1,
+                ") out of range");
+    TORCH_CHECK(buf.device().is_cpu() && buf.scalar_type() == at::kFloat
+                    && buf.is_contiguous() && buf.numel() == 16 * (t1 - t0) * channels,
+                "the band buffer must be a contiguous float32 (16, tiles, channels) CPU tensor");
+  }
+  // Elements between two of the 16 matrices of the band's buffer.
+  int64_t stride() const { return (t1 - t0) * channels; }
 };
 
-void check_map(const at::Tensor& x, const char* name) {
-  TORCH_CHECK(x.device().is_cpu() && x.scalar_type() == at::kFloat && x.dim() == 4,
-              name, " must be a float32 (N, C, H, W) CPU tensor");
-  TORCH_CHECK(x.is_contiguous(at::MemoryFormat::ChannelsLast), name, " must be channels-last");
-}
-
-// A band [t0, t1) of the map's tiles and its (16, t1 - t0, channels) buffer.
-void check_band(const Geometry& g, int64_t t0, int64_t t1, const at::Tensor& buf,
-                int64_t channels) {
-  TORCH_CHECK(0 <= t0 && t0 < t1 && t1 <= g.n * g.th * g.tw, "tiles [", t0, ", ", t1,
-              ") out of range");
-  TORCH_CHECK(buf.device().is_cpu() && buf.scalar_type() == at::kFloat && buf.is_contiguous()
-                  && buf.numel() == 16 * (t1 - t0) * channels,
-              "the band buffer must be a contiguous float32 (16, tiles, channels) CPU tensor");
-}
-
-// fn(t, image, tile row, tile column) for every tile t in [t0, t1), on the intra-op threads.
+// fn(t, image, tile row, tile column) for every tile t of the band, on the intra-op threads.
 template <typename F>
-void for_each_tile(const Geometry& g, int64_t t0, int64_t t1, const F& fn) {
-  at::parallel_for(t0, t1, 8, [&](int64_t b0, int64_t b1) {
+void for_each_tile(const Band& g, const F& fn) {
+  at::parallel_for(g.t0, g.t1, 8, [&](int64_t b0, int64_t b1) {
     for (int64_t t = b0; t < b1; ++t) {
       const int64_t r = t % (g.th * g.tw);
       fn(t, t / (g.th * g.tw), r / g.tw, r % g.tw);
@@ -45,15 +47,12 @@ void for_each_tile(const Geometry& g, int64_t t0, int64_t t1, const F& fn) {
 
 // V = B^T d B of the 4x4 input tiles (padding 1) of tiles [t0, t1) of x, into out.
 void input_transform(const at::Tensor& x, int64_t t0, int64_t t1, at::Tensor out) {
-  check_map(x, "x");
-  const Geometry g(x);
-  const int64_t c = x.size(1), tb = t1 - t0;
-  check_band(g, t0, t1, out, c);
+  const Band g(x, "x", t0, t1, out);
+  const int64_t c = g.channels, s = g.stride();
   const float* xd = x.data_ptr<float>();
   float* od = out.data_ptr<float>();
-  std::vector<float> zeros(c, 0.0f);
-  const float* zp = zeros.data();
-  for_each_tile(g, t0, t1, [&](int64_t t, int64_t img, int64_t ty, int64_t tx) {
+  const float* zp = g.zeros.data();
+  for_each_tile(g, [&](int64_t t, int64_t img, int64_t ty, int64_t tx) {
     const float* p[4][4];
     for (int a = 0; a < 4; ++a) {
       for (int b = 0; b < 4; ++b) {
@@ -63,7 +62,6 @@ void input_transform(const at::Tensor& x, int64_t t0, int64_t t1, at::Tensor out
       }
     }
     float* o = od + (t - t0) * c;
-    const int64_t s = tb * c;
 #pragma omp simd
     for (int64_t k = 0; k < c; ++k) {
       float rr[4][4];
@@ -86,20 +84,17 @@ void input_transform(const at::Tensor& x, int64_t t0, int64_t t1, at::Tensor out
 
 // Y = A^T M A of tiles [t0, t1) from m (16, t1 - t0, K), into the channels-last map y.
 void output_transform(const at::Tensor& m, int64_t t0, int64_t t1, at::Tensor y) {
-  check_map(y, "y");
-  const Geometry g(y);
-  const int64_t k = y.size(1), tb = t1 - t0;
-  check_band(g, t0, t1, m, k);
+  const Band g(y, "y", t0, t1, m);
+  const int64_t k = g.channels, s = g.stride();
   const float* md = m.data_ptr<float>();
   float* yd = y.data_ptr<float>();
-  for_each_tile(g, t0, t1, [&](int64_t t, int64_t img, int64_t ty, int64_t tx) {
+  for_each_tile(g, [&](int64_t t, int64_t img, int64_t ty, int64_t tx) {
     const bool down = 2 * ty + 1 < g.h, right = 2 * tx + 1 < g.w;
     float* o00 = yd + ((img * g.h + 2 * ty) * g.w + 2 * tx) * k;
     float* o01 = right ? o00 + k : nullptr;
     float* o10 = down ? o00 + g.w * k : nullptr;
     float* o11 = (down && right) ? o00 + (g.w + 1) * k : nullptr;
     const float* q = md + (t - t0) * k;
-    const int64_t s = tb * k;
     for (int64_t e = 0; e < k; ++e) {
       float p[2][4];
       for (int j = 0; j < 4; ++j) {
@@ -119,22 +114,18 @@ void output_transform(const at::Tensor& m, int64_t t0, int64_t t1, at::Tensor y)
 // A dY A^T of the 2x2 output-gradient tiles [t0, t1) of the channels-last map dy, into
 // out (16, t1 - t0, K).
 void output_grad_transform(const at::Tensor& dy, int64_t t0, int64_t t1, at::Tensor out) {
-  check_map(dy, "dy");
-  const Geometry g(dy);
-  const int64_t k = dy.size(1), tb = t1 - t0;
-  check_band(g, t0, t1, out, k);
+  const Band g(dy, "dy", t0, t1, out);
+  const int64_t k = g.channels, s = g.stride();
   const float* dd = dy.data_ptr<float>();
   float* od = out.data_ptr<float>();
-  std::vector<float> zeros(k, 0.0f);
-  const float* zp = zeros.data();
-  for_each_tile(g, t0, t1, [&](int64_t t, int64_t img, int64_t ty, int64_t tx) {
+  const float* zp = g.zeros.data();
+  for_each_tile(g, [&](int64_t t, int64_t img, int64_t ty, int64_t tx) {
     const bool down = 2 * ty + 1 < g.h, right = 2 * tx + 1 < g.w;
     const float* p00 = dd + ((img * g.h + 2 * ty) * g.w + 2 * tx) * k;
     const float* p01 = right ? p00 + k : zp;
     const float* p10 = down ? p00 + g.w * k : zp;
     const float* p11 = (down && right) ? p00 + (g.w + 1) * k : zp;
     float* o = od + (t - t0) * k;
-    const int64_t s = tb * k;
 #pragma omp simd
     for (int64_t e = 0; e < k; ++e) {
       const float d[2][2] = {{p00[e], p01[e]}, {p10[e], p11[e]}};
