@@ -18,6 +18,7 @@ from detectron2.structures import Boxes, Instances, pairwise_iou
 from ssd_r34.meta_arch import fold_batch_norms
 from ssd_r34.onednn import FusedBasicBlock, FusedConv, FusedStem, onednn_fusion_available
 from ssd_r34.sparse_grad import DENSE_FRACTION, conv2d_sparse_grad
+from ssd_r34.winograd import winograd_available
 
 SMALL = ["INPUT.FIXED_SIZE", "(128, 128)", "MODEL.SSD.STRIDES", "[1, 1, 2, 1, 1, 1]",
          "MODEL.RESNETS.NORM", "BN"]
@@ -238,7 +239,9 @@ def train_step(model):
 def test_training_loss_with_default_options_matches_plain(plain, fast):
     a, nodes, ga = train_step(fast)
     b, _, gb = train_step(plain)
-    assert {"_Conv2dSparseGradBackward", "_Conv3x3WinogradBackward"} <= nodes
+    assert "_Conv2dSparseGradBackward" in nodes
+    # (Without a C++ compiler the Winograd option warns and runs direct convolutions.)
+    assert ("_Conv3x3WinogradBackward" in nodes) == winograd_available()
     for k in a:
         torch.testing.assert_close(a[k], b[k], atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(ga["head.conf.0.weight"], gb["head.conf.0.weight"], atol=1e-4,
