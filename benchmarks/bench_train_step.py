@@ -52,15 +52,15 @@ def build_steps():
     batch; also used by profile_train_step.py. The first is the baseline."""
     torch.manual_seed(0)
     ours = build_model(make_cfg("configs/ssd_r34_300.yaml")).train()
-    plain = build_model(make_cfg("configs/ssd_r34_300.yaml",
-                                 "MODEL.SSD.CHANNELS_LAST", "False")).train()
-    plain.load_state_dict(ours.state_dict())
-    dense_head = build_model(make_cfg("configs/ssd_r34_300.yaml",
-                                      "MODEL.SSD.SPARSE_HEAD_BACKWARD", "False")).train()
-    dense_head.load_state_dict(ours.state_dict())
-    direct = build_model(make_cfg("configs/ssd_r34_300.yaml", "MODEL.SSD.WINOGRAD",
-                                  "False")).train()
-    direct.load_state_dict(ours.state_dict())
+
+    def variant(*opts):  # ours with these config overrides, same weights
+        model = build_model(make_cfg("configs/ssd_r34_300.yaml", *opts)).train()
+        model.load_state_dict(ours.state_dict())
+        return model
+
+    plain = variant("MODEL.SSD.CHANNELS_LAST", "False")
+    dense_head = variant("MODEL.SSD.SPARSE_HEAD_BACKWARD", "False")
+    direct = variant("MODEL.SSD.WINOGRAD", "False")
     ref = ReferenceSSDR34(81, (1, 1, 2, 2, 2, 1)).train()
     copy_weights_to_reference(ours, ref)
 
