@@ -31,7 +31,7 @@ $(VENV)/.ssd_r34_setup: setup.py Makefile
 	$(PIP) install --no-deps --no-build-isolation -e .
 	@# Build MODEL.SSD.WINOGRAD's C++ transforms now (g++, about 30 s) rather than in the
 	@# first training step; where that fails, training warns and runs direct convolutions.
-	$(PY) -c 'from ssd_r34.winograd import winograd_available as a; print("Winograd C++ transforms built:", a())'
+	$(PY) -c 'from ssd_r34.layers.winograd import winograd_available as a; print("Winograd C++ transforms built:", a())'
 	touch $@
 
 # Train from scratch on the built-in data set (CPU), print the COCO AP table, then draw

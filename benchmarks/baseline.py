@@ -27,8 +27,8 @@ from PIL import Image
 from torchvision import transforms as TV
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                                "tests"))
-from reference_impl import (  # noqa: E402  (tests/ is put on the path just above)
+                                "reference"))
+from reference_impl import (  # noqa: E402  (reference/ is put on the path just above)
     NUM_DEFAULTS,
     ReferenceSSDR34,
     calc_iou_tensor,

@@ -15,19 +15,17 @@ configs run with BN (one process).
 """
 import os
 import statistics
-import sys
 import time
 
 import torch
 
-from _common import ROOT, environment, make_cfg, parse, parser
+from _common import environment, make_cfg, parse, parser
 
-sys.path.insert(0, os.path.join(ROOT, "tools"))
-from analyze_model import analyze  # noqa: E402
 from detectron2.modeling import build_model  # noqa: E402
 from detectron2.structures import Boxes, Instances  # noqa: E402
 
 from ssd_r34.engine import SSDTrainer  # noqa: E402
+from ssd_r34.modeling.analysis import analyze_model  # noqa: E402
 
 CONFIGS = ["configs/ssd_r34_shapes.yaml", "configs/ssd_r34_300.yaml", "configs/ssd_r34_700.yaml",
            "configs/ssd_r34_1200.yaml", "configs/ssd_r34_800x1200.yaml"]
@@ -61,7 +59,7 @@ def timed(fn, repeats):
 
 def measure(config, train_batch, repeats):
     cfg = make_cfg(config)
-    sizes = analyze(cfg, ["parameter", "flop"])
+    sizes = analyze_model(cfg, ["parameter", "flop"])
     torch.manual_seed(0)
     model = build_model(cfg)
     optimizer = SSDTrainer.build_optimizer(cfg, model)

@@ -30,8 +30,8 @@ from bench_train_step import (
     build_steps,
 )
 from detectron2.modeling import build_model
-from ssd_r34.backbone import WinogradConv2d
-from ssd_r34.winograd import conv3x3_winograd, winograd_available
+from ssd_r34.layers import WinogradConv2d
+from ssd_r34.layers.winograd import conv3x3_winograd, winograd_available
 
 CONV_OPS = ("aten::mkldnn_convolution", "aten::convolution_backward")
 SPARSE_BACKWARD = "_Conv2dSparseGradBackward"

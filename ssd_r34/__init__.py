@@ -1,13 +1,29 @@
 """ssd_r34: the MLPerf SSD-ResNet34 detector as a Detectron2 extension.
 
-``import ssd_r34`` registers the backbone, anchor generator, head and meta-architecture
-into Detectron2's registries, and the built-in ``shapes_train`` / ``shapes_val`` data sets.
-"""
-from .config import add_ssd_config, get_ssd_cfg
-from .backbone import build_ssd_resnet34_backbone
-from .anchor_generator import SSDAnchorGenerator
-from .head import SSD_HEAD_REGISTRY, SSDHead
-from .meta_arch import SSD
+``import ssd_r34`` registers the backbone ``build_ssd_resnet34_backbone``, the anchor generator
+``SSDAnchorGenerator``, the head ``SSDHead`` and the meta-architecture ``SSD`` in Detectron2's
+registries, and the built-in data sets ``shapes_train`` / ``shapes_val``.
 
-__all__ = ["add_ssd_config", "get_ssd_cfg", "build_ssd_resnet34_backbone", "SSDAnchorGenerator",
-           "SSD_HEAD_REGISTRY", "SSDHead", "SSD"]
+Rooms (imports point one way: layers <- modeling <- checkpoint / export <- engine):
+``config`` (keys), ``layers`` (CPU kernels, small ops), ``modeling`` (the model), ``data``
+(mapper, augmentations, loader, built-in data sets), ``checkpoint`` (safe loading, MLPerf and
+torchvision conversion), ``export`` (TorchScript / ONNX), ``engine`` (trainer, hooks,
+predictor).
+"""
+import warnings as _warnings
+
+with _warnings.catch_warnings():
+    # Detectron2 decorates a few helpers with torch.jit.script, which this PyTorch flags as
+    # deprecated on import: not ssd_r34's to fix, and nothing ssd_r34 runs.
+    _warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*", category=FutureWarning)
+    from . import data  # noqa: F401  (registers shapes_train / shapes_val)
+    from .config import add_ssd_config, get_ssd_cfg, setup_cfg
+    from .modeling import (SSD, SSD_HEAD_REGISTRY, SSDAnchorGenerator, SSDHead,
+                           build_ssd_resnet34_backbone)
+
+from ._deprecated import install_module_aliases as _install_module_aliases
+
+_install_module_aliases()
+
+__all__ = ["add_ssd_config", "get_ssd_cfg", "setup_cfg", "build_ssd_resnet34_backbone",
+           "SSDAnchorGenerator", "SSD_HEAD_REGISTRY", "SSDHead", "SSD"]

@@ -1,21 +1,38 @@
-"""Config keys of ssd_r34. Every key is documented where it is added."""
+"""Config keys of ssd_r34. Every key is documented where it is added.
+
+``add_ssd_config`` adds the keys, ``get_ssd_cfg`` gives a fresh config with them and
+``setup_cfg`` reads a config file with ``KEY VALUE`` overrides (what every tool does).
+"""
+import logging
+import warnings
+
 from detectron2.config import CfgNode as CN
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["add_ssd_config", "get_ssd_cfg", "setup_cfg", "detections_per_image"]
 
 
 def add_ssd_config(cfg):
     """Add the SSD-ResNet34 keys to a Detectron2 config (in place) and return it."""
     _C = cfg
 
+    # Detectron2's keys with SSD-ResNet34's values: the backbone is ResNet-34 only (other
+    # depths are refused when it is built), and the reference keeps 200 detections per image.
+    _C.MODEL.RESNETS.DEPTH = 34
+    _C.TEST.DETECTIONS_PER_IMAGE = 200
+
     _C.MODEL.SSD = CN()
     # Foreground classes (80 for COCO). The background class is implicit: the classifier
     # has NUM_CLASSES + 1 outputs per default box, background last (Detectron2 style).
     _C.MODEL.SSD.NUM_CLASSES = 80
-    # The seed's six strides: [head loc, head conf, extra block 0, 1, 2, 3].
+    # The six strides of the MLPerf training reference: [head loc, head conf, extra block 0, 1, 2, 3].
     # Head loc and conf strides must be equal. 300x300: [1, 1, 2, 2, 2, 1];
     # 1200x1200 (MLPerf inference model): [3, 3, 2, 2, 2, 2].
     _C.MODEL.SSD.STRIDES = [1, 1, 2, 2, 2, 1]
     # Default-box scales S (in pixels of a 300x300 image; scaled with the image size).
-    # Level l uses S[l] and S[l+1] (spec section 3), so 7 numbers for 6 levels.
+    # Level l uses S[l] and S[l+1] (the SSD paper, Liu et al. 2016, section 2.2; the MLPerf reference's
+    # DefaultBoxes), so 7 numbers for 6 levels.
     _C.MODEL.SSD.DEFAULT_BOX_SIZES = [21, 45, 99, 153, 207, 261, 315]
     # Extra aspect ratios per level; each ratio r adds two boxes (r and 1/r) to the two
     # square boxes, giving [4, 6, 6, 6, 4, 4] default boxes per location.
@@ -32,49 +49,51 @@ def add_ssd_config(cfg):
     _C.MODEL.SSD.TOPK_CANDIDATES_TEST = 200
     # Inference: per-class NMS IoU threshold.
     _C.MODEL.SSD.NMS_THRESH_TEST = 0.5
-    # Inference: detections kept per image (over all classes).
-    _C.MODEL.SSD.DETECTIONS_PER_IMAGE = 200
-    # Head, from SSD_HEAD_REGISTRY (ssd_r34/head.py).
+    # Deprecated: use Detectron2's TEST.DETECTIONS_PER_IMAGE. -1 = unset; any other value is
+    # still honoured (with a warning) in this release.
+    _C.MODEL.SSD.DETECTIONS_PER_IMAGE = -1
+    # Head, from SSD_HEAD_REGISTRY (ssd_r34/modeling/head.py).
     _C.MODEL.SSD.HEAD_NAME = "SSDHead"
     # Run the network (training and inference) in channels-last memory format: faster
-    # convolutions on CPU (measured in benchmarks/, README "Speed") and tensor-core
+    # convolutions on CPU (measured in benchmarks/, docs/speed.md) and tensor-core
     # GPUs (not measured here); same results within float32 rounding.
     _C.MODEL.SSD.CHANNELS_LAST = True
     # Inference without autograd: fold the BatchNorms into the convolutions (a cached copy
     # of the backbone, rebuilt when a weight changes). Same results within float32 rounding.
     _C.MODEL.SSD.FUSE_BN_INFERENCE = True
     # With FUSE_BN_INFERENCE, on CPU in float32: run each ReLU and residual addition of that
-    # copy inside its convolution (oneDNN post-ops, ssd_r34/onednn.py). Same results within
+    # copy inside its convolution (oneDNN post-ops, ssd_r34/layers/onednn.py). Same results within
     # float32 rounding; ignored where PyTorch has no oneDNN.
     _C.MODEL.SSD.ONEDNN_POST_OPS = True
     # Training on CPU in float32: the head convolutions' backward computes the gradients
     # from the output locations that received one (positives and mined negatives, a few
-    # percent of them) instead of the whole maps (ssd_r34/sparse_grad.py). Same gradients
+    # percent of them) instead of the whole maps (ssd_r34/layers/sparse_grad.py). Same gradients
     # within float32 rounding. Not used on GPUs (it would need a host synchronisation).
     _C.MODEL.SSD.SPARSE_HEAD_BACKWARD = True
     # On CPU in float32 and channels-last (training and inference without the oneDNN fused
     # copy): the backbone's 3x3 stride-1 convolutions with >= 128 channels on both sides and
     # 256 on one (res4's twelve) run by Winograd F(2x2, 3x3), 2.25x fewer multiplications,
-    # forward and backward (ssd_r34/winograd.py; C++ transforms built with the machine's
+    # forward and backward (ssd_r34/layers/winograd.py; C++ transforms built with the machine's
     # compiler on first use, the direct convolution where that fails). Same results within
     # float32 rounding.
     _C.MODEL.SSD.WINOGRAD = True
     # Inference precision of the network: "float32", or "bfloat16" / "float16" (autocast;
     # needs hardware support, e.g. AMX / AVX512-BF16 CPUs or GPUs). Box decoding, softmax and
-    # NMS stay in float32. Not bit-exact: see README "Speed options and their tolerances".
+    # NMS stay in float32. Not bit-exact: see docs/speed.md, "Speed options and their tolerances".
     _C.MODEL.SSD.INFERENCE_DTYPE = "float32"
 
     # Every image (train and test) is resized to exactly (height, width): SSD needs a
     # fixed input size, and the aspect ratio is not kept (as in the reference).
     _C.INPUT.FIXED_SIZE = (1200, 1200)
     _C.INPUT.SSD = CN()
-    # SSD IoU-constrained random crop (spec section 8) in training.
+    # SSD IoU-constrained random crop in training (the SSD paper's data augmentation; the
+    # MLPerf training reference's SSDCropping).
     _C.INPUT.SSD.CROP = True
     # Colour jitter in training: brightness, contrast, saturation, hue (torchvision's
     # ColorJitter). All zero disables it.
     _C.INPUT.SSD.COLOR_JITTER = (0.125, 0.5, 0.5, 0.05)
 
-    # Optimizer: "SGD" (the seed's, with SOLVER.MOMENTUM / WEIGHT_DECAY) or "AdamW"
+    # Optimizer: "SGD" (the MLPerf reference's, with SOLVER.MOMENTUM / WEIGHT_DECAY) or "AdamW"
     # (uses SOLVER.BASE_LR, SOLVER.WEIGHT_DECAY and SOLVER.BETAS).
     _C.SOLVER.OPTIMIZER = "SGD"
     # AdamW betas.
@@ -89,17 +108,17 @@ def add_ssd_config(cfg):
     # differ (differing buffers, e.g. per-rank BN statistics, only warn).
     _C.SOLVER.CHECK_REPLICAS = True
 
-    # MLPerf-style evaluation (the seed's --evaluation): also evaluate after each of these
+    # MLPerf-style evaluation (the MLPerf training reference's --evaluation): also evaluate after each of these
     # numbers of iterations (counted from 1, like TEST.EVAL_PERIOD), e.g. (120000, 160000).
     _C.TEST.EVAL_ITERS = ()
     # Stop training at the first evaluation whose box AP reaches this (a fraction, as the
-    # seed's --threshold 0.212 and the MLPerf target; Detectron2 prints AP in percent).
+    # MLPerf training reference's --threshold 0.212 and the MLPerf target; Detectron2 prints AP in percent).
     # 0 = never stop early. Each evaluation records "target_reached" (0/1) in metrics.json.
     _C.TEST.TARGET_AP = 0.0
 
     # The three-stage regime of the released 1200x1200 model (tools/train_regime.py).
     _C.REGIME = CN()
-    # GPUs (processes) this stage was trained on in the seed; train_regime.py launches the
+    # GPUs (processes) this stage was trained on in the MLPerf training reference; train_regime.py launches the
     # stage with this many unless told otherwise.
     _C.REGIME.NUM_GPUS = 1
     # Config file of the stage this one starts from (relative to this config's folder);
@@ -116,3 +135,31 @@ def get_ssd_cfg():
     from detectron2.config import get_cfg
 
     return add_ssd_config(get_cfg())
+
+
+def detections_per_image(cfg) -> int:
+    """TEST.DETECTIONS_PER_IMAGE, or the deprecated MODEL.SSD.DETECTIONS_PER_IMAGE where a
+    config still sets it (with a warning)."""
+    old = cfg.MODEL.SSD.DETECTIONS_PER_IMAGE
+    if old is not None and old >= 0:
+        warnings.warn("MODEL.SSD.DETECTIONS_PER_IMAGE is deprecated and will be removed in the "
+                      f"next release: set TEST.DETECTIONS_PER_IMAGE {old} instead.",
+                      FutureWarning, stacklevel=2)
+        return int(old)
+    return int(cfg.TEST.DETECTIONS_PER_IMAGE)
+
+
+def setup_cfg(args):
+    """Config from ``args.config_file`` and ``args.opts`` (``KEY VALUE`` overrides), frozen.
+
+    With ``MODEL.DEVICE cpu``, ``MODEL.RESNETS.NORM SyncBN`` runs as Detectron2's
+    ``naiveSyncBN`` (the same computation over any process group; ``torch.nn.SyncBatchNorm``
+    runs on GPUs only)."""
+    cfg = get_ssd_cfg()
+    cfg.merge_from_file(args.config_file)
+    cfg.merge_from_list(list(args.opts or []))
+    if cfg.MODEL.DEVICE == "cpu" and cfg.MODEL.RESNETS.NORM == "SyncBN":
+        cfg.MODEL.RESNETS.NORM = "naiveSyncBN"
+        logger.warning("MODEL.DEVICE is cpu: MODEL.RESNETS.NORM SyncBN runs as naiveSyncBN.")
+    cfg.freeze()
+    return cfg

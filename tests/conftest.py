@@ -8,6 +8,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The built-in data set is generated (deterministically) here, before ssd_r34 is imported.
 os.environ.setdefault("SSD_R34_DATASETS", os.path.join(tempfile.gettempdir(), "ssd_r34_test_data"))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+# The independent re-implementation of the MLPerf reference, shared with benchmarks/.
+sys.path.insert(0, os.path.join(ROOT, "reference"))
 sys.path.insert(0, ROOT)
 
 

@@ -25,7 +25,7 @@ TINY = ["INPUT.FIXED_SIZE", "(64, 64)", "MODEL.SSD.STRIDES", "[1, 1, 1, 1, 1, 1]
 
 def test_bf16_autocast_trains_on_cpu_with_float32_losses(tmp_path):
     from ssd_r34.engine import SSDTrainer
-    from ssd_r34.train_loop import CPUAMPTrainer
+    from ssd_r34.engine.train_loop import CPUAMPTrainer
 
     cfg = make_cfg("configs/ssd_r34_shapes.yaml", *TINY, "SOLVER.MAX_ITER", "2",
                    "SOLVER.AMP.ENABLED", "True", "SOLVER.AMP.DTYPE", "bfloat16",
@@ -60,7 +60,7 @@ def test_bf16_autocast_trains_on_cpu_with_float32_losses(tmp_path):
 def test_amp_dtype_choice_and_fp16_on_cpu_refused():
     from detectron2.engine import AMPTrainer
 
-    from ssd_r34.train_loop import build_step_trainer
+    from ssd_r34.engine.train_loop import build_step_trainer
 
     model = torch.nn.Linear(2, 2)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
@@ -149,3 +149,36 @@ def test_a_target_reached_at_the_final_evaluation_is_recorded(tmp_path):
     assert torch.load(tmp_path / "model_final.pth", weights_only=False)["iteration"] == 1
     rows = [r for r in _metrics(tmp_path) if "bbox/AP" in r]
     assert [(r["iteration"], r["target_reached"]) for r in rows] == [(2, 1.0)]
+
+
+def test_cpu_amp_step_equals_autocast_around_the_forward_only():
+    """CPUAMPTrainer runs SimpleTrainer's whole step under autocast; the gradients and the
+    updated weights must be those of autocast around the forward (and loss) alone."""
+    from detectron2.modeling import build_model
+
+    from ssd_r34.engine.train_loop import CPUAMPTrainer
+    from test_distributed import synthetic_batch
+
+    cfg = make_cfg("configs/ssd_r34_shapes.yaml", *TINY)
+    torch.manual_seed(0)
+    model = build_model(cfg).train()
+    data = synthetic_batch(0, n=2, size=64)
+    ref = build_model(cfg).train()
+    ref.load_state_dict(model.state_dict())
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    ref_opt = torch.optim.SGD(ref.parameters(), lr=0.1, momentum=0.9)
+
+    trainer = CPUAMPTrainer(model, [data], opt, precision=torch.bfloat16)
+    trainer.iter = 0
+    from detectron2.utils.events import EventStorage
+
+    with EventStorage(0):
+        trainer.run_step()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        losses = sum(ref(data).values())
+    ref_opt.zero_grad()
+    losses.backward()
+    ref_opt.step()
+    for (name, p), q in zip(model.named_parameters(), ref.parameters()):
+        assert p.grad is not None and torch.equal(p.grad, q.grad), name
+        assert torch.equal(p, q), name

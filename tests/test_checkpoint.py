@@ -17,7 +17,7 @@ from ssd_r34.checkpoint import (CheckpointFormatError, SSDCheckpointer, UnsafeCh
                                 convert_mlperf_state_dict, find_mlperf_checkpoint,
                                 load_checkpoint_file, read_mlperf_checkpoint,
                                 reference_key_shapes)
-from ssd_r34.meta_arch import flatten_predictions
+from ssd_r34.modeling.meta_arch import flatten_predictions
 
 sys.path.insert(0, os.path.join(ROOT, "tools"))
 import convert_mlperf_to_d2  # noqa: E402

@@ -189,7 +189,7 @@ def saved_digests(path, config_opts=()):
     """(parameter, buffer) digests of a saved model, as ReplicaCheckHook computes them."""
     from detectron2.modeling import build_model
 
-    from ssd_r34.hooks import weights_digest
+    from ssd_r34.engine.hooks import weights_digest
 
     state = torch.load(path, map_location="cpu", weights_only=False)["model"]
     model = build_model(make_cfg("configs/ssd_r34_shapes.yaml", *config_opts))

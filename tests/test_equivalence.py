@@ -212,8 +212,8 @@ class SSD_R34(nn.Module):
 '''
 WRITER = '''
 import sys, torch
-tests_dir, sd_path, out_zip, out_legacy, num_classes, strides = sys.argv[1:]
-sys.path.insert(0, tests_dir)
+reference_dir, sd_path, out_zip, out_legacy, num_classes, strides = sys.argv[1:]
+sys.path.insert(0, reference_dir)
 import reference_impl
 from models.ssd_r34 import SSD_R34
 r = reference_impl.ReferenceSSDR34(int(num_classes), [int(s) for s in strides.split(",")])
@@ -242,7 +242,7 @@ def write_whole_module_files(r, folder):
     (pkg / "ssd_r34.py").write_text(MODELS_SSD_R34)
     files = str(folder / "resnet34-ssd1200.pytorch"), str(folder / "legacy.pytorch")
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(WRITER), os.path.join(ROOT, "tests"),
+    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(WRITER), os.path.join(ROOT, "reference"),
                            sd_path, *files, str(r.num_classes),
                            ",".join(map(str, r.strides))], cwd=folder, env=env,
                           capture_output=True, text=True)

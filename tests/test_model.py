@@ -8,7 +8,7 @@ import reference_impl as ref
 from conftest import make_cfg
 from detectron2.modeling import build_model
 from detectron2.structures import Boxes, Instances
-from ssd_r34.meta_arch import match_default_boxes
+from ssd_r34.modeling import match_default_boxes
 
 CASES = [  # config, size, strides, head output sizes, boxes (spec section 1)
     ("configs/ssd_r34_300.yaml", (300, 300), [(38, 38), (19, 19), (10, 10), (5, 5), (3, 3), (1, 1)], 8732),
@@ -129,7 +129,7 @@ def test_loss_small_case_by_hand():
 
 def test_inference_threshold_topk_and_nms():
     model = build("configs/ssd_r34_300.yaml", "MODEL.SSD.NUM_CLASSES", "2",
-                  "MODEL.SSD.TOPK_CANDIDATES_TEST", "3", "MODEL.SSD.DETECTIONS_PER_IMAGE", "4")
+                  "MODEL.SSD.TOPK_CANDIDATES_TEST", "3", "TEST.DETECTIONS_PER_IMAGE", "4")
     anchors = torch.tensor([[0., 0., 10., 10.], [1., 0., 11., 10.], [50., 50., 60., 60.],
                             [80., 80., 90., 90.], [20., 20., 30., 30.], [40., 0., 50., 10.]])
     loc = torch.zeros(1, 6, 4)
@@ -170,3 +170,17 @@ def test_size_probe_leaves_batchnorm_statistics_alone():
     assert model.training
     for k, v in model.state_dict().items():
         assert torch.equal(v, before[k]), k
+
+
+def test_detections_per_image_is_detectron2s_key_and_the_old_one_warns():
+    assert build("configs/ssd_r34_300.yaml").max_detections_per_image == 200
+    assert build("configs/ssd_r34_300.yaml", "TEST.DETECTIONS_PER_IMAGE",
+                 "7").max_detections_per_image == 7
+    with pytest.warns(FutureWarning, match="TEST.DETECTIONS_PER_IMAGE 9"):
+        model = build("configs/ssd_r34_300.yaml", "MODEL.SSD.DETECTIONS_PER_IMAGE", "9")
+    assert model.max_detections_per_image == 9
+
+
+def test_resnet_depth_other_than_34_is_refused():
+    with pytest.raises(ValueError, match="MODEL.RESNETS.DEPTH 50.*set MODEL.RESNETS.DEPTH 34"):
+        build("configs/ssd_r34_300.yaml", "MODEL.RESNETS.DEPTH", "50")

@@ -20,7 +20,7 @@ from test_distributed import (TRAIN_NET, logged_digests, one_thread,  # noqa: F4
 def _checkpointer(folder):
     from detectron2.checkpoint import DetectionCheckpointer
 
-    from ssd_r34.atomic_io import make_checkpointer_atomic
+    from ssd_r34.checkpoint.atomic_io import make_checkpointer_atomic
 
     torch.manual_seed(0)
     return make_checkpointer_atomic(DetectionCheckpointer(torch.nn.Linear(3, 2), str(folder)))
@@ -58,7 +58,7 @@ def test_a_process_killed_while_writing_publishes_nothing(tmp_path):
     removes the temporary file."""
     (tmp_path / "last_checkpoint").write_text("model_a.pth")
     # (atomic_io loaded on its own: no torch / Detectron2 import in the child, it is quick)
-    module = os.path.join(ROOT, "ssd_r34", "atomic_io.py")
+    module = os.path.join(ROOT, "ssd_r34", "checkpoint", "atomic_io.py")
     code = ("import importlib.util as u, os; "
             f"s = u.spec_from_file_location('atomic_io', {module!r}); "
             "m = u.module_from_spec(s); s.loader.exec_module(m); pm = m.AtomicPathManager(None); "
@@ -79,7 +79,7 @@ def test_a_process_killed_while_writing_publishes_nothing(tmp_path):
 def test_the_resumable_sampler_is_detectron2s_stream_and_continues_from_any_point():
     from detectron2.data.samplers import TrainingSampler
 
-    from ssd_r34.resumable_loader import ResumableTrainingSampler
+    from ssd_r34.data.loader import ResumableTrainingSampler
 
     def take(it, n):
         return [next(it) for _ in range(n)]
@@ -101,7 +101,7 @@ def test_the_resumable_sampler_is_detectron2s_stream_and_continues_from_any_poin
 
 
 def test_augmentations_depend_on_the_stream_position_only():
-    from ssd_r34.resumable_loader import SeededMapDataset
+    from ssd_r34.data.loader import SeededMapDataset
 
     def noisy_mapper(d):  # draws from all three global generators
         import random
@@ -121,7 +121,7 @@ def test_the_training_loader_continues_after_the_consumed_images_whatever_the_wo
     uninterrupted one (same images, same augmentations), with 0 or 2 worker processes."""
     from conftest import make_cfg
     from ssd_r34.engine import SSDTrainer
-    from ssd_r34.resumable_loader import find_resumable_sampler
+    from ssd_r34.data.loader import find_resumable_sampler
 
     def batches(workers, skip_batches=0, n=3):
         cfg = make_cfg("configs/ssd_r34_shapes.yaml", "INPUT.FIXED_SIZE", "(64, 64)",

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from ssd_r34.data import shapes
-from ssd_r34.data.shapes import (SHAPES_CLASSES, SHAPES_DIR, default_root, ensure_shapes,
+from ssd_r34.data.datasets.shapes import (SHAPES_CLASSES, SHAPES_DIR, default_root, ensure_shapes,
                                  generate_shapes, register_shapes, shapes_split_sizes)
 
 

@@ -15,10 +15,10 @@ import reference_impl as ref
 from conftest import make_cfg
 from detectron2.modeling import build_model
 from detectron2.structures import Boxes, Instances, pairwise_iou
-from ssd_r34.meta_arch import fold_batch_norms
-from ssd_r34.onednn import FusedBasicBlock, FusedConv, FusedStem, onednn_fusion_available
-from ssd_r34.sparse_grad import DENSE_FRACTION, conv2d_sparse_grad
-from ssd_r34.winograd import winograd_available
+from ssd_r34.layers import fold_batch_norms
+from ssd_r34.layers.onednn import FusedBasicBlock, FusedConv, FusedStem, onednn_fusion_available
+from ssd_r34.layers.sparse_grad import DENSE_FRACTION, conv2d_sparse_grad
+from ssd_r34.layers.winograd import winograd_available
 
 SMALL = ["INPUT.FIXED_SIZE", "(128, 128)", "MODEL.SSD.STRIDES", "[1, 1, 2, 1, 1, 1]",
          "MODEL.RESNETS.NORM", "BN"]

@@ -85,7 +85,7 @@ def test_demo_writes_one_picture_and_json_per_image_and_skips_unreadable(
         tmp_path, short_run, capsys):
     from detectron2.data.detection_utils import read_image
 
-    from ssd_r34.predictor import SSDPredictor
+    from ssd_r34.engine import SSDPredictor
 
     src = tmp_path / "in"
     src.mkdir()
@@ -94,7 +94,7 @@ def test_demo_writes_one_picture_and_json_per_image_and_skips_unreadable(
         shutil.copy(f, src)
     (src / "broken.jpg").write_bytes(b"this is not an image")
     weights = str(short_run / "model_final.pth")
-    opts = [*SMALL, "MODEL.WEIGHTS", weights, "MODEL.SSD.DETECTIONS_PER_IMAGE", "5"]
+    opts = [*SMALL, "MODEL.WEIGHTS", weights, "TEST.DETECTIONS_PER_IMAGE", "5"]
     out = tmp_path / "out"
     res = run_tool("demo", ["--config-file", CONFIG, "--input", str(src), "--output", str(out),
                             "--confidence-threshold", "0", "--scale", "2", "--opts", *opts])
@@ -130,10 +130,10 @@ def test_demo_on_a_registered_dataset_with_threshold(tmp_path, short_run):
     from detectron2.data import DatasetCatalog
     from detectron2.data.detection_utils import read_image
 
-    from ssd_r34.predictor import SSDPredictor
+    from ssd_r34.engine import SSDPredictor
 
     opts = [*SMALL, "MODEL.WEIGHTS", str(short_run / "model_final.pth"),
-            "MODEL.SSD.DETECTIONS_PER_IMAGE", "10"]
+            "TEST.DETECTIONS_PER_IMAGE", "10"]
     dicts = DatasetCatalog.get("shapes_val")[:2]
     predictor = SSDPredictor(make_cfg(CONFIG, *opts), image_format="RGB")
     scores = [predictor(read_image(d["file_name"], format="RGB"))["instances"].scores
@@ -229,7 +229,7 @@ def test_export_matches_pytorch(tmp_path, export_weights, fmt, input_type):
     from detectron2.data.detection_utils import read_image
 
     from ssd_r34.export import detections_to_instances, load_exported
-    from ssd_r34.predictor import SSDPredictor
+    from ssd_r34.engine import SSDPredictor
 
     files = val_files(1 if input_type == "normalized" else 2)
     res = run_tool("export_model", [
@@ -306,14 +306,15 @@ def test_export_module_returns_the_models_detections(export_weights):
 
 # ---- analyze_model ---------------------------------------------------------------------------
 def test_analyze_model_counts_match_an_independent_count():
-    """Parameters: the spec's 19.97 M and the model's own count; convolution multiply-adds
+    """Parameters: the MLPerf reference's 19.97 M and the model's own count; convolution multiply-adds
     (fvcore): the sum over every convolution of output elements x in_channels x kh x kw,
     computed here from the shapes the convolutions actually produce."""
     from detectron2.modeling import build_model
 
-    tool = load_tool("analyze_model")
+    from ssd_r34.modeling.analysis import analyze_model
+
     cfg = make_cfg("configs/ssd_r34_300.yaml")
-    res = tool.analyze(cfg, ["parameter", "flop"])
+    res = analyze_model(cfg, ["parameter", "flop"])
     # the hooks below must see the model's own convolutions, not a BN-folded copy
     model = build_model(make_cfg("configs/ssd_r34_300.yaml",
                                  "MODEL.SSD.FUSE_BN_INFERENCE", "False")).eval()

@@ -9,10 +9,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import ssd_r34.winograd as wg
+import ssd_r34.layers.winograd as wg
 from conftest import make_cfg
 from detectron2.modeling import build_model
-from ssd_r34.backbone import WinogradConv2d
+from ssd_r34.layers import WinogradConv2d
 from test_speed_options import grad_fn_names
 
 pytestmark = pytest.mark.skipif(not wg.winograd_available(),

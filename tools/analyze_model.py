@@ -20,26 +20,8 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import torch  # noqa: E402
-from torch import nn  # noqa: E402
-
-from detectron2.modeling import build_model  # noqa: E402
-from fvcore.nn import (ActivationCountAnalysis, FlopCountAnalysis, flop_count_table,  # noqa: E402
-                       parameter_count, parameter_count_table)
-
 from ssd_r34 import get_ssd_cfg  # noqa: E402
-
-
-class _Network(nn.Module):
-    """The traced part: normalised images -> (loc, conf) of every default box."""
-
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
-
-    def forward(self, images):
-        loc, conf, _ = self.model.forward_network(images)
-        return loc, conf
+from ssd_r34.modeling.analysis import analyze_model  # noqa: E402
 
 
 def setup(args):
@@ -52,36 +34,6 @@ def setup(args):
     return cfg
 
 
-def analyze(cfg, tasks, depth=2):
-    """Returns a dict of the numbers (and fvcore's tables)."""
-    model = build_model(cfg).eval()
-    H, W = model.input_size
-    x = torch.zeros(1, 3, H, W)
-    out = {"input": f"{H}x{W}", "strides": list(cfg.MODEL.SSD.STRIDES),
-           "boxes": model.num_boxes()}
-    net = _Network(model).eval()
-    if "parameter" in tasks:
-        counts = parameter_count(model)
-        out["parameters"] = counts[""]
-        out["parameter_table"] = parameter_count_table(model, max_depth=depth)
-    def count(analysis_cls):
-        with torch.no_grad():
-            analysis = analysis_cls(net, (x,))
-            analysis.unsupported_ops_warnings(False)
-            analysis.uncalled_modules_warnings(False)
-            analysis.total()  # runs the trace once, quietly
-        return analysis
-
-    if "flop" in tasks:
-        flops = count(FlopCountAnalysis)
-        out["gflops"] = flops.total() / 1e9
-        out["gflops_by_operator"] = {k: v / 1e9 for k, v in flops.by_operator().items()}
-        out["flop_table"] = flop_count_table(flops, max_depth=depth)
-    if "activation" in tasks:
-        out["mactivations"] = count(ActivationCountAnalysis).total() / 1e6
-    return out
-
-
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--config-file", required=True, metavar="FILE")
@@ -92,7 +44,7 @@ def main(argv=None):
     p.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides, KEY VALUE ...")
     args = p.parse_args(argv)
     cfg = setup(args)
-    res = analyze(cfg, args.tasks, args.depth)
+    res = analyze_model(cfg, args.tasks, args.depth)
     if args.format == "json":
         print(json.dumps({k: v for k, v in res.items() if not k.endswith("_table")}, indent=1))
         return 0

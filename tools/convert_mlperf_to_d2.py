@@ -5,7 +5,7 @@
     tools/train_net.py --config-file configs/ssd_r34_1200.yaml --eval-only \
         MODEL.WEIGHTS ssd_r34_mlperf1200.pth
 
-Reads every file shape of the reference (spec section 2): a bare state dict, the seed's
+Reads every file shape of the MLPerf reference: a bare state dict, the training reference's
 ``{"model": ..., "label_map": ...}`` (``iter_N.pt``), either with ``module.`` prefixes, and
 the released ``resnet34-ssd1200.pytorch`` (a pickled whole nn.Module, read with a restricted
 unpickler: the reference code is not needed and nothing in the file is executed). Permutes

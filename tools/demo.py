@@ -121,31 +121,6 @@ def instances_to_coco(instances, image_id, file_name, id_map, class_names):
     return out
 
 
-def save_montage(pictures, path, cols=3, tile=(4, 4.2), title=None):
-    """[(title, RGB array)] -> one PNG, ``cols`` pictures a row of ``tile`` inches each, under
-    an optional overall ``title`` (tools/visualize_data.py's crop grid uses it too)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    cols = min(cols, len(pictures))
-    rows = (len(pictures) + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(tile[0] * cols, tile[1] * rows), squeeze=False)
-    for ax in axes.flat:
-        ax.axis("off")
-    for ax, (name, img) in zip(axes.flat, pictures):
-        ax.imshow(img)
-        ax.set_title(name, fontsize=10)
-    if title:
-        fig.suptitle(title, fontsize=11)
-    fig.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
-
-
 def main(args):
     from detectron2.data import DatasetCatalog, MetadataCatalog
     from detectron2.data.detection_utils import read_image
@@ -153,7 +128,8 @@ def main(args):
     from detectron2.utils.visualizer import ColorMode, Visualizer
 
     from ssd_r34.data import ensure_dataset
-    from ssd_r34.predictor import SSDPredictor, setup_inference_cfg
+    from ssd_r34.engine import SSDPredictor, setup_inference_cfg
+    from ssd_r34.engine.visualization import save_montage
 
     setup_logger(name="ssd_r34")
     cfg = setup_inference_cfg(args.config_file, args.opts)

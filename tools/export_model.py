@@ -81,7 +81,7 @@ def main(args):
 
     from ssd_r34.export import (SSDExportModule, compare_detections, export_onnx,
                                 export_torchscript, load_exported)
-    from ssd_r34.predictor import SSDPredictor, setup_inference_cfg
+    from ssd_r34.engine import SSDPredictor, setup_inference_cfg
 
     setup_logger(name="ssd_r34")
     cfg = setup_inference_cfg(args.config_file, args.opts, device="cpu")

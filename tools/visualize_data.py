@@ -22,7 +22,6 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # tools/demo.py's save_montage
 
 import numpy as np  # noqa: E402
 
@@ -93,7 +92,7 @@ def map_with_retry(mapper, d, tries=100):
 
 def crop_grid(d, mapper, metadata, cfg, path, n, scale):
     """Original with ground truth, then ``n`` draws of the training augmentations."""
-    from demo import save_montage
+    from ssd_r34.engine.visualization import save_montage
 
     H, W = cfg.INPUT.FIXED_SIZE
     # the original at about the tiles' size, so that labels come out alike
@@ -113,7 +112,7 @@ def main(args):
     from PIL import Image
 
     from ssd_r34.data import SSDDatasetMapper
-    from ssd_r34.predictor import setup_inference_cfg
+    from ssd_r34.engine import setup_inference_cfg
 
     cfg = setup_inference_cfg(args.config_file, args.opts)
     names = [args.dataset] if args.dataset else list(cfg.DATASETS.TRAIN)

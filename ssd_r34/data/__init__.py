@@ -1,6 +1,9 @@
-"""SSD data: mapper, augmentations and the built-in ``shapes_train`` / ``shapes_val`` set."""
+"""SSD data: mapper, augmentations, the resumable training loader and the built-in
+``shapes_train`` / ``shapes_val`` set (registered on import)."""
+from .datasets import ensure_shapes, register_shapes
+from .loader import (ResumableTrainingSampler, build_resumable_train_loader,
+                     find_resumable_sampler)
 from .mapper import SSDDatasetMapper
-from .shapes import ensure_shapes, register_shapes
 from .transforms import (ColorJitterTransform, RandomColorJitter, SSDCropTransform,
                          SSDRandomCrop, build_ssd_augmentations)
 
@@ -14,4 +17,5 @@ def ensure_dataset(name: str) -> None:
 
 
 __all__ = ["SSDDatasetMapper", "SSDCropTransform", "SSDRandomCrop", "ColorJitterTransform",
-           "RandomColorJitter", "build_ssd_augmentations", "register_shapes", "ensure_dataset"]
+           "RandomColorJitter", "build_ssd_augmentations", "register_shapes", "ensure_dataset",
+           "ResumableTrainingSampler", "build_resumable_train_loader", "find_resumable_sampler"]

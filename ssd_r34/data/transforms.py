@@ -1,6 +1,6 @@
-"""SSD training augmentations as Detectron2 Augmentations / Transforms (spec section 8)."""
+"""SSD training augmentations as Detectron2 Augmentations / Transforms (the SSD
+paper's data augmentation, as the MLPerf training reference's ``SSDCropping`` and colour jitter)."""
 import numpy as np
-import torch
 from PIL import Image
 from torchvision.transforms import ColorJitter
 from torchvision.transforms import functional as TF

@@ -1,4 +1,5 @@
-"""SSD default boxes (spec section 3), computed from the head's actual output sizes and
+"""SSD default boxes (Liu et al., "SSD: Single Shot MultiBox Detector", 2016, section 2.2;
+the MLPerf reference's ``DefaultBoxes``), computed from the head's actual output sizes and
 the image size, never from hard-coded feature-map sizes, and cached per size."""
 import math
 from typing import Dict, List, Sequence, Tuple

@@ -15,7 +15,7 @@ is part of the graph) or already normalised ``float32`` (``input_format="normali
 Boxes are those of :meth:`SSD.inference`: not clipped, in input pixels. To get them on the
 original image, scale by (W0 / W, H0 / H) and clip (:func:`detections_to_instances` does).
 
-The postprocessing (:func:`postprocess_single_image`) is spec section 7 as
+The postprocessing (:func:`postprocess_single_image`) is the reference's decoding as
 :meth:`SSD.inference` computes it (softmax, per-class top-k, score threshold, per-class NMS,
 best ``DETECTIONS_PER_IMAGE``), in a form that traces: boolean masks become index / NonZero
 ops and NMS ``torchvision::nms`` (TorchScript) or ``NonMaxSuppression`` (ONNX), one per
@@ -23,7 +23,7 @@ class. Default boxes are constants of the graph.
 """
 import logging
 import os
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -31,21 +31,15 @@ from torch import Tensor, nn
 
 from detectron2.structures import Boxes, Instances
 
+from ..modeling.postprocessing import postprocess_single_image, rescale_detections
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["SSDExportModule", "export_torchscript", "export_onnx", "load_exported",
-           "detections_to_instances", "compare_detections", "postprocess_single_image",
-           "is_exporting"]
+           "detections_to_instances", "compare_detections", "postprocess_single_image"]
 
 INPUT_FORMATS = ("uint8", "normalized")
 OUTPUT_NAMES = ["boxes", "scores", "classes"]
-
-
-def is_exporting() -> bool:
-    """Whether the model is being traced, scripted, compiled or exported to ONNX (the
-    speed options that swap modules or layouts step aside then)."""
-    return (torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling()
-            or torch.onnx.is_in_onnx_export())
 
 
 class SSDExportModule(nn.Module):
@@ -83,42 +77,6 @@ class SSDExportModule(nn.Module):
         x = self.normalize(image) if self.input_format == "uint8" else image
         loc, conf, anchors = self.model.forward_network(x)
         return postprocess_single_image(self.model, loc, conf, anchors)
-
-
-def postprocess_single_image(model: nn.Module, loc: Tensor, conf: Tensor,
-                             anchors: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
-    """Spec section 7 for one image, written to be traced (what :meth:`SSD.inference` does,
-    without its data-dependent Python): softmax; per class the TOPK_CANDIDATES_TEST best
-    boxes (one ``topk`` on a (K, R) tensor), those with score > SCORE_THRESH_TEST (a mask);
-    NMS per class on the class's own boxes (one ``nms`` per class: K is fixed, so the loop
-    unrolls into the graph; no coordinate offsets, the IoUs are those of the boxes); all
-    classes sorted by score (stable: ties keep class order), the best
-    DETECTIONS_PER_IMAGE. Returns boxes (M, 4) unclipped in input pixels, scores (M,),
-    classes (M,) int64."""
-    import torchvision
-
-    num_classes = model.num_classes
-    boxes = model.decode_boxes(loc, anchors)[0]  # (R, 4)
-    scores = torch.softmax(conf[0].float(), dim=1)[:, :num_classes].t()  # (K, R)
-    k = min(int(model.test_topk_candidates), int(scores.shape[1]))
-    top_scores, top_idx = scores.topk(k, dim=1)  # (K, k), best first
-    out_boxes, out_scores, out_classes = [], [], []
-    for c in range(num_classes):
-        keep = top_scores[c] > model.test_score_thresh
-        s, b = top_scores[c][keep], boxes[top_idx[c][keep]]
-        kept = torchvision.ops.nms(b, s, model.test_nms_thresh)
-        out_boxes.append(b[kept])
-        out_scores.append(s[kept])
-        out_classes.append(torch.full_like(kept, c))
-    b, s, c = torch.cat(out_boxes), torch.cat(out_scores), torch.cat(out_classes)
-    if torch.onnx.is_in_onnx_export():
-        # ONNX has no stable sort; this becomes TopK, which onnxruntime orders by index
-        # among equal values, as a stable sort would.
-        order = torch.sort(s, descending=True)[1]
-    else:
-        order = torch.sort(s, descending=True, stable=True)[1]
-    order = order[: model.max_detections_per_image]
-    return b[order], s[order], c[order]
 
 
 def _check_eval(module: nn.Module):
@@ -203,14 +161,12 @@ def load_exported(fmt: str, path: str) -> _Runner:
 def detections_to_instances(boxes: Tensor, scores: Tensor, classes: Tensor,
                             input_size: Sequence[int], height: int, width: int) -> Instances:
     """Exported outputs -> Detectron2 Instances on the original ``height x width`` image
-    (scaled by (W0 / W, H0 / H) and clipped, as :meth:`SSD.rescale`)."""
-    from .meta_arch import SSD
-
+    (scaled by (W0 / W, H0 / H) and clipped, as :func:`~ssd_r34.modeling.postprocessing.rescale_detections`)."""
     r = Instances((int(input_size[0]), int(input_size[1])))
     r.pred_boxes = Boxes(boxes.float())
     r.scores = scores
     r.pred_classes = classes.long()
-    return SSD.rescale(r, height, width)
+    return rescale_detections(r, height, width)
 
 
 def compare_detections(ref: Tuple[Tensor, Tensor, Tensor],

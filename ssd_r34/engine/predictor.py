@@ -5,26 +5,17 @@ from typing import Dict, List, Optional
 import numpy as np
 import torch
 
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.data import MetadataCatalog
 from detectron2.data import transforms as T
 from detectron2.modeling import build_model
 
-from .data.transforms import build_ssd_augmentations
+from ..checkpoint import SSDCheckpointer
+from ..config import get_ssd_cfg, setup_cfg
+from ..data.transforms import build_ssd_augmentations
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["SSDPredictor", "setup_inference_cfg"]
-
-
-def _checkpointer(model):
-    """SSDCheckpointer (Detectron2 checkpoints, and MLPerf / torchvision files converted)
-    where this ssd_r34 has it, else Detectron2's DetectionCheckpointer."""
-    try:
-        from .checkpoint import SSDCheckpointer
-    except ImportError:
-        return DetectionCheckpointer(model)
-    return SSDCheckpointer(model)
 
 
 def setup_inference_cfg(config_file: str, opts=(), device: Optional[str] = None):
@@ -34,14 +25,10 @@ def setup_inference_cfg(config_file: str, opts=(), device: Optional[str] = None)
     machine without it, so that the COCO configs run as they are on a laptop."""
     from argparse import Namespace
 
-    from .engine import setup_cfg
-
     opts = list(opts or [])
     if device is not None:
         opts += ["MODEL.DEVICE", device]
     elif "MODEL.DEVICE" not in opts[::2] and not torch.cuda.is_available():
-        from .config import get_ssd_cfg
-
         probe = get_ssd_cfg()
         probe.merge_from_file(config_file)
         if probe.MODEL.DEVICE.startswith("cuda"):
@@ -77,7 +64,7 @@ class SSDPredictor:
         else:
             self.metadata = None
         if cfg.MODEL.WEIGHTS:
-            _checkpointer(self.model).load(cfg.MODEL.WEIGHTS)
+            SSDCheckpointer(self.model).load(cfg.MODEL.WEIGHTS)
         else:
             logger.warning("MODEL.WEIGHTS is empty: the predictor uses a randomly initialised "
                            "model (its detections mean nothing).")

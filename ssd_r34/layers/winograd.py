@@ -16,7 +16,7 @@ with the flipped, transposed kernel, and the kernel gradient is
 halve, so the float32 results stay within the rounding of the direct convolution
 (tests/test_winograd.py measures both against float64).
 
-The transforms of the tiles are C++ (ssd_r34/csrc/winograd.cpp, built with the machine's
+The transforms of the tiles are C++ (ssd_r34/layers/csrc/winograd.cpp, built with the machine's
 compiler on first use, ``-march=native``, in PyTorch's extension cache); the matrix products
 are ``torch.mm``. The tiles are processed in bands small enough for the cache. Where the C++
 code cannot be built, a warning says why and the direct convolution runs.
@@ -28,14 +28,17 @@ import os
 import platform
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
-from .export import is_exporting
+from detectron2.layers import Conv2d
+
+from .wrappers import is_exporting
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["conv3x3_winograd", "winograd_available", "winograd_applies", "winograd_channels"]
+__all__ = ["conv3x3_winograd", "winograd_available", "winograd_applies", "winograd_channels",
+           "WinogradConv2d", "use_winograd"]
 
 # Channels where the products save more than the transforms cost: at least 128 on both
 # sides and 256 on one (res4's convolutions). With 64 (res2) Winograd is slower; with 128 on
@@ -207,3 +210,42 @@ def conv3x3_winograd(x: Tensor, weight: Tensor) -> Tensor:
                          "autocast and export, and the built C++ transforms "
                          "(see winograd_applies)")
     return _Conv3x3Winograd.apply(x, weight)
+
+
+class WinogradConv2d(Conv2d):
+    """Detectron2's ``Conv2d`` (3x3, stride 1, padding 1) whose convolution runs by Winograd
+    F(2x2, 3x3) where ``winograd_applies`` (CPU, float32, channels-last, no autocast or
+    export); elsewhere it is ``Conv2d``. Same parameters, norm, activation and state-dict
+    keys."""
+
+    def forward(self, x):
+        if not winograd_applies(x, self.weight):
+            return super().forward(x)
+        x = conv3x3_winograd(x, self.weight)
+        if self.bias is not None:
+            x = x + self.bias.view(1, -1, 1, 1)
+        if self.norm is not None:
+            x = self.norm(x)
+        if self.activation is not None:
+            x = self.activation(x)
+        return x
+
+
+def _winograd_eligible(conv) -> bool:
+    return (type(conv) is Conv2d and conv.kernel_size == (3, 3) and conv.stride == (1, 1)
+            and conv.padding == (1, 1) and conv.dilation == (1, 1) and conv.groups == 1
+            and conv.padding_mode == "zeros"
+            and winograd_channels(conv.in_channels, conv.out_channels))
+
+
+def use_winograd(module: nn.Module) -> int:
+    """Make every 3x3 stride-1 ``Conv2d`` under ``module`` whose channels gain from Winograd
+    (``winograd_channels``) a ``WinogradConv2d``, in place; returns how many. ``WinogradConv2d``
+    adds no state, so the module keeps its parameters, norm and hooks, and no random numbers
+    are drawn: a seed gives the same weights with MODEL.SSD.WINOGRAD on or off."""
+    count = 0
+    for m in module.modules():
+        if _winograd_eligible(m):
+            m.__class__ = WinogradConv2d
+            count += 1
+    return count

@@ -1,7 +1,11 @@
-"""The SSD meta-architecture: reference matching (spec section 5), loss with hard negative
-mining (section 6) and inference (section 7), as batched tensor code.
+"""The SSD meta-architecture: the matching rule, the loss with hard negative mining and the
+inference of the MLPerf reference (Liu et al., "SSD: Single Shot MultiBox Detector", 2016,
+section 2.2; mlcommons/training ``single_stage_detector/ssd``: ``Encoder`` and ``Loss``), as
+batched tensor code.
 
-Speed options (MODEL.SSD.*, see ssd_r34/config.py and README "Speed"):
+Shapes: N images, R default boxes, G ground truths per image, K classes, A boxes per location.
+
+Speed options (MODEL.SSD.*, see ssd_r34/config.py and docs/speed.md):
 CHANNELS_LAST runs the network in channels-last memory format; FUSE_BN_INFERENCE folds the
 BatchNorms into the convolutions for inference without gradients (a cached copy of the
 backbone, rebuilt whenever a weight changes), where ONEDNN_POST_OPS, on CPU in float32, also
@@ -19,59 +23,25 @@ from typing import Dict, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
-import torchvision  # noqa: F401  (registers torch.ops.torchvision.nms)
 from torch import Tensor, nn
 
 from detectron2.config import configurable
-from detectron2.layers import Conv2d, FrozenBatchNorm2d, batched_nms
 from detectron2.modeling import META_ARCH_REGISTRY, build_backbone
 from detectron2.modeling.anchor_generator import build_anchor_generator
 from detectron2.modeling.box_regression import Box2BoxTransform
 from detectron2.modeling.meta_arch.dense_detector import DenseDetector
 from detectron2.structures import Boxes, Instances
 
+from ..config import detections_per_image
+from ..layers import fold_batch_norms, fuse_for_cpu, is_exporting, onednn_fusion_available
 from .backbone import SSD_FEATURES
-from .export import is_exporting
+from .box_ops import hard_negative_mask, match_default_boxes, per_class_nms
 from .head import build_ssd_head
-from .onednn import fuse_for_cpu, onednn_fusion_available
+from .postprocessing import rescale_detections
 
 logger = logging.getLogger(__name__)
 
 INFERENCE_DTYPES = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-def _foldable_norm(norm) -> bool:
-    if isinstance(norm, FrozenBatchNorm2d):
-        return True
-    return (isinstance(norm, nn.modules.batchnorm._BatchNorm) and not norm.training
-            and norm.running_mean is not None and norm.running_var is not None)
-
-
-@torch.no_grad()
-def fold_batch_norms(module: nn.Module) -> nn.Module:
-    """Fold every eval-mode BatchNorm (BN, SyncBN, FrozenBN) that follows a Detectron2
-    ``Conv2d`` into the convolution's weight and bias, in place; returns ``module``.
-
-    ``conv(x, w) * s + (beta - mean * s)`` with ``s = gamma / sqrt(var + eps)`` becomes
-    ``conv(x, w * s) + (beta - mean * s)``, computed in float64 and rounded once. The new
-    weights keep the old memory format (channels-last stays channels-last). Norms that
-    cannot be folded (training mode, GroupNorm ...) are left in place."""
-    for conv in module.modules():
-        if not isinstance(conv, Conv2d) or not _foldable_norm(getattr(conv, "norm", None)):
-            continue
-        norm = conv.norm
-        var = norm.running_var.double()
-        gamma = norm.weight.double() if norm.weight is not None else torch.ones_like(var)
-        beta = norm.bias.double() if norm.bias is not None else torch.zeros_like(var)
-        scale = gamma * torch.rsqrt(var + norm.eps)
-        bias = conv.bias.double() if conv.bias is not None else torch.zeros_like(var)
-        weight = torch.empty_like(conv.weight)  # same dtype, device and memory format
-        weight.copy_(conv.weight.double() * scale.view(-1, 1, 1, 1))
-        conv.weight = nn.Parameter(weight, requires_grad=False)
-        conv.bias = nn.Parameter(((bias - norm.running_mean.double()) * scale + beta).to(
-            weight.dtype), requires_grad=False)
-        conv.norm = None
-    return module
 
 
 def flatten_predictions(maps: List[Tensor], k: int) -> Tensor:
@@ -84,93 +54,9 @@ def flatten_predictions(maps: List[Tensor], k: int) -> Tensor:
     return torch.cat(out, dim=1)
 
 
-def batched_pairwise_iou(gt: Tensor, anchors: Tensor) -> Tensor:
-    """IoU of (N, G, 4) boxes with (R, 4) boxes, XYXY -> (N, G, R)."""
-    lt = torch.max(gt[:, :, None, :2], anchors[None, None, :, :2])
-    rb = torch.min(gt[:, :, None, 2:], anchors[None, None, :, 2:])
-    wh = (rb - lt).clamp(min=0)
-    inter = wh[..., 0] * wh[..., 1]
-    area_gt = (gt[..., 2] - gt[..., 0]) * (gt[..., 3] - gt[..., 1])
-    area_a = (anchors[:, 2] - anchors[:, 0]) * (anchors[:, 3] - anchors[:, 1])
-    return inter / (area_gt[:, :, None] + area_a[None, None] - inter)
-
-
-def match_default_boxes(gt_boxes: Tensor, gt_valid: Tensor, anchors: Tensor,
-                        iou_threshold: float) -> Tuple[Tensor, Tensor]:
-    """The reference matching rule, batched over images.
-
-    Args:
-        gt_boxes: (N, G, 4) ground-truth boxes, padded; gt_valid: (N, G) bool.
-        anchors: (R, 4) default boxes.
-    Returns:
-        matched (N, R) index of the ground truth each default box takes, and
-        positive (N, R) bool. Each ground truth's best default box is forced to it
-        (IoU 2.0); where several ground truths share a best box, the last one wins.
-    """
-    iou = batched_pairwise_iou(gt_boxes, anchors)
-    iou = torch.where(gt_valid[:, :, None], iou, iou.new_tensor(-1.0))
-    best_iou, matched = iou.max(dim=1)  # (N, R): first ground truth on ties
-    best_box = iou.argmax(dim=2)  # (N, G): first default box on ties
-    j = torch.arange(gt_boxes.shape[1], device=gt_boxes.device).expand_as(best_box)
-    j = torch.where(gt_valid, j, torch.full_like(j, -1))
-    forced = torch.full_like(matched, -1).scatter_reduce(1, best_box, j, reduce="amax")
-    is_forced = forced >= 0
-    matched = torch.where(is_forced, forced, matched)
-    positive = is_forced | (best_iou > iou_threshold)
-    return matched, positive
-
-
-def hard_negative_mask(ce: Tensor, positive: Tensor, neg_pos_ratio: int) -> Tensor:
-    """The k = min(ratio * P, R) boxes with the largest loss after zeroing positives,
-    per image: one sort (the reference sorts twice to rank) and a scatter.
-
-    Why a full sort rather than ``topk(k_max)``: k differs per image and lives on the
-    device; ``topk`` needs k_max as a Python int, i.e. a host-device synchronisation every
-    step on a GPU, to save a sort of R (8732 to 25276) numbers per image, which costs about
-    a millisecond a batch on CPU (under 0.1% of a training step). Ties do not matter: tied
-    boxes have the same loss, so the sum is the same whichever of them is taken.
-    """
-    num_boxes = ce.shape[1]
-    k = (positive.sum(dim=1) * neg_pos_ratio).clamp(max=num_boxes)
-    loss = ce.detach().masked_fill(positive, 0)
-    order = loss.argsort(dim=1, descending=True)
-    selected = torch.arange(num_boxes, device=ce.device)[None] < k[:, None]
-    return torch.zeros_like(positive).scatter(1, order, selected)
-
-
-def _nms(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
-    # torchvision.ops.nms without its Python-side checks: called once per class and image.
-    return torch.ops.torchvision.nms(boxes, scores, iou_threshold)
-
-
-def per_class_nms(boxes: Tensor, scores: Tensor, classes: Tensor, counts: Tensor,
-                  iou_threshold: float) -> Tensor:
-    """NMS within each class of one image; returns the kept indices, best score first.
-
-    ``boxes``, ``scores``, ``classes`` are grouped by class (``counts[c]`` entries of class
-    c, in class order). On CPU, one ``torchvision.ops.nms`` per class on its slice: no
-    masks or gathers per class (torchvision's ``batched_nms`` loops over classes with a
-    mask and a gather each, on CPU above 1000 boxes). On other devices, ``batched_nms``
-    (one kernel with boxes offset per class)."""
-    if boxes.device.type != "cpu":
-        return batched_nms(boxes, scores, classes, iou_threshold)
-    keep, start = [], 0
-    for n in counts.tolist():
-        if n == 1:
-            keep.append(torch.tensor([start]))
-        elif n:
-            keep.append(_nms(boxes[start:start + n], scores[start:start + n],
-                             iou_threshold) + start)
-        start += n
-    if not keep:
-        return torch.zeros(0, dtype=torch.long)
-    keep = torch.cat(keep)
-    return keep[scores[keep].argsort(descending=True, stable=True)]
-
-
 @META_ARCH_REGISTRY.register()
 class SSD(DenseDetector):
-    """SSD-ResNet34 (MLPerf), see the spec.
+    """SSD-ResNet34 (MLPerf inference v0.5's ``ssd-resnet34`` 1200x1200 model).
 
     Images are resized to INPUT.FIXED_SIZE by the SSD mappers; the default boxes follow the
     size the network actually gets (all images of a batch at one size).
@@ -229,7 +115,7 @@ class SSD(DenseDetector):
             "test_score_thresh": cfg.MODEL.SSD.SCORE_THRESH_TEST,
             "test_topk_candidates": cfg.MODEL.SSD.TOPK_CANDIDATES_TEST,
             "test_nms_thresh": cfg.MODEL.SSD.NMS_THRESH_TEST,
-            "max_detections_per_image": cfg.MODEL.SSD.DETECTIONS_PER_IMAGE,
+            "max_detections_per_image": detections_per_image(cfg),
             "channels_last": cfg.MODEL.SSD.CHANNELS_LAST,
             "fuse_bn_inference": cfg.MODEL.SSD.FUSE_BN_INFERENCE,
             "onednn_post_ops": cfg.MODEL.SSD.ONEDNN_POST_OPS,
@@ -351,7 +237,8 @@ class SSD(DenseDetector):
     # ---- training ----------------------------------------------------------------------
     def losses(self, loc: Tensor, conf: Tensor, anchors: Tensor,
                gt_instances: List[Instances]) -> Dict[str, Tensor]:
-        """Spec section 6. Returns loss_box_reg and loss_cls; their sum is the reference's
+        """The reference's ``Loss``: smooth-L1 on positives, cross-entropy with 3:1 hard
+        negative mining (SSD paper, section 2.2). Returns loss_box_reg and loss_cls; their sum is the reference's
         loss: per image (loc + conf) / P (0 if P == 0), then the mean over images."""
         N, R = loc.shape[:2]
         G = max(max(len(x) for x in gt_instances), 1)
@@ -396,7 +283,7 @@ class SSD(DenseDetector):
 
     def inference(self, loc: Tensor, conf: Tensor, anchors: Tensor,
                   image_size: Tuple[int, int]) -> List[Instances]:
-        """Spec section 7 at the network's input size: softmax, per class the best
+        """The reference's ``decode_batch`` at the network's input size: softmax, per class the best
         TOPK_CANDIDATES_TEST boxes with score > SCORE_THRESH_TEST, per-class NMS, then the
         best DETECTIONS_PER_IMAGE. Boxes are not clipped here.
 
@@ -432,16 +319,4 @@ class SSD(DenseDetector):
             results.append(r)
         return results
 
-    @staticmethod
-    def rescale(r: Instances, height: int, width: int) -> Instances:
-        """Scale to the original image by (width / W, height / H), then clip (the reference
-        clips only at this point and drops nothing)."""
-        H, W = r.image_size
-        out = Instances((height, width))
-        boxes = r.pred_boxes.tensor * r.pred_boxes.tensor.new_tensor(
-            [width / W, height / H, width / W, height / H])
-        out.pred_boxes = Boxes(boxes)
-        out.pred_boxes.clip((height, width))
-        out.scores = r.scores
-        out.pred_classes = r.pred_classes
-        return out
+    rescale = staticmethod(rescale_detections)

@@ -13,7 +13,7 @@ from detectron2.evaluation.testing import flatten_results_dict
 from detectron2.utils import comm
 from detectron2.utils.events import CommonMetricPrinter
 
-from .resumable_loader import find_resumable_sampler
+from ..data.loader import find_resumable_sampler
 
 __all__ = ["EvalAndStopHook", "DataProgressHook", "ReplicaCheckHook", "weights_digest",
            "bbox_ap"]
@@ -37,8 +37,8 @@ def bbox_ap(results):
 
 class EvalAndStopHook(HookBase):
     """Detectron2's EvalHook (every ``eval_period`` iterations and after the last one) plus
-    evaluation after each iteration count in ``eval_iters`` (the seed's ``--evaluation``)
-    and an early stop once box AP >= ``target_ap`` (a fraction, the seed's ``--threshold``;
+    evaluation after each iteration count in ``eval_iters`` (the MLPerf training reference's ``--evaluation``)
+    and an early stop once box AP >= ``target_ap`` (a fraction, its ``--threshold``;
     0 = off).
 
     Results go to the EventStorage (hence metrics.json) as EvalHook puts them, with a

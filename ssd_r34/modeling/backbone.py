@@ -1,5 +1,6 @@
 """The SSD-ResNet34 backbone: Detectron2's ResNet-34 (BasicBlock) truncated after res4,
-with res4 at stride 1, followed by the five SSD extra blocks (spec section 1).
+with res4 at stride 1, followed by the five SSD extra blocks (the MLPerf reference, mlcommons/inference
+``vision/classification_and_detection/python/models/ssd_r34.py``).
 
 Module names are Detectron2's (``stem.conv1``, ``res2.0.conv1.norm``, ``res3.0.shortcut``
 ...), so Detectron2's torchvision converter and checkpoint heuristics apply. The extra
@@ -8,7 +9,7 @@ and ReLU, no norm, as in the reference.
 
 With MODEL.SSD.WINOGRAD the 3x3, stride-1 convolutions with at least 128 channels on both
 sides and 256 on one (res4's) are ``WinogradConv2d``: on CPU in float32 and channels-last
-they run by Winograd F(2x2, 3x3) (ssd_r34/winograd.py), elsewhere as ``Conv2d``.
+they run by Winograd F(2x2, 3x3) (ssd_r34/layers/winograd.py), elsewhere as ``Conv2d``.
 """
 import torch.nn.functional as F
 from torch import nn
@@ -17,12 +18,7 @@ from detectron2.layers import Conv2d, ShapeSpec
 from detectron2.modeling import BACKBONE_REGISTRY
 from detectron2.modeling.backbone.resnet import BasicBlock, BasicStem, ResNet
 
-from .winograd import (
-    conv3x3_winograd,
-    winograd_applies,
-    winograd_available,
-    winograd_channels,
-)
+from ..layers import use_winograd, winograd_available
 
 # (in, mid, out, 3x3 padding) of the five extra blocks; their 3x3 strides are
 # MODEL.SSD.STRIDES[2:] and 1 for the last block.
@@ -47,45 +43,6 @@ def check_strides(strides):
             " disagree on the number of default boxes. Set the first two numbers equal."
         )
     return strides
-
-
-class WinogradConv2d(Conv2d):
-    """Detectron2's ``Conv2d`` (3x3, stride 1, padding 1) whose convolution runs by Winograd
-    F(2x2, 3x3) where ``winograd_applies`` (CPU, float32, channels-last, no autocast or
-    export); elsewhere it is ``Conv2d``. Same parameters, norm, activation and state-dict
-    keys."""
-
-    def forward(self, x):
-        if not winograd_applies(x, self.weight):
-            return super().forward(x)
-        x = conv3x3_winograd(x, self.weight)
-        if self.bias is not None:
-            x = x + self.bias.view(1, -1, 1, 1)
-        if self.norm is not None:
-            x = self.norm(x)
-        if self.activation is not None:
-            x = self.activation(x)
-        return x
-
-
-def _winograd_eligible(conv) -> bool:
-    return (type(conv) is Conv2d and conv.kernel_size == (3, 3) and conv.stride == (1, 1)
-            and conv.padding == (1, 1) and conv.dilation == (1, 1) and conv.groups == 1
-            and conv.padding_mode == "zeros"
-            and winograd_channels(conv.in_channels, conv.out_channels))
-
-
-def use_winograd(module: nn.Module) -> int:
-    """Make every 3x3 stride-1 ``Conv2d`` under ``module`` whose channels gain from Winograd
-    (``winograd_channels``) a ``WinogradConv2d``, in place; returns how many. ``WinogradConv2d``
-    adds no state, so the module keeps its parameters, norm and hooks, and no random numbers
-    are drawn: a seed gives the same weights with MODEL.SSD.WINOGRAD on or off."""
-    count = 0
-    for m in module.modules():
-        if _winograd_eligible(m):
-            m.__class__ = WinogradConv2d
-            count += 1
-    return count
 
 
 class ExtraBlock(nn.Module):
@@ -144,9 +101,13 @@ class SSDResNet(ResNet):
 def build_ssd_resnet34_backbone(cfg, input_shape):
     """ResNet-34 to res4 (res4 at stride 1, as the reference) plus the SSD extra blocks.
 
-    Uses MODEL.RESNETS.NORM (FrozenBN, BN, SyncBN, naiveSyncBN), MODEL.BACKBONE.FREEZE_AT,
+    Uses MODEL.RESNETS.DEPTH (34 only), MODEL.RESNETS.NORM (FrozenBN, BN, SyncBN, naiveSyncBN), MODEL.BACKBONE.FREEZE_AT,
     MODEL.RESNETS.STEM_OUT_CHANNELS, MODEL.SSD.STRIDES and MODEL.SSD.WINOGRAD.
     """
+    if cfg.MODEL.RESNETS.DEPTH != 34:
+        raise ValueError(
+            f"MODEL.RESNETS.DEPTH {cfg.MODEL.RESNETS.DEPTH}: the SSD-ResNet34 backbone is "
+            "ResNet-34 only; set MODEL.RESNETS.DEPTH 34 (or leave it out).")
     strides = check_strides(cfg.MODEL.SSD.STRIDES)
     norm = cfg.MODEL.RESNETS.NORM
     stem = BasicStem(in_channels=input_shape.channels,

@@ -7,9 +7,8 @@ from torch import nn
 from detectron2.layers import Conv2d
 from detectron2.utils.registry import Registry
 
+from ..layers import conv2d_sparse_grad, is_exporting
 from .backbone import check_strides
-from .export import is_exporting
-from .sparse_grad import conv2d_sparse_grad
 
 SSD_HEAD_REGISTRY = Registry("SSD_HEAD")
 SSD_HEAD_REGISTRY.__doc__ = """Registry for SSD heads (MODEL.SSD.HEAD_NAME).

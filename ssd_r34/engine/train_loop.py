@@ -1,7 +1,5 @@
 """The per-step trainer of SSDTrainer: plain, or mixed precision on CUDA (Detectron2's
 AMPTrainer, float16 with a GradScaler or bfloat16 without) or on CPU (bfloat16 autocast)."""
-import time
-
 import torch
 
 from detectron2.engine import AMPTrainer, SimpleTrainer
@@ -21,42 +19,20 @@ def amp_dtype(cfg) -> torch.dtype:
     return _DTYPES[name]
 
 
-class CPUAMPTrainer(AMPTrainer):
-    """Detectron2's AMPTrainer asserts CUDA and uses ``torch.cuda.amp.autocast``; this one
-    runs the same step under ``torch.autocast("cpu", dtype)``. bfloat16 keeps float32's
-    exponent range, so it needs no gradient scaling (the scaler is disabled)."""
+class CPUAMPTrainer(SimpleTrainer):
+    """Detectron2's AMPTrainer asserts CUDA; this is SimpleTrainer's step under
+    ``torch.autocast("cpu", dtype)``. bfloat16 keeps float32's exponent range, so it needs
+    no gradient scaling. The backward and the optimizer step inside the autocast region
+    compute what they would outside it: autocast casts the inputs of the forward's listed
+    ops only (tests/test_amp_eval.py compares the gradients with a forward-only region)."""
 
     def __init__(self, model, data_loader, optimizer, precision=torch.bfloat16):
-        super().__init__(model, data_loader, optimizer,
-                         grad_scaler=torch.amp.GradScaler("cpu", enabled=False),
-                         precision=precision)
+        super().__init__(model, data_loader, optimizer)
+        self.precision = precision
 
     def run_step(self):
-        assert self.model.training, "[CPUAMPTrainer] model was changed to eval mode!"
-        start = time.perf_counter()
-        data = next(self._data_loader_iter)
-        data_time = time.perf_counter() - start
-
-        if self.zero_grad_before_forward:
-            self.optimizer.zero_grad()
         with torch.autocast("cpu", dtype=self.precision):
-            loss_dict = self.model(data)
-            if isinstance(loss_dict, torch.Tensor):
-                losses = loss_dict
-                loss_dict = {"total_loss": loss_dict}
-            else:
-                losses = sum(loss_dict.values())
-        if not self.zero_grad_before_forward:
-            self.optimizer.zero_grad()
-        self.grad_scaler.scale(losses).backward()
-        self.after_backward()
-        if self.async_write_metrics:
-            self.concurrent_executor.submit(self._write_metrics, loss_dict, data_time,
-                                            iter=self.iter)
-        else:
-            self._write_metrics(loss_dict, data_time)
-        self.grad_scaler.step(self.optimizer)
-        self.grad_scaler.update()
+            super().run_step()
 
 
 def build_step_trainer(cfg, model, data_loader, optimizer):

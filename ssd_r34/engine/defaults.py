@@ -1,4 +1,5 @@
-"""Training and evaluation with Detectron2's DefaultTrainer, SSD mappers and COCOEvaluator."""
+"""SSDTrainer: Detectron2's DefaultTrainer with SSD's data, evaluation, optimizer, mixed
+precision on CPU and GPU, an MLPerf-style early stop and crash-safe, resumable checkpoints."""
 import logging
 import os
 import weakref
@@ -8,54 +9,31 @@ from torch.nn.parallel import DistributedDataParallel
 
 from detectron2.data import build_detection_test_loader, build_detection_train_loader
 from detectron2.engine import DefaultTrainer, TrainerBase, default_setup, hooks
-from detectron2.evaluation import COCOEvaluator, verify_results
 from detectron2.solver import build_optimizer, get_default_optimizer_params
 from detectron2.solver.build import maybe_add_gradient_clipping
 from detectron2.utils import comm
-from detectron2.utils.events import EventStorage
 from detectron2.utils.logger import setup_logger
 
-from .atomic_io import make_checkpointer_atomic
-from .checkpoint import SSDCheckpointer
-from .config import get_ssd_cfg
-from .data import SSDDatasetMapper, ensure_dataset
+from ..checkpoint import SSDCheckpointer, make_checkpointer_atomic
+from ..config import setup_cfg
+from ..data import SSDDatasetMapper, build_resumable_train_loader, ensure_dataset
+from .evaluation import SSDCOCOEvaluator
 from .hooks import DataProgressHook, EvalAndStopHook, ReplicaCheckHook
-from .resumable_loader import build_resumable_train_loader
 from .train_loop import build_step_trainer
 
 logger = logging.getLogger(__name__)
 
+__all__ = ["SSDTrainer", "create_ddp_model", "setup", "setup_cfg"]
+
 
 def create_ddp_model(model, **kwargs):
-    """Detectron2's create_ddp_model, but without device ids for a CPU model (gloo):
+    """Detectron2's ``create_ddp_model``, but without device ids for a CPU model (gloo):
     DistributedDataParallel refuses device ids for modules that are not on a GPU."""
     if comm.get_world_size() == 1:
         return model
     if next(model.parameters()).device.type == "cuda":
         kwargs.setdefault("device_ids", [comm.get_local_rank()])
     return DistributedDataParallel(model, **kwargs)
-
-
-class SSDCOCOEvaluator(COCOEvaluator):
-    """COCOEvaluator that ignores detections of class ids the data set does not have (the
-    80-class MLPerf model evaluated on the 3-class shapes set), with a warning, where
-    COCOEvaluator would stop on an assertion."""
-
-    def process(self, inputs, outputs):
-        num_classes = len(self._metadata.get("thing_classes", None) or [])
-        if num_classes:
-            for out in outputs:
-                inst = out.get("instances")
-                keep = None if inst is None else inst.pred_classes < num_classes
-                if keep is not None and not bool(keep.all()):
-                    if not getattr(self, "_warned_classes", False):
-                        self._warned_classes = True
-                        logger.warning(
-                            f"The model predicts class ids >= {num_classes}, but the data set "
-                            f"{self._metadata.name} has {num_classes} classes: those detections"
-                            " are ignored in its evaluation.")
-                    out["instances"] = inst[keep]
-        super().process(inputs, outputs)
 
 
 class SSDTrainer(DefaultTrainer):
@@ -70,6 +48,13 @@ class SSDTrainer(DefaultTrainer):
     """
 
     def __init__(self, cfg):
+        # Mirrors detectron2.engine.defaults.DefaultTrainer.__init__ (same steps, same order;
+        # tests/test_structure.py fails if upstream's signature or steps change). A copy
+        # because three of its lines differ and none is a method to override: DDP without
+        # device ids on CPU (upstream's create_ddp_model always passes them, which
+        # DistributedDataParallel refuses for CPU modules), the step trainer
+        # (build_step_trainer: CPU bfloat16 autocast, the float16 / bfloat16 choice on CUDA)
+        # and the checkpointer (SSDCheckpointer: MLPerf / torchvision files, atomic writes).
         TrainerBase.__init__(self)
         if not logging.getLogger("detectron2").isEnabledFor(logging.INFO):
             setup_logger()
@@ -80,18 +65,17 @@ class SSDTrainer(DefaultTrainer):
         model = create_ddp_model(model, broadcast_buffers=False)
         self._trainer = build_step_trainer(cfg, model, data_loader, optimizer)
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
-        self.checkpointer = SSDCheckpointer(model, cfg.OUTPUT_DIR,
-                                           trainer=weakref.proxy(self))
-        # Checkpoint files and last_checkpoint are written atomically (whatever the class).
-        make_checkpointer_atomic(self.checkpointer)
-        self._stop_requested = False
+        self.checkpointer = make_checkpointer_atomic(
+            SSDCheckpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self)))
         self.start_iter = 0
         self.max_iter = cfg.SOLVER.MAX_ITER
         self.cfg = cfg
+        self._stop_requested = False
         self.register_hooks(self.build_hooks())
 
     @classmethod
     def build_optimizer(cls, cfg, model):
+        """SOLVER.OPTIMIZER "SGD" (Detectron2's) or "AdamW" (SOLVER.BETAS)."""
         name = cfg.SOLVER.OPTIMIZER
         if name == "SGD":
             return build_optimizer(cfg, model)
@@ -100,15 +84,15 @@ class SSDTrainer(DefaultTrainer):
                 model, base_lr=cfg.SOLVER.BASE_LR, weight_decay_norm=cfg.SOLVER.WEIGHT_DECAY_NORM,
                 bias_lr_factor=cfg.SOLVER.BIAS_LR_FACTOR,
                 weight_decay_bias=cfg.SOLVER.WEIGHT_DECAY_BIAS)
-            return maybe_add_gradient_clipping(cfg, torch.optim.AdamW(
+            return maybe_add_gradient_clipping(cfg, torch.optim.AdamW)(
                 params, lr=cfg.SOLVER.BASE_LR, betas=tuple(cfg.SOLVER.BETAS),
-                weight_decay=cfg.SOLVER.WEIGHT_DECAY))
+                weight_decay=cfg.SOLVER.WEIGHT_DECAY)
         raise ValueError(f"SOLVER.OPTIMIZER must be 'SGD' or 'AdamW', got {name!r}.")
 
     @classmethod
     def build_train_loader(cls, cfg):
         """A loader whose progress is stored in checkpoints and continued by ``--resume``
-        (ssd_r34/resumable_loader.py) for DATALOADER.SAMPLER_TRAIN TrainingSampler;
+        (:mod:`ssd_r34.data.loader`) for DATALOADER.SAMPLER_TRAIN TrainingSampler;
         Detectron2's own loader (restarting its stream on resume) for other samplers."""
         for name in cfg.DATASETS.TRAIN:
             ensure_dataset(name)
@@ -118,6 +102,19 @@ class SSDTrainer(DefaultTrainer):
         logger.warning(f"DATALOADER.SAMPLER_TRAIN {cfg.DATALOADER.SAMPLER_TRAIN}: --resume "
                        "restarts the data stream from its beginning.")
         return build_detection_train_loader(cfg, mapper=mapper)
+
+    @classmethod
+    def build_test_loader(cls, cfg, dataset_name):
+        ensure_dataset(dataset_name)
+        return build_detection_test_loader(cfg, dataset_name,
+                                           mapper=SSDDatasetMapper(cfg, is_train=False))
+
+    @classmethod
+    def build_evaluator(cls, cfg, dataset_name, output_folder=None):
+        ensure_dataset(dataset_name)
+        if output_folder is None:
+            output_folder = os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
+        return SSDCOCOEvaluator(dataset_name, output_dir=output_folder)
 
     def build_hooks(self):
         """DefaultTrainer's hooks, with EvalHook replaced by :class:`EvalAndStopHook`
@@ -139,76 +136,47 @@ class SSDTrainer(DefaultTrainer):
             ret.append(ReplicaCheckHook(self.model))
         return ret
 
+    # ---- early stop ------------------------------------------------------------------
+    # Detectron2's training loop runs ``range(start_iter, max_iter)``. After
+    # :meth:`request_stop` the remaining iterations of that loop do nothing (no step, no
+    # hooks), and ``max_iter`` becomes the number of iterations run, so that the hooks'
+    # ``after_train`` sees a finished training.
     def request_stop(self):
         """End training after the current step (EvalAndStopHook calls this when the target
         AP is reached); from ``before_train``, train no step at all."""
         self._stop_requested = True
 
-    def train(self):
-        """DefaultTrainer.train, with a loop that can stop early (:meth:`request_stop`).
-        After an early stop ``max_iter`` is the number of iterations run, so hooks see a
-        finished training."""
-        start_iter, max_iter = self.start_iter, self.max_iter
-        logger.info(f"Starting training from iteration {start_iter}")
-        self.iter = self.start_iter = start_iter
+    def before_train(self):
         self._stop_requested = False
-        with EventStorage(start_iter) as self.storage:
-            try:
-                self.before_train()
-                if self._stop_requested:
-                    self.iter = self.max_iter = start_iter
-                else:
-                    for self.iter in range(start_iter, max_iter):
-                        self.before_step()
-                        self.run_step()
-                        self.after_step()
-                        if self._stop_requested:
-                            self.max_iter = self.iter + 1
-                            break
-                    self.iter += 1
-            except Exception:
-                logger.exception("Exception during training:")
-                raise
-            finally:
-                self.after_train()
-        if len(self.cfg.TEST.EXPECTED_RESULTS) and comm.is_main_process():
-            assert hasattr(self, "_last_eval_results"), \
-                "No evaluation results obtained during training!"
-            verify_results(self.cfg, self._last_eval_results)
-            return self._last_eval_results
+        super().before_train()
+        if self._stop_requested:
+            self.max_iter = self.start_iter
 
-    @classmethod
-    def build_test_loader(cls, cfg, dataset_name):
-        ensure_dataset(dataset_name)
-        return build_detection_test_loader(cfg, dataset_name,
-                                           mapper=SSDDatasetMapper(cfg, is_train=False))
+    def before_step(self):
+        if not self._stop_requested:
+            super().before_step()
 
-    @classmethod
-    def build_evaluator(cls, cfg, dataset_name, output_folder=None):
-        ensure_dataset(dataset_name)
-        if output_folder is None:
-            output_folder = os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
-        return SSDCOCOEvaluator(dataset_name, output_dir=output_folder)
+    def run_step(self):
+        if not self._stop_requested:
+            super().run_step()
 
+    def after_step(self):
+        if self._stop_requested:
+            return
+        super().after_step()
+        if self._stop_requested:
+            self.max_iter = self.iter + 1
 
-def setup_cfg(args):
-    """Config from ``--config-file`` and trailing ``KEY VALUE`` overrides, frozen."""
-    cfg = get_ssd_cfg()
-    cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts)
-    if cfg.MODEL.DEVICE == "cpu" and cfg.MODEL.RESNETS.NORM == "SyncBN":
-        # torch.nn.SyncBatchNorm runs on GPUs only; Detectron2's naive SyncBN is the same
-        # computation over any process group (gloo on CPU).
-        cfg.MODEL.RESNETS.NORM = "naiveSyncBN"
-        logger.warning("MODEL.DEVICE is cpu: MODEL.RESNETS.NORM SyncBN runs as naiveSyncBN.")
-    cfg.freeze()
-    return cfg
+    def after_train(self):
+        if self._stop_requested:
+            self.iter = self.max_iter
+        super().after_train()
 
 
 def setup(args):
-    """setup_cfg + Detectron2's default_setup (logging, output folder, seeds)."""
+    """:func:`ssd_r34.config.setup_cfg` + Detectron2's ``default_setup`` (logging, output
+    folder, seeds); ssd_r34's own messages go to the console and OUTPUT_DIR/log.txt too."""
     cfg = setup_cfg(args)
     default_setup(cfg, args)
-    # ssd_r34's own messages in the console and in OUTPUT_DIR/log.txt(.rankN) too.
     setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="ssd_r34")
     return cfg

@@ -1,0 +1,275 @@
+"""MLPerf SSD-ResNet34 checkpoints -> ssd_r34's (Detectron2's) layout, and torchvision's
+ImageNet ResNet-34 -> the backbone.
+
+The MLPerf reference (``vision/classification_and_detection/python/models/ssd_r34.py`` of
+mlcommons/inference) comes in four file shapes:
+
+* a bare state dict;
+* ``{"model": state_dict, "label_map": ...}`` (the training reference's ``iter_N.pt``);
+* either of those with a ``module.`` prefix on every key (saved from DataParallel);
+* a pickled whole ``nn.Module`` (the released ``resnet34-ssd1200.pytorch``, class
+  ``models.ssd_r34.SSD_R34``), read by :mod:`.safe_load` without running its code.
+
+Conversion to ssd_r34's names (Detectron2's) also permutes the head channels: the reference
+reads loc as (N, 4, nd*h*w) and conf as (N, 81, nd*h*w) (coordinate-major / class-major,
+background first), ssd_r34 is anchor-major with background last.
+"""
+import collections
+import re
+from dataclasses import dataclass, field
+from typing import Any, Dict, Optional, Tuple
+
+import torch
+
+from .safe_load import CheckpointFormatError, first_items as _first, load_checkpoint_file
+
+__all__ = ["MLPerfCheckpoint", "find_mlperf_checkpoint", "read_mlperf_checkpoint",
+           "convert_mlperf_state_dict", "reference_key_shapes", "is_torchvision_resnet34",
+           "convert_torchvision_resnet34"]
+
+NUM_DEFAULTS = (4, 6, 6, 6, 4, 4)
+SOURCE_CHANNELS = (256, 512, 512, 256, 256, 256)
+# (in, mid, out) of the five extra blocks.
+EXTRA_CHANNELS = ((256, 256, 512), (512, 256, 512), (512, 128, 256), (256, 128, 256),
+                  (256, 128, 256))
+# (reference prefix, torchvision stage, Detectron2 stage, blocks, in, out channels)
+STAGES = (("model.layer1.4", "layer1", "res2", 3, 64, 64),
+          ("model.layer1.5", "layer2", "res3", 4, 64, 128),
+          ("model.layer2.0", "layer3", "res4", 6, 128, 256))
+BN_TENSORS = ("weight", "bias", "running_mean", "running_var")
+# Keys that say "this is an MLPerf SSD-R34 state dict" (after any "module." prefix).
+SIGNATURE = ("model.layer1.0.weight", "additional_blocks.0.0.weight", "loc.0.weight",
+             "conf.0.weight")
+
+
+def _bn(prefix, c):
+    return {f"{prefix}.{t}": (c,) for t in BN_TENSORS}
+
+
+def reference_key_shapes(num_classes: int = 81) -> Dict[str, Tuple[int, ...]]:
+    """Every state-dict key of the reference (``models/ssd_r34.py`` of the MLPerf reference; ``num_batches_tracked``
+    omitted) with its shape. ``num_classes`` includes background."""
+    shapes = {"model.layer1.0.weight": (64, 3, 7, 7), **_bn("model.layer1.1", 64)}
+    for prefix, _, _, blocks, cin, cout in STAGES:
+        for i in range(blocks):
+            p, c0 = f"{prefix}.{i}", (cin if i == 0 else cout)
+            shapes[f"{p}.conv1.weight"] = (cout, c0, 3, 3)
+            shapes.update(_bn(f"{p}.bn1", cout))
+            shapes[f"{p}.conv2.weight"] = (cout, cout, 3, 3)
+            shapes.update(_bn(f"{p}.bn2", cout))
+            if i == 0 and cin != cout:
+                shapes[f"{p}.downsample.0.weight"] = (cout, cin, 1, 1)
+                shapes.update(_bn(f"{p}.downsample.1", cout))
+    for i, (cin, mid, cout) in enumerate(EXTRA_CHANNELS):
+        shapes.update({f"additional_blocks.{i}.0.weight": (mid, cin, 1, 1),
+                       f"additional_blocks.{i}.0.bias": (mid,),
+                       f"additional_blocks.{i}.2.weight": (cout, mid, 3, 3),
+                       f"additional_blocks.{i}.2.bias": (cout,)})
+    for head, k in (("loc", 4), ("conf", num_classes)):
+        for i, (nd, c) in enumerate(zip(NUM_DEFAULTS, SOURCE_CHANNELS)):
+            shapes[f"{head}.{i}.weight"] = (nd * k, c, 3, 3)
+            shapes[f"{head}.{i}.bias"] = (nd * k,)
+    return shapes
+
+
+_BLOCK_NAMES = {"conv1": "conv1", "bn1": "conv1.norm", "conv2": "conv2", "bn2": "conv2.norm",
+                "downsample.0": "shortcut", "downsample.1": "shortcut.norm"}
+
+
+def _d2_name(key: str) -> str:
+    """Reference key -> ssd_r34 key (heads keep their names; their channels are permuted)."""
+    if key.startswith("model.layer1.0."):
+        return "backbone.stem.conv1." + key[len("model.layer1.0."):]
+    if key.startswith("model.layer1.1."):
+        return "backbone.stem.conv1.norm." + key[len("model.layer1.1."):]
+    for prefix, _, stage, _, _, _ in STAGES:
+        m = re.fullmatch(re.escape(prefix) + r"\.(\d+)\.(conv1|bn1|conv2|bn2|downsample\.[01])"
+                         r"\.(\w+)", key)
+        if m:
+            return f"backbone.{stage}.{m[1]}.{_BLOCK_NAMES[m[2]]}.{m[3]}"
+    m = re.fullmatch(r"additional_blocks\.(\d)\.([02])\.(weight|bias)", key)
+    if m:
+        return f"backbone.extra{m[1]}.{'conv1' if m[2] == '0' else 'conv2'}.{m[3]}"
+    m = re.fullmatch(r"(loc|conf)\.(\d)\.(weight|bias)", key)
+    if m:
+        return f"head.{key}"
+    raise KeyError(key)
+
+
+@dataclass
+class MLPerfCheckpoint:
+    """A validated reference state dict (no ``module.`` prefix, no num_batches_tracked)."""
+
+    state_dict: Dict[str, torch.Tensor]
+    layout: str  # what the file was, in words
+    num_classes: int  # including background (81 for COCO)
+    extra: Dict[str, Any] = field(default_factory=dict)  # other top-level entries (label_map)
+
+    def describe(self) -> str:
+        return (f"{self.layout}; {len(self.state_dict)} tensors; {self.num_classes} classes "
+                f"({self.num_classes - 1} + background)")
+
+
+def _split_container(obj, how: str):
+    """(state dict candidate, layout words, other top-level entries) of a loaded object."""
+    if isinstance(obj, dict) and isinstance(obj.get("model"), dict):
+        others = {k: v for k, v in obj.items() if k != "model"}
+        return obj["model"], (f"{how}: a dict with a 'model' state dict and "
+                              f"{sorted(map(str, others)) or 'nothing else'}"), others
+    if isinstance(obj, dict) and how.startswith("a pickled whole nn.Module"):
+        return obj, how, {}  # the state dict of the module tree
+    if isinstance(obj, dict):
+        return obj, f"{how}: a bare state dict", {}
+    return None, f"{how}: a {type(obj).__name__}", {}
+
+
+def find_mlperf_checkpoint(obj, how: str = "loaded",
+                           num_classes: Optional[int] = None) -> Optional[MLPerfCheckpoint]:
+    """Recognise and validate an MLPerf SSD-R34 state dict inside a loaded object.
+
+    Returns None when ``obj`` does not look like one at all (none of the reference's
+    signature keys); raises :class:`CheckpointFormatError` when it does but keys or shapes
+    are wrong, or when ``num_classes`` (foreground classes, as MODEL.SSD.NUM_CLASSES) is
+    given and differs from the file's.
+    """
+    sd, layout, others = _split_container(obj, how)
+    if not isinstance(sd, dict) or not sd:
+        return None
+    keys = [k for k in sd if isinstance(k, str)]
+    if len(keys) != len(sd):
+        return None
+    prefixed = [k for k in keys if k.startswith("module.")]
+    if prefixed and len(prefixed) == len(keys):
+        sd = collections.OrderedDict((k[len("module."):], v) for k, v in sd.items())
+        layout += ", with a 'module.' prefix on every key (DataParallel)"
+    if not any(k in sd for k in SIGNATURE):
+        return None
+    sd = collections.OrderedDict((k, v) for k, v in sd.items()
+                                 if not k.endswith(".num_batches_tracked"))
+    not_tensors = [k for k, v in sd.items() if not isinstance(v, torch.Tensor)]
+    if not_tensors:
+        raise CheckpointFormatError(f"not an MLPerf SSD-ResNet34 checkpoint ({layout}): "
+                                    f"non-tensor entries {_first(not_tensors)}")
+    if "loc.0.weight" not in sd or "conf.0.weight" not in sd:
+        raise CheckpointFormatError(
+            f"not a complete MLPerf SSD-ResNet34 checkpoint ({layout}): missing "
+            f"{_first(k for k in ('loc.0.weight', 'conf.0.weight') if k not in sd)}")
+    nd0 = sd["loc.0.weight"].shape[0] // 4
+    classes, rem = divmod(sd["conf.0.weight"].shape[0], max(nd0, 1))
+    if nd0 != NUM_DEFAULTS[0] or rem:
+        raise CheckpointFormatError(
+            f"not an MLPerf SSD-ResNet34 checkpoint ({layout}): loc.0.weight has "
+            f"{sd['loc.0.weight'].shape[0]} output channels and conf.0.weight "
+            f"{sd['conf.0.weight'].shape[0]}; expected {NUM_DEFAULTS[0]} * 4 and "
+            f"{NUM_DEFAULTS[0]} * (classes + 1).")
+    expected = reference_key_shapes(classes)
+    missing = [k for k in expected if k not in sd]
+    unexpected = [k for k in sd if k not in expected]
+    wrong = [f"{k} {tuple(sd[k].shape)} (expected {expected[k]})" for k in expected
+             if k in sd and tuple(sd[k].shape) != expected[k]]
+    if missing or unexpected or wrong:
+        msg = [f"not an MLPerf SSD-ResNet34 checkpoint ({layout}):"]
+        if missing:
+            msg.append(f"missing keys: {_first(missing)}")
+        if unexpected:
+            msg.append(f"unexpected keys: {_first(unexpected)}")
+        if wrong:
+            msg.append(f"wrong shapes: {_first(wrong)}")
+        raise CheckpointFormatError("\n  ".join(msg))
+    if num_classes is not None and classes != num_classes + 1:
+        conf = [f"conf.{i}.weight {tuple(sd[f'conf.{i}.weight'].shape)}"
+                for i in range(len(NUM_DEFAULTS))]
+        raise CheckpointFormatError(
+            f"class count mismatch ({layout}): the checkpoint has {classes} classes "
+            f"({classes - 1} + background; {_first(conf, 2)}: {NUM_DEFAULTS[0]} default boxes x "
+            f"{classes} classes), but the model expects MODEL.SSD.NUM_CLASSES = {num_classes} "
+            f"({num_classes + 1} with background). Set MODEL.SSD.NUM_CLASSES {classes - 1}.")
+    return MLPerfCheckpoint(sd, layout, classes, others)
+
+
+def read_mlperf_checkpoint(path: str, num_classes: Optional[int] = None) -> MLPerfCheckpoint:
+    """Read any of the four MLPerf file shapes, safely; see :func:`find_mlperf_checkpoint`."""
+    obj, how = load_checkpoint_file(path)
+    found = find_mlperf_checkpoint(obj, how, num_classes)
+    if found is None:
+        sd, layout, _ = _split_container(obj, how)
+        first = _first(map(str, sd)) if isinstance(sd, dict) else "-"
+        raise CheckpointFormatError(
+            f"{path} is not an MLPerf SSD-ResNet34 checkpoint ({layout}): expected keys such "
+            f"as {', '.join(SIGNATURE)} (optionally prefixed by 'module.'); its first keys "
+            f"are: {first}")
+    return found
+
+
+def convert_mlperf_state_dict(ckpt: MLPerfCheckpoint) -> Dict[str, torch.Tensor]:
+    """Reference state dict -> ssd_r34's, with the head channels permuted.
+
+    loc: reference channel ``k*nd + a`` -> ``a*4 + k``. conf: reference channel ``c*nd + a``
+    (class 0 background, 1..K foreground) -> ``a*(K+1) + c'`` with ``c' = c - 1`` for the
+    foreground and background last (``c' = K``). ``num_batches_tracked`` is dropped (BN
+    sets it to 0; FrozenBN has none), so every Detectron2 norm loads without a missing or
+    unexpected key.
+    """
+    out = collections.OrderedDict()
+    for key, t in ckpt.state_dict.items():
+        m = re.fullmatch(r"(loc|conf)\.(\d)\.(weight|bias)", key)
+        if m:
+            nd = NUM_DEFAULTS[int(m[2])]
+            k = 4 if m[1] == "loc" else ckpt.num_classes
+            t = t.reshape(k, nd, *t.shape[1:])  # (k, nd, ...): reference order
+            if m[1] == "conf":  # background (class 0) last
+                t = torch.cat([t[1:], t[:1]], dim=0)
+            t = t.transpose(0, 1).reshape(nd * k, *t.shape[2:])
+        out[_d2_name(key)] = t.contiguous()
+    return out
+
+
+# ---------------------------------------------------------------------------------------
+# torchvision ResNet-34 (ImageNet) -> backbone initialisation
+# ---------------------------------------------------------------------------------------
+def is_torchvision_resnet34(sd) -> bool:
+    """A torchvision ResNet-34 state dict (BasicBlocks 3, 4, 6, 3)?"""
+    if not isinstance(sd, dict) or "conv1.weight" not in sd or "bn1.weight" not in sd:
+        return False
+    keys = [k for k in sd if isinstance(k, str)]
+    for stage, blocks in (("layer1", 3), ("layer2", 4), ("layer3", 6), ("layer4", 3)):
+        if f"{stage}.{blocks - 1}.conv2.weight" not in keys or \
+                f"{stage}.{blocks}.conv1.weight" in keys or f"{stage}.0.conv3.weight" in keys:
+            return False
+    return True
+
+
+def convert_torchvision_resnet34(sd) -> Dict[str, torch.Tensor]:
+    """torchvision ResNet-34 weights -> ssd_r34 backbone keys (stem, res2..res4).
+    ``layer4`` and ``fc`` are dropped, as are ``num_batches_tracked``. The backbone's
+    first res4 block has stride 1 but the same shapes. torchvision's ImageNet models take
+    RGB in [0, 1] normalised by mean (0.485, 0.456, 0.406) and std (0.229, 0.224, 0.225):
+    the configs' PIXEL_MEAN / PIXEL_STD (x 255) with INPUT.FORMAT RGB."""
+    sd = collections.OrderedDict(
+        (k[len("module."):] if k.startswith("module.") else k, v) for k, v in sd.items())
+    if not is_torchvision_resnet34(sd):
+        raise CheckpointFormatError(
+            "not a torchvision ResNet-34 state dict (expected conv1.weight, bn1.*, layer1.0-2, "
+            f"layer2.0-3, layer3.0-5, layer4.0-2 BasicBlocks); its first keys are: {_first(sd)}")
+    shapes = {}  # the reference backbone shapes, renamed to torchvision's
+    out = collections.OrderedDict()
+    for key, t in sd.items():
+        if key.endswith(".num_batches_tracked") or key.startswith(("layer4.", "fc.")):
+            continue
+        if key.startswith("conv1."):
+            ref = "model.layer1.0." + key[len("conv1."):]
+        elif key.startswith("bn1."):
+            ref = "model.layer1.1." + key[len("bn1."):]
+        else:
+            stage = next((s for s in STAGES if key.startswith(s[1] + ".")), None)
+            if stage is None:
+                raise CheckpointFormatError(f"unexpected torchvision key {key}")
+            ref = stage[0] + key[len(stage[1]):]
+        if not shapes:
+            shapes = reference_key_shapes()
+        if ref not in shapes or tuple(t.shape) != shapes[ref]:
+            raise CheckpointFormatError(
+                f"torchvision key {key} {tuple(t.shape)} does not fit ResNet-34 "
+                f"(expected {shapes.get(ref)})")
+        out[_d2_name(ref)] = t.detach()
+    return out

@@ -1,0 +1,247 @@
+"""Safe reading of checkpoint files: ``torch.load(weights_only=True)`` and, for a pickled
+whole ``nn.Module`` (the released MLPerf ``resnet34-ssd1200.pytorch``), a restricted unpickler.
+
+:class:`RestrictedUnpickler` admits tensors, storages and plain containers, turns every
+module class (``models.*``, ``torch.nn.*``, ``torchvision.*``) into an inert placeholder
+whose pickled state is only recorded, and refuses anything else (say ``os.system``) before
+it can run. The state dict is then rebuilt from the recorded ``_modules`` / ``_parameters``
+/ ``_buffers`` tree.
+"""
+import collections
+import pickle
+import re
+import types
+import warnings
+from typing import Any, Dict, Optional, Tuple
+
+import torch
+
+__all__ = ["CheckpointFormatError", "UnsafeCheckpointError", "ModulePlaceholder",
+           "RestrictedUnpickler", "restricted_load", "module_state_dict",
+           "load_checkpoint_file", "first_items"]
+
+MAX_LISTED = 5
+
+
+class CheckpointFormatError(ValueError):
+    """The file is not a (compatible) MLPerf SSD-ResNet34 / torchvision ResNet-34 checkpoint."""
+
+
+class UnsafeCheckpointError(pickle.UnpicklingError):
+    """The file needs arbitrary unpickling (it references a global that is neither a tensor,
+    a storage, a plain container nor a module class): refused, nothing was executed."""
+
+
+
+def first_items(keys, n=MAX_LISTED) -> str:
+    """The first ``n`` of ``keys``, comma-separated, with the total when there are more
+    (for error messages)."""
+    keys = list(keys)
+    return ", ".join(keys[:n]) + (f" ... ({len(keys)} in all)" if len(keys) > n else "")
+
+
+class ModulePlaceholder:
+    """Stands in for a pickled class (an ``nn.Module`` of the reference, of ``torch.nn`` or
+    torchvision). Creating one runs no code of the original class; the pickled state is
+    only recorded in ``_pickled_state`` (and constructor arguments in ``_pickled_args``)."""
+
+    _pickled_global = "?"
+
+    def __new__(cls, *args, **kwargs):
+        obj = object.__new__(cls)
+        object.__setattr__(obj, "_pickled_args", args)
+        object.__setattr__(obj, "_pickled_state", None)
+        return obj
+
+    def __init__(self, *args, **kwargs):
+        pass
+
+    def __setstate__(self, state):
+        object.__setattr__(self, "_pickled_state", state)
+
+    def __repr__(self):
+        return f"<placeholder for {self._pickled_global}>"
+
+
+# Module paths whose globals become placeholders (classes of the reference's module tree).
+PLACEHOLDER_MODULES = ("models", "torch.nn.modules", "torch.nn.parallel", "torchvision")
+
+
+def _rebuild_from_type_v2(func, new_type, args, state):
+    # torch's own function, but only for plain tensors and parameters.
+    if new_type not in (torch.Tensor, torch.nn.Parameter) or func not in _REBUILD_FUNCTIONS:
+        raise UnsafeCheckpointError(
+            f"refusing to rebuild a tensor of type {new_type!r} with {func!r}")
+    return torch._tensor._rebuild_from_type_v2(func, new_type, args, state)
+
+
+def _safe_reconstructor(cls, base, state):
+    # copyreg._reconstructor (pickle protocols 0 and 1) for placeholders only.
+    if not (isinstance(cls, type) and issubclass(cls, ModulePlaceholder) and base is object
+            and state is None):
+        raise UnsafeCheckpointError(f"refusing copyreg._reconstructor({cls!r}, {base!r}, ...)")
+    return cls.__new__(cls)
+
+
+def _thnn_backend():
+    # PyTorch <= 1.0 pickled modules' ``_backend`` as this call; it has no meaning now.
+    return None
+
+
+_REBUILD_FUNCTIONS = tuple(
+    getattr(torch._utils, name) for name in
+    ("_rebuild_tensor", "_rebuild_tensor_v2", "_rebuild_parameter",
+     "_rebuild_parameter_with_state") if hasattr(torch._utils, name))
+
+
+def _allowed_globals() -> Dict[Tuple[str, str], Any]:
+    allowed = {("collections", "OrderedDict"): collections.OrderedDict,
+               ("builtins", "set"): set, ("builtins", "frozenset"): frozenset,
+               ("torch", "Size"): torch.Size, ("torch", "device"): torch.device,
+               ("torch", "Tensor"): torch.Tensor, ("torch._tensor", "Tensor"): torch.Tensor,
+               ("torch.nn.parameter", "Parameter"): torch.nn.Parameter,
+               ("torch._tensor", "_rebuild_from_type_v2"): _rebuild_from_type_v2,
+               ("torch.tensor", "_rebuild_from_type_v2"): _rebuild_from_type_v2,
+               ("copyreg", "_reconstructor"): _safe_reconstructor,
+               ("torch.nn.backends.thnn", "_get_thnn_function_backend"): _thnn_backend}
+    for f in _REBUILD_FUNCTIONS:
+        allowed[("torch._utils", f.__name__)] = f
+    for name in dir(torch):
+        if isinstance(getattr(torch, name, None), torch.dtype):
+            allowed[("torch", name)] = getattr(torch, name)
+    return allowed
+
+
+class RestrictedUnpickler(pickle.Unpickler):
+    """An unpickler that resolves only the globals a saved module tree of tensors needs:
+
+    * tensor / parameter rebuild functions of ``torch._utils``, storages, ``torch.Size``,
+      ``torch.device``, dtypes, ``collections.OrderedDict``, ``set``;
+    * any global under ``models.*``, ``torch.nn.modules.*``, ``torch.nn.parallel.*``,
+      ``torchvision.*``: an inert :class:`ModulePlaceholder` subclass (nothing is imported);
+
+    and raises :class:`UnsafeCheckpointError` naming any other global, before it is used.
+    Storages are resolved by ``torch.load``'s own persistent-id handling.
+    """
+
+    _allowed = None
+
+    def find_class(self, module, name):
+        import _compat_pickle
+
+        # Python 2 names that protocol < 3 pickles carry (copy_reg, __builtin__ ...).
+        if (module, name) in _compat_pickle.NAME_MAPPING:
+            module, name = _compat_pickle.NAME_MAPPING[(module, name)]
+        elif module in _compat_pickle.IMPORT_MAPPING:
+            module = _compat_pickle.IMPORT_MAPPING[module]
+        if RestrictedUnpickler._allowed is None:
+            RestrictedUnpickler._allowed = _allowed_globals()
+        fn = self._allowed.get((module, name))
+        if fn is not None:
+            return fn
+        if module == "torch" and name.endswith("Storage"):
+            try:
+                return torch.serialization.StorageType(name)
+            except KeyError:
+                pass
+        if any(module == m or module.startswith(m + ".") for m in PLACEHOLDER_MODULES) \
+                and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+            cache = self.__dict__.setdefault("_placeholders", {})
+            key = f"{module}.{name}"
+            if key not in cache:
+                cache[key] = type(name, (ModulePlaceholder,),
+                                  {"_pickled_global": key, "__module__": __name__})
+            return cache[key]
+        raise UnsafeCheckpointError(
+            f"refusing to unpickle the global '{module}.{name}': it is neither a tensor, a "
+            "storage, a plain container nor a module class of an SSD-ResNet34 model, and "
+            "loading it could run arbitrary code. Nothing was executed.")
+
+
+def _restricted_pickle_module():
+    mod = types.ModuleType("ssd_r34_restricted_pickle")
+    mod.Unpickler = RestrictedUnpickler
+    mod.load = lambda f, **kwargs: RestrictedUnpickler(f, **kwargs).load()
+    mod.loads = lambda data, **kwargs: RestrictedUnpickler(
+        __import__("io").BytesIO(data), **kwargs).load()
+    mod.UnpicklingError = pickle.UnpicklingError
+    return mod
+
+
+def restricted_load(path: str):
+    """``torch.load`` (zip or legacy format) through :class:`RestrictedUnpickler`: module
+    classes come back as :class:`ModulePlaceholder` instances; anything that is not a
+    tensor, a storage, a plain container or a module class raises
+    :class:`UnsafeCheckpointError`."""
+    with warnings.catch_warnings():
+        # legacy files carry the modules' source; a placeholder has none to compare with.
+        warnings.filterwarnings("ignore", message="Couldn't retrieve source code")
+        return torch.load(path, map_location="cpu", weights_only=False,
+                          pickle_module=_restricted_pickle_module())
+
+
+def module_state_dict(obj: ModulePlaceholder, prefix: str = "",
+                      out: Optional[Dict[str, torch.Tensor]] = None) -> Dict[str, torch.Tensor]:
+    """The state dict of a restricted-unpickled module tree, from its recorded
+    ``_parameters`` / ``_buffers`` / ``_modules`` (as ``nn.Module.state_dict`` would)."""
+    out = collections.OrderedDict() if out is None else out
+    state = obj._pickled_state
+    if isinstance(state, tuple) and len(state) == 2:  # (dict state, slot state)
+        state = state[0]
+    if not isinstance(state, dict) or "_modules" not in state:
+        raise CheckpointFormatError(
+            f"'{prefix or '<top>'}' is a pickled {obj._pickled_global} that does not carry an "
+            "nn.Module state (_parameters/_buffers/_modules).")
+    non_persistent = state.get("_non_persistent_buffers_set") or set()
+    for kind in ("_parameters", "_buffers"):
+        for name, t in (state.get(kind) or {}).items():
+            if t is None or (kind == "_buffers" and name in non_persistent):
+                continue
+            if not isinstance(t, torch.Tensor):
+                raise CheckpointFormatError(
+                    f"'{prefix}{name}' of {obj._pickled_global} is a {type(t).__name__}, not "
+                    "a tensor.")
+            out[prefix + name] = t.detach()
+    for name, m in (state.get("_modules") or {}).items():
+        if m is None:
+            continue
+        if not isinstance(m, ModulePlaceholder):
+            raise CheckpointFormatError(f"sub-module '{prefix}{name}' is a {type(m).__name__}.")
+        module_state_dict(m, f"{prefix}{name}.", out)
+    return out
+
+
+def load_checkpoint_file(path: str) -> Tuple[Any, str]:
+    """Read a checkpoint safely. Returns (object, how), where ``how`` describes what was
+    read. A pickled whole module (also as the ``"model"`` entry of a dict) comes back as its
+    state dict.
+
+    ``torch.load(weights_only=True)`` first; only when that refuses the file, the restricted
+    unpickler. Raises :class:`UnsafeCheckpointError` for files that need arbitrary
+    unpickling.
+    """
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True), "torch.load(weights_only=True)"
+    except pickle.UnpicklingError as e:
+        weights_only_error = str(e).split("\n\n")[0]
+    try:
+        obj = restricted_load(path)
+    except UnsafeCheckpointError as e:
+        raise UnsafeCheckpointError(
+            f"{path}: {e}\nThe file needs arbitrary unpickling, which ssd_r34 never does. "
+            "A checkpoint must be a state dict, a dict with a 'model' state dict, or a pickled "
+            "nn.Module of the MLPerf reference (read without running its code).\n"
+            f"(torch.load(weights_only=True) said: {weights_only_error})") from None
+    if isinstance(obj, ModulePlaceholder):
+        return module_state_dict(obj), \
+            f"a pickled whole nn.Module '{obj._pickled_global}' (read with a restricted unpickler)"
+    if isinstance(obj, dict) and isinstance(obj.get("model"), ModulePlaceholder):
+        name = obj["model"]._pickled_global
+        obj = dict(obj, model=module_state_dict(obj["model"]))
+        return obj, f"a dict with a pickled whole nn.Module '{name}' (restricted unpickler)"
+    bad = [k for k, v in (obj.items() if isinstance(obj, dict) else [])
+           if isinstance(v, ModulePlaceholder)]
+    if bad:
+        raise CheckpointFormatError(f"{path}: pickled modules under keys {bad[:MAX_LISTED]}; "
+                                    "expected a state dict or a whole module.")
+    return obj, "a restricted unpickler"

@@ -1,0 +1,228 @@
+"""The package's architecture, checked from its source: imports point one way only
+(layers <- modeling <- checkpoint / export <- engine), no import circle, tools do not import
+each other, the package never imports tools/, benchmarks/ or tests/; Detectron2 code that
+ssd_r34 mirrors is watched; ``import ssd_r34`` is silent and registers what README says."""
+import ast
+import inspect
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PACKAGE = os.path.join(ROOT, "ssd_r34")
+
+# room -> rooms it may import (besides itself). "" is the package's __init__.py.
+ALLOWED = {
+    "layers": set(),
+    "config": set(),
+    "modeling": {"layers", "config"},
+    "data": {"layers", "config"},
+    "checkpoint": {"layers", "config", "modeling"},
+    "export": {"layers", "config", "modeling"},
+    "engine": {"layers", "config", "modeling", "data", "checkpoint", "export"},
+    "_deprecated": set(),
+    "": {"layers", "config", "modeling", "data", "checkpoint", "export", "engine",
+         "_deprecated"},
+}
+FOREIGN = {"tools", "benchmarks", "tests", "reference_impl", "baseline", "_common", "conftest"}
+
+
+def _module_name(path):
+    rel = os.path.relpath(path, ROOT)[:-3].replace(os.sep, ".")
+    return rel[: -len(".__init__")] if rel.endswith(".__init__") else rel
+
+
+def _package_files():
+    for folder, _, files in os.walk(PACKAGE):
+        for f in sorted(files):
+            if f.endswith(".py"):
+                yield os.path.join(folder, f)
+
+
+def _imports(path):
+    """Absolute names of the modules ``path`` imports (at any depth of its code)."""
+    name = _module_name(path)
+    is_pkg = path.endswith("__init__.py")
+    package = name if is_pkg else name.rpartition(".")[0]
+    tree = ast.parse(open(path).read(), path)
+    out = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            out.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[: len(base) - node.level + 1]
+                mod = ".".join(base + ([node.module] if node.module else []))
+            else:
+                mod = node.module
+            out.add(mod)
+            # "from . import data" imports a submodule
+            for a in node.names:
+                candidate = f"{mod}.{a.name}"
+                if os.path.exists(os.path.join(ROOT, *candidate.split("."))) or \
+                        os.path.exists(os.path.join(ROOT, *candidate.split(".")) + ".py"):
+                    out.add(candidate)
+    return out
+
+
+def _room(module):
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else ""
+
+
+def _graph():
+    return {_module_name(p): {m for m in _imports(p) if m.split(".")[0] == "ssd_r34"}
+            for p in _package_files()}
+
+
+def test_imports_point_one_way():
+    wrong = []
+    for path in _package_files():
+        src = _module_name(path)
+        for target in _imports(path):
+            top = target.split(".")[0]
+            if top in FOREIGN:
+                wrong.append(f"{src} imports {target} (outside the package)")
+            if top != "ssd_r34":
+                continue
+            a, b = _room(src), _room(target)
+            if b != a and b not in ALLOWED[a] and target != "ssd_r34":
+                wrong.append(f"{src} ({a or 'ssd_r34'}/) imports {target} ({b}/)")
+            if target == "ssd_r34" and src != "ssd_r34":
+                wrong.append(f"{src} imports the top-level package")
+    assert not wrong, "imports against the architecture:\n" + "\n".join(wrong)
+
+
+def test_no_import_circle():
+    graph = _graph()
+    # A package's __init__ importing its own submodules is not a circle; everything else is.
+    state, stack, circles = {}, [], []
+
+    def visit(node):
+        state[node] = 1
+        stack.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if nxt not in graph or node.startswith(nxt + ".") or nxt == node:
+                continue  # a module's own package (imported first by Python anyway)
+            if state.get(nxt) == 1:
+                circles.append(stack[stack.index(nxt):] + [nxt])
+            elif nxt not in state:
+                visit(nxt)
+        stack.pop()
+        state[node] = 2
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node)
+    assert not circles, "import circles:\n" + "\n".join(" -> ".join(c) for c in circles)
+
+
+def test_the_graph_checks_would_fail_on_a_wrong_arrow(tmp_path):
+    # The checker itself: a layers/ module importing modeling/ is reported.
+    bad = os.path.join(PACKAGE, "layers", "_structure_probe.py")
+    with open(bad, "w") as f:
+        f.write("from ..modeling import SSD\n")
+    try:
+        with pytest.raises(AssertionError, match="layers/.*imports ssd_r34.modeling"):
+            test_imports_point_one_way()
+    finally:
+        os.remove(bad)
+
+
+def test_tools_do_not_import_each_other_and_benchmarks_do_not_import_tests():
+    tools = {f[:-3] for f in os.listdir(os.path.join(ROOT, "tools")) if f.endswith(".py")}
+    wrong = []
+    for f in sorted(os.listdir(os.path.join(ROOT, "tools"))):
+        if f.endswith(".py"):
+            for m in _imports(os.path.join(ROOT, "tools", f)):
+                if m.split(".")[0] in tools | {"tools", "benchmarks", "tests"}:
+                    wrong.append(f"tools/{f} imports {m}")
+    tests = {f[:-3] for f in os.listdir(os.path.join(ROOT, "tests")) if f.endswith(".py")}
+    for f in sorted(os.listdir(os.path.join(ROOT, "benchmarks"))):
+        if f.endswith(".py"):
+            for m in _imports(os.path.join(ROOT, "benchmarks", f)):
+                if m.split(".")[0] in tests | tools | {"tools", "tests"}:
+                    wrong.append(f"benchmarks/{f} imports {m}")
+    assert not wrong, "\n".join(wrong)
+
+
+def test_default_trainer_mirror_is_watched():
+    """SSDTrainer.__init__ mirrors DefaultTrainer.__init__ (see its first comment): fail when
+    upstream's signature or its sequence of steps changes, so the copy gets revisited."""
+    from detectron2.engine import DefaultTrainer
+
+    from ssd_r34.engine import SSDTrainer
+
+    assert str(inspect.signature(DefaultTrainer.__init__)) == "(self, cfg)"
+    src = inspect.getsource(DefaultTrainer.__init__)
+    steps = ["auto_scale_workers", "self.build_model(cfg)", "self.build_optimizer(cfg, model)",
+             "self.build_train_loader(cfg)", "create_ddp_model(model, broadcast_buffers=False)",
+             "self._trainer =", "self.build_lr_scheduler(cfg, optimizer)",
+             "DetectionCheckpointer(", "self.start_iter = 0",
+             "self.max_iter = cfg.SOLVER.MAX_ITER", "self.cfg = cfg",
+             "self.register_hooks(self.build_hooks())"]
+    positions = [src.find(s) for s in steps]
+    assert -1 not in positions, [s for s, p in zip(steps, positions) if p < 0]
+    assert positions == sorted(positions), "DefaultTrainer.__init__ changed its order"
+    ours = inspect.getsource(SSDTrainer.__init__)
+    assert "Mirrors detectron2.engine.defaults.DefaultTrainer.__init__" in ours
+    # The training loop is Detectron2's own: SSDTrainer overrides no loop.
+    assert "train" not in SSDTrainer.__dict__
+
+
+def test_import_is_silent_and_registers_the_builtin_data_sets():
+    code = ("import ssd_r34\n"
+            "from detectron2.data import DatasetCatalog\n"
+            "from detectron2.modeling import BACKBONE_REGISTRY, META_ARCH_REGISTRY\n"
+            "from detectron2.modeling.anchor_generator import ANCHOR_GENERATOR_REGISTRY\n"
+            "names = DatasetCatalog.list()\n"
+            "assert 'shapes_train' in names and 'shapes_val' in names, names\n"
+            "assert 'SSD' in META_ARCH_REGISTRY\n"
+            "assert 'build_ssd_resnet34_backbone' in BACKBONE_REGISTRY\n"
+            "assert 'SSDAnchorGenerator' in ANCHOR_GENERATOR_REGISTRY\n"
+            "assert 'SSDHead' in ssd_r34.SSD_HEAD_REGISTRY\n")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONWARNINGS"}
+    r = subprocess.run([sys.executable, "-c", "import ssd_r34"], cwd=ROOT, env=env,
+                       capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout == "" and r.stderr == "", (r.stdout, r.stderr)
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True,
+                       text=True)
+    assert r.returncode == 0, r.stderr
+
+
+def test_old_module_names_warn_and_give_the_same_objects():
+    import importlib
+    import warnings
+
+    import ssd_r34  # noqa: F401
+    from ssd_r34._deprecated import MOVED
+
+    for old, new in MOVED.items():
+        sys.modules.pop(old, None)
+        with warnings.catch_warnings(record=True) as w:
+            warnings.simplefilter("always")
+            mod = importlib.import_module(old)
+        assert mod is importlib.import_module(new)
+        assert any(issubclass(x.category, DeprecationWarning) and new in str(x.message)
+                   for x in w), old
+    from ssd_r34.predictor import SSDPredictor
+    from ssd_r34.engine import SSDPredictor as new
+
+    assert SSDPredictor is new
+
+
+def test_readme_is_short_and_its_links_exist():
+    readme = open(os.path.join(ROOT, "README.md")).read()
+    assert len(readme.splitlines()) <= 250
+    import re
+
+    for link in re.findall(r"\]\(([^)#]+)(?:#[^)]*)?\)", readme):
+        if "://" not in link:
+            assert os.path.exists(os.path.join(ROOT, link)), f"README links to missing {link}"
+    for doc in os.listdir(os.path.join(ROOT, "docs")):
+        if doc.endswith(".md"):
+            text = open(os.path.join(ROOT, "docs", doc)).read().lower()
+            assert "issue #" not in text and "spec section" not in text, doc
