@@ -17,7 +17,7 @@ from _common import (compare_detections, compare_loosely, make_cfg, parse, parse
                      time_interleaved)
 from baseline import (ReferenceSSDR34, copy_weights_to_reference, reference_default_boxes,
                       reference_inference)
-from reference_impl import randomise_batchnorm, scale_heads  # reference/ is on the path via baseline
+from reference_impl import randomise_batchnorm, scale_heads  # reference/: see baseline
 from detectron2.modeling import build_model
 
 CONFIG = "configs/ssd_r34_1200.yaml"

@@ -26,13 +26,14 @@ def add_ssd_config(cfg):
     # Foreground classes (80 for COCO). The background class is implicit: the classifier
     # has NUM_CLASSES + 1 outputs per default box, background last (Detectron2 style).
     _C.MODEL.SSD.NUM_CLASSES = 80
-    # The six strides of the MLPerf training reference: [head loc, head conf, extra block 0, 1, 2, 3].
+    # The six strides of the MLPerf training reference: [head loc, head conf, extra block
+    # 0, 1, 2, 3].
     # Head loc and conf strides must be equal. 300x300: [1, 1, 2, 2, 2, 1];
     # 1200x1200 (MLPerf inference model): [3, 3, 2, 2, 2, 2].
     _C.MODEL.SSD.STRIDES = [1, 1, 2, 2, 2, 1]
     # Default-box scales S (in pixels of a 300x300 image; scaled with the image size).
-    # Level l uses S[l] and S[l+1] (the SSD paper, Liu et al. 2016, section 2.2; the MLPerf reference's
-    # DefaultBoxes), so 7 numbers for 6 levels.
+    # Level l uses S[l] and S[l+1] (the SSD paper, Liu et al. 2016, section 2.2; the MLPerf
+    # reference's DefaultBoxes), so 7 numbers for 6 levels.
     _C.MODEL.SSD.DEFAULT_BOX_SIZES = [21, 45, 99, 153, 207, 261, 315]
     # Extra aspect ratios per level; each ratio r adds two boxes (r and 1/r) to the two
     # square boxes, giving [4, 6, 6, 6, 4, 4] default boxes per location.
@@ -108,18 +109,19 @@ def add_ssd_config(cfg):
     # differ (differing buffers, e.g. per-rank BN statistics, only warn).
     _C.SOLVER.CHECK_REPLICAS = True
 
-    # MLPerf-style evaluation (the MLPerf training reference's --evaluation): also evaluate after each of these
-    # numbers of iterations (counted from 1, like TEST.EVAL_PERIOD), e.g. (120000, 160000).
+    # MLPerf-style evaluation (the MLPerf training reference's --evaluation): also evaluate
+    # after each of these numbers of iterations (counted from 1, like TEST.EVAL_PERIOD),
+    # e.g. (120000, 160000).
     _C.TEST.EVAL_ITERS = ()
     # Stop training at the first evaluation whose box AP reaches this (a fraction, as the
-    # MLPerf training reference's --threshold 0.212 and the MLPerf target; Detectron2 prints AP in percent).
-    # 0 = never stop early. Each evaluation records "target_reached" (0/1) in metrics.json.
+    # MLPerf training reference's --threshold 0.212 and the MLPerf target; Detectron2 prints
+    # AP in percent). 0 = never stop early. Each evaluation records "target_reached" (0/1) in metrics.json.
     _C.TEST.TARGET_AP = 0.0
 
     # The three-stage regime of the released 1200x1200 model (tools/train_regime.py).
     _C.REGIME = CN()
-    # GPUs (processes) this stage was trained on in the MLPerf training reference; train_regime.py launches the
-    # stage with this many unless told otherwise.
+    # GPUs (processes) this stage was trained on in the MLPerf training reference;
+    # train_regime.py launches the stage with this many unless told otherwise.
     _C.REGIME.NUM_GPUS = 1
     # Config file of the stage this one starts from (relative to this config's folder);
     # "" = a first stage (weights from MODEL.WEIGHTS as given).

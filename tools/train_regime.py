@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""Run the MLPerf training reference's three-stage regime of the released 1200x1200 model with tools/train_net.py.
+"""Run the MLPerf training reference's three-stage regime of the released 1200x1200
+model with tools/train_net.py.
 
 The stages are configs chained by REGIME.PREVIOUS_STAGE (ssd_r34_300 -> ssd_r34_700 ->
 ssd_r34_1200). Each stage runs on REGIME.NUM_GPUS processes (1, 4, 8) in its own OUTPUT_DIR

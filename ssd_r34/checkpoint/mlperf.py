@@ -47,7 +47,8 @@ def _bn(prefix, c):
 
 
 def reference_key_shapes(num_classes: int = 81) -> Dict[str, Tuple[int, ...]]:
-    """Every state-dict key of the reference (``models/ssd_r34.py`` of the MLPerf reference; ``num_batches_tracked``
+    """Every state-dict key of the reference (``models/ssd_r34.py`` of the MLPerf
+    reference; ``num_batches_tracked``
     omitted) with its shape. ``num_classes`` includes background."""
     shapes = {"model.layer1.0.weight": (64, 3, 7, 7), **_bn("model.layer1.1", 64)}
     for prefix, _, _, blocks, cin, cout in STAGES:

@@ -37,7 +37,8 @@ def bbox_ap(results):
 
 class EvalAndStopHook(HookBase):
     """Detectron2's EvalHook (every ``eval_period`` iterations and after the last one) plus
-    evaluation after each iteration count in ``eval_iters`` (the MLPerf training reference's ``--evaluation``)
+    evaluation after each iteration count in ``eval_iters`` (the MLPerf training
+    reference's ``--evaluation``)
     and an early stop once box AP >= ``target_ap`` (a fraction, its ``--threshold``;
     0 = off).
 

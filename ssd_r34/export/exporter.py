@@ -161,7 +161,8 @@ def load_exported(fmt: str, path: str) -> _Runner:
 def detections_to_instances(boxes: Tensor, scores: Tensor, classes: Tensor,
                             input_size: Sequence[int], height: int, width: int) -> Instances:
     """Exported outputs -> Detectron2 Instances on the original ``height x width`` image
-    (scaled by (W0 / W, H0 / H) and clipped, as :func:`~ssd_r34.modeling.postprocessing.rescale_detections`)."""
+    (scaled by (W0 / W, H0 / H) and clipped, as
+    :func:`~ssd_r34.modeling.postprocessing.rescale_detections`)."""
     r = Instances((int(input_size[0]), int(input_size[1])))
     r.pred_boxes = Boxes(boxes.float())
     r.scores = scores

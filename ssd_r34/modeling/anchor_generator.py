@@ -1,6 +1,10 @@
 """SSD default boxes (Liu et al., "SSD: Single Shot MultiBox Detector", 2016, section 2.2;
 the MLPerf reference's ``DefaultBoxes``), computed from the head's actual output sizes and
-the image size, never from hard-coded feature-map sizes, and cached per size."""
+the image size, never from hard-coded feature-map sizes, and cached per size.
+
+Shapes: R default boxes over all levels, A boxes per location of a level, (H, W) the
+network's input size, (h, w) a level's feature-map size.
+"""
 import math
 from typing import Dict, List, Sequence, Tuple
 
@@ -12,8 +16,16 @@ from detectron2.modeling.anchor_generator import ANCHOR_GENERATOR_REGISTRY
 
 
 def default_box_sizes(box_sizes, ratios, level, image_size):
-    """Normalised (w, h) of the default boxes of one level, in the reference's order:
-    two squares (sk1 and sqrt(sk1 * sk2)), then (r, 1/r) pairs for each ratio."""
+    """Normalised sizes of the default boxes of one level, in the reference's order: two
+    squares (sk1 and sqrt(sk1 * sk2)), then (r, 1/r) pairs for each ratio.
+
+    Args:
+        box_sizes: MODEL.SSD.DEFAULT_BOX_SIZES (levels + 1 numbers, pixels at 300x300).
+        ratios: MODEL.SSD.DEFAULT_BOX_RATIOS (per level, the extra aspect ratios).
+        level: the level's index; image_size: (H, W).
+    Returns:
+        list of A (w, h) pairs, fractions of the image size.
+    """
     H, W = image_size
     sk1 = int(box_sizes[level] * H / 300) / H
     sk2 = int(box_sizes[level + 1] * W / 300) / W
@@ -64,7 +76,12 @@ class SSDAnchorGenerator(nn.Module):
         return self.num_anchors
 
     def centre_form(self, image_size, feature_sizes) -> torch.Tensor:
-        """(num_boxes, 4) normalised (cx, cy, w, h), clamped to [0, 1], float64."""
+        """
+        Args:
+            image_size: (H, W); feature_sizes: per level (h, w).
+        Returns:
+            (R, 4) float64 normalised (cx, cy, w, h), clamped to [0, 1].
+        """
         H, W = image_size
         levels = []
         for level, (fh, fw) in enumerate(feature_sizes):
@@ -84,6 +101,13 @@ class SSDAnchorGenerator(nn.Module):
         return torch.cat(levels).clamp_(0, 1)
 
     def forward(self, image_size, feature_sizes, device=None) -> torch.Tensor:
+        """
+        Args:
+            image_size: (H, W) of the network input; feature_sizes: per level (h, w) of
+                the head outputs; device: where the boxes go.
+        Returns:
+            (R, 4) float32 XYXY default boxes in input pixels (cached per size and device).
+        """
         image_size = (int(image_size[0]), int(image_size[1]))
         feature_sizes = tuple((int(h), int(w)) for h, w in feature_sizes)
         if len(feature_sizes) != len(self.aspect_ratios):

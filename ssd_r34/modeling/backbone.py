@@ -1,6 +1,8 @@
 """The SSD-ResNet34 backbone: Detectron2's ResNet-34 (BasicBlock) truncated after res4,
-with res4 at stride 1, followed by the five SSD extra blocks (the MLPerf reference, mlcommons/inference
-``vision/classification_and_detection/python/models/ssd_r34.py``).
+with res4 at stride 1, followed by the five SSD extra blocks (the MLPerf reference,
+mlcommons/inference ``vision/classification_and_detection/python/models/ssd_r34.py``).
+
+Shapes: N images, C channels, (H, W) input size, (h, w) a feature map's size.
 
 Module names are Detectron2's (``stem.conv1``, ``res2.0.conv1.norm``, ``res3.0.shortcut``
 ...), so Detectron2's torchvision converter and checkpoint heuristics apply. The extra
@@ -28,7 +30,13 @@ SSD_FEATURES = ("res4", "extra0", "extra1", "extra2", "extra3", "extra4")
 
 
 def check_strides(strides):
-    """Validate MODEL.SSD.STRIDES; return it as a tuple of six ints."""
+    """Validate MODEL.SSD.STRIDES.
+
+    Args:
+        strides: six positive ints [head loc, head conf, extra block 0, 1, 2, 3].
+    Returns:
+        tuple of the six ints. Raises ValueError naming the key and a good value.
+    """
     strides = tuple(strides)
     if len(strides) != 6 or not all(isinstance(s, int) and s >= 1 for s in strides):
         raise ValueError(
@@ -101,8 +109,15 @@ class SSDResNet(ResNet):
 def build_ssd_resnet34_backbone(cfg, input_shape):
     """ResNet-34 to res4 (res4 at stride 1, as the reference) plus the SSD extra blocks.
 
-    Uses MODEL.RESNETS.DEPTH (34 only), MODEL.RESNETS.NORM (FrozenBN, BN, SyncBN, naiveSyncBN), MODEL.BACKBONE.FREEZE_AT,
-    MODEL.RESNETS.STEM_OUT_CHANNELS, MODEL.SSD.STRIDES and MODEL.SSD.WINOGRAD.
+    Args:
+        cfg: the config; input_shape: ShapeSpec of the input (3 channels).
+    Returns:
+        SSDResNet whose forward maps (N, 3, H, W) to a dict of six feature maps
+        ``res4, extra0 .. extra4``, each (N, C, h, w) (C = 256, 512, 512, 256, 256, 256).
+
+    Uses MODEL.RESNETS.DEPTH (34 only), MODEL.RESNETS.NORM (FrozenBN, BN, SyncBN,
+    naiveSyncBN), MODEL.BACKBONE.FREEZE_AT, MODEL.RESNETS.STEM_OUT_CHANNELS,
+    MODEL.SSD.STRIDES and MODEL.SSD.WINOGRAD.
     """
     if cfg.MODEL.RESNETS.DEPTH != 34:
         raise ValueError(

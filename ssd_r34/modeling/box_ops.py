@@ -16,7 +16,12 @@ __all__ = ["batched_pairwise_iou", "match_default_boxes", "hard_negative_mask",
 
 
 def batched_pairwise_iou(gt: Tensor, anchors: Tensor) -> Tensor:
-    """IoU of (N, G, 4) boxes with (R, 4) boxes, XYXY -> (N, G, R)."""
+    """
+    Args:
+        gt: (N, G, 4) XYXY boxes; anchors: (R, 4) XYXY boxes.
+    Returns:
+        (N, G, R) IoU of every ``gt`` box with every anchor.
+    """
     lt = torch.max(gt[:, :, None, :2], anchors[None, None, :, :2])
     rb = torch.min(gt[:, :, None, 2:], anchors[None, None, :, 2:])
     wh = (rb - lt).clamp(min=0)
@@ -55,6 +60,13 @@ def hard_negative_mask(ce: Tensor, positive: Tensor, neg_pos_ratio: int) -> Tens
     """The k = min(ratio * P, R) boxes with the largest loss after zeroing positives,
     per image: one sort (the reference sorts twice to rank) and a scatter.
 
+    Args:
+        ce: (N, R) classification loss of every default box; positive: (N, R) bool;
+        neg_pos_ratio: negatives kept per positive (MODEL.SSD.NEG_POS_RATIO).
+    Returns:
+        (N, R) bool, the mined negatives (possibly positives too where k exceeds the
+        negatives: the caller adds the two masks as the reference does).
+
     Why a full sort rather than ``topk(k_max)``: k differs per image and lives on the
     device; ``topk`` needs k_max as a Python int, i.e. a host-device synchronisation every
     step on a GPU, to save a sort of R (8732 to 25276) numbers per image, which costs about
@@ -76,7 +88,13 @@ def _nms(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
 
 def per_class_nms(boxes: Tensor, scores: Tensor, classes: Tensor, counts: Tensor,
                   iou_threshold: float) -> Tensor:
-    """NMS within each class of one image; returns the kept indices, best score first.
+    """NMS within each class of one image.
+
+    Args:
+        boxes: (M, 4) XYXY; scores: (M,); classes: (M,) int64, grouped by class;
+        counts: (K,) entries of each class; iou_threshold: MODEL.SSD.NMS_THRESH_TEST.
+    Returns:
+        int64 indices into the M entries that are kept, best score first.
 
     ``boxes``, ``scores``, ``classes`` are grouped by class (``counts[c]`` entries of class
     c, in class order). On CPU, one ``torchvision.ops.nms`` per class on its slice: no

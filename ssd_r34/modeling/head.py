@@ -1,4 +1,7 @@
-"""The SSD head: one 3x3 box-regression conv and one 3x3 classification conv per source."""
+"""The SSD head: one 3x3 box-regression conv and one 3x3 classification conv per source.
+
+Shapes: N images, C channels of a source, (h, w) its size, A boxes per location, K classes.
+"""
 from typing import List
 
 import torch
@@ -16,6 +19,13 @@ Called with (cfg, input_shapes: list[ShapeSpec], num_anchors: list[int])."""
 
 
 def build_ssd_head(cfg, input_shapes, num_anchors):
+    """
+    Args:
+        cfg: the config (MODEL.SSD.HEAD_NAME picks the head).
+        input_shapes: list of ShapeSpec of the six sources; num_anchors: A per level.
+    Returns:
+        the head module (see :class:`SSDHead` for what it returns).
+    """
     return SSD_HEAD_REGISTRY.get(cfg.MODEL.SSD.HEAD_NAME)(cfg, input_shapes, num_anchors)
 
 
@@ -30,7 +40,7 @@ class SSDHead(nn.Module):
 
     With MODEL.SSD.SPARSE_HEAD_BACKWARD, in training on CPU in float32 (not under autocast,
     tracing, compiling or export), the convolutions' backward visits only the locations the
-    loss reads (ssd_r34/sparse_grad.py); the forward and the gradients are those of the
+    loss reads (ssd_r34/layers/sparse_grad.py); the forward and the gradients are those of the
     plain convolutions, up to float32 summation order.
     """
 
@@ -48,7 +58,13 @@ class SSDHead(nn.Module):
                 convs.append(conv)
 
     def forward(self, features):
-        """Returns (list of loc maps (N, A*4, h, w), list of conf maps (N, A*(K+1), h, w))."""
+        """
+        Args:
+            features: list of the six sources, each (N, C, h, w).
+        Returns:
+            (list of loc maps (N, A*4, h', w'), list of conf maps (N, A*(K+1), h', w')),
+            h', w' the sizes after the head's stride.
+        """
         return ([self._conv(loc, x) for loc, x in zip(self.loc, features)],
                 [self._conv(conf, x) for conf, x in zip(self.conf, features)])
 

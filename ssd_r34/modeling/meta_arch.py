@@ -45,8 +45,13 @@ INFERENCE_DTYPES = {"float32": None, "bfloat16": torch.bfloat16, "float16": torc
 
 
 def flatten_predictions(maps: List[Tensor], k: int) -> Tensor:
-    """Per-level (N, A*k, h, w) anchor-major maps -> (N, sum A*h*w, k), box index
-    ``a*h*w + y*w + x`` within a level (the reference's box order)."""
+    """
+    Args:
+        maps: per level (N, A*k, h, w), anchor-major channels; k: values per box.
+    Returns:
+        (N, R, k), R = sum of A*h*w, box index ``a*h*w + y*w + x`` within a level (the
+        reference's box order).
+    """
     out = []
     for x in maps:
         n, _, h, w = x.shape
@@ -149,7 +154,7 @@ class SSD(DenseDetector):
             self.train(training)
 
     def num_boxes(self, image_size=None) -> int:
-        """Default boxes for an input of ``image_size`` (e.g. 8732 at 300x300)."""
+        """R, the default boxes for an input of ``image_size`` (e.g. 8732 at 300x300)."""
         sizes = self.head_output_sizes(image_size)
         return sum(h * w * a for (h, w), a in zip(sizes, self.anchor_generator.num_anchors))
 
@@ -219,6 +224,17 @@ class SSD(DenseDetector):
         return loc.float(), conf.float(), anchors
 
     def forward(self, batched_inputs: List[Dict[str, Tensor]]):
+        """
+        Args:
+            batched_inputs: N dicts in Detectron2's format: "image" (3, H, W) uint8 or
+                float in INPUT.FORMAT at INPUT.FIXED_SIZE; in training "instances" with
+                gt_boxes (G, 4) and gt_classes (G,); optionally "height", "width" of the
+                original image.
+        Returns:
+            training: {"loss_box_reg", "loss_cls"} scalars. Inference: N dicts
+            {"instances": Instances} with pred_boxes (M, 4) XYXY on the original image,
+            scores (M,), pred_classes (M,).
+        """
         images = self.preprocess_image(batched_inputs)
         loc, conf, anchors = self.forward_network(images.tensor)
         if self.training:
@@ -237,9 +253,16 @@ class SSD(DenseDetector):
     # ---- training ----------------------------------------------------------------------
     def losses(self, loc: Tensor, conf: Tensor, anchors: Tensor,
                gt_instances: List[Instances]) -> Dict[str, Tensor]:
-        """The reference's ``Loss``: smooth-L1 on positives, cross-entropy with 3:1 hard
-        negative mining (SSD paper, section 2.2). Returns loss_box_reg and loss_cls; their sum is the reference's
-        loss: per image (loc + conf) / P (0 if P == 0), then the mean over images."""
+        """The reference's ``Loss``: smooth-L1 on positives, cross-entropy with hard
+        negative mining (SSD paper, section 2.2).
+
+        Args:
+            loc: (N, R, 4); conf: (N, R, K+1); anchors: (R, 4) XYXY;
+            gt_instances: N Instances with gt_boxes (G_i, 4) and gt_classes (G_i,).
+        Returns:
+            {"loss_box_reg", "loss_cls"}: scalars whose sum is the reference's loss, per
+            image (loc + conf) / P (0 if P == 0), then the mean over images.
+        """
         N, R = loc.shape[:2]
         G = max(max(len(x) for x in gt_instances), 1)
         gt_boxes = loc.new_zeros((N, G, 4))
@@ -277,6 +300,7 @@ class SSD(DenseDetector):
 
     # ---- inference ---------------------------------------------------------------------
     def decode_boxes(self, loc: Tensor, anchors: Tensor) -> Tensor:
+        """(N, R, 4) deltas + (R, 4) default boxes -> (N, R, 4) XYXY boxes in input pixels."""
         N, R = loc.shape[:2]
         return self.box2box_transform.apply_deltas(
             loc.reshape(-1, 4), anchors.expand(N, R, 4).reshape(-1, 4)).view(N, R, 4)
@@ -290,7 +314,14 @@ class SSD(DenseDetector):
         The candidates of all images and classes are selected at once: threshold, one sort
         by (image, class, score), a rank within each (image, class) group. NMS then runs per
         group on contiguous slices (``per_class_nms``). Only the candidates' boxes are
-        decoded."""
+        decoded.
+
+        Args:
+            loc: (N, R, 4); conf: (N, R, K+1); anchors: (R, 4); image_size: (H, W).
+        Returns:
+            N Instances of size (H, W) with pred_boxes (M, 4), scores (M,), pred_classes
+            (M,), best score first, M <= TEST.DETECTIONS_PER_IMAGE.
+        """
         N = loc.shape[0]
         K = self.num_classes
         scores = F.softmax(conf.float(), dim=2)[..., :K]

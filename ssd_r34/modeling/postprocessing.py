@@ -15,7 +15,14 @@ __all__ = ["rescale_detections", "postprocess_single_image"]
 
 def rescale_detections(r: Instances, height: int, width: int) -> Instances:
     """Scale to the original image by (width / W, height / H), then clip (the reference
-    clips only at this point and drops nothing)."""
+    clips only at this point and drops nothing).
+
+    Args:
+        r: Instances of image size (H, W) with pred_boxes (M, 4), scores, pred_classes.
+        height, width: the original image's size.
+    Returns:
+        Instances of image size (height, width), the same M detections.
+    """
     H, W = r.image_size
     out = Instances((height, width))
     boxes = r.pred_boxes.tensor * r.pred_boxes.tensor.new_tensor(
@@ -29,7 +36,8 @@ def rescale_detections(r: Instances, height: int, width: int) -> Instances:
 
 def postprocess_single_image(model: nn.Module, loc: Tensor, conf: Tensor,
                              anchors: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
-    """The reference's ``decode_batch`` for one image, written to be traced (what :meth:`SSD.inference` does,
+    """The reference's ``decode_batch`` for one image, written to be traced (what
+    :meth:`SSD.inference` does,
     without its data-dependent Python): softmax; per class the TOPK_CANDIDATES_TEST best
     boxes (one ``topk`` on a (K, R) tensor), those with score > SCORE_THRESH_TEST (a mask);
     NMS per class on the class's own boxes (one ``nms`` per class: K is fixed, so the loop
