@@ -14,9 +14,10 @@ phase runs regardless, and the failure is recorded):
   then the versions and the device are recorded.
 * ``cuda_tests``: pytest on the tests marked ``cuda`` (tests/test_gpu*.py), one line per test.
 * ``correctness``: the 1200x1200 model on CUDA against the CPU model, same weights, same
-  images: network outputs within 1e-5 of their largest magnitude and detections within the
-  channels-last tolerances of tests/test_speed_options.py (same classes, scores 1e-5, boxes
-  1e-2 px), TF32 off; a training step's losses (1e-5) and a head gradient (1e-4 / 1e-3).
+  images, TF32 off: network outputs within 1e-5 of their largest magnitude (the
+  channels-last tolerance of tests/test_speed_options.py), detections with the same classes,
+  boxes within 1e-2 px, scores within 3e-4 (``detections_within``); a training step's losses
+  (1e-5) and a head gradient (1e-4 / 1e-3).
 * ``train_runs``: tools/train_net.py --num-gpus 1 on the built-in shapes set, a few
   iterations, with SOLVER.AMP.ENABLED True in float16 and in bfloat16, and with
   MODEL.RESNETS.NORM SyncBN in a one-process NCCL group; each must end with finite losses
@@ -290,10 +291,20 @@ def install_wheels(wheels, site, log):
     if d2:
         cmds.append(pip + ["--find-links", wheels, "--python-version", "3.10",
                            "--implementation", "cp", "--only-binary=:all:", "sal-detectron2"])
-    for cmd in cmds:
-        log.write("$ " + " ".join(cmd) + "\n")
-        log.flush()
-        subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, check=True, timeout=120)
+    has_pip = subprocess.run([sys.executable, "-m", "pip", "--version"],
+                             capture_output=True).returncode == 0
+    if has_pip:
+        for cmd in cmds:
+            log.write("$ " + " ".join(cmd) + "\n")
+            log.flush()
+            subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, check=True, timeout=120)
+    else:  # a wheel is a zip of the files to put on the path
+        import zipfile
+
+        log.write(f"{sys.executable} has no pip: unpacking the wheels into {site}\n")
+        for n in names:
+            with zipfile.ZipFile(os.path.join(wheels, n)) as z:
+                z.extractall(site)
     with open(stamp, "w") as f:
         f.write("\n".join(names))
 
@@ -610,11 +621,14 @@ def _training_batch(torch, n, size, seed=5):
     return batch
 
 
-def detections_within(a, b, box_tol=1e-2, score_tol=1e-5):
+def detections_within(a, b, box_tol=1e-2, score_tol=3e-4):
     """Per image, ssd_r34.export's compare_detections (each detection paired with the
     closest one of its class, so that near-equal scores may come out in either order): the
-    same counts and classes, the largest score and box differences, against the tolerances
-    of tests/test_speed_options.py for channels-last."""
+    same counts and classes, the largest score and box differences. Boxes: 1e-2 px, as
+    tests/test_speed_options.py for channels-last. Scores: the network tolerance (1e-5 of
+    the largest logit, about 15 here) through the softmax, which moves a probability by at
+    most twice the largest logit change: 2 * 1e-5 * 15 = 3e-4. (The CPU tests' 1e-5 holds for
+    their saturated random heads, whose scores sit at 0 or 1.)"""
     from ssd_r34.export import compare_detections
 
     out = {"same_counts_and_classes": True, "max_score_diff": 0.0, "max_box_diff": 0.0,
@@ -664,7 +678,7 @@ def phase_correctness(ph, args):
                                           for i in inputs])]
     r = detections_within(a, b)
     ph.data["details"] = {"detections": r}
-    ph.check("detections: same counts and classes, scores 1e-5, boxes 1e-2 px", r["passed"],
+    ph.check("detections: same counts and classes, scores 3e-4, boxes 1e-2 px", r["passed"],
              f"{r['detections']} detections; score diff {r['max_score_diff']:.2g}, box diff "
              f"{r['max_box_diff']:.2g} px")
 

@@ -4,8 +4,9 @@ per-class NMS by ``batched_nms`` off the CPU, Detectron2's AMPTrainer in float16
 ``nn.SyncBatchNorm`` in an NCCL process group, the folded-BatchNorm inference copy following
 the model between CPU and GPU, and export of a model on the GPU.
 
-CPU and GPU results are compared with TF32 off (``no_tf32``), within the tolerances the CPU
-tests use for channels-last (tests/test_speed_options.py), on weights whose logits are in a
+CPU and GPU results are compared with TF32 off (``no_tf32``): network outputs within the
+channels-last tolerance of tests/test_speed_options.py, detections within
+``assert_close_detections``'s, on weights whose logits are in a
 trained model's range (``trained_range``: random heads saturate the softmax, and detections
 tied at score 1.0 come out in an arbitrary order)."""
 import copy
@@ -49,9 +50,11 @@ def trained_range():
     return ref.scale_heads(plain, x)
 
 
-def assert_close_detections(a, b, box_tol=1e-2, score_tol=1e-5):
+def assert_close_detections(a, b, box_tol=1e-2, score_tol=3e-4):
     """Per image: every detection paired with one of its class (ssd_r34.export's
-    compare_detections), boxes and scores within tolerance."""
+    compare_detections), boxes and scores within tolerance. Scores: the network tolerance
+    (1e-5 of the largest logit, about 15) through the softmax, at most twice the largest
+    logit change (benchmarks/gpu_check.py, detections_within)."""
     from ssd_r34.export import compare_detections
 
     for x, y in zip(a, b):
@@ -242,9 +245,9 @@ def test_export_of_a_cuda_model_matches_its_eager_detections(tmp_path, no_tf32):
     with torch.no_grad():
         got = traced(image)
     r = compare_detections(want, got)
-    assert r["same_classes"] and r["max_box_diff"] < 1e-3 and r["max_score_diff"] < 1e-5, r
+    assert r["same_classes"] and r["max_box_diff"] < 1e-3 and r["max_score_diff"] < 3e-4, r
 
     path = export_onnx(module, image, str(tmp_path / "model.onnx"))
     got = load_exported("onnx", path)(image.cpu())
     r = compare_detections(want, got)
-    assert r["same_classes"] and r["max_box_diff"] < 1e-2 and r["max_score_diff"] < 1e-5, r
+    assert r["same_classes"] and r["max_box_diff"] < 1e-2 and r["max_score_diff"] < 3e-4, r

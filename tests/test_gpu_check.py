@@ -129,7 +129,7 @@ def test_smoke_runs_every_phase_on_cpu(tmp_path):
     one, float16 AMP is left out), as the GPU run will execute it."""
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
     proc = subprocess.run([sys.executable, SCRIPT, "--smoke", "--output-dir", str(tmp_path),
-                           "--work-dir", str(tmp_path / "work")], cwd=ROOT, env=env,
+                           "--work-dir", str(tmp_path / "work"), "--budget", "1500"], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=600)
     doc = json.loads((tmp_path / "gpu_check.json").read_text())
     failed = {k: (p["error"], [c for c in p["checks"] if not c["passed"]])
