@@ -379,7 +379,9 @@ def run_all(args):
         env = child_env(args, site)
     setup["seconds"] = round(time.time() - t0, 1)
     print_phase("setup", setup, log_path)
-    no_cuda = profile == "gpu" and not results["environment"].get("cuda_available")
+    # Phases are skipped only when torch said there is no GPU (not when set-up failed
+    # before asking: the phases then record their own errors).
+    no_cuda = profile == "gpu" and results["environment"].get("cuda_available") is False
 
     for name in args.phases:
         ph = results["phases"][name]
@@ -510,14 +512,19 @@ def phase_environment(ph, args):
             env[mod] = os.path.dirname(m.__file__)
         except Exception as e:  # noqa: BLE001
             env[mod] = f"import failed: {type(e).__name__}: {e}"
+    ph.data["environment"] = env
+    ph.save()
     if env["cuda_available"]:
         p = torch.cuda.get_device_properties(0)
         env.update(device_name=p.name, gpu_memory_gib=round(p.total_memory / 2 ** 30, 1),
-                   device_count=torch.cuda.device_count(),
-                   nccl=".".join(map(str, torch.cuda.nccl.version()))
-                   if hasattr(torch.cuda, "nccl") else None,
-                   bf16_supported=torch.cuda.is_bf16_supported())
-    ph.data["environment"] = env
+                   device_count=torch.cuda.device_count())
+        for key, get in (("nccl", lambda: str(torch.cuda.nccl.version())),
+                         ("bf16_supported", torch.cuda.is_bf16_supported),
+                         ("capability", lambda: str(torch.cuda.get_device_capability(0)))):
+            try:
+                env[key] = get()
+            except Exception as e:  # noqa: BLE001  a detail, not a reason to stop
+                env[key] = f"unknown ({type(e).__name__})"
     ph.check("ssd_r34 and Detectron2 import",
              not str(env["ssd_r34"]).startswith("import failed")
              and not str(env["detectron2"]).startswith("import failed"),

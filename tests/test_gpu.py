@@ -28,6 +28,10 @@ TINY = ["INPUT.FIXED_SIZE", "(64, 64)", "MODEL.SSD.STRIDES", "[1, 1, 1, 1, 1, 1]
         "SOLVER.CHECKPOINT_PERIOD", "1000", "DATASETS.TEST", "()", "SEED", "1"]
 
 
+# The CPU-only Winograd option would build its C++ transforms when a CPU model is built.
+NO_WINOGRAD = ["MODEL.SSD.WINOGRAD", "False"]
+
+
 @pytest.fixture
 def no_tf32():
     """float32 convolutions and matmuls on the GPU (cuDNN uses TF32 by default)."""
@@ -205,7 +209,7 @@ def test_syncbn_in_a_one_process_nccl_group_equals_batchnorm(no_tf32):
 
 # ---- the folded inference copy across devices -------------------------------------------
 def test_folded_copy_follows_the_model_to_cuda_and_back(no_tf32):
-    fast = copy_of(trained_range())
+    fast = copy_of(trained_range(), *NO_WINOGRAD)
     inputs = images(2, seed=4)
     on_cpu = detect(fast, inputs)
     cpu_copy = fast._folded_backbone[2]
@@ -233,7 +237,7 @@ def test_export_of_a_cuda_model_matches_its_eager_detections(tmp_path, no_tf32):
     from ssd_r34.export import (SSDExportModule, compare_detections, export_onnx,
                                 export_torchscript, load_exported)
 
-    model = copy_of(trained_range()).to("cuda").eval()
+    model = copy_of(trained_range(), *NO_WINOGRAD).to("cuda").eval()
     module = SSDExportModule(model)
     image = images(1, seed=4)[0]["image"][None].cuda()  # (1, 3, 128, 128) uint8
     with torch.no_grad():
