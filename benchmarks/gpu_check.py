@@ -369,7 +369,7 @@ def run_all(args):
             if args.wheels:
                 install_wheels(args.wheels, site, log)
         env = child_env(args, site)
-        r = run_child(args, "environment", max(b["setup"] - (time.time() - t0), 10), env,
+        r = run_child(args, "environment", max(b["setup"] - (time.time() - t0), 30), env,
                       os.path.join(args.output_dir, "logs", "environment.log"), profile)
         results["environment"].update(r.get("environment", {}))
         setup["checks"] = r.get("checks", [])
