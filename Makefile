@@ -49,3 +49,41 @@ test: setup
 
 bench: setup
 	$(PY) benchmarks/run_all.py
+
+# ---- GPU check (docs/gpu.md) ----------------------------------------------------------
+# The GPU machines have Python 3.12 and a CUDA PyTorch (with torchvision, numpy, onnx,
+# onnxruntime, opencv, pytest) and no network. `make gpu-wheels` (here, with network)
+# downloads what else the check imports into wheels/gpu/ (ignored by git; the device run
+# carries it); `make gpu-check` (there) installs them with --no-index into
+# output/gpu_site and runs benchmarks/gpu_check.py against the machine's own torch.
+GPU_WHEELS_DIR ?= wheels/gpu
+GPU_PYVER ?= 3.12
+GPU_PIP ?= $(PYTHON) -m pip --disable-pip-version-check
+GPU_PYTHON ?= python3
+GPU_CHECK_ARGS ?=
+# Pure-Python or cp312 wheels, pinned as in DEPS. fvcore and antlr4-python3-runtime (needed
+# by omegaconf) are published as sources only: built into wheels here.
+GPU_BINARY_WHEELS := "iopath==0.1.9" "portalocker==3.2.0" "yacs==0.1.8" "omegaconf==2.3.0" \
+	"hydra-core==1.3.2" "pycocotools==2.0.10" "PyYAML==6.0.2" "tabulate==0.9.0" \
+	"termcolor==3.1.0" "cloudpickle==3.1.1" "tqdm==4.67.1" "tensorboard==2.20.0" \
+	"absl-py==2.3.1" "Markdown==3.8.2" "Werkzeug==3.1.3" "matplotlib==3.10.3" \
+	"contourpy==1.3.3" "cycler==0.12.1" "fonttools==4.59.0" "kiwisolver==1.4.8" \
+	"pyparsing==3.2.3" "python-dateutil==2.9.0.post0" "six==1.17.0"
+GPU_SOURCE_WHEELS := "fvcore==0.1.5.post20221221" "antlr4-python3-runtime==4.9.3"
+
+.PHONY: gpu-wheels gpu-check
+gpu-wheels:
+	mkdir -p $(GPU_WHEELS_DIR)
+	$(GPU_PIP) download --no-deps --dest $(GPU_WHEELS_DIR) --only-binary=:all: \
+		--python-version $(GPU_PYVER) --implementation cp --platform manylinux2014_x86_64 \
+		--platform manylinux_2_17_x86_64 --platform manylinux_2_28_x86_64 $(GPU_BINARY_WHEELS)
+	@# Detectron2's Python code: the wheel is tagged cp310 (its compiled _C, unused by ssd_r34,
+	@# loads on 3.10 only); gpu_check.py installs it with the same tag flags.
+	$(GPU_PIP) download --no-deps --dest $(GPU_WHEELS_DIR) --only-binary=:all: \
+		--python-version 3.10 --implementation cp --platform linux_x86_64 sal-detectron2==0.7.2
+	$(GPU_PIP) wheel --no-deps --wheel-dir $(GPU_WHEELS_DIR) $(GPU_SOURCE_WHEELS)
+	@du -sh $(GPU_WHEELS_DIR); ls $(GPU_WHEELS_DIR)
+
+# On the GPU machine: install wheels/gpu offline, then every phase (< 8 minutes in all).
+gpu-check:
+	$(GPU_PYTHON) benchmarks/gpu_check.py --wheels $(GPU_WHEELS_DIR) $(if $(OUT),--output-dir $(OUT)) $(GPU_CHECK_ARGS)

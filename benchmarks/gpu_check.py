@@ -1,0 +1,1018 @@
+#!/usr/bin/env python
+"""One command that checks every GPU path of ssd_r34 and measures it (docs/gpu.md).
+
+    python3 benchmarks/gpu_check.py --wheels wheels/gpu --output-dir $OUT   # on a CUDA machine
+    python3 benchmarks/gpu_check.py --dry-run    # anywhere: the plan, the table's shape, the JSON
+    python3 benchmarks/gpu_check.py --smoke      # on CPU: every phase, tiny sizes
+
+Phases, each in its own process with a time budget (killed when it runs past it; the next
+phase runs regardless, and the failure is recorded):
+
+* ``setup``: with ``--wheels``, the wheels of ``make gpu-wheels`` installed offline
+  (``pip install --no-index --no-deps --target``) into WORK_DIR/site, put first on the
+  children's PYTHONPATH, so that the machine's own torch runs ssd_r34 and Detectron2;
+  then the versions and the device are recorded.
+* ``cuda_tests``: pytest on the tests marked ``cuda`` (tests/test_gpu*.py), one line per test.
+* ``correctness``: the 1200x1200 model on CUDA against the CPU model, same weights, same
+  images, TF32 off: network outputs within 1e-5 of their largest magnitude (the
+  channels-last tolerance of tests/test_speed_options.py), detections with the same classes,
+  boxes within 1e-2 px, scores within 3e-4 (``detections_within``); a training step's losses
+  (1e-5) and a head gradient (1e-4 / 1e-3).
+* ``train_runs``: tools/train_net.py --num-gpus 1 on the built-in shapes set, a few
+  iterations, with SOLVER.AMP.ENABLED True in float16 and in bfloat16, and with
+  MODEL.RESNETS.NORM SyncBN in a one-process NCCL group; each must end with finite losses
+  and a checkpoint that ``--resume`` continues from.
+* ``inference_speed``: images/s at 1200x1200, channels-last, batch 1, 8, 32, in float32,
+  bfloat16 and float16 (MODEL.SSD.INFERENCE_DTYPE): the network alone and end to end.
+* ``training_speed``: images/s of a training step (AMP float16, GradScaler) at 300x300 and
+  1200x1200 at the largest batch that fits (estimated from the memory of a small batch).
+
+Output: a Markdown table on stdout and in OUTPUT_DIR/gpu_check.md, everything in
+OUTPUT_DIR/gpu_check.json (format: ``SCHEMA`` below, ``empty_results``), one log per phase in
+OUTPUT_DIR/logs/. Exit status 0 when every phase passed. This file imports only the standard
+library; the phases import torch in their own processes.
+"""
+import argparse
+import gc
+import glob
+import json
+import math
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import time
+import traceback
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCHEMA = "ssd_r34.gpu_check/1"
+
+# (name, budget in seconds). setup + phases = 460 s: under 8 minutes with the start-up.
+SETUP_BUDGET = 45
+PHASES = [("cuda_tests", 80), ("correctness", 80), ("train_runs", 110),
+          ("inference_speed", 70), ("training_speed", 75)]
+PHASE_NAMES = [n for n, _ in PHASES]
+TOTAL_BUDGET = SETUP_BUDGET + sum(b for _, b in PHASES)
+
+# Published figures beside which ours are printed (other hardware, other software).
+ANCHORS = [
+    {"kind": "inference", "images_per_s": 990,
+     "what": "MLPerf Inference ssd-resnet34 (1200x1200) Offline, NVIDIA A100, TensorRT INT8, "
+             "per GPU (about)",
+     "source": "MLPerf Inference closed-division results, github.com/mlcommons/inference_results_v1.1"},
+    {"kind": "training", "images_per_s": 724,
+     "what": "NVIDIA SSD300 v1.1 (ResNet-50 backbone) training, 1x A100, AMP (about)",
+     "source": "github.com/NVIDIA/DeepLearningExamples PyTorch/Detection/SSD/README.md"},
+]
+
+# Sizes of the two profiles: "gpu" (the real check) and "smoke" (CPU, tiny, for tests).
+TINY = ["INPUT.FIXED_SIZE", "(64, 64)", "MODEL.SSD.STRIDES", "[1, 1, 1, 1, 1, 1]"]
+PROFILES = {
+    "gpu": {
+        "device": "cuda",
+        "correctness": {"config": "configs/ssd_r34_1200.yaml", "opts": [], "size": 1200,
+                        "images": 2},
+        "train_runs": {"opts": ["SOLVER.IMS_PER_BATCH", "8", "DATALOADER.NUM_WORKERS", "2"],
+                       "iters": 4, "resume_iters": 6},
+        "inference_speed": {"config": "configs/ssd_r34_1200.yaml", "opts": [], "size": 1200,
+                            "batches": [1, 8, 32], "dtypes": ["float32", "bfloat16", "float16"],
+                            "min_time": 1.0},
+        "training_speed": {"runs": [("configs/ssd_r34_300.yaml", [], 300, 32, 512),
+                                    ("configs/ssd_r34_1200.yaml", [], 1200, 4, 128)],
+                           "dtype": "float16", "min_time": 2.0},
+    },
+    "smoke": {
+        "device": "cpu",
+        "correctness": {"config": "configs/ssd_r34_300.yaml", "opts": TINY, "size": 64,
+                        "images": 2},
+        "train_runs": {"opts": TINY + ["SOLVER.IMS_PER_BATCH", "2", "DATALOADER.NUM_WORKERS",
+                                       "0"], "iters": 2, "resume_iters": 3},
+        # float32 only: bfloat16 autocast is slow on CPUs without bf16 units
+        "inference_speed": {"config": "configs/ssd_r34_300.yaml", "opts": TINY, "size": 64,
+                            "batches": [1, 2], "dtypes": ["float32"], "min_time": 0.2},
+        "training_speed": {"runs": [("configs/ssd_r34_300.yaml", TINY, 64, 2, 2)],
+                           "dtype": "float32", "min_time": 0.2},
+    },
+}
+# Same for every profile: BN (one process), no C++ Winograd build for the CPU models.
+COMMON_OPTS = ["MODEL.RESNETS.NORM", "BN", "MODEL.SSD.WINOGRAD", "False"]
+
+
+# ---- arguments ------------------------------------------------------------------------
+def build_parser():
+    p = argparse.ArgumentParser(
+        description="Check every GPU path of ssd_r34 and measure it (docs/gpu.md).")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--dry-run", action="store_true",
+                      help="run nothing: print the plan and the table's shape, write the JSON")
+    mode.add_argument("--smoke", action="store_true",
+                      help="run every phase on CPU at tiny sizes (checks this script)")
+    p.add_argument("--phases", default=",".join(PHASE_NAMES),
+                   help=f"comma-separated subset of {','.join(PHASE_NAMES)} (default: all)")
+    p.add_argument("--budget", type=float, default=TOTAL_BUDGET,
+                   help=f"seconds for setup and all phases (default {TOTAL_BUDGET}); "
+                        "each phase's budget is scaled by budget / default")
+    p.add_argument("--wheels", default=None,
+                   help="folder of `make gpu-wheels`: install them offline into "
+                        "WORK_DIR/site first (the GPU machines have no network)")
+    p.add_argument("--output-dir", default=os.path.join(ROOT, "output", "gpu_check"),
+                   help="gpu_check.json, gpu_check.md and logs/ go here")
+    p.add_argument("--work-dir", default=os.path.join(ROOT, "output", "gpu_check_work"),
+                   help="installed wheels, data set, training runs (large files)")
+    # internal: one phase in a child process
+    p.add_argument("--run-phase", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--profile", default="gpu", choices=sorted(PROFILES), help=argparse.SUPPRESS)
+    p.add_argument("--phase-out", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--deadline", type=float, default=None, help=argparse.SUPPRESS)
+    return p
+
+
+def parse_args(argv=None):
+    p = build_parser()
+    args = p.parse_args(argv)
+    names = [n.strip() for n in args.phases.split(",") if n.strip()]
+    unknown = [n for n in names if n not in PHASE_NAMES]
+    if unknown or not names:
+        p.error(f"--phases: unknown phase(s) {unknown or '(none given)'}; choose from "
+                f"{','.join(PHASE_NAMES)}")
+    args.phases = [n for n in PHASE_NAMES if n in names]  # run order is fixed
+    if not (args.budget > 0 and math.isfinite(args.budget)):
+        p.error(f"--budget must be a positive number of seconds, got {args.budget}")
+    if args.run_phase is not None and args.run_phase not in PHASE_NAMES + ["environment"]:
+        p.error(f"--run-phase {args.run_phase!r} is not a phase")
+    if args.wheels is not None and not args.dry_run and args.run_phase is None:
+        if not os.path.isdir(args.wheels) or not glob.glob(os.path.join(args.wheels, "*.whl")):
+            p.error(f"--wheels {args.wheels}: no wheels there. Run `make gpu-wheels` on a machine "
+                    "with network and carry the folder to the GPU machine (docs/gpu.md).")
+    return args
+
+
+def budgets(args):
+    """Phase -> seconds, scaled to --budget."""
+    scale = args.budget / TOTAL_BUDGET
+    out = {"setup": SETUP_BUDGET * scale}
+    out.update({n: b * scale for n, b in PHASES if n in args.phases})
+    return out
+
+
+# ---- results, table -------------------------------------------------------------------
+def empty_results(args, mode):
+    """The JSON document with every phase "not run" and no figures."""
+    b = budgets(args)
+    return {
+        "schema": SCHEMA,
+        "mode": mode,  # "gpu", "smoke" or "dry-run"
+        "command": "benchmarks/gpu_check.py " + " ".join(sys.argv[1:]),
+        "budget_s": round(args.budget, 1),
+        "environment": {"python": platform.python_version()},
+        "phases": {name: {"status": "not run", "seconds": None, "budget_s": round(b[name], 1),
+                          "checks": [], "error": None}
+                   for name in ["setup"] + list(args.phases)},
+        "cuda_tests": [],
+        "inference": [],
+        "training": [],
+        "anchors": ANCHORS,
+        "summary": {"passed": 0, "failed": 0, "skipped": 0, "not run": len(b)},
+    }
+
+
+def planned_rows(profile):
+    """The throughput rows a run fills in (figures None)."""
+    p = PROFILES[profile]
+    inf = p["inference_speed"]
+    rows = [{"size": inf["size"], "batch": b, "dtype": d, "channels_last": True,
+             "network_images_per_s": None, "end_to_end_images_per_s": None, "status": "not run"}
+            for d in inf["dtypes"] for b in inf["batches"]]
+    tr = [{"size": size, "batch": None, "dtype": p["training_speed"]["dtype"],
+           "channels_last": True, "images_per_s": None, "peak_memory_gib": None,
+           "status": "not run"} for _, _, size, _, _ in p["training_speed"]["runs"]]
+    return rows, tr
+
+
+def summarize(results):
+    counts = {"passed": 0, "failed": 0, "skipped": 0, "not run": 0}
+    for ph in results["phases"].values():
+        key = ph["status"] if ph["status"] in counts else (
+            "failed" if ph["status"] in ("timeout", "error") else "not run")
+        counts[key] += 1
+    results["summary"] = counts
+    return counts
+
+
+def _fmt(x, digits=0):
+    if x is None:
+        return "-"
+    if isinstance(x, float):
+        return f"{x:.{digits}f}"
+    return str(x)
+
+
+def render_table(results):
+    """Markdown: phases, CUDA tests, inference and training throughput, anchors."""
+    lines = ["## ssd_r34 GPU check (" + results["mode"] + ")", ""]
+    env = results.get("environment", {})
+    if env.get("device_name") or env.get("torch"):
+        lines += [", ".join(f"{k} {env[k]}" for k in ("device_name", "torch", "cuda", "cudnn",
+                                                      "python") if env.get(k)), ""]
+    lines += ["| phase | status | seconds | budget s | checks passed | note |",
+              "|---|---|---|---|---|---|"]
+    for name, ph in results["phases"].items():
+        checks = ph.get("checks", [])
+        ok = sum(1 for c in checks if c.get("passed"))
+        note = (ph.get("error") or "").splitlines()[0][:70] if ph.get("error") else ""
+        lines.append(f"| {name} | {ph['status']} | {_fmt(ph.get('seconds'), 1)} | "
+                     f"{_fmt(ph.get('budget_s'), 0)} | {ok}/{len(checks)} | {note} |")
+    if results["cuda_tests"]:
+        lines += ["", "| test marked cuda | outcome |", "|---|---|"]
+        lines += [f"| {t['test']} | {t['outcome']} |" for t in results["cuda_tests"]]
+    lines += ["", "Inference, channels-last, images/s (random weights)", "",
+              "| size | batch | dtype | network | end to end | status |",
+              "|---|---|---|---|---|---|"]
+    for r in results["inference"]:
+        lines.append(f"| {r['size']} | {r['batch']} | {r['dtype']} | "
+                     f"{_fmt(r['network_images_per_s'])} | {_fmt(r['end_to_end_images_per_s'])} "
+                     f"| {r['status']} |")
+    lines += ["", "Training step, AMP, images/s (largest batch that fits)", "",
+              "| size | batch | dtype | images/s | peak GiB | status |",
+              "|---|---|---|---|---|---|"]
+    for r in results["training"]:
+        lines.append(f"| {r['size']} | {_fmt(r['batch'])} | {r['dtype']} | "
+                     f"{_fmt(r['images_per_s'])} | {_fmt(r['peak_memory_gib'], 1)} | "
+                     f"{r['status']} |")
+    lines += ["", "Published anchors (other hardware and software):", ""]
+    lines += [f"- {a['kind']}: ~{a['images_per_s']} images/s, {a['what']} ({a['source']})"
+              for a in results["anchors"]]
+    s = results["summary"]
+    lines += ["", f"phases: {s['passed']} passed, {s['failed']} failed, {s['skipped']} skipped, "
+                  f"{s['not run']} not run"]
+    return "\n".join(lines)
+
+
+def write_outputs(results, output_dir):
+    os.makedirs(output_dir, exist_ok=True)
+    table = render_table(results)
+    tmp = os.path.join(output_dir, "gpu_check.json.tmp")
+    with open(tmp, "w") as f:
+        json.dump(results, f, indent=1, default=str)
+    os.replace(tmp, os.path.join(output_dir, "gpu_check.json"))
+    with open(os.path.join(output_dir, "gpu_check.md"), "w") as f:
+        f.write(table + "\n")
+    return table
+
+
+# ---- the parent: set-up, then each phase in a child process ---------------------------
+def child_env(args, site):
+    env = dict(os.environ)
+    paths = ([site] if site else []) + [ROOT]
+    if env.get("PYTHONPATH"):
+        paths.append(env["PYTHONPATH"])
+    env["PYTHONPATH"] = os.pathsep.join(paths)
+    env.setdefault("SSD_R34_DATASETS", os.path.join(args.work_dir, "datasets"))
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    return env
+
+
+def install_wheels(wheels, site, log):
+    """pip install --no-index --no-deps --target SITE: every wheel of the folder, and
+    Detectron2's (tagged cp310, pure Python for ssd_r34's use) with the tag flags."""
+    stamp = os.path.join(site, ".gpu_check_wheels")
+    names = sorted(os.path.basename(w) for w in glob.glob(os.path.join(wheels, "*.whl")))
+    if os.path.exists(stamp) and open(stamp).read() == "\n".join(names):
+        log.write("wheels already installed\n")
+        return
+    shutil.rmtree(site, ignore_errors=True)
+    pip = [sys.executable, "-m", "pip", "install", "--disable-pip-version-check", "--no-index",
+           "--no-deps", "--target", site]
+    d2 = [n for n in names if n.startswith("sal_detectron2")]
+    others = [os.path.join(wheels, n) for n in names if n not in d2]
+    cmds = [pip + others] if others else []
+    if d2:
+        cmds.append(pip + ["--find-links", wheels, "--python-version", "3.10",
+                           "--implementation", "cp", "--only-binary=:all:", "sal-detectron2"])
+    has_pip = subprocess.run([sys.executable, "-m", "pip", "--version"],
+                             capture_output=True).returncode == 0
+    if has_pip:
+        for cmd in cmds:
+            log.write("$ " + " ".join(cmd) + "\n")
+            log.flush()
+            subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, check=True, timeout=120)
+    else:  # a wheel is a zip of the files to put on the path
+        import zipfile
+
+        log.write(f"{sys.executable} has no pip: unpacking the wheels into {site}\n")
+        for n in names:
+            with zipfile.ZipFile(os.path.join(wheels, n)) as z:
+                z.extractall(site)
+    with open(stamp, "w") as f:
+        f.write("\n".join(names))
+
+
+def run_child(args, phase, budget, env, log_path, profile):
+    """Run one phase in a child process; returns its result dict (or a failure record)."""
+    out = os.path.join(args.work_dir, f"phase_{phase}.json")
+    if os.path.exists(out):
+        os.remove(out)
+    deadline = time.time() + budget
+    cmd = [sys.executable, os.path.abspath(__file__), "--run-phase", phase, "--profile",
+           profile, "--phase-out", out, "--deadline", str(deadline), "--work-dir", args.work_dir]
+    t0 = time.time()
+    status, error = None, None
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+        try:
+            rc = proc.wait(timeout=budget + 5)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, 9)  # the phase and anything it started
+            proc.wait()
+            rc, status = None, "timeout"
+            error = f"ran past its budget of {budget:.0f} s and was stopped"
+    result = {}
+    if os.path.exists(out):
+        with open(out) as f:
+            result = json.load(f)
+    if status is None and rc != 0 and result.get("status") in (None, "passed", "running"):
+        status, error = "failed", f"exit status {rc}"
+    result["status"] = status or result.get("status", "failed")
+    if error:
+        result["error"] = (result.get("error") or "") + error
+    result["seconds"] = round(time.time() - t0, 1)
+    return result
+
+
+def tail(path, n=25):
+    try:
+        with open(path, errors="replace") as f:
+            return "".join(f.readlines()[-n:])
+    except OSError:
+        return ""
+
+
+def run_all(args):
+    profile = "smoke" if args.smoke else "gpu"
+    results = empty_results(args, profile)
+    results["inference"], results["training"] = planned_rows(profile)
+    b = budgets(args)
+    os.makedirs(os.path.join(args.output_dir, "logs"), exist_ok=True)
+    os.makedirs(args.work_dir, exist_ok=True)
+    start = time.time()
+
+    # setup: wheels, then the environment (a child: the first import of torch and CUDA)
+    site = os.path.join(args.work_dir, "site") if args.wheels else None
+    setup = results["phases"]["setup"]
+    t0 = time.time()
+    log_path = os.path.join(args.output_dir, "logs", "setup.log")
+    try:
+        with open(log_path, "w") as log:
+            if args.wheels:
+                install_wheels(args.wheels, site, log)
+        env = child_env(args, site)
+        r = run_child(args, "environment", max(b["setup"] - (time.time() - t0), 30), env,
+                      os.path.join(args.output_dir, "logs", "environment.log"), profile)
+        results["environment"].update(r.get("environment", {}))
+        setup["checks"] = r.get("checks", [])
+        setup["status"], setup["error"] = r["status"], r.get("error")
+    except Exception as e:  # noqa: BLE001  recorded; the phases say what follows from it
+        setup["status"], setup["error"] = "failed", f"{type(e).__name__}: {e}"
+        env = child_env(args, site)
+    setup["seconds"] = round(time.time() - t0, 1)
+    print_phase("setup", setup, log_path)
+    # Phases are skipped only when torch said there is no GPU (not when set-up failed
+    # before asking: the phases then record their own errors).
+    no_cuda = profile == "gpu" and results["environment"].get("cuda_available") is False
+
+    for name in args.phases:
+        ph = results["phases"][name]
+        if no_cuda:
+            ph["status"] = "skipped"
+            ph["error"] = "no CUDA device (torch.cuda.is_available() is False); --smoke runs on CPU"
+            print_phase(name, ph, None)
+            continue
+        log_path = os.path.join(args.output_dir, "logs", f"{name}.log")
+        r = run_child(args, name, b[name], env, log_path, profile)
+        for key in ("cuda_tests", "inference", "training"):
+            if key in r:
+                results[key] = r.pop(key)
+        ph.update({k: v for k, v in r.items() if k in ph or k == "details"})
+        print_phase(name, ph, log_path)
+        summarize(results)
+        write_outputs(results, args.output_dir)  # a later kill keeps what is done
+    results["total_seconds"] = round(time.time() - start, 1)
+    summarize(results)
+    table = write_outputs(results, args.output_dir)
+    print()
+    print(table)
+    print(f"\nwritten: {os.path.join(args.output_dir, 'gpu_check.json')}, gpu_check.md, logs/ "
+          f"({results['total_seconds']:.0f} s in all)")
+    return 0 if results["summary"]["failed"] == 0 and not no_cuda else 1
+
+
+def print_phase(name, ph, log_path):
+    print(f"[gpu_check] {name}: {ph['status'].upper()} ({_fmt(ph.get('seconds'), 1)} s)",
+          flush=True)
+    for c in ph.get("checks", []):
+        print(f"    {'PASS' if c.get('passed') else 'FAIL'} {c['name']}"
+              + (f": {c['detail']}" if c.get("detail") not in (None, "") else ""), flush=True)
+    if ph.get("error"):
+        print("    error: " + ph["error"].strip().splitlines()[-1][:300], flush=True)
+    if ph["status"] not in ("passed", "skipped") and log_path:
+        print("    ---- last lines of " + log_path + "\n" + tail(log_path), flush=True)
+
+
+def dry_run(args):
+    results = empty_results(args, "dry-run")
+    results["inference"], results["training"] = planned_rows("gpu")
+    for name, ph in results["phases"].items():
+        ph["status"] = "not run"
+    b = budgets(args)
+    print("[gpu_check] dry run: nothing is executed. Plan (phase, budget s):")
+    for name in ["setup"] + list(args.phases):
+        print(f"    {name:16s} {b[name]:6.0f}")
+    print(f"    {'total':16s} {sum(b.values()):6.0f}")
+    summarize(results)
+    table = write_outputs(results, args.output_dir)
+    print()
+    print(table)
+    print(f"\nwritten: {os.path.join(args.output_dir, 'gpu_check.json')}")
+    return 0
+
+
+# ---- phases (child processes) ---------------------------------------------------------
+class Phase:
+    """What a child fills in and writes to --phase-out after every change."""
+
+    def __init__(self, args):
+        self.path = args.phase_out
+        self.deadline = args.deadline or (time.time() + 3600)
+        self.profile = PROFILES[args.profile]
+        self.profile_name = args.profile
+        self.work_dir = args.work_dir
+        self.data = {"status": "running", "checks": [], "error": None}
+
+    def left(self):
+        return self.deadline - time.time()
+
+    def check(self, name, passed, detail=None):
+        self.data["checks"].append({"name": name, "passed": bool(passed), "detail": detail})
+        print(f"{'PASS' if passed else 'FAIL'} {name}: {detail}", flush=True)
+        self.save()
+        return passed
+
+    def save(self):
+        if self.path:
+            tmp = self.path + ".tmp"
+            with open(tmp, "w") as f:
+                json.dump(self.data, f, default=str)
+            os.replace(tmp, self.path)
+
+
+def _torch_setup():
+    import torch
+
+    sys.path.insert(0, os.path.join(ROOT, "reference"))
+    torch.backends.cudnn.benchmark = True
+    return torch
+
+
+def _cfg(config, *opts, device="cpu"):
+    from ssd_r34 import get_ssd_cfg
+
+    cfg = get_ssd_cfg()
+    cfg.merge_from_file(os.path.join(ROOT, config))
+    cfg.merge_from_list(["MODEL.DEVICE", device, *COMMON_OPTS, *opts])
+    return cfg
+
+
+def _sync(torch, device):
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def phase_environment(ph, args):
+    import torch
+
+    env = {"python": platform.python_version(), "torch": torch.__version__,
+           "cuda": torch.version.cuda, "cuda_available": torch.cuda.is_available(),
+           "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available()
+           else None}
+    import numpy
+
+    env["numpy"] = numpy.__version__
+    try:
+        import torchvision
+
+        env["torchvision"] = torchvision.__version__
+    except ImportError as e:
+        env["torchvision"] = f"missing ({e})"
+    for mod in ("detectron2", "fvcore", "pycocotools", "ssd_r34"):
+        try:
+            m = __import__(mod)
+            env[mod] = os.path.dirname(m.__file__)
+        except Exception as e:  # noqa: BLE001
+            env[mod] = f"import failed: {type(e).__name__}: {e}"
+    ph.data["environment"] = env
+    ph.save()
+    if env["cuda_available"]:
+        p = torch.cuda.get_device_properties(0)
+        env.update(device_name=p.name, gpu_memory_gib=round(p.total_memory / 2 ** 30, 1),
+                   device_count=torch.cuda.device_count())
+        for key, get in (("nccl", lambda: str(torch.cuda.nccl.version())),
+                         ("bf16_supported", torch.cuda.is_bf16_supported),
+                         ("capability", lambda: str(torch.cuda.get_device_capability(0)))):
+            try:
+                env[key] = get()
+            except Exception as e:  # noqa: BLE001  a detail, not a reason to stop
+                env[key] = f"unknown ({type(e).__name__})"
+    ph.check("ssd_r34 and Detectron2 import",
+             not str(env["ssd_r34"]).startswith("import failed")
+             and not str(env["detectron2"]).startswith("import failed"),
+             f"detectron2 from {env['detectron2']}")
+    if ph.profile_name == "gpu":
+        ph.check("a CUDA device", env["cuda_available"], env.get("device_name"))
+
+
+def phase_cuda_tests(ph, args):
+    files = sorted(f for f in glob.glob(os.path.join(ROOT, "tests", "test_*.py"))
+                   if "mark.cuda" in open(f).read())
+    cmd = [sys.executable, "-m", "pytest", "-v", "-rfE", "-m", "cuda", "-p", "no:cacheprovider",
+           *[os.path.relpath(f, ROOT) for f in files]]
+    print("$ " + " ".join(cmd), flush=True)
+    try:
+        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True,
+                              timeout=max(ph.left() - 5, 5))
+        out, rc = proc.stdout + proc.stderr, proc.returncode
+    except subprocess.TimeoutExpired as e:
+        out, rc = (e.stdout or b"").decode(errors="replace") if isinstance(e.stdout, bytes) \
+            else (e.stdout or ""), None
+    print(out, flush=True)
+    tests = parse_pytest(out)
+    ph.data["cuda_tests"] = tests
+    summary = next((line.strip("= ") for line in reversed(out.splitlines())
+                    if re.search(r"\d+ (passed|failed|skipped|error)", line)), "no summary")
+    outcomes = [t["outcome"] for t in tests]
+    if ph.profile_name == "gpu":
+        ph.check("tests marked cuda pass", rc == 0 and "PASSED" in outcomes
+                 and not {"FAILED", "ERROR"} & set(outcomes), summary)
+    else:  # no GPU: every one of them must be skipped, none may fail
+        ph.check("tests marked cuda are skipped without a GPU",
+                 rc == 0 and outcomes and set(outcomes) == {"SKIPPED"}, summary)
+
+
+def parse_pytest(out):
+    """[{test, outcome}] from pytest -v's lines ("NODEID PASSED  [ 14%]"), or else from the
+    -rA short summary (PASSED / FAILED / ERROR NODEID, SKIPPED [count] FILE:LINE: reason)."""
+    verbose = re.findall(r"^(\S+::\S+) (PASSED|FAILED|SKIPPED|ERROR|XFAIL|XPASS)\b", out, re.M)
+    if verbose:
+        return [{"test": t, "outcome": o} for t, o in verbose]
+    tests = []
+    for line in out.splitlines():
+        m = re.match(r"^(PASSED|FAILED|ERROR|XFAIL|XPASS) (\S+)", line)
+        if m:
+            tests.append({"test": m.group(2), "outcome": m.group(1)})
+            continue
+        m = re.match(r"^SKIPPED \[(\d+)\] (\S+?):\d+: (.*)$", line)
+        if m:
+            tests.extend({"test": f"{m.group(2)} ({m.group(3)[:60]})", "outcome": "SKIPPED"}
+                         for _ in range(int(m.group(1))))
+    return tests
+
+
+def _scaled_model(torch, cfg, inputs=None):
+    """Random weights with non-trivial BatchNorm statistics and, given ``inputs`` (dicts with
+    an "image"), heads scaled so that logits and box deltas on them reach about 15, a trained
+    model's range (tests/test_speed_options.py's bfloat16 test; random heads give hundreds,
+    and softmax ties at 1.0 that make detection order arbitrary)."""
+    import reference_impl as ref
+    from detectron2.modeling import build_model
+
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    ref.randomise_batchnorm(model, seed=1)
+    model.eval()
+    if inputs is not None:
+        ref.scale_heads(model, _normalized(model, [{"image": i["image"].to(model.device)}
+                                                    for i in inputs]))
+    return model
+
+
+def _normalized(model, inputs):
+    return torch_stack([(i["image"].float() - model.pixel_mean.to(i["image"].device))
+                        / model.pixel_std.to(i["image"].device) for i in inputs])
+
+
+def torch_stack(tensors):
+    import torch
+
+    return torch.stack(tensors)
+
+
+def _images(torch, n, size, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return [{"image": torch.randint(0, 256, (3, size, size), generator=g, dtype=torch.uint8),
+             "height": size, "width": size} for _ in range(n)]
+
+
+def _training_batch(torch, n, size, seed=5):
+    from detectron2.structures import Boxes, Instances
+
+    batch = _images(torch, n, size, seed)
+    g = torch.Generator().manual_seed(seed + 1)
+    for b in batch:
+        k = 3
+        xy = torch.rand(k, 2, generator=g) * size * 0.6
+        wh = size * (0.05 + torch.rand(k, 2, generator=g) * 0.3)
+        b["instances"] = Instances((size, size), gt_boxes=Boxes(torch.cat([xy, xy + wh], 1)),
+                                   gt_classes=torch.randint(0, 3, (k,), generator=g))
+    return batch
+
+
+def detections_within(a, b, box_tol=1e-2, score_tol=3e-4):
+    """Per image, ssd_r34.export's compare_detections (each detection paired with the
+    closest one of its class, so that near-equal scores may come out in either order): the
+    same counts and classes, the largest score and box differences. Boxes: 1e-2 px, as
+    tests/test_speed_options.py for channels-last. Scores: the network tolerance (1e-5 of
+    the largest logit, about 15 here) through the softmax, which moves a probability by at
+    most twice the largest logit change: 2 * 1e-5 * 15 = 3e-4. (The CPU tests' 1e-5 holds for
+    their saturated random heads, whose scores sit at 0 or 1.)"""
+    from ssd_r34.export import compare_detections
+
+    out = {"same_counts_and_classes": True, "max_score_diff": 0.0, "max_box_diff": 0.0,
+           "detections": [len(x) for x in a], "detections_other": [len(y) for y in b]}
+    for x, y in zip(a, b):
+        r = compare_detections((x.pred_boxes.tensor, x.scores, x.pred_classes),
+                               (y.pred_boxes.tensor, y.scores, y.pred_classes))
+        out["same_counts_and_classes"] &= r["same_classes"]
+        out["max_score_diff"] = max(out["max_score_diff"], r["max_score_diff"])
+        out["max_box_diff"] = max(out["max_box_diff"], r["max_box_diff"])
+    out["passed"] = (out["same_counts_and_classes"] and out["max_score_diff"] <= score_tol
+                     and out["max_box_diff"] <= box_tol and min(out["detections"]) > 0)
+    return out
+
+
+def phase_correctness(ph, args):
+    """CPU model (default options) against the same weights on the device: CUDA in the gpu
+    profile; in the smoke profile the plain contiguous float32 model on CPU (so that the
+    comparison itself is exercised)."""
+    import copy
+
+    torch = _torch_setup()
+    p = ph.profile["correctness"]
+    device = ph.profile["device"]
+    if device == "cuda":  # compare float32 with float32, not TF32
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+    other_opts = [] if device == "cuda" else [
+        "MODEL.SSD.CHANNELS_LAST", "False", "MODEL.SSD.FUSE_BN_INFERENCE", "False",
+        "MODEL.SSD.SPARSE_HEAD_BACKWARD", "False"]
+    inputs = _images(torch, p["images"], p["size"])
+    cpu = _scaled_model(torch, _cfg(p["config"], *p["opts"]), inputs)
+    x = _normalized(cpu, inputs)
+    dev = _scaled_model(torch, _cfg(p["config"], *p["opts"], *other_opts, device=device))
+    dev.load_state_dict(cpu.state_dict())
+    with torch.no_grad():
+        want = cpu.forward_network(x)[:2]
+        got = dev.forward_network(x.to(device))[:2]
+    for name, w, g in zip(("box deltas", "class logits"), want, got):
+        diff = float((g.cpu() - w).abs().max())
+        scale = float(w.abs().max())
+        ph.check(f"{name}: {device} vs cpu within 1e-5 of their largest magnitude",
+                 diff <= 1e-5 * scale, f"max diff {diff:.3g}, largest {scale:.3g}")
+    with torch.no_grad():
+        a = [o["instances"] for o in cpu(inputs)]
+        b = [o["instances"] for o in dev([{**i, "image": i["image"].to(device)}
+                                          for i in inputs])]
+    r = detections_within(a, b)
+    ph.data["details"] = {"detections": r}
+    ph.check("detections: same counts and classes, scores 3e-4, boxes 1e-2 px", r["passed"],
+             f"{r['detections']} detections; score diff {r['max_score_diff']:.2g}, box diff "
+             f"{r['max_box_diff']:.2g} px")
+
+    # a training step: losses and a head gradient
+    batch = _training_batch(torch, 2, p["size"])
+    losses, grads = [], []
+    for model, dv in ((cpu, "cpu"), (dev, device)):
+        m = copy.deepcopy(model).train()
+        out = m([{**b, "image": b["image"].to(dv)} for b in batch])
+        sum(out.values()).backward()
+        losses.append({k: float(v) for k, v in out.items()})
+        grads.append(m.head.conf[0].weight.grad.detach().cpu())
+        del m
+    diffs = {k: abs(losses[0][k] - losses[1][k]) for k in losses[0]}
+    ph.data["details"]["losses"] = {"cpu": losses[0], device: losses[1]}
+    ph.check("training step losses within 1e-5 (+1e-5 relative)",
+             all(diffs[k] <= 1e-5 + 1e-5 * abs(losses[0][k]) for k in diffs)
+             and all(math.isfinite(v) for v in losses[1].values()),
+             ", ".join(f"{k} {losses[0][k]:.6g} vs {losses[1][k]:.6g}" for k in diffs))
+    g0, g1 = grads
+    gdiff = (g1 - g0).abs()
+    ok = bool((gdiff <= 1e-4 + 1e-3 * g0.abs()).all())
+    ph.check("head.conf.0.weight gradient within 1e-4 (+1e-3 relative)", ok,
+             f"max diff {float(gdiff.max()):.3g}, largest {float(g0.abs().max()):.3g}")
+
+
+def _free_port():
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# Runs tools/train_net.py in a one-process group: Detectron2's launch() creates no group for
+# a single process, and SyncBN's NCCL path needs one.
+GROUP_WRAPPER = r"""
+import runpy, sys
+import torch, torch.distributed as dist
+backend, url, script = sys.argv[1:4]
+if backend == "nccl":
+    torch.cuda.set_device(0)
+dist.init_process_group(backend, init_method=url, world_size=1, rank=0)
+from detectron2.utils import comm
+comm.create_local_process_group(1)
+t = torch.ones(2, device="cuda" if backend == "nccl" else "cpu")
+dist.all_reduce(t)
+print(f"gpu_check: one-process {backend} group, all_reduce gave {t.tolist()}", flush=True)
+sys.argv = [script] + sys.argv[4:]
+try:
+    runpy.run_path(script, run_name="__main__")
+finally:
+    dist.destroy_process_group()
+"""
+
+
+def _metrics(out_dir):
+    rows = []
+    path = os.path.join(out_dir, "metrics.json")
+    if os.path.exists(path):
+        with open(path) as f:
+            for line in f:
+                line = line.strip()
+                if line:
+                    try:
+                        rows.append(json.loads(line))
+                    except ValueError:
+                        pass
+    return [r for r in rows if "total_loss" in r]
+
+
+def phase_train_runs(ph, args):
+    """tools/train_net.py: float16 and bfloat16 AMP, SyncBN over NCCL; then --resume."""
+    env = dict(os.environ, PYTHONWARNINGS="ignore")
+    p = ph.profile["train_runs"]
+    device = ph.profile["device"]
+    script = os.path.join(ROOT, "tools", "train_net.py")
+    runs = {
+        "amp_float16": ["SOLVER.AMP.ENABLED", "True", "SOLVER.AMP.DTYPE", "float16"],
+        "amp_bfloat16": ["SOLVER.AMP.ENABLED", "True", "SOLVER.AMP.DTYPE", "bfloat16"],
+        "syncbn": ["MODEL.RESNETS.NORM", "SyncBN"],
+    }
+    if device == "cpu":
+        runs.pop("amp_float16")  # float16 AMP is CUDA only (refused on CPU)
+        ph.check("amp_float16: not run on CPU (float16 AMP is for CUDA)", True, "smoke profile")
+    # the data set is generated once, before the runs start together
+    subprocess.run([sys.executable, "-c", "from ssd_r34.data import ensure_dataset as e; "
+                    "e('shapes_train')"], cwd=ROOT, env=env, check=True,
+                   timeout=max(ph.left() / 3, 10))
+
+    def command(name, iters, resume):
+        out_dir = os.path.join(ph.work_dir, "runs", name)
+        opts = ["--config-file", os.path.join(ROOT, "configs", "ssd_r34_shapes.yaml"),
+                "--num-gpus", "1", *(["--resume"] if resume else []),
+                "MODEL.DEVICE", device, "MODEL.SSD.WINOGRAD", "False", *p["opts"],
+                "SOLVER.MAX_ITER", str(iters), "SOLVER.WARMUP_ITERS", "0",
+                "SOLVER.CHECKPOINT_PERIOD", "100000", "DATASETS.TEST", "()", "SEED", "3",
+                "OUTPUT_DIR", out_dir, *runs[name]]
+        if name == "syncbn":
+            backend = "nccl" if device == "cuda" else "gloo"
+            return out_dir, [sys.executable, "-c", GROUP_WRAPPER, backend,
+                             f"tcp://127.0.0.1:{_free_port()}", script, *opts]
+        return out_dir, [sys.executable, script, *opts]
+
+    for stage, iters, resume in (("train", p["iters"], False),
+                                 ("resume", p["resume_iters"], True)):
+        procs = {}
+        for name in runs:
+            out_dir, cmd = command(name, iters, resume)
+            if not resume:
+                shutil.rmtree(out_dir, ignore_errors=True)
+            os.makedirs(out_dir, exist_ok=True)
+            log = open(os.path.join(out_dir, f"{stage}.out"), "w")
+            print("$ " + " ".join(cmd[:2] if name == "syncbn" else cmd), flush=True)
+            procs[name] = (subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log,
+                                            stderr=subprocess.STDOUT), log, out_dir)
+        timeout = max(ph.left() / (2 if stage == "train" else 1) - 5, 10)
+        t_end = time.time() + timeout
+        for name, (proc, log, out_dir) in procs.items():
+            try:
+                rc = proc.wait(timeout=max(t_end - time.time(), 1))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                rc = "timeout"
+            log.close()
+            rows = _metrics(out_dir)
+            text = open(os.path.join(out_dir, f"{stage}.out"), errors="replace").read()
+            print(f"---- {name} {stage}: exit {rc}\n" + "\n".join(text.splitlines()[-15:]),
+                  flush=True)
+            if stage == "train":
+                losses = [r["total_loss"] for r in rows]
+                ok = (rc == 0 and len(losses) >= 1 and all(math.isfinite(v) for v in losses)
+                      and os.path.exists(os.path.join(out_dir, "model_final.pth")))
+                ph.check(f"{name}: {iters} iterations, finite losses, model_final.pth", ok,
+                         f"exit {rc}, total_loss {['%.4g' % v for v in losses]}")
+                if name == "syncbn" and device == "cuda":
+                    ph.check("syncbn: NCCL group of one process", rc == 0 and
+                             "one-process nccl group" in text, None)
+            else:
+                after = [r for r in rows if r.get("iteration", -1) >= p["iters"]]
+                ok = (rc == 0 and after and all(math.isfinite(r["total_loss"]) for r in after)
+                      and "model_final.pth" in text)
+                ph.check(f"{name}: --resume continues at iteration {p['iters']}", ok,
+                         f"exit {rc}, iterations after resume {[r['iteration'] for r in after]}")
+
+
+def _time_loop(torch, device, fn, min_time, min_iters=3, max_iters=50, warmup=2):
+    for _ in range(warmup):
+        fn()
+    _sync(torch, device)
+    n, t0 = 0, time.perf_counter()
+    while n < min_iters or (time.perf_counter() - t0 < min_time and n < max_iters):
+        fn()
+        n += 1
+    _sync(torch, device)
+    return (time.perf_counter() - t0) / n
+
+
+def phase_inference_speed(ph, args):
+    torch = _torch_setup()
+    p = ph.profile["inference_speed"]
+    device = ph.profile["device"]
+    rows = [{"size": p["size"], "batch": b, "dtype": d, "channels_last": True,
+             "network_images_per_s": None, "end_to_end_images_per_s": None,
+             "status": "not run"} for d in p["dtypes"] for b in p["batches"]]
+    ph.data["inference"] = rows
+    from ssd_r34.modeling.meta_arch import INFERENCE_DTYPES
+
+    cfg = _cfg(p["config"], *p["opts"], device=device)
+    model = _scaled_model(torch, cfg, _images(torch, 1, p["size"], seed=1))
+    for row in rows:
+        if ph.left() < 8:
+            row["status"] = "skipped: time budget"
+            continue
+        try:
+            # the folded inference copy is rebuilt for the new dtype (its cache key holds it)
+            model.inference_dtype = INFERENCE_DTYPES[row["dtype"]]
+            n = row["batch"]
+            inputs = [{**i, "image": i["image"].to(device)}
+                      for i in _images(torch, n, p["size"], seed=1)]
+            x = _normalized(model, inputs)
+            with torch.no_grad():
+                t_net = _time_loop(torch, device, lambda: model.forward_network(x),
+                                   p["min_time"] / 2)
+                t_e2e = _time_loop(torch, device, lambda: model(inputs), p["min_time"] / 2)
+            row.update(network_images_per_s=round(n / t_net, 1),
+                       end_to_end_images_per_s=round(n / t_e2e, 1), status="ok")
+            print(f"inference {row}", flush=True)
+        except Exception as e:  # noqa: BLE001  recorded, next configuration
+            row["status"] = f"failed: {type(e).__name__}: {str(e)[:200]}"
+            traceback.print_exc()
+        finally:
+            inputs = x = None
+            if device == "cuda":
+                torch.cuda.empty_cache()
+        ph.save()
+    done = [r for r in rows if r["status"] == "ok"]
+    ph.check("every inference configuration measured", len(done) == len(rows),
+             f"{len(done)} of {len(rows)}")
+
+
+def _train_step_runner(torch, cfg, batch_size, size, device):
+    """A trainer of build_step_trainer (AMPTrainer on CUDA) fed one batch over and over."""
+    import itertools
+
+    from detectron2.modeling import build_model
+    from detectron2.utils.events import EventStorage
+
+    from ssd_r34.engine import SSDTrainer
+    from ssd_r34.engine.train_loop import build_step_trainer
+
+    torch.manual_seed(0)
+    model = build_model(cfg).train()
+    batch = _training_batch(torch, batch_size, size)
+    for b in batch:
+        b["image"] = b["image"].to(device)
+    optimizer = SSDTrainer.build_optimizer(cfg, model)
+    trainer = build_step_trainer(cfg, model, itertools.repeat(batch), optimizer)
+    storage = EventStorage(0)
+
+    def step():
+        with storage:
+            trainer.iter = storage.iter
+            trainer.run_step()
+            storage.step()
+    return trainer, step
+
+
+def phase_training_speed(ph, args):
+    torch = _torch_setup()
+    p = ph.profile["training_speed"]
+    device = ph.profile["device"]
+    rows = [{"size": size, "batch": None, "dtype": p["dtype"], "channels_last": True,
+             "images_per_s": None, "peak_memory_gib": None, "status": "not run"}
+            for _, _, size, _, _ in p["runs"]]
+    ph.data["training"] = rows
+    for row, (config, opts, size, probe, cap) in zip(rows, p["runs"]):
+        if ph.left() < 10:
+            row["status"] = "skipped: time budget"
+            continue
+        amp = p["dtype"] != "float32"  # float32: SimpleTrainer, no AMP
+        cfg = _cfg(config, *opts, "SOLVER.AMP.ENABLED", str(amp), "SOLVER.AMP.DTYPE",
+                   p["dtype"] if amp else "float16", device=device)
+        try:
+            batch = probe
+            if device == "cuda":  # memory of the probe batch -> the largest that should fit
+                torch.cuda.empty_cache()
+                torch.cuda.reset_peak_memory_stats()
+                base = torch.cuda.memory_allocated()
+                trainer, step = _train_step_runner(torch, cfg, probe, size, device)
+                step()
+                step()
+                per_image = (torch.cuda.max_memory_allocated() - base) / probe
+                total = torch.cuda.get_device_properties(0).total_memory
+                fit = int(0.8 * (total - base) / max(per_image, 1))
+                batch = max(probe, min(cap, 2 ** int(math.log2(max(fit, 1)))))
+                trainer = step = None
+                gc.collect()
+                torch.cuda.empty_cache()
+                print(f"training {size}: {per_image / 2 ** 20:.0f} MiB per image -> batch "
+                      f"{batch}", flush=True)
+            while True:
+                oom = False
+                try:
+                    if device == "cuda":
+                        torch.cuda.reset_peak_memory_stats()
+                    trainer, step = _train_step_runner(torch, cfg, batch, size, device)
+                    t = _time_loop(torch, device, step, p["min_time"], min_iters=3,
+                                   max_iters=30)
+                    break
+                except torch.cuda.OutOfMemoryError:
+                    if batch <= probe:
+                        raise
+                    oom = True
+                if oom:  # outside the except block: its traceback held the activations
+                    step = trainer = None
+                    gc.collect()
+                    torch.cuda.empty_cache()
+                    batch //= 2
+                    print(f"out of memory: trying batch {batch}", flush=True)
+            row.update(batch=batch, images_per_s=round(batch / t, 1), status="ok",
+                       trainer=type(trainer).__name__)
+            if device == "cuda":
+                row["peak_memory_gib"] = round(torch.cuda.max_memory_allocated() / 2 ** 30, 1)
+            print(f"training {row}", flush=True)
+        except Exception as e:  # noqa: BLE001  recorded, next size
+            row["status"] = f"failed: {type(e).__name__}: {str(e)[:200]}"
+            traceback.print_exc()
+        finally:
+            step = trainer = None
+            if device == "cuda":
+                torch.cuda.empty_cache()
+        ph.save()
+    done = [r for r in rows if r["status"] == "ok"]
+    ph.check("every training size measured", len(done) == len(rows),
+             f"{len(done)} of {len(rows)}")
+
+
+PHASE_FUNCS = {"environment": phase_environment, "cuda_tests": phase_cuda_tests,
+               "correctness": phase_correctness, "train_runs": phase_train_runs,
+               "inference_speed": phase_inference_speed, "training_speed": phase_training_speed}
+
+
+def run_phase(args):
+    sys.path.insert(0, ROOT)
+    ph = Phase(args)
+    ph.save()
+    try:
+        PHASE_FUNCS[args.run_phase](ph, args)
+        checks = ph.data["checks"]
+        ph.data["status"] = "passed" if checks and all(c["passed"] for c in checks) else "failed"
+    except Exception as e:  # noqa: BLE001  the parent records it and goes on
+        traceback.print_exc()
+        ph.data["status"] = "failed"
+        ph.data["error"] = f"{type(e).__name__}: {e}"
+    ph.save()
+    return 0
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.run_phase:
+        return run_phase(args)
+    if args.dry_run:
+        return dry_run(args)
+    return run_all(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
