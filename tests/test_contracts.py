@@ -30,9 +30,10 @@ TINY = ["INPUT.FIXED_SIZE", str(SIZE), "MODEL.SSD.STRIDES", "[1, 1, 1, 1, 1, 1]"
         "MODEL.SSD.NUM_CLASSES", str(K), "MODEL.RESNETS.NORM", "BN"]
 SCALE = torch.tensor([SIZE[1], SIZE[0], SIZE[1], SIZE[0]], dtype=torch.float32)
 # Float32 agreement of ours (pixels, batched) with the reference (normalised, per image) on
-# these random cases: measured relative loss differences <= 3e-7, box differences <= 2e-5 px,
-# score differences <= 1e-7; the tolerances below leave a margin of about 10x.
-LOSS_RTOL, BOX_ATOL, SCORE_ATOL = 3e-6, 2e-4, 1e-6
+# these random cases (5 seeds each of the loss cases, 3 of the inference cases): measured
+# relative loss differences <= 1.7e-7, box differences <= 1.6e-5 px, score differences
+# <= 2.4e-7; the tolerances are 4x to 6x that.
+LOSS_RTOL, BOX_ATOL, SCORE_ATOL = 1e-6, 1e-4, 1e-6
 
 
 @pytest.fixture(autouse=True)
