@@ -209,7 +209,7 @@ def main(argv=None):
         # The killing tests must pass on the unpatched code, else a "kill" means nothing.
         base = copy_tree(os.path.join(workdir, "unpatched"))
         for files in sorted({m.tests[0] for m in mutants}):
-            ks = [m.tests[2] for m in mutants if m.tests[0] == files]
+            ks = list(dict.fromkeys(m.tests[2] for m in mutants if m.tests[0] == files))
             t = time.time()
             rc, out = run_pytest(base, [files, "-k", " or ".join(f"({k})" for k in ks)],
                                  args.timeout)
