@@ -14,7 +14,7 @@ DEPS := "setuptools<81" "numpy<2.4" "pycocotools==2.0.10" "fvcore==0.1.5.post202
 	"termcolor==3.1.0" "Pillow==11.3.0" "pytest==8.4.1" "onnx==1.19.0" "onnxruntime==1.22.1" \
 	"onnxscript==0.4.0" "opencv-python-headless==4.13.0.92"
 
-.PHONY: setup demo test bench clean-venv
+.PHONY: setup demo test bench mutants clean-venv
 setup: $(VENV)/.ssd_r34_setup
 
 $(VENV)/.ssd_r34_setup: setup.py Makefile
@@ -87,3 +87,8 @@ gpu-wheels:
 # On the GPU machine: install wheels/gpu offline, then every phase (< 8 minutes in all).
 gpu-check:
 	$(GPU_PYTHON) benchmarks/gpu_check.py --wheels $(GPU_WHEELS_DIR) $(if $(OUT),--output-dir $(OUT)) $(GPU_CHECK_ARGS)
+
+# Hand-written mutants (tests/mutants/run_mutants.py, listed in docs/testing.md), each run on
+# a copy of the tree against its killing tests; fails if any mutant survives. Not in `test`.
+mutants: setup
+	$(PY) tests/mutants/run_mutants.py

@@ -21,16 +21,19 @@ Public API::
     ReferenceSSDR34(num_classes=81, strides=(1, 1, 2, 2, 2, 1))   # nn.Module
         .forward(x) -> (locs (N, 4, A), confs (N, num_classes, A))
         .head_output_sizes(image_size) -> [(h, w)] * 6
-    reference_default_boxes(image_size, feature_sizes) -> (A, 4) float32 xywh
+    reference_default_boxes(image_size, feature_sizes, scales=SCALES,
+                            aspect_ratios=ASPECT_RATIOS) -> (A, 4) float32 xywh
     default_boxes_ltrb(dboxes_xywh) -> (A, 4) ltrb
     calc_iou_tensor(box1, box2) -> (N, M)
     reference_encode(gt_ltrb, gt_labels, dboxes_xywh, iou_threshold=0.5)
         -> (loc_target (A, 4) xywh, labels (A,) int64)
-    reference_loss(ploc, plabel, gloc, glabel, dboxes_xywh)
+    reference_loss(ploc, plabel, gloc, glabel, dboxes_xywh, neg_pos_ratio=3,
+                   scale_xy=SCALE_XY, scale_wh=SCALE_WH)
         -> (loss, loc_part, conf_part)
     reference_decode(ploc, plabel, dboxes_xywh, criteria=0.5, max_output=200,
                      max_num=200, score_threshold=0.05,
-                     scale_clamp=math.log(1000.0 / 16))
+                     scale_clamp=math.log(1000.0 / 16), scale_xy=SCALE_XY,
+                     scale_wh=SCALE_WH)
         -> [(boxes_ltrb (K, 4), labels (K,) int64, scores (K,))] per image
 """
 
@@ -220,12 +223,14 @@ def _hw(image_size):
 # --------------------------------------------------------------------------------------
 
 
-def reference_default_boxes(image_size, feature_sizes):
+def reference_default_boxes(image_size, feature_sizes, scales=SCALES,
+                            aspect_ratios=ASPECT_RATIOS):
     """Default boxes (A, 4), float32, normalised centre form, clamped to [0, 1].
 
     ``image_size``: int or (H, W). ``feature_sizes``: the 6 head output sizes, each an
     int (square) or (h, w). Computed in Python floats (float64), converted to float32
-    at the end, then clamped (all four numbers, w and h included).
+    at the end, then clamped (all four numbers, w and h included). ``scales`` (one more
+    than the levels) and ``aspect_ratios`` (per level) default to the reference's.
     """
     h_img, w_img = _hw(image_size)
     boxes = []
@@ -236,11 +241,11 @@ def reference_default_boxes(image_size, feature_sizes):
         fk_h = h_img // step_h
         fk_w = w_img // step_w
 
-        sk1 = int(SCALES[l] * h_img / 300) / h_img
-        sk2 = int(SCALES[l + 1] * w_img / 300) / w_img
+        sk1 = int(scales[l] * h_img / 300) / h_img
+        sk2 = int(scales[l + 1] * w_img / 300) / w_img
         sk3 = math.sqrt(sk1 * sk2)
         sizes = [(sk1, sk1), (sk3, sk3)]
-        for r in ASPECT_RATIOS[l]:
+        for r in aspect_ratios[l]:
             w = sk1 * math.sqrt(r)
             h = sk1 / math.sqrt(r)
             sizes.append((w, h))
@@ -363,27 +368,30 @@ def reference_encode(gt_ltrb, gt_labels, dboxes_xywh, iou_threshold=0.5):
 # --------------------------------------------------------------------------------------
 
 
-def _encode_offsets(gloc, dboxes_xywh):
+def _encode_offsets(gloc, dboxes_xywh, scale_xy=SCALE_XY, scale_wh=SCALE_WH):
     """(N, 4, A) centre-form boxes -> (N, 4, A) offsets (tx, ty, tw, th) of spec §4."""
     d = dboxes_xywh.t().unsqueeze(0).to(gloc.dtype)  # (1, 4, A)
-    txy = (gloc[:, :2, :] - d[:, :2, :]) / d[:, 2:, :] / SCALE_XY
-    twh = (gloc[:, 2:, :] / d[:, 2:, :]).log() / SCALE_WH
+    txy = (gloc[:, :2, :] - d[:, :2, :]) / d[:, 2:, :] / scale_xy
+    twh = (gloc[:, 2:, :] / d[:, 2:, :]).log() / scale_wh
     return torch.cat((txy, twh), dim=1)
 
 
-def reference_loss(ploc, plabel, gloc, glabel, dboxes_xywh):
+def reference_loss(ploc, plabel, gloc, glabel, dboxes_xywh, neg_pos_ratio=3,
+                   scale_xy=SCALE_XY, scale_wh=SCALE_WH):
     """Reference SSD loss (spec section 6) -> ``(loss, loc_part, conf_part)``.
 
     ploc (N, 4, A) predicted offsets; plabel (N, C, A) logits; gloc (N, 4, A) matched
     ground-truth boxes in normalised centre form; glabel (N, A) int64 (0 = background).
     ``loss = loc_part + conf_part``, each a batch mean of per-image sums divided by the
-    image's positive count (0 for images without positives).
+    image's positive count (0 for images without positives). ``neg_pos_ratio`` (hard
+    negatives per positive) and the box coding variances ``scale_xy`` / ``scale_wh`` default
+    to the reference's 3, 0.1 and 0.2.
     """
     glabel = glabel.to(torch.int64)
     mask = glabel > 0  # (N, A)
     pos_num = mask.sum(dim=1)  # (N,)
 
-    vec_gd = _encode_offsets(gloc, dboxes_xywh)
+    vec_gd = _encode_offsets(gloc, dboxes_xywh, scale_xy, scale_wh)
     sl1 = F.smooth_l1_loss(ploc, vec_gd, reduction="none", beta=1.0).sum(dim=1)  # (N, A)
     sl1 = (mask.float() * sl1).sum(dim=1)  # (N,)
 
@@ -394,7 +402,7 @@ def reference_loss(ploc, plabel, gloc, glabel, dboxes_xywh):
     con_neg[mask] = 0
     _, con_idx = con_neg.sort(dim=1, descending=True)
     _, con_rank = con_idx.sort(dim=1)
-    neg_num = torch.clamp(3 * pos_num, max=mask.size(1)).unsqueeze(-1)
+    neg_num = torch.clamp(neg_pos_ratio * pos_num, max=mask.size(1)).unsqueeze(-1)
     neg_mask = con_rank < neg_num
     closs = (con * (mask.float() + neg_mask.float())).sum(dim=1)  # (N,)
 
@@ -412,14 +420,14 @@ def reference_loss(ploc, plabel, gloc, glabel, dboxes_xywh):
 # --------------------------------------------------------------------------------------
 
 
-def _decode_boxes(ploc, dboxes_xywh, scale_clamp):
+def _decode_boxes(ploc, dboxes_xywh, scale_clamp, scale_xy=SCALE_XY, scale_wh=SCALE_WH):
     """(N, 4, A) offsets -> (N, A, 4) normalised corner boxes."""
     d = dboxes_xywh.to(ploc.dtype).unsqueeze(0)  # (1, A, 4)
     t = ploc.permute(0, 2, 1)  # (N, A, 4)
-    cx = d[:, :, 0] + SCALE_XY * t[:, :, 0] * d[:, :, 2]
-    cy = d[:, :, 1] + SCALE_XY * t[:, :, 1] * d[:, :, 3]
-    w = d[:, :, 2] * torch.exp(torch.clamp(SCALE_WH * t[:, :, 2], max=scale_clamp))
-    h = d[:, :, 3] * torch.exp(torch.clamp(SCALE_WH * t[:, :, 3], max=scale_clamp))
+    cx = d[:, :, 0] + scale_xy * t[:, :, 0] * d[:, :, 2]
+    cy = d[:, :, 1] + scale_xy * t[:, :, 1] * d[:, :, 3]
+    w = d[:, :, 2] * torch.exp(torch.clamp(scale_wh * t[:, :, 2], max=scale_clamp))
+    h = d[:, :, 3] * torch.exp(torch.clamp(scale_wh * t[:, :, 3], max=scale_clamp))
     return torch.stack((cx - 0.5 * w, cy - 0.5 * h, cx + 0.5 * w, cy + 0.5 * h), dim=2)
 
 
@@ -475,15 +483,19 @@ def reference_decode(
     max_num=200,
     score_threshold=0.05,
     scale_clamp=math.log(1000.0 / 16),
+    scale_xy=SCALE_XY,
+    scale_wh=SCALE_WH,
 ):
     """Reference post-processing (spec section 7) for a batch.
 
     ploc (N, 4, A) offsets, plabel (N, C, A) logits. Returns a list over images of
     ``(boxes_ltrb (K, 4) normalised and unclipped, labels (K,) int64 in 1..C-1,
-    scores (K,))`` sorted by descending score.
+    scores (K,))`` sorted by descending score. ``criteria`` is the NMS IoU threshold,
+    ``score_threshold`` the strict lower bound on class scores, ``scale_xy`` / ``scale_wh``
+    the box coding variances.
     """
     with torch.no_grad():
-        boxes = _decode_boxes(ploc, dboxes_xywh, scale_clamp)  # (N, A, 4)
+        boxes = _decode_boxes(ploc, dboxes_xywh, scale_clamp, scale_xy, scale_wh)  # (N, A, 4)
         probs = F.softmax(plabel.permute(0, 2, 1), dim=-1)  # (N, A, C)
         results = []
         for n in range(ploc.size(0)):

@@ -150,15 +150,67 @@ DIGEST = re.compile(r"Weights after (\d+) iterations, rank (\d+) of (\d+): param
                     r"([0-9a-f]{64}), buffers sha256 ([0-9a-f]{64})")
 
 
-def subprocess_env():
+# Installed as sitecustomize.py in the training processes (every rank, spawned ones
+# included): when ReplicaCheckHook runs, each rank also saves its state dict to
+# $SSD_R34_REPLICA_DIR/rank<R>.pth, so that the test compares the tensors themselves, not
+# only the digests the hook logs. The hook module is patched when it is first imported.
+DUMP_REPLICAS = '''
+import importlib.abc, importlib.machinery, os, sys
+
+
+def _patch(hooks):
+    checked = hooks.ReplicaCheckHook.after_train
+
+    def after_train(self):
+        import torch
+        from detectron2.utils import comm
+
+        if self.trainer.iter >= self.trainer.max_iter:
+            state = hooks._unwrap(self._model).state_dict()
+            torch.save({k: v.detach().cpu() for k, v in state.items()},
+                       os.path.join(os.environ["SSD_R34_REPLICA_DIR"], f"rank{comm.get_rank()}.pth"))
+        checked(self)
+
+    hooks.ReplicaCheckHook.after_train = after_train
+
+
+class _Finder(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name != "ssd_r34.engine.hooks":
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.machinery.PathFinder.find_spec(name, path)
+        run = spec.loader.exec_module
+
+        def exec_module(module):
+            run(module)
+            _patch(module)
+
+        spec.loader.exec_module = exec_module
+        return spec
+
+
+sys.meta_path.insert(0, _Finder())
+'''
+
+
+def subprocess_env(replica_dir=None):
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
     env.setdefault("SSD_R34_DATASETS", os.environ["SSD_R34_DATASETS"])
+    if replica_dir is not None:
+        os.makedirs(replica_dir, exist_ok=True)
+        with open(os.path.join(replica_dir, "sitecustomize.py"), "w") as f:
+            f.write(DUMP_REPLICAS)
+        env["PYTHONPATH"] = os.pathsep.join([str(replica_dir)] + (
+            [env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
+        env["SSD_R34_REPLICA_DIR"] = str(replica_dir)
     return env
 
 
-def run_all(commands, timeout=240):
-    """Start the commands together, wait for all; return their (returncode, output)."""
-    procs = [subprocess.Popen(c, cwd=ROOT, env=subprocess_env(), stdout=subprocess.PIPE,
+def run_all(commands, timeout=240, replica_dir=None):
+    """Start the commands together, wait for all; return their (returncode, output).
+    With ``replica_dir``, every rank saves its final state dict there (DUMP_REPLICAS)."""
+    procs = [subprocess.Popen(c, cwd=ROOT, env=subprocess_env(replica_dir), stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True) for c in commands]
     outs = []
     for p in procs:
@@ -198,9 +250,19 @@ def saved_digests(path, config_opts=()):
             weights_digest({k: v for k, v in state.items() if k not in params}))
 
 
-def check_identical_replicas(out_dir, outputs, world):
+def check_identical_replicas(out_dir, outputs, world, replica_dir):
     for rc, out in outputs:
         assert rc == 0, out[-3000:]
+    # The tensors themselves: every rank's final state dict equals rank 0's bit for bit,
+    # and rank 0's is what model_final.pth holds.
+    states = [torch.load(os.path.join(replica_dir, f"rank{r}.pth")) for r in range(world)]
+    final = torch.load(os.path.join(out_dir, "model_final.pth"), map_location="cpu",
+                       weights_only=False)["model"]
+    assert sorted(final) == sorted(states[0]) and len(final) > 100
+    for r, state in enumerate(states):
+        for k, v in final.items():
+            assert state[k].dtype == v.dtype and torch.equal(state[k], v), (r, k)
+    # ... and the digests the ranks logged agree with that:
     digests = logged_digests(out_dir)
     assert sorted(digests) == list(range(world)), digests
     assert {d[:2] for d in digests.values()} == {(3, world)}
@@ -219,9 +281,11 @@ def check_identical_replicas(out_dir, outputs, world):
 def test_two_processes_on_one_machine_end_with_identical_weights(tmp_path):
     """--num-gpus 2 MODEL.DEVICE cpu: launch spawns two processes (gloo, no device ids)."""
     out_dir = str(tmp_path / "run")
+    replicas = str(tmp_path / "replicas")
     outputs = run_all([[sys.executable, TRAIN_NET, "--num-gpus", "2", "--dist-url",
-                        f"tcp://127.0.0.1:{free_port()}", *TINY_RUN, "OUTPUT_DIR", out_dir]])
-    check_identical_replicas(out_dir, outputs, world=2)
+                        f"tcp://127.0.0.1:{free_port()}", *TINY_RUN, "OUTPUT_DIR", out_dir]],
+                      replica_dir=replicas)
+    check_identical_replicas(out_dir, outputs, world=2, replica_dir=replicas)
 
 
 @pytest.mark.slow
@@ -230,7 +294,8 @@ def test_two_machines_of_one_process_end_with_identical_weights(tmp_path):
     tcp://127.0.0.1:PORT; they share OUTPUT_DIR as machines would share a file system."""
     out_dir = str(tmp_path / "run")
     url = f"tcp://127.0.0.1:{free_port()}"
+    replicas = str(tmp_path / "replicas")
     outputs = run_all([[sys.executable, TRAIN_NET, "--num-machines", "2", "--machine-rank",
                         str(r), "--num-gpus", "1", "--dist-url", url, *TINY_RUN,
-                        "OUTPUT_DIR", out_dir] for r in (0, 1)])
-    check_identical_replicas(out_dir, outputs, world=2)
+                        "OUTPUT_DIR", out_dir] for r in (0, 1)], replica_dir=replicas)
+    check_identical_replicas(out_dir, outputs, world=2, replica_dir=replicas)
