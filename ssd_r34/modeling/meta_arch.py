@@ -31,6 +31,7 @@ from detectron2.modeling.anchor_generator import build_anchor_generator
 from detectron2.modeling.box_regression import Box2BoxTransform
 from detectron2.modeling.meta_arch.dense_detector import DenseDetector
 from detectron2.structures import Boxes, Instances
+from detectron2.utils.logger import log_every_n_seconds
 
 from ..config import check_model_config, detections_per_image
 from ..layers import fold_batch_norms, fuse_for_cpu, is_exporting, onednn_fusion_available
@@ -307,7 +308,8 @@ class SSD(DenseDetector):
         The candidates of all images and classes are selected at once: threshold, one sort
         by (image, class, score), a rank within each (image, class) group. NMS then runs per
         group on contiguous slices (``per_class_nms``). Only the candidates' boxes are
-        decoded."""
+        decoded. NaN scores are never above the threshold; candidates whose boxes decode to
+        NaN / inf are dropped with a warning."""
         N = loc.shape[0]
         K = self.num_classes
         scores = F.softmax(conf.float(), dim=2)[..., :K]
@@ -322,7 +324,16 @@ class SSD(DenseDetector):
         top = order[rank < self.test_topk_candidates]
         img, box, cls, s = img[top], box[top], cls[top], s[top]
         b = self.box2box_transform.apply_deltas(loc[img, box].float(), anchors[box])
-        per_image = counts.clamp(max=self.test_topk_candidates).view(N, K)
+        finite = torch.isfinite(b).all(dim=1)
+        if not bool(finite.all()):  # NaN / inf network outputs: drop those boxes, say so
+            log_every_n_seconds(
+                logging.WARNING, f"SSD inference: dropped {int((~finite).sum())} candidate "
+                "boxes decoded from non-finite network outputs (NaN / inf: diverged or "
+                "damaged weights?).", n=60, name=__name__)
+            img, box, cls, s, b = img[finite], box[finite], cls[finite], s[finite], b[finite]
+            per_image = torch.bincount(img * K + cls, minlength=N * K).view(N, K)
+        else:
+            per_image = counts.clamp(max=self.test_topk_candidates).view(N, K)
         starts = [0] + per_image.sum(dim=1).cumsum(0).tolist()
         results = []
         for i in range(N):
