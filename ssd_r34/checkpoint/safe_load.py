@@ -269,7 +269,7 @@ def load_checkpoint_file(path: str) -> Tuple[Any, str]:
         raise CheckpointFormatError(f"{path}: not a usable checkpoint: {describe_file(path)} "
                                     f"({type(e).__name__}: {e}).") from None
     except Exception as e:  # noqa: BLE001
-        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        first = str(e).strip().splitlines()[0].split(". ")[0] if str(e).strip() else ""
         raise CheckpointFormatError(
             f"{path}: not a usable checkpoint: {describe_file(path)} ({type(e).__name__}"
             f"{': ' + first if first else ''}).") from None

@@ -215,7 +215,7 @@ def _unreadable_reason(file_name: str, e: Exception) -> str:
         what = "the file does not exist"
     elif os.path.isfile(file_name) and os.path.getsize(file_name) == 0:
         what = "the file is empty (0 bytes)"
-    elif "truncated" in str(e):
+    elif "truncated" in str(e).lower():
         what = f"the image is truncated ({e})"
     elif isinstance(e, Image.UnidentifiedImageError):
         what = "the file is not an image PIL can read"
