@@ -16,7 +16,8 @@ import logging
 import os
 import re
 
-__all__ = ["AtomicPathManager", "make_checkpointer_atomic", "remove_stale_temporary_files"]
+__all__ = ["AtomicPathManager", "CheckpointWriteError", "make_checkpointer_atomic",
+           "remove_stale_temporary_files"]
 
 logger = logging.getLogger(__name__)
 
@@ -46,18 +47,57 @@ def _fsync_dir(folder: str) -> None:
         os.close(fd)
 
 
-class _AtomicFile:
-    """A file open for writing whose content replaces ``target`` only on a clean close."""
+class CheckpointWriteError(OSError):
+    """A checkpoint could not be written (disk full, read-only folder...). The message names
+    the file, the cause and the last good checkpoint (``last_good``, "" if none), which is
+    unchanged and still named by ``last_checkpoint``."""
 
-    def __init__(self, target: str, mode: str, **kwargs):
+    def __init__(self, message: str, path: str = "", last_good: str = ""):
+        super().__init__(message)
+        self.path = path
+        self.last_good = last_good
+
+    def __str__(self):
+        return self.args[0]
+
+
+class _AtomicFile:
+    """A file open for writing whose content replaces ``target`` only on a clean close. The
+    first OSError of a write, flush or close is recorded in ``owner.last_error`` (torch.save
+    reports a failed write as an unrelated "unexpected pos" RuntimeError)."""
+
+    def __init__(self, target: str, mode: str, owner=None, **kwargs):
         self._done = True  # until the temporary file is open
+        self._owner = owner
         folder, base = os.path.split(os.path.abspath(target))
         if "x" in mode and os.path.exists(target):
             raise FileExistsError(target)
         self._target = target
         self._tmp = os.path.join(folder, f".{base}.{os.getpid()}.tmp")
-        self._file = open(self._tmp, mode.replace("x", "w"), **kwargs)
+        try:
+            self._file = open(self._tmp, mode.replace("x", "w"), **kwargs)
+        except OSError as e:
+            self._record(e)
+            raise
         self._done = False
+
+    def _record(self, e: OSError) -> None:
+        if self._owner is not None and getattr(self._owner, "last_error", None) is None:
+            self._owner.last_error = e
+
+    def write(self, data):
+        try:
+            return self._file.write(data)
+        except OSError as e:
+            self._record(e)
+            raise
+
+    def flush(self):
+        try:
+            return self._file.flush()
+        except OSError as e:
+            self._record(e)
+            raise
 
     def __getattr__(self, name):
         if name.startswith("_"):
@@ -79,11 +119,19 @@ class _AtomicFile:
             return
         self._done = True
         try:
-            self._file.flush()
-            os.fsync(self._file.fileno())
-        finally:
-            self._file.close()
-        os.replace(self._tmp, self._target)
+            try:
+                self._file.flush()
+                os.fsync(self._file.fileno())
+            finally:
+                self._file.close()
+            os.replace(self._tmp, self._target)
+        except OSError as e:  # e.g. the disk filled up at the flush: never leave the part
+            self._record(e)
+            try:
+                os.remove(self._tmp)
+            except OSError:
+                pass
+            raise
         _fsync_dir(os.path.dirname(os.path.abspath(self._target)))
 
     def discard(self):
@@ -91,7 +139,10 @@ class _AtomicFile:
         if self._done:
             return
         self._done = True
-        self._file.close()
+        try:
+            self._file.close()
+        except OSError:  # flushing the rest failed too; the file is dropped anyway
+            pass
         try:
             os.remove(self._tmp)
         except OSError:
@@ -111,12 +162,13 @@ class AtomicPathManager:
 
     def __init__(self, path_manager):
         self._path_manager = path_manager
+        self.last_error = None  # the first OSError of an atomic write since it was reset
 
     def open(self, path, mode="r", *args, **kwargs):
         if ("w" in mode or "x" in mode) and "+" not in mode and _is_local(path):
             if args:  # iopath's positional "buffering"
                 kwargs.setdefault("buffering", args[0])
-            return _AtomicFile(_local(path), mode, **kwargs)
+            return _AtomicFile(_local(path), mode, owner=self, **kwargs)
         return self._path_manager.open(path, mode, *args, **kwargs)
 
     def __getattr__(self, name):

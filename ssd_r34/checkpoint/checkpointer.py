@@ -3,13 +3,16 @@ files, converting them in memory (:mod:`.mlperf`), and never unpickles arbitrary
 (:mod:`.safe_load`)."""
 import os
 
+import numpy as np
+import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from detectron2.checkpoint import DetectionCheckpointer
 
 from .mlperf import (convert_mlperf_state_dict, convert_torchvision_resnet34,
                      find_mlperf_checkpoint, is_torchvision_resnet34)
-from .safe_load import CheckpointFormatError, load_checkpoint_file
+from .atomic_io import AtomicPathManager, CheckpointWriteError
+from .safe_load import CheckpointFormatError, first_items, load_checkpoint_file
 
 __all__ = ["SSDCheckpointer"]
 
@@ -24,7 +27,81 @@ class SSDCheckpointer(DetectionCheckpointer):
 
     Every file is read with ``torch.load(weights_only=True)`` or, for a pickled whole
     module, the restricted unpickler; a file that needs arbitrary unpickling is refused.
+
+    A file that is not a usable checkpoint is refused with one message naming it and what
+    was found (:func:`~.safe_load.describe_file`), as is a checkpoint of which fewer than
+    ``MIN_FITTING`` of the tensors fit the model by name and shape (another architecture):
+    the model is then left as it was. A failed save (disk full, read-only folder) raises
+    :class:`~.atomic_io.CheckpointWriteError` naming the file, the cause and the last good
+    checkpoint, which stays complete and named by ``last_checkpoint``.
     """
+
+    MIN_FITTING = 0.5
+
+    def _load_file(self, filename):
+        self._loading = filename
+        return super()._load_file(filename)
+
+    def _load_model(self, checkpoint):
+        if not checkpoint.get("matching_heuristics", False) and isinstance(
+                checkpoint.get("model"), dict):
+            self._check_fit(checkpoint["model"], getattr(self, "_loading", "the checkpoint"))
+        return super()._load_model(checkpoint)
+
+    def _check_fit(self, sd, path):
+        """Refuse, before anything is loaded, a state dict of which fewer than MIN_FITTING
+        of the tensors fit the model (same name, after a "module." prefix, and shape)."""
+        model_sd = self.model.state_dict()
+        keys = [k for k in sd if isinstance(k, str)]
+        strip = keys and all(k.startswith("module.") for k in keys)
+        fit, misfit = [], []
+        for k, v in sd.items():
+            name = k[len("module."):] if strip else k
+            ref = model_sd.get(name)
+            shape = tuple(np.shape(v)) if isinstance(v, (torch.Tensor, np.ndarray)) else None
+            if ref is not None and shape == tuple(ref.shape):
+                fit.append(name)
+            else:
+                misfit.append(f"{name} {shape if shape is not None else type(v).__name__}"
+                              + (f" (model: {tuple(ref.shape)})" if ref is not None
+                                 else " (not in the model)"))
+        if sd and len(fit) >= self.MIN_FITTING * len(sd):
+            return
+        raise CheckpointFormatError(
+            f"{path}: not a checkpoint of this model: {len(fit)} of its {len(sd)} entries fit "
+            f"the model's {len(model_sd)} tensors by name and shape (another architecture, or "
+            f"another MODEL.* setting?). Entries that do not fit: {first_items(misfit)}. The "
+            f"model's first keys: {first_items(list(model_sd))}. Nothing was loaded.")
+
+    def save(self, name, **kwargs):
+        """fvcore's save; a failure names the file, the cause and the last good checkpoint."""
+        pm = self.path_manager
+        if isinstance(pm, AtomicPathManager):
+            pm.last_error = None
+        before = self.get_checkpoint_file() if self.save_dir and self.save_to_disk else ""
+        try:
+            super().save(name, **kwargs)
+        except Exception as e:
+            if not (self.save_dir and self.save_to_disk):
+                raise
+            path = os.path.join(self.save_dir, f"{name}.pth")
+            cause = getattr(pm, "last_error", None) or e
+            cause_text = (f"{type(cause).__name__}: {cause}" if not isinstance(cause, OSError)
+                          else f"{cause.strerror or cause} ({type(cause).__name__}"
+                               f"{', errno ' + str(cause.errno) if cause.errno else ''})")
+            now = self.get_checkpoint_file()
+            written = os.path.isfile(path) and now != path and before != path
+            last = (f"The last good checkpoint, {before}, is unchanged and is still what "
+                    f"{os.path.join(self.save_dir, 'last_checkpoint')} names."
+                    if before and os.path.isfile(before) else
+                    "There is no earlier checkpoint in this folder.")
+            what = (f"{path} was written but last_checkpoint could not be updated"
+                    if written and isinstance(pm, AtomicPathManager) else
+                    f"could not write checkpoint {path}")
+            raise CheckpointWriteError(
+                f"{what}: {cause_text}. {last} Free space in (or write permission on) "
+                f"{self.save_dir}, or set OUTPUT_DIR elsewhere, then --resume.",
+                path=path, last_good=before) from e
 
     def _torch_load(self, f):
         obj, how = load_checkpoint_file(f)

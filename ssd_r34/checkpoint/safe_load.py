@@ -18,7 +18,7 @@ import torch
 
 __all__ = ["CheckpointFormatError", "UnsafeCheckpointError", "ModulePlaceholder",
            "RestrictedUnpickler", "restricted_load", "module_state_dict",
-           "load_checkpoint_file", "first_items"]
+           "load_checkpoint_file", "describe_file", "first_items"]
 
 MAX_LISTED = 5
 
@@ -211,6 +211,36 @@ def module_state_dict(obj: ModulePlaceholder, prefix: str = "",
     return out
 
 
+def describe_file(path: str) -> str:
+    """What a file that is not a readable checkpoint looks like, in words (from its size and
+    first bytes): empty, an HTML or text page, a damaged zip archive, a damaged pickle..."""
+    import os
+
+    try:
+        size = os.path.getsize(path)
+        with open(path, "rb") as f:
+            head = f.read(64)
+    except OSError as e:
+        return f"the file cannot be read ({e})"
+    if size == 0:
+        return "the file is empty (0 bytes)"
+    text = head.lstrip().lower()
+    if text.startswith((b"<!doctype html", b"<html", b"<?xml", b"<head", b"<body")):
+        return (f"an HTML/XML page ({size} bytes), e.g. an error or login page saved in place "
+                "of the download; download the file again")
+    if head.startswith(b"PK\x03\x04") or head.startswith(b"PK\x05\x06"):
+        return (f"a zip archive (PyTorch's checkpoint format, {size} bytes) that is truncated "
+                "or damaged (an interrupted download or copy?)")
+    if head[:1] == b"\x80" and len(head) > 1 and head[1] <= 5:
+        return (f"a pickle (protocol {head[1]}, {size} bytes: PyTorch's legacy format) that is "
+                "truncated or damaged")
+    if head.startswith((b"\x89HDF", b"\x89PNG", b"\xff\xd8", b"GIF8", b"%PDF")):
+        return f"not a checkpoint ({size} bytes starting with {head[:8]!r}: an HDF5, image or PDF file)"
+    if all(32 <= c < 127 or c in (9, 10, 13) for c in head):
+        return f"a text file ({size} bytes) starting with {head[:40].decode('ascii')!r}"
+    return f"{size} bytes of unknown content starting with {head[:8].hex(' ')}"
+
+
 def load_checkpoint_file(path: str) -> Tuple[Any, str]:
     """Read a checkpoint safely. Returns (object, how), where ``how`` describes what was
     read. A pickled whole module (also as the ``"model"`` entry of a dict) comes back as its
@@ -218,12 +248,15 @@ def load_checkpoint_file(path: str) -> Tuple[Any, str]:
 
     ``torch.load(weights_only=True)`` first; only when that refuses the file, the restricted
     unpickler. Raises :class:`UnsafeCheckpointError` for files that need arbitrary
-    unpickling.
+    unpickling, and :class:`CheckpointFormatError` naming the file and what it holds (empty,
+    an HTML page, a damaged zip archive or pickle...) for anything else that cannot be read.
     """
     try:
         return torch.load(path, map_location="cpu", weights_only=True), "torch.load(weights_only=True)"
     except pickle.UnpicklingError as e:
         weights_only_error = str(e).split("\n\n")[0]
+    except Exception as e:  # noqa: BLE001 - damaged files fail in many ways
+        weights_only_error = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
     try:
         obj = restricted_load(path)
     except UnsafeCheckpointError as e:
@@ -232,6 +265,26 @@ def load_checkpoint_file(path: str) -> Tuple[Any, str]:
             "A checkpoint must be a state dict, a dict with a 'model' state dict, or a pickled "
             "nn.Module of the MLPerf reference (read without running its code).\n"
             f"(torch.load(weights_only=True) said: {weights_only_error})") from None
+    except (CheckpointFormatError, MemoryError, RecursionError) as e:
+        raise CheckpointFormatError(f"{path}: not a usable checkpoint: {describe_file(path)} "
+                                    f"({type(e).__name__}: {e}).") from None
+    except Exception as e:  # noqa: BLE001
+        first = str(e).strip().splitlines()[0].split(". ")[0] if str(e).strip() else ""
+        raise CheckpointFormatError(
+            f"{path}: not a usable checkpoint: {describe_file(path)} ({type(e).__name__}"
+            f"{': ' + first if first else ''}).") from None
+    try:
+        return _unwrap_modules(obj, path)
+    except CheckpointFormatError as e:
+        raise CheckpointFormatError(str(e) if str(e).startswith(path) else f"{path}: {e}") \
+            from None
+    except Exception as e:  # noqa: BLE001 - a damaged module tree (cycles, odd containers)
+        raise CheckpointFormatError(
+            f"{path}: not a usable checkpoint: a pickled module tree that is damaged "
+            f"({type(e).__name__}: {str(e)[:200]}).") from None
+
+
+def _unwrap_modules(obj, path):
     if isinstance(obj, ModulePlaceholder):
         return module_state_dict(obj), \
             f"a pickled whole nn.Module '{obj._pickled_global}' (read with a restricted unpickler)"

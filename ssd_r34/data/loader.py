@@ -22,17 +22,22 @@ import itertools
 import logging
 import random
 from contextlib import contextmanager
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from detectron2.data import build_detection_train_loader, get_detection_dataset_dicts
+from detectron2.data import build_detection_train_loader
 from detectron2.data.common import DatasetFromList
 from detectron2.utils import comm
 
-__all__ = ["ResumableTrainingSampler", "SeededMapDataset", "build_resumable_train_loader",
-           "find_resumable_sampler", "sample_seed"]
+from .validation import (DatasetError, UnreadableImageError, UnreadableImageReport,
+                         check_dataset_dicts, check_dataset_metadata, dataset_of)
+
+__all__ = ["ResumableTrainingSampler", "SeededMapDataset", "SkipUnreadableImages",
+           "build_resumable_train_loader", "find_resumable_sampler", "load_train_dicts",
+           "sample_seed"]
 
 logger = logging.getLogger(__name__)
 
@@ -115,13 +120,21 @@ class SeededMapDataset(Dataset):
     """``dataset[(sample_seed, index)]`` = ``mapper(dicts[index])`` with the random generators
     seeded from ``sample_seed``. When the mapper returns None (an image the augmentation
     left without boxes), another index is drawn from the same seeded generator, as
-    Detectron2's MapDataset does."""
+    Detectron2's MapDataset does; so is one for an unreadable image when
+    ``skip_unreadable`` (INPUT.SSD.SKIP_UNREADABLE_IMAGES). A
+    :class:`~ssd_r34.data.validation.DatasetError` from the mapper is re-raised naming the
+    data set of the record (``spans``: (data set name, number of records), in order)."""
 
-    def __init__(self, dicts, mapper, max_attempts: int = 100):
+    def __init__(self, dicts, mapper, max_attempts: int = 100,
+                 spans: Optional[Sequence[Tuple[str, int]]] = None,
+                 skip_unreadable: bool = False):
         self._dataset = dicts if isinstance(dicts, DatasetFromList) else \
             DatasetFromList(dicts, copy=False, serialize=True)
         self._mapper = mapper
         self._max_attempts = max_attempts
+        self._spans = list(spans or [])
+        self._skip_unreadable = skip_unreadable
+        self._skipped = UnreadableImageReport()
 
     def __len__(self):
         return len(self._dataset)
@@ -130,24 +143,98 @@ class SeededMapDataset(Dataset):
         seed, index = key
         with _seeded_rngs(seed):
             for _ in range(self._max_attempts):
-                out = self._mapper(self._dataset[index])
+                try:
+                    out = self._mapper(self._dataset[index])
+                except DatasetError as e:
+                    name = dataset_of(self._spans, index)
+                    if name:
+                        e.in_dataset(name)
+                    if not (self._skip_unreadable and isinstance(e, UnreadableImageError)):
+                        raise
+                    self._skipped.skip(e)
+                    out = None
                 if out is not None:
                     return out
                 index = int(np.random.randint(len(self._dataset)))
-        raise RuntimeError(f"The mapper returned None {self._max_attempts} times in a row.")
+        raise RuntimeError(
+            f"The mapper returned None {self._max_attempts} times in a row (images the "
+            "augmentation left without boxes, or unreadable images skipped); check the data "
+            f"set ({', '.join(n for n, _ in self._spans) or 'unnamed'}).")
+
+
+class SkipUnreadableImages:
+    """Wraps a mapper for Detectron2's own loaders: an unreadable image gives None (the
+    loader draws another one), counted and reported (INPUT.SSD.SKIP_UNREADABLE_IMAGES)."""
+
+    def __init__(self, mapper):
+        self._mapper = mapper
+        self._skipped = UnreadableImageReport()
+
+    def __call__(self, dataset_dict):
+        try:
+            return self._mapper(dataset_dict)
+        except UnreadableImageError as e:
+            self._skipped.skip(e)
+            return None
+
+
+def load_train_dicts(cfg) -> Tuple[List[Dict], List[Tuple[str, int]]]:
+    """The records of DATASETS.TRAIN, each data set checked
+    (:func:`~ssd_r34.data.validation.check_dataset_metadata`,
+    :func:`~ssd_r34.data.validation.check_dataset_dicts`): a thing_classes count or a
+    class id that does not fit MODEL.SSD.NUM_CLASSES raises naming the data set; invalid
+    boxes are dropped and reported once per data set. Detectron2's class histogram is
+    logged as ``get_detection_dataset_dicts`` logs it (that function asserts on an
+    out-of-range id before a check could name the data set, hence this loader).
+
+    Returns:
+        (records, [(data set name, number of its records)]).
+    """
+    from detectron2.data import DatasetCatalog, MetadataCatalog
+    from detectron2.data.build import print_instances_class_histogram
+
+    names = [cfg.DATASETS.TRAIN] if isinstance(cfg.DATASETS.TRAIN, str) \
+        else list(cfg.DATASETS.TRAIN)
+    if not names:
+        raise ValueError("DATASETS.TRAIN is empty: name a registered data set, e.g. "
+                         "DATASETS.TRAIN \"('shapes_train',)\".")
+    num_classes = cfg.MODEL.SSD.NUM_CLASSES
+    dicts, spans = [], []
+    for name in names:
+        check_dataset_metadata(name, num_classes)
+        records = DatasetCatalog.get(name)
+        if len(records) == 0:
+            raise DatasetError("it has no records.", dataset=name)
+        records = check_dataset_dicts(
+            list(records), name, num_classes,
+            filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS)
+        if not records:
+            raise DatasetError("no image with a valid box is left (see the warning above).",
+                               dataset=name)
+        dicts += records
+        spans.append((name, len(records)))
+    if len(names) > 1:
+        from detectron2.data.detection_utils import check_metadata_consistency
+
+        check_metadata_consistency("thing_classes", names)
+    classes = MetadataCatalog.get(names[0]).get("thing_classes", None)
+    if classes is not None and "annotations" in dicts[0]:
+        print_instances_class_histogram(dicts, classes)
+    return dicts, spans
 
 
 def build_resumable_train_loader(cfg, mapper):
     """Detectron2's training loader over a :class:`ResumableTrainingSampler` (seeded by
-    SEED, or by a seed shared by all ranks when SEED < 0) and a :class:`SeededMapDataset`;
-    the batch of each rank is SOLVER.IMS_PER_BATCH / world size, in stream order."""
-    dicts = get_detection_dataset_dicts(
-        cfg.DATASETS.TRAIN, filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS,
-        min_keypoints=0, proposal_files=None)
+    SEED, or by a seed shared by all ranks when SEED < 0) and a :class:`SeededMapDataset`
+    of the checked records (:func:`load_train_dicts`); the batch of each rank is
+    SOLVER.IMS_PER_BATCH / world size, in stream order."""
+    dicts, spans = load_train_dicts(cfg)
     seed = cfg.SEED if cfg.SEED >= 0 else comm.shared_random_seed()
     sampler = ResumableTrainingSampler(len(dicts), seed=seed)
+    dataset = SeededMapDataset(dicts, mapper, spans=spans,
+                               skip_unreadable=cfg.INPUT.SSD.SKIP_UNREADABLE_IMAGES)
     return build_detection_train_loader(
-        dataset=SeededMapDataset(dicts, mapper), mapper=None, sampler=sampler,
+        dataset=dataset, mapper=None, sampler=sampler,
         total_batch_size=cfg.SOLVER.IMS_PER_BATCH, aspect_ratio_grouping=False,
         num_workers=cfg.DATALOADER.NUM_WORKERS)
 

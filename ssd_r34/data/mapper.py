@@ -1,5 +1,7 @@
 """The SSD dataset mapper: Detectron2 dataset dicts -> model inputs at INPUT.FIXED_SIZE."""
 import copy
+import logging
+from typing import List, Optional
 
 import numpy as np
 import torch
@@ -10,8 +12,12 @@ from detectron2.data import transforms as T
 from detectron2.structures import Boxes, BoxMode, Instances
 
 from .transforms import build_ssd_augmentations
+from .validation import (MAX_LISTED, DatasetError, UnreadableImageError, box_problem,
+                         describe_annotation, read_image)
 
 __all__ = ["SSDDatasetMapper"]
+
+logger = logging.getLogger(__name__)
 
 
 class SSDDatasetMapper:
@@ -21,24 +27,75 @@ class SSDDatasetMapper:
     In training, crowd annotations are ignored, boxes that the crop drops (centre outside)
     or that end up empty are removed, and an image left with no box returns None so that
     Detectron2's loader draws another one. Normalisation happens in the model.
+
+    Bad data is named, never silently used (docs/validation.md): an unreadable image raises
+    :class:`~ssd_r34.data.validation.UnreadableImageError` naming the file; in training, a
+    class id outside [0, MODEL.SSD.NUM_CLASSES) raises
+    :class:`~ssd_r34.data.validation.DatasetError`, and an invalid box (non-finite, width or
+    height <= 0, entirely outside the image) is dropped with a warning (the first few per
+    process; the training loader has already dropped and reported them per data set).
     """
 
     @configurable
-    def __init__(self, is_train: bool, *, augmentations, image_format: str = "RGB"):
+    def __init__(self, is_train: bool, *, augmentations, image_format: str = "RGB",
+                 num_classes: Optional[int] = None, dataset_name: Optional[str] = None):
+        """
+        Args:
+            num_classes: class ids must be in [0, num_classes) (None: not checked).
+            dataset_name: named in error messages (the training loader names the data set
+                of each record itself).
+        """
         self.is_train = is_train
         self.augmentations = T.AugmentationList(augmentations)
         self.image_format = image_format
+        self.num_classes = num_classes
+        self.dataset_name = dataset_name
+        self._dropped = 0
 
     @classmethod
-    def from_config(cls, cfg, is_train: bool = True):
+    def from_config(cls, cfg, is_train: bool = True, dataset_name: Optional[str] = None):
         return {"is_train": is_train, "augmentations": build_ssd_augmentations(cfg, is_train),
-                "image_format": cfg.INPUT.FORMAT}
+                "image_format": cfg.INPUT.FORMAT, "num_classes": cfg.MODEL.SSD.NUM_CLASSES,
+                "dataset_name": dataset_name}
+
+    def _error(self, e: DatasetError) -> DatasetError:
+        return e.in_dataset(self.dataset_name) if self.dataset_name else e
+
+    def _valid_annotations(self, record, image_hw) -> List[dict]:
+        """The non-crowd annotations with a valid box; class ids checked."""
+        h, w = image_hw
+        annos = []
+        for j, a in enumerate(record.get("annotations", [])):
+            if a.get("iscrowd", 0) != 0:
+                continue
+            c = a.get("category_id")
+            if self.num_classes is not None and (
+                    not isinstance(c, (int, np.integer)) or not 0 <= c < self.num_classes):
+                raise self._error(DatasetError(
+                    f"{describe_annotation(record, j)}: category_id {c!r} is outside [0, "
+                    f"{self.num_classes}) (MODEL.SSD.NUM_CLASSES {self.num_classes}). Set "
+                    "MODEL.SSD.NUM_CLASSES to the data set's class count or fix the id."))
+            why = box_problem(a["bbox"], a["bbox_mode"], w, h)
+            if why is not None:
+                self._dropped += 1
+                if self._dropped <= MAX_LISTED:
+                    where = f"data set '{self.dataset_name}': " if self.dataset_name else ""
+                    logger.warning(f"{where}dropped {describe_annotation(record, j)} ({why}: "
+                                   f"bbox {list(a['bbox'])}; not repaired; {self._dropped} "
+                                   "dropped so far by this mapper).")
+                continue
+            annos.append(a)
+        return annos
 
     def __call__(self, dataset_dict):
         dataset_dict = copy.deepcopy(dataset_dict)
-        image = utils.read_image(dataset_dict["file_name"], format=self.image_format)
+        try:
+            image = read_image(dataset_dict["file_name"], format=self.image_format)
+        except UnreadableImageError as e:
+            raise self._error(e)
         utils.check_image_size(dataset_dict, image)
-        annos = [a for a in dataset_dict.pop("annotations", []) if a.get("iscrowd", 0) == 0]
+        annos = self._valid_annotations(dataset_dict, image.shape[:2]) if self.is_train else []
+        dataset_dict.pop("annotations", None)
         boxes = np.array([BoxMode.convert(a["bbox"], a["bbox_mode"], BoxMode.XYXY_ABS)
                           for a in annos], dtype=np.float64).reshape(-1, 4)
         aug_input = T.AugInput(image, boxes=boxes)

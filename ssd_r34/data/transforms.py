@@ -8,6 +8,8 @@ from torchvision.transforms import functional as TF
 from detectron2.data import transforms as T
 from fvcore.transforms.transform import NoOpTransform, Transform
 
+from ..config import check_input_config
+
 __all__ = ["SSDCropTransform", "SSDRandomCrop", "ColorJitterTransform", "RandomColorJitter",
            "build_ssd_augmentations"]
 
@@ -139,7 +141,9 @@ class RandomColorJitter(T.Augmentation):
 
 def build_ssd_augmentations(cfg, is_train: bool):
     """Training: SSD crop, horizontal flip, fixed resize, colour jitter (the reference's
-    order). Evaluation: the fixed resize only."""
+    order). Evaluation: the fixed resize only. Refuses INPUT.FIXED_SIZE / INPUT.SSD.* values
+    that cannot work (:func:`ssd_r34.config.check_input_config`)."""
+    check_input_config(cfg)
     height, width = cfg.INPUT.FIXED_SIZE
     resize = T.Resize((height, width))  # PIL bilinear, as the reference
     if not is_train:

@@ -17,6 +17,7 @@ from detectron2.utils.logger import setup_logger
 from ..checkpoint import SSDCheckpointer, make_checkpointer_atomic
 from ..config import setup_cfg
 from ..data import SSDDatasetMapper, build_resumable_train_loader, ensure_dataset
+from ..data.loader import SkipUnreadableImages, load_train_dicts
 from .evaluation import SSDCOCOEvaluator
 from .hooks import DataProgressHook, EvalAndStopHook, ReplicaCheckHook
 from .train_loop import build_step_trainer
@@ -96,18 +97,24 @@ class SSDTrainer(DefaultTrainer):
         Detectron2's own loader (restarting its stream on resume) for other samplers."""
         for name in cfg.DATASETS.TRAIN:
             ensure_dataset(name)
-        mapper = SSDDatasetMapper(cfg, is_train=True)
+        names = list(cfg.DATASETS.TRAIN)
+        mapper = SSDDatasetMapper(cfg, is_train=True,
+                                  dataset_name=names[0] if len(names) == 1 else None)
         if cfg.DATALOADER.SAMPLER_TRAIN == "TrainingSampler":
             return build_resumable_train_loader(cfg, mapper)
         logger.warning(f"DATALOADER.SAMPLER_TRAIN {cfg.DATALOADER.SAMPLER_TRAIN}: --resume "
                        "restarts the data stream from its beginning.")
-        return build_detection_train_loader(cfg, mapper=mapper)
+        if cfg.INPUT.SSD.SKIP_UNREADABLE_IMAGES:
+            mapper = SkipUnreadableImages(mapper)
+        return build_detection_train_loader(cfg, mapper=mapper,
+                                            dataset=load_train_dicts(cfg)[0])
 
     @classmethod
     def build_test_loader(cls, cfg, dataset_name):
         ensure_dataset(dataset_name)
         return build_detection_test_loader(cfg, dataset_name,
-                                           mapper=SSDDatasetMapper(cfg, is_train=False))
+                                           mapper=SSDDatasetMapper(cfg, is_train=False,
+                                                                  dataset_name=dataset_name))
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):

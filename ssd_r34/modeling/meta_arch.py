@@ -31,8 +31,9 @@ from detectron2.modeling.anchor_generator import build_anchor_generator
 from detectron2.modeling.box_regression import Box2BoxTransform
 from detectron2.modeling.meta_arch.dense_detector import DenseDetector
 from detectron2.structures import Boxes, Instances
+from detectron2.utils.logger import log_every_n_seconds
 
-from ..config import detections_per_image
+from ..config import check_model_config, detections_per_image
 from ..layers import fold_batch_norms, fuse_for_cpu, is_exporting, onednn_fusion_available
 from .backbone import SSD_FEATURES
 from .box_ops import hard_negative_mask, match_default_boxes, per_class_nms
@@ -98,11 +99,13 @@ class SSD(DenseDetector):
         # _backbone_for_inference for how it notices changes of the weights).
         self._folded_backbone: Optional[tuple] = None
         self.head_output_sizes(self.input_size)  # fail early on a size the network can't take
+        self._check_default_box_sizes()
         if channels_last:
             self.to(memory_format=torch.channels_last)
 
     @classmethod
     def from_config(cls, cfg):
+        check_model_config(cfg)  # a bad MODEL.SSD.* value: refused now, naming the key
         backbone = build_backbone(cfg)
         shapes = [backbone.output_shape()[f] for f in SSD_FEATURES]
         anchor_generator = build_anchor_generator(cfg, shapes)
@@ -152,6 +155,21 @@ class SSD(DenseDetector):
             ) from None
         finally:
             self.train(training)
+
+    def _check_default_box_sizes(self):
+        """Refuse default boxes that come out 0 pixels wide at INPUT.FIXED_SIZE (their
+        size is int(S * size / 300)): they would match nothing."""
+        sizes = getattr(self.anchor_generator, "box_sizes", None)
+        if sizes is None:
+            return
+        H, W = self.input_size
+        small = [s for s in sizes if int(s * min(H, W) / 300) < 1]
+        if small:
+            raise ValueError(
+                f"MODEL.SSD.DEFAULT_BOX_SIZES {list(sizes)}: at INPUT.FIXED_SIZE ({H}, {W}) "
+                f"the sizes {small} give default boxes 0 pixels wide (size x {min(H, W)} / 300 "
+                "< 1). Use sizes >= 300 / min(INPUT.FIXED_SIZE) "
+                f"(>= {300 / min(H, W):.3g} here), e.g. [21, 45, 99, 153, 207, 261, 315].")
 
     def num_boxes(self, image_size=None) -> int:
         """R, the default boxes for an input of ``image_size`` (e.g. 8732 at 300x300)."""
@@ -314,7 +332,8 @@ class SSD(DenseDetector):
         The candidates of all images and classes are selected at once: threshold, one sort
         by (image, class, score), a rank within each (image, class) group. NMS then runs per
         group on contiguous slices (``per_class_nms``). Only the candidates' boxes are
-        decoded.
+        decoded. NaN scores are never above the threshold; candidates whose boxes decode to
+        NaN / inf are dropped with a warning.
 
         Args:
             loc: (N, R, 4); conf: (N, R, K+1); anchors: (R, 4); image_size: (H, W).
@@ -336,7 +355,16 @@ class SSD(DenseDetector):
         top = order[rank < self.test_topk_candidates]
         img, box, cls, s = img[top], box[top], cls[top], s[top]
         b = self.box2box_transform.apply_deltas(loc[img, box].float(), anchors[box])
-        per_image = counts.clamp(max=self.test_topk_candidates).view(N, K)
+        finite = torch.isfinite(b).all(dim=1)
+        if not bool(finite.all()):  # NaN / inf network outputs: drop those boxes, say so
+            log_every_n_seconds(
+                logging.WARNING, f"SSD inference: dropped {int((~finite).sum())} candidate "
+                "boxes decoded from non-finite network outputs (NaN / inf: diverged or "
+                "damaged weights?).", n=60, name=__name__)
+            img, box, cls, s, b = img[finite], box[finite], cls[finite], s[finite], b[finite]
+            per_image = torch.bincount(img * K + cls, minlength=N * K).view(N, K)
+        else:
+            per_image = counts.clamp(max=self.test_topk_candidates).view(N, K)
         starts = [0] + per_image.sum(dim=1).cumsum(0).tolist()
         results = []
         for i in range(N):

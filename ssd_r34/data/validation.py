@@ -1,0 +1,257 @@
+"""Checks of the data where it is read: class ids, boxes, images. Every message names the
+data set and the file or annotation (docs/validation.md lists them all).
+
+* class ids outside ``[0, MODEL.SSD.NUM_CLASSES)`` and a ``thing_classes`` count that differs
+  from MODEL.SSD.NUM_CLASSES stop the loader before training starts;
+* invalid boxes (non-finite, width or height <= 0 as annotated, entirely outside the image)
+  are dropped, never repaired, and reported once per data set with the first few of them;
+* an image that cannot be read raises :class:`UnreadableImageError` naming the file (and
+  the data set); with INPUT.SSD.SKIP_UNREADABLE_IMAGES the training loader skips it instead;
+* odd but valid images (grayscale, RGBA, CMYK, palette, EXIF-rotated, 16-bit) are read as
+  8-bit images in INPUT.FORMAT; 16-bit ones are scaled to 8 bits (value / 257) instead of
+  being clipped at 255 (what PIL's ``convert`` does).
+
+Shapes: B boxes.
+"""
+import logging
+import math
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+from PIL import Image
+
+from detectron2.data import detection_utils as utils
+from detectron2.structures import BoxMode
+from detectron2.utils.file_io import PathManager
+
+__all__ = ["DatasetError", "UnreadableImageError", "box_problem", "describe_annotation",
+           "check_dataset_metadata", "check_dataset_dicts", "read_image",
+           "UnreadableImageReport", "MAX_LISTED"]
+
+logger = logging.getLogger(__name__)
+
+MAX_LISTED = 5  # annotations / files named in a message
+
+
+class DatasetError(ValueError):
+    """Bad data: the message names the data set (when known), the file or annotation, and
+    what to change."""
+
+    def __init__(self, message: str, dataset: Optional[str] = None):
+        super().__init__(message)
+        self.message = message
+        self.dataset = dataset
+
+    def __str__(self):
+        return f"data set '{self.dataset}': {self.message}" if self.dataset else self.message
+
+    def in_dataset(self, dataset: str) -> "DatasetError":
+        """Name ``dataset`` in the message (when it does not name one yet); returns self."""
+        if not self.dataset:
+            self.dataset = dataset
+        return self
+
+
+class UnreadableImageError(DatasetError):
+    """An image file that is missing, empty, truncated or not an image."""
+
+    def __init__(self, message: str, file_name: str, dataset: Optional[str] = None):
+        super().__init__(message, dataset)
+        self.file_name = file_name
+
+
+def describe_annotation(record: Dict, j: int) -> str:
+    """'<file>, annotation id <id>' (or 'annotation #j' where the annotation has no id)."""
+    ann = record["annotations"][j]
+    which = f"annotation id {ann['id']}" if "id" in ann else f"annotation #{j}"
+    return f"{record.get('file_name', '?')}, {which}"
+
+
+def box_problem(bbox: Sequence[float], bbox_mode, width: Optional[float] = None,
+                height: Optional[float] = None) -> Optional[str]:
+    """Why an annotated box cannot be trained on, or None for a valid box.
+
+    Args:
+        bbox: the annotation's box in ``bbox_mode``; width, height: the image size (the
+            outside-the-image test is skipped where unknown).
+    Returns:
+        "non-finite coordinates", "width <= 0", "height <= 0", "entirely outside the image"
+        or None. Nothing is repaired: a box with a negative width is not flipped.
+    """
+    try:
+        values = [float(v) for v in bbox]
+    except (TypeError, ValueError):
+        return f"not a box ({bbox!r})"
+    if len(values) not in (4, 5):
+        return f"not a box ({len(values)} numbers)"
+    if not all(math.isfinite(v) for v in values):
+        return "non-finite coordinates"
+    if BoxMode(bbox_mode) == BoxMode.XYWH_ABS:
+        w, h = values[2], values[3]
+    x0, y0, x1, y1 = BoxMode.convert(values, bbox_mode, BoxMode.XYXY_ABS)
+    if BoxMode(bbox_mode) != BoxMode.XYWH_ABS:
+        w, h = x1 - x0, y1 - y0
+    if w <= 0:
+        return "width <= 0"
+    if h <= 0:
+        return "height <= 0"
+    if width is not None and height is not None and (
+            x1 <= 0 or y1 <= 0 or x0 >= width or y0 >= height):
+        return "entirely outside the image"
+    return None
+
+
+def check_dataset_metadata(name: str, num_classes: int) -> None:
+    """Refuse a data set whose ``thing_classes`` count differs from MODEL.SSD.NUM_CLASSES.
+
+    Raises:
+        DatasetError: naming the data set, its classes and the value to set.
+    """
+    from detectron2.data import MetadataCatalog
+
+    classes = MetadataCatalog.get(name).get("thing_classes", None)
+    if classes is not None and len(classes) != num_classes:
+        raise DatasetError(
+            f"it has {len(classes)} classes (thing_classes: "
+            f"{', '.join(map(str, classes[:MAX_LISTED]))}"
+            f"{' ...' if len(classes) > MAX_LISTED else ''}) but MODEL.SSD.NUM_CLASSES is "
+            f"{num_classes}. Set MODEL.SSD.NUM_CLASSES {len(classes)}.", dataset=name)
+
+
+def check_dataset_dicts(dicts: List[Dict], name: str, num_classes: int,
+                        filter_empty: bool = False) -> List[Dict]:
+    """Check a data set's records before training; returns the records to train on.
+
+    Class ids outside ``[0, num_classes)`` (crowd annotations included) raise
+    :class:`DatasetError`. Annotations with an invalid box (:func:`box_problem`) are
+    dropped from a copy of their record (the registered records are not modified), and
+    reported in one warning with their count and the first few; with ``filter_empty``,
+    records left without a non-crowd annotation are dropped too (as Detectron2's
+    DATALOADER.FILTER_EMPTY_ANNOTATIONS does).
+
+    Raises:
+        DatasetError: for the first few out-of-range class ids, naming the data set, the
+            files, the annotations and MODEL.SSD.NUM_CLASSES.
+    """
+    bad_ids, dropped, out, emptied = [], [], [], 0
+    for record in dicts:
+        annos = record.get("annotations")
+        if not annos:
+            out.append(record)
+            continue
+        keep = []
+        for j, a in enumerate(annos):
+            c = a.get("category_id")
+            if not isinstance(c, (int, np.integer)) or not 0 <= c < num_classes:
+                bad_ids.append(f"{describe_annotation(record, j)}: category_id {c!r}")
+                continue
+            why = box_problem(a["bbox"], a["bbox_mode"], record.get("width"),
+                              record.get("height"))
+            if why is None:
+                keep.append(a)
+            else:
+                dropped.append(f"{describe_annotation(record, j)} ({why}: bbox {list(a['bbox'])})")
+        if len(keep) != len(annos):
+            record = dict(record, annotations=keep)
+        if filter_empty and not any(a.get("iscrowd", 0) == 0 for a in keep):
+            emptied += 1
+            continue
+        out.append(record)
+    if bad_ids:
+        raise DatasetError(
+            f"{len(bad_ids)} annotation(s) have a class id outside [0, {num_classes}) "
+            f"(MODEL.SSD.NUM_CLASSES {num_classes}): {'; '.join(bad_ids[:MAX_LISTED])}"
+            f"{' ...' if len(bad_ids) > MAX_LISTED else ''}. Class ids are contiguous, 0 to "
+            "NUM_CLASSES - 1 (the background is implicit): set MODEL.SSD.NUM_CLASSES to the "
+            "data set's class count, or fix the ids (a COCO json is mapped to contiguous ids "
+            "by Detectron2's load_coco_json).", dataset=name)
+    if dropped:
+        logger.warning(
+            f"Data set '{name}': dropped {len(dropped)} annotation(s) with an invalid box "
+            f"(not repaired): {'; '.join(dropped[:MAX_LISTED])}"
+            f"{' ...' if len(dropped) > MAX_LISTED else ''}"
+            + (f". {emptied} image(s) left without a box are not used" if emptied else "")
+            + ".")
+    return out
+
+
+def _to_8bit(image: Image.Image) -> Image.Image:
+    """16- and 32-bit single-channel images -> 8-bit "L" by value / 257 (the full 16-bit
+    range onto 0..255); "I" / "F" images whose values fit in 0..255 are kept as they are."""
+    if image.mode.startswith("I;16"):
+        a = np.asarray(image, dtype=np.float64) / 257.0
+    elif image.mode in ("I", "F"):
+        a = np.asarray(image, dtype=np.float64)
+        if np.nanmax(a, initial=0) > 255:
+            a = np.clip(a, 0, 65535) / 257.0
+    else:
+        return image
+    return Image.fromarray(np.clip(np.rint(np.nan_to_num(a)), 0, 255).astype(np.uint8), "L")
+
+
+def read_image(file_name: str, format: str = "RGB") -> np.ndarray:
+    """Detectron2's ``read_image`` (EXIF orientation applied, converted to ``format``) with
+    16-bit images scaled to 8 bits, and every failure to read the file as
+    :class:`UnreadableImageError` naming it.
+
+    Returns:
+        (H, W, C) uint8 array (C = 3, or 1 for format "L").
+    """
+    try:
+        with PathManager.open(file_name, "rb") as f:
+            image = Image.open(f)
+            image = utils._apply_exif_orientation(image)
+            image.load()
+            image = _to_8bit(image)
+            return utils.convert_PIL_to_numpy(image, format)
+    except Exception as e:  # noqa: BLE001 - any failure to decode is an unreadable file
+        raise UnreadableImageError(_unreadable_reason(file_name, e), file_name) from e
+
+
+def _unreadable_reason(file_name: str, e: Exception) -> str:
+    import os
+
+    if isinstance(e, FileNotFoundError) or not os.path.exists(file_name):
+        what = "the file does not exist"
+    elif os.path.isfile(file_name) and os.path.getsize(file_name) == 0:
+        what = "the file is empty (0 bytes)"
+    elif "truncated" in str(e).lower():
+        what = f"the image is truncated ({e})"
+    elif isinstance(e, Image.UnidentifiedImageError):
+        what = "the file is not an image PIL can read"
+    else:
+        what = f"{type(e).__name__}: {e}"
+    return (f"cannot read image {file_name}: {what}. Fix or remove the file (and its "
+            "annotations), or set INPUT.SSD.SKIP_UNREADABLE_IMAGES True to skip such images "
+            "in training.")
+
+
+class UnreadableImageReport:
+    """Counts the unreadable images skipped in training (INPUT.SSD.SKIP_UNREADABLE_IMAGES)
+    and warns: each of the first MAX_LISTED by name, then at 10, 100, 1000 ... skips (per
+    process: each loader worker counts its own)."""
+
+    def __init__(self):
+        self.count = 0
+        self.files: List[str] = []
+
+    def skip(self, error: UnreadableImageError) -> None:
+        self.count += 1
+        if len(self.files) < MAX_LISTED:
+            self.files.append(error.file_name)
+            logger.warning(f"Skipped an unreadable image ({self.count} so far in this "
+                           f"process, INPUT.SSD.SKIP_UNREADABLE_IMAGES): {error}")
+        elif math.log10(self.count).is_integer():
+            logger.warning(f"Skipped {self.count} unreadable images so far in this process; "
+                           f"the first: {', '.join(self.files)}.")
+
+
+def dataset_of(spans: Sequence[Tuple[str, int]], index: int) -> Optional[str]:
+    """The name of the data set that holds record ``index`` of the concatenation of
+    ``spans`` ((name, number of records) in order)."""
+    start = 0
+    for name, n in spans:
+        if index < start + n:
+            return name
+        start += n
+    return None
