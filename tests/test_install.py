@@ -29,14 +29,18 @@ def test_non_editable_install_ships_configs_scripts_and_the_cpp_build(tmp_path):
     src = tmp_path / "src"
     shutil.copytree(ROOT, src, ignore=SKIP)
     venv = tmp_path / "venv"
-    run([sys.executable, "-m", "venv", "--system-site-packages", venv], tmp_path, None)
+    run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", venv],
+        tmp_path, None)  # pip and setuptools: the set-up's (below)
     py = venv / "bin" / "python"
     site = run([py, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                tmp_path, None).strip()
-    # torch, Detectron2 ... from the set-up's environment, without its .pth files (they
-    # would put the editable ssd_r34 of the checkout on the path).
+    # torch, Detectron2, setuptools ... from the set-up's environment, right after this
+    # environment's own site-packages (before the base interpreter's), without the set-up's
+    # .pth files (they would put the editable ssd_r34 of the checkout on the path).
+    shared = sysconfig.get_paths()["purelib"]
     with open(os.path.join(site, "_setup_env.pth"), "w") as f:
-        f.write(sysconfig.get_paths()["purelib"] + "\n")
+        f.write(f"import sys; sys.path.insert(sys.path.index({site!r}) + 1 if {site!r} in "
+                f"sys.path else len(sys.path), {shared!r})\n")
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONWARNINGS")}
     run([py, "-m", "pip", "install", "--no-deps", "--no-build-isolation", "--no-index",
          "--disable-pip-version-check", "-q", src], tmp_path, env)
