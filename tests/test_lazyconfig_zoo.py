@@ -136,3 +136,31 @@ def test_model_zoo_get_trained_converts_a_local_mlperf_file(tmp_path, monkeypatc
         got = model.state_dict()
         for k, v in expected.items():
             assert torch.equal(got[k], v), f"{name}: {k}"
+
+
+def test_lazyconfig_train_net_trains_and_evaluates(tmp_path):
+    """tools/lazyconfig_train_net.py's code on the shapes LazyConfig, made tiny by overrides:
+    trains, evaluates after train.eval_iters and at the end, writes model_final."""
+    import json
+
+    from detectron2.engine import default_argument_parser
+
+    from ssd_r34.cli import lazy_train
+
+    tiny = ["model.input_size=[64,64]", "model.backbone.strides=[1,1,1,1,1,1]",
+            "model.head.stride=1", "model.backbone.winograd=False",
+            "dataloader.train.mapper.augmentations.size=[64,64]",
+            "dataloader.test.mapper.augmentations.size=[64,64]",
+            "dataloader.train.total_batch_size=2", "dataloader.train.num_workers=0",
+            "dataloader.test.num_workers=0", "train.max_iter=2", "train.eval_iters=[1]",
+            "train.log_period=1", f"train.output_dir={tmp_path}"]
+    args = default_argument_parser().parse_args(
+        ["--config-file", os.path.join(ROOT, "configs", "ssd_r34_shapes.py"), *tiny])
+    torch.set_num_threads(1)
+    trainer = lazy_train.main(args)
+    assert trainer.iter == 2
+    assert (tmp_path / "model_final.pth").exists()
+    evals = [json.loads(line) for line in open(tmp_path / "metrics.json")
+             if "bbox/AP" in line]
+    # after the first iteration (index 0), and after training (Detectron2 records it at max_iter)
+    assert [e["iteration"] for e in evals] == [0, 2]
