@@ -12,12 +12,13 @@ DEPS := "setuptools<81" "numpy<2.4" "pycocotools==2.0.10" "fvcore==0.1.5.post202
 	"iopath==0.1.9" "omegaconf==2.3.0" "hydra-core==1.3.2" "yacs==0.1.8" "tabulate==0.9.0" \
 	"cloudpickle==3.1.1" "tqdm==4.67.1" "tensorboard==2.20.0" "matplotlib==3.10.3" \
 	"termcolor==3.1.0" "Pillow==11.3.0" "pytest==8.4.1" "onnx==1.19.0" "onnxruntime==1.22.1" \
-	"onnxscript==0.4.0" "opencv-python-headless==4.13.0.92" "hypothesis==6.170.15"
+	"onnxscript==0.4.0" "opencv-python-headless==4.13.0.92" "hypothesis==6.170.15" \
+	"mlperf-logging==4.1.68"
 
 .PHONY: setup demo test bench mutants clean-venv
 setup: $(VENV)/.ssd_r34_setup
 
-$(VENV)/.ssd_r34_setup: setup.py Makefile
+$(VENV)/.ssd_r34_setup: setup.py pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -c 'import torch, torchvision; assert torch.__version__.startswith("2.14.1")' 2>/dev/null \
 		|| $(PIP) install torch==2.14.1 torchvision==0.29.1

@@ -8,7 +8,8 @@ Rooms (imports point one way: layers <- modeling <- checkpoint / export <- engin
 ``config`` (keys), ``layers`` (CPU kernels, small ops), ``modeling`` (the model), ``data``
 (mapper, augmentations, loader, built-in data sets), ``checkpoint`` (safe loading, MLPerf and
 torchvision conversion), ``export`` (TorchScript / ONNX), ``engine`` (trainer, hooks,
-predictor).
+predictor), and on top ``model_zoo`` (shipped configs, released weights) and ``cli`` (the
+console scripts).
 """
 import warnings as _warnings
 

@@ -126,6 +126,21 @@ def add_ssd_config(cfg):
     # AP in percent). 0 = never stop early. Each evaluation records "target_reached" (0/1) in metrics.json.
     _C.TEST.TARGET_AP = 0.0
 
+    # MLPerf training logs (mllog, package mlperf-logging; ssd_r34/engine/mlperf_logging.py,
+    # docs/mlperf_logging.md), written by rank 0 for `python -m
+    # mlperf_logging.compliance_checker --usage training --ruleset 1.0.0 LOG`.
+    _C.MLPERF = CN()
+    # The log file; "" = no log. A relative path is taken relative to OUTPUT_DIR.
+    _C.MLPERF.LOG_FILE = ""
+    # submission_division: "open" (any model or schedule) or "closed" (the checker then
+    # also requires the MLPerf SSD hyper-parameter rules and eval_accuracy >= 0.23).
+    _C.MLPERF.DIVISION = "open"
+    # submission_status: "onprem", "cloud", "preview" or "research".
+    _C.MLPERF.STATUS = "research"
+    # submission_org and submission_platform ("" = "<processes>x<device type>", e.g. 1xcpu).
+    _C.MLPERF.ORG = "ssd_r34"
+    _C.MLPERF.PLATFORM = ""
+
     # The three-stage regime of the released 1200x1200 model (tools/train_regime.py).
     _C.REGIME = CN()
     # GPUs (processes) this stage was trained on in the MLPerf training reference;

@@ -21,6 +21,10 @@ ALLOWED = {
     "checkpoint": {"layers", "config", "modeling"},
     "export": {"layers", "config", "modeling"},
     "engine": {"layers", "config", "modeling", "data", "checkpoint", "export"},
+    # small top rooms: the model zoo, and the command lines (console scripts) on top of it
+    "model_zoo": {"layers", "config", "modeling", "data", "checkpoint", "export", "engine"},
+    "cli": {"layers", "config", "modeling", "data", "checkpoint", "export", "engine",
+            "model_zoo"},
     "_deprecated": set(),
     "": {"layers", "config", "modeling", "data", "checkpoint", "export", "engine",
          "_deprecated"},

@@ -1,55 +1,15 @@
 #!/usr/bin/env python
-"""Convert an MLPerf SSD-ResNet34 checkpoint into a Detectron2 checkpoint for ssd_r34.
+"""Convert an MLPerf SSD-ResNet34 checkpoint into a Detectron2 checkpoint for ssd_r34
+(``ssd-r34-convert-mlperf`` once installed; the code is ssd_r34/cli/convert_mlperf.py).
 
     tools/convert_mlperf_to_d2.py resnet34-ssd1200.pytorch ssd_r34_mlperf1200.pth
-    tools/train_net.py --config-file configs/ssd_r34_1200.yaml --eval-only \
-        MODEL.WEIGHTS ssd_r34_mlperf1200.pth
-
-Reads every file shape of the MLPerf reference: a bare state dict, the training reference's
-``{"model": ..., "label_map": ...}`` (``iter_N.pt``), either with ``module.`` prefixes, and
-the released ``resnet34-ssd1200.pytorch`` (a pickled whole nn.Module, read with a restricted
-unpickler: the reference code is not needed and nothing in the file is executed). Permutes
-the loc/conf channels and classes into ssd_r34's layout. The conversion is
-``ssd_r34.checkpoint``; MODEL.WEIGHTS may also point at the MLPerf file directly.
 """
-import argparse
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import torch  # noqa: E402
-
-from ssd_r34.checkpoint import (CheckpointFormatError, UnsafeCheckpointError,  # noqa: E402
-                                convert_mlperf_state_dict, read_mlperf_checkpoint)
-
-
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("input", help="MLPerf SSD-ResNet34 file (any of the four shapes)")
-    parser.add_argument("output", help="Detectron2 checkpoint to write (.pth)")
-    parser.add_argument("--num-classes", type=int, default=80,
-                        help="foreground classes the file must have, as MODEL.SSD.NUM_CLASSES "
-                             "(default 80, COCO); -1 accepts any count")
-    args = parser.parse_args(argv)
-    try:
-        ckpt = read_mlperf_checkpoint(args.input,
-                                      None if args.num_classes < 0 else args.num_classes)
-    except (CheckpointFormatError, UnsafeCheckpointError, OSError) as e:
-        print(f"error: {args.input}: {e}", file=sys.stderr)
-        return 1
-    print(f"Read {args.input}: {ckpt.describe()}")
-    if "label_map" in ckpt.extra:
-        print(f"  label_map with {len(ckpt.extra['label_map'])} entries (not needed: classes "
-              "1..K of the file become ssd_r34's contiguous 0..K-1, in the same order)")
-    state_dict = convert_mlperf_state_dict(ckpt)
-    torch.save({"model": state_dict, "__author__": "MLPerf SSD-ResNet34 (converted by ssd_r34)"},
-               args.output)
-    print(f"Wrote {args.output}: {len(state_dict)} tensors in ssd_r34's layout (loc/conf "
-          "channels anchor-major, background last); use it with MODEL.SSD.NUM_CLASSES "
-          f"{ckpt.num_classes - 1}.")
-    return 0
-
+from ssd_r34.cli.convert_mlperf import main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main())

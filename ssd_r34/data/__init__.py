@@ -5,7 +5,7 @@ from .loader import (ResumableTrainingSampler, build_resumable_train_loader,
                      find_resumable_sampler)
 from .mapper import SSDDatasetMapper
 from .transforms import (ColorJitterTransform, RandomColorJitter, SSDCropTransform,
-                         SSDRandomCrop, build_ssd_augmentations)
+                         SSDRandomCrop, build_ssd_augmentations, ssd_augmentations)
 
 register_shapes()
 
@@ -17,5 +17,5 @@ def ensure_dataset(name: str) -> None:
 
 
 __all__ = ["SSDDatasetMapper", "SSDCropTransform", "SSDRandomCrop", "ColorJitterTransform",
-           "RandomColorJitter", "build_ssd_augmentations", "register_shapes", "ensure_dataset",
+           "RandomColorJitter", "build_ssd_augmentations", "ssd_augmentations", "register_shapes", "ensure_dataset",
            "ResumableTrainingSampler", "build_resumable_train_loader", "find_resumable_sampler"]

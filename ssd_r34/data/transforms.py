@@ -139,21 +139,40 @@ class RandomColorJitter(T.Augmentation):
         return ColorJitterTransform(order.tolist(), b, c, s, h)
 
 
+def ssd_augmentations(*, size, is_train: bool, crop: bool = True, flip: bool = True,
+                      color_jitter=(0.125, 0.5, 0.5, 0.05)):
+    """The SSD augmentations from plain arguments (LazyConfig: ``LazyCall(ssd_augmentations)``).
+
+    Args:
+        size: (height, width), INPUT.FIXED_SIZE.
+        is_train: training (crop, flip, resize, jitter) or evaluation (the resize only).
+        crop: INPUT.SSD.CROP. flip: INPUT.RANDOM_FLIP == "horizontal".
+        color_jitter: INPUT.SSD.COLOR_JITTER (all zero: none).
+
+    Returns:
+        list of Detectron2 augmentations.
+    """
+    height, width = size
+    resize = T.Resize((int(height), int(width)))  # PIL bilinear, as the reference
+    if not is_train:
+        return [resize]
+    augs = []
+    if crop:
+        augs.append(SSDRandomCrop())
+    if flip:
+        augs.append(T.RandomFlip(prob=0.5, horizontal=True, vertical=False))
+    augs.append(resize)
+    if any(v > 0 for v in color_jitter):
+        augs.append(RandomColorJitter(*color_jitter))
+    return augs
+
+
 def build_ssd_augmentations(cfg, is_train: bool):
     """Training: SSD crop, horizontal flip, fixed resize, colour jitter (the reference's
     order). Evaluation: the fixed resize only. Refuses INPUT.FIXED_SIZE / INPUT.SSD.* values
     that cannot work (:func:`ssd_r34.config.check_input_config`)."""
     check_input_config(cfg)
-    height, width = cfg.INPUT.FIXED_SIZE
-    resize = T.Resize((height, width))  # PIL bilinear, as the reference
-    if not is_train:
-        return [resize]
-    augs = []
-    if cfg.INPUT.SSD.CROP:
-        augs.append(SSDRandomCrop())
-    if cfg.INPUT.RANDOM_FLIP == "horizontal":
-        augs.append(T.RandomFlip(prob=0.5, horizontal=True, vertical=False))
-    augs.append(resize)
-    if any(v > 0 for v in cfg.INPUT.SSD.COLOR_JITTER):
-        augs.append(RandomColorJitter(*cfg.INPUT.SSD.COLOR_JITTER))
-    return augs
+    return ssd_augmentations(size=cfg.INPUT.FIXED_SIZE, is_train=is_train,
+                             crop=cfg.INPUT.SSD.CROP,
+                             flip=cfg.INPUT.RANDOM_FLIP == "horizontal",
+                             color_jitter=tuple(cfg.INPUT.SSD.COLOR_JITTER))

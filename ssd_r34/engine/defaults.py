@@ -2,6 +2,7 @@
 precision on CPU and GPU, an MLPerf-style early stop and crash-safe, resumable checkpoints."""
 import logging
 import os
+import time
 import weakref
 
 import torch
@@ -19,7 +20,8 @@ from ..config import setup_cfg
 from ..data import SSDDatasetMapper, build_resumable_train_loader, ensure_dataset
 from ..data.loader import SkipUnreadableImages, load_train_dicts
 from .evaluation import SSDCOCOEvaluator
-from .hooks import DataProgressHook, EvalAndStopHook, ReplicaCheckHook
+from .hooks import DataProgressHook, EvalAndStopHook, ReplicaCheckHook, bbox_ap
+from .mllog_hook import MLPerfLoggingHook, mlperf_log_path
 from .train_loop import build_step_trainer
 
 logger = logging.getLogger(__name__)
@@ -57,6 +59,7 @@ class SSDTrainer(DefaultTrainer):
         # (build_step_trainer: CPU bfloat16 autocast, the float16 / bfloat16 choice on CUDA)
         # and the checkpointer (SSDCheckpointer: MLPerf / torchvision files, atomic writes).
         TrainerBase.__init__(self)
+        self._init_time_ms = time.time() * 1e3  # MLPERF.LOG_FILE's init_start
         if not logging.getLogger("detectron2").isEnabledFor(logging.INFO):
             setup_logger()
         cfg = DefaultTrainer.auto_scale_workers(cfg, comm.get_world_size())
@@ -127,12 +130,21 @@ class SSDTrainer(DefaultTrainer):
         """DefaultTrainer's hooks, with EvalHook replaced by :class:`EvalAndStopHook`
         (TEST.EVAL_PERIOD, TEST.EVAL_ITERS, TEST.TARGET_AP), a :class:`DataProgressHook`
         first (so that checkpoints count the step they are taken at) and a
-        :class:`ReplicaCheckHook` (SOLVER.CHECK_REPLICAS)."""
+        :class:`ReplicaCheckHook` (SOLVER.CHECK_REPLICAS) and, on rank 0, an
+        :class:`MLPerfLoggingHook` last (MLPERF.LOG_FILE)."""
         cfg = self.cfg
         ret = super().build_hooks()
+        path = mlperf_log_path(cfg)
+        mllog = (MLPerfLoggingHook(cfg, path, init_time_ms=getattr(self, "_init_time_ms", None))
+                 if path and comm.is_main_process() else None)
 
         def test_and_save_results():
+            done = min(self.iter + 1, self.max_iter)  # after_step, or after_train
+            if mllog is not None:
+                mllog.eval_start(done)
             self._last_eval_results = self.test(self.cfg, self.model)
+            if mllog is not None:
+                mllog.eval_stop(done, bbox_ap(self._last_eval_results))
             return self._last_eval_results
 
         ret = [EvalAndStopHook(cfg.TEST.EVAL_PERIOD, test_and_save_results,
@@ -141,6 +153,8 @@ class SSDTrainer(DefaultTrainer):
         ret.insert(0, DataProgressHook(cfg.SOLVER.IMS_PER_BATCH))
         if cfg.SOLVER.CHECK_REPLICAS:
             ret.append(ReplicaCheckHook(self.model))
+        if mllog is not None:
+            ret.append(mllog)
         return ret
 
     # ---- early stop ------------------------------------------------------------------

@@ -67,10 +67,34 @@ def _isa_tag() -> str:
     return hashlib.sha1(flags.encode()).hexdigest()[:10]
 
 
+def source_sha(path: str) -> str:
+    """First 16 hex digits of the SHA-256 of a file (setup.py stamps the prebuilt module)."""
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()[:16]
+
+
+def _prebuilt(source: str):
+    """The module ``pip install`` built (setup.py, ``ssd_r34.layers._winograd_C``) when it
+    was built from this ``winograd.cpp``; else None."""
+    try:
+        from . import _winograd_C as ext
+    except ImportError:
+        return None
+    if getattr(ext, "source_sha", None) != source_sha(source):
+        logger.info("The prebuilt Winograd transforms come from another winograd.cpp: "
+                    "building them again.")
+        return None
+    return ext
+
+
 @functools.lru_cache(maxsize=None)
 def _extension():
-    """The compiled transforms, or None (with one warning) where they cannot be built."""
+    """The compiled transforms, or None (with one warning) where they cannot be built: the
+    module the package build made, else one built now (PyTorch's extension cache)."""
     source = os.path.join(os.path.dirname(__file__), "csrc", "winograd.cpp")
+    ext = _prebuilt(source)
+    if ext is not None:
+        return ext
     flags = ["-O3", "-fopenmp"] + (["-march=native"] if platform.machine() in
                                    ("x86_64", "AMD64") else [])
     # torch.utils.cpp_extension warns on import, on CPU-only machines, that it found no CUDA

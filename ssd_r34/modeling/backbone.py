@@ -20,7 +20,7 @@ from detectron2.layers import Conv2d, ShapeSpec
 from detectron2.modeling import BACKBONE_REGISTRY
 from detectron2.modeling.backbone.resnet import BasicBlock, BasicStem, ResNet
 
-from ..layers import use_winograd, winograd_available
+from ..layers import WinogradConv2d, use_winograd, winograd_available
 
 # (in, mid, out, 3x3 padding) of the five extra blocks; their 3x3 strides are
 # MODEL.SSD.STRIDES[2:] and 1 for the last block.
@@ -105,6 +105,43 @@ class SSDResNet(ResNet):
         }
 
 
+def ssd_resnet34(*, strides=(1, 1, 2, 2, 2, 1), norm="BN", stem_out_channels=64,
+                 freeze_at=0, in_channels=3, winograd=True, depth=34):
+    """The SSD-ResNet34 backbone from plain arguments (LazyConfig: ``LazyCall(ssd_resnet34)``).
+
+    Args:
+        strides: MODEL.SSD.STRIDES (six; the last four are the extra blocks' first four).
+        norm: MODEL.RESNETS.NORM (FrozenBN, BN, SyncBN, naiveSyncBN).
+        stem_out_channels: MODEL.RESNETS.STEM_OUT_CHANNELS.
+        freeze_at: MODEL.BACKBONE.FREEZE_AT.
+        in_channels: image channels.
+        winograd: MODEL.SSD.WINOGRAD (res4's 3x3 convolutions as ``WinogradConv2d``).
+        depth: MODEL.RESNETS.DEPTH, 34 only.
+
+    Returns:
+        SSDResNet with outputs res4, extra0..extra4.
+    """
+    if depth != 34:
+        raise ValueError(
+            f"MODEL.RESNETS.DEPTH {depth}: the SSD-ResNet34 backbone is "
+            "ResNet-34 only; set MODEL.RESNETS.DEPTH 34 (or leave it out).")
+    strides = check_strides(strides)
+    stem = BasicStem(in_channels=in_channels, out_channels=stem_out_channels, norm=norm)
+    stages = []
+    channels = stem_out_channels
+    # (blocks, out channels, first stride) of res2, res3, res4.
+    for num_blocks, out_channels, first_stride in ((3, 64, 1), (4, 128, 2), (6, 256, 1)):
+        stages.append(ResNet.make_stage(
+            BasicBlock, num_blocks, in_channels=channels, out_channels=out_channels,
+            stride_per_block=[first_stride] + [1] * (num_blocks - 1), norm=norm,
+        ))
+        channels = out_channels
+    backbone = SSDResNet(stem, stages, extra_strides=strides[2:] + (1,), freeze_at=freeze_at)
+    if winograd:
+        use_winograd(backbone)
+    return backbone
+
+
 @BACKBONE_REGISTRY.register()
 def build_ssd_resnet34_backbone(cfg, input_shape):
     """ResNet-34 to res4 (res4 at stride 1, as the reference) plus the SSD extra blocks.
@@ -119,25 +156,12 @@ def build_ssd_resnet34_backbone(cfg, input_shape):
     naiveSyncBN), MODEL.BACKBONE.FREEZE_AT, MODEL.RESNETS.STEM_OUT_CHANNELS,
     MODEL.SSD.STRIDES and MODEL.SSD.WINOGRAD.
     """
-    if cfg.MODEL.RESNETS.DEPTH != 34:
-        raise ValueError(
-            f"MODEL.RESNETS.DEPTH {cfg.MODEL.RESNETS.DEPTH}: the SSD-ResNet34 backbone is "
-            "ResNet-34 only; set MODEL.RESNETS.DEPTH 34 (or leave it out).")
-    strides = check_strides(cfg.MODEL.SSD.STRIDES)
-    norm = cfg.MODEL.RESNETS.NORM
-    stem = BasicStem(in_channels=input_shape.channels,
-                     out_channels=cfg.MODEL.RESNETS.STEM_OUT_CHANNELS, norm=norm)
-    stages = []
-    in_channels = cfg.MODEL.RESNETS.STEM_OUT_CHANNELS
-    # (blocks, out channels, first stride) of res2, res3, res4.
-    for num_blocks, out_channels, first_stride in ((3, 64, 1), (4, 128, 2), (6, 256, 1)):
-        stages.append(ResNet.make_stage(
-            BasicBlock, num_blocks, in_channels=in_channels, out_channels=out_channels,
-            stride_per_block=[first_stride] + [1] * (num_blocks - 1), norm=norm,
-        ))
-        in_channels = out_channels
-    backbone = SSDResNet(stem, stages, extra_strides=strides[2:] + (1,),
-                         freeze_at=cfg.MODEL.BACKBONE.FREEZE_AT)
-    if cfg.MODEL.SSD.WINOGRAD and use_winograd(backbone) and cfg.MODEL.DEVICE.startswith("cpu"):
+    backbone = ssd_resnet34(
+        strides=cfg.MODEL.SSD.STRIDES, norm=cfg.MODEL.RESNETS.NORM,
+        stem_out_channels=cfg.MODEL.RESNETS.STEM_OUT_CHANNELS,
+        freeze_at=cfg.MODEL.BACKBONE.FREEZE_AT, in_channels=input_shape.channels,
+        winograd=cfg.MODEL.SSD.WINOGRAD, depth=cfg.MODEL.RESNETS.DEPTH)
+    if cfg.MODEL.SSD.WINOGRAD and cfg.MODEL.DEVICE.startswith("cpu") and any(
+            isinstance(m, WinogradConv2d) for m in backbone.modules()):
         winograd_available()  # build the C++ transforms now, not in the first step
     return backbone

@@ -7,6 +7,7 @@ from typing import List
 import torch
 from torch import nn
 
+from detectron2.config import configurable
 from detectron2.layers import Conv2d
 from detectron2.utils.registry import Registry
 
@@ -44,18 +45,35 @@ class SSDHead(nn.Module):
     plain convolutions, up to float32 summation order.
     """
 
-    def __init__(self, cfg, input_shapes, num_anchors: List[int]):
+    @configurable
+    def __init__(self, *, in_channels: List[int], num_anchors: List[int], num_classes: int,
+                 stride: int = 1, sparse_backward: bool = True):
+        """
+        Args:
+            in_channels: channels of each of the six sources.
+            num_anchors: default boxes per location of each source ([4, 6, 6, 6, 4, 4]).
+            num_classes: MODEL.SSD.NUM_CLASSES (foreground; the background is added).
+            stride: MODEL.SSD.STRIDES[0] (== STRIDES[1]).
+            sparse_backward: MODEL.SSD.SPARSE_HEAD_BACKWARD.
+        """
         super().__init__()
-        stride = check_strides(cfg.MODEL.SSD.STRIDES)[0]
-        self.num_classes = cfg.MODEL.SSD.NUM_CLASSES
-        self.sparse_backward = cfg.MODEL.SSD.SPARSE_HEAD_BACKWARD
+        self.num_classes = num_classes
+        self.sparse_backward = sparse_backward
         self.loc = nn.ModuleList()
         self.conf = nn.ModuleList()
-        for shape, a in zip(input_shapes, num_anchors):
+        for channels, a in zip(in_channels, num_anchors):
             for convs, k in ((self.loc, 4), (self.conf, self.num_classes + 1)):
-                conv = Conv2d(shape.channels, a * k, kernel_size=3, stride=stride, padding=1)
+                conv = Conv2d(channels, a * k, kernel_size=3, stride=stride, padding=1)
                 nn.init.xavier_uniform_(conv.weight)
                 convs.append(conv)
+
+    @classmethod
+    def from_config(cls, cfg, input_shapes, num_anchors):
+        return {"in_channels": [s.channels for s in input_shapes],
+                "num_anchors": list(num_anchors),
+                "num_classes": cfg.MODEL.SSD.NUM_CLASSES,
+                "stride": check_strides(cfg.MODEL.SSD.STRIDES)[0],
+                "sparse_backward": cfg.MODEL.SSD.SPARSE_HEAD_BACKWARD}
 
     def forward(self, features):
         """

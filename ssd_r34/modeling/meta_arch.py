@@ -241,6 +241,19 @@ class SSD(DenseDetector):
         conf = flatten_predictions(conf_maps, self.num_classes + 1)
         return loc.float(), conf.float(), anchors
 
+    def _check_inference_size(self, size):
+        """Refuse inference at a size other than INPUT.FIXED_SIZE: the network would run, and
+        its default boxes follow, but the model was trained at one size, so the detections
+        would quietly differ (Detectron2's DefaultPredictor resizes by the shortest edge)."""
+        size = (int(size[0]), int(size[1]))
+        if size != self.input_size:
+            raise ValueError(
+                f"SSD got an image of {size[0]}x{size[1]} in inference, but it runs at "
+                f"INPUT.FIXED_SIZE {self.input_size[0]}x{self.input_size[1]}: resize every image "
+                "to exactly that size (aspect ratio not kept). Detectron2's DefaultPredictor "
+                "resizes by the shortest edge instead: use ssd_r34.engine.SSDPredictor (same "
+                "interface), or SSDDatasetMapper(cfg, is_train=False) for your own loader.")
+
     def forward(self, batched_inputs: List[Dict[str, Tensor]]):
         """
         Args:
@@ -260,7 +273,7 @@ class SSD(DenseDetector):
                 raise ValueError("Instance annotations are missing in training.")
             gt_instances = [x["instances"].to(self.device) for x in batched_inputs]
             return self.losses(loc, conf, anchors, gt_instances)
-
+        self._check_inference_size(images.tensor.shape[-2:])
         results = self.inference(loc, conf, anchors, images.tensor.shape[-2:])
         processed = []
         for r, inp, size in zip(results, batched_inputs, images.image_sizes):

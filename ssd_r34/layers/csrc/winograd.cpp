@@ -150,4 +150,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, mod) {
   mod.def("input_transform", &input_transform);
   mod.def("output_transform", &output_transform);
   mod.def("output_grad_transform", &output_grad_transform);
+#ifdef SSD_R34_WINOGRAD_SHA
+  // Built by setup.py: the SHA-256 (first 16 hex digits) of this file, which
+  // ssd_r34/layers/winograd.py compares before using the prebuilt module.
+  mod.attr("source_sha") = SSD_R34_WINOGRAD_SHA;
+#endif
 }
