@@ -22,8 +22,9 @@ ALLOWED = {
     "checkpoint": {"layers", "config", "modeling"},
     "export": {"layers", "config", "modeling"},
     "engine": {"layers", "config", "modeling", "data", "checkpoint", "export"},
+    "mlperf": {"layers", "config", "modeling", "data", "checkpoint", "export", "engine"},
     "_deprecated": set(),
-    "": {"layers", "config", "modeling", "data", "checkpoint", "export", "engine",
+    "": {"layers", "config", "modeling", "data", "checkpoint", "export", "engine", "mlperf",
          "_deprecated"},
 }
 FOREIGN = {"tools", "benchmarks", "tests", "reference_impl", "baseline", "_common", "conftest"}
