@@ -69,8 +69,7 @@ def main(args):
                      sm.get("Completed samples per second", sm.get("Samples per second",
                                                                    sm.get("QPS w/o loadgen overhead", ""))),
                      sm.get("99.00 percentile latency (ns)", sm.get("90th percentile latency (ns)", "")),
-                     r["issued"], r["answered"], r["issued"] - r["answered"],
-                     len(r["answered_twice"])])
+                     r["issued"], r["answered"], r["lost"], len(r["answered_twice"])])
         print(rows[-1], flush=True)
         return sm.get("Result is") == "VALID"
 

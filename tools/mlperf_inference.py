@@ -114,7 +114,7 @@ def main(args):
              backend=args.backend, resize_impl=cfg.INPUT.RESIZE_IMPL)
     with open(os.path.join(args.output, "run.json"), "w") as f:
         json.dump(r, f, indent=1)
-    lost = r["issued"] - r["answered"]
+    lost = r["lost"]
     print(f"Samples issued {r['issued']}, answered {r['answered']}, lost {lost}, answered "
           f"twice {len(r['answered_twice'])}, backend errors {r['errors']}")
     if args.mode == "accuracy":

@@ -132,7 +132,12 @@ class SUT:
         self.batch_size = max(1, int(batch_size))
         self.queue: "queue.Queue" = queue.Queue()
         self.issued = self.answered = 0
-        self.answered_ids: Dict[int, int] = {}
+        # LoadGen's response ids are unique among outstanding samples (it may reuse one
+        # after its answer): a sample is lost if still pending at the end, answered twice
+        # if answered while not pending.
+        self.pending: Dict[int, int] = {}
+        self.answered_twice: List[int] = []
+        self.issued_twice = 0
         self.errors: List[BaseException] = []
         self._lock = threading.Lock()
         self.workers = [threading.Thread(target=self._work, daemon=True, name=f"sut-{i}")
@@ -144,6 +149,10 @@ class SUT:
         samples = list(query_samples)
         with self._lock:
             self.issued += len(samples)
+            for q in samples:
+                if q.id in self.pending:
+                    self.issued_twice += 1
+                self.pending[q.id] = q.index
         if self.scenario == "Offline":
             step = self.batch_size
         elif self.scenario == "MultiStream":
@@ -178,7 +187,8 @@ class SUT:
             with self._lock:
                 self.answered += len(batch)
                 for s in batch:
-                    self.answered_ids[s.id] = self.answered_ids.get(s.id, 0) + 1
+                    if self.pending.pop(s.id, None) is None:
+                        self.answered_twice.append(s.id)
             lg.QuerySamplesComplete(responses)  # copies the data; payloads may go after
 
     def stop(self) -> None:
@@ -230,8 +240,9 @@ def run_loadgen(backend, qsl: DatasetQSL, scenario: str, mode: str, output_dir: 
 
     Returns:
         dict: ``summary`` (:func:`parse_summary` of mlperf_log_summary.txt), ``issued`` and
-        ``answered`` sample counts, ``answered_twice`` (sample ids answered more than once),
-        ``errors`` (backend failures), ``seconds``.
+        ``answered`` sample counts, ``lost`` (issued, never answered), ``answered_twice``
+        (response ids answered while not outstanding), ``issued_twice`` (ids issued while
+        outstanding), ``errors`` (backend failures), ``seconds``.
     """
     import mlperf_loadgen as lg
 
@@ -254,8 +265,8 @@ def run_loadgen(backend, qsl: DatasetQSL, scenario: str, mode: str, output_dir: 
     summary_path = os.path.join(output_dir, "mlperf_log_summary.txt")
     summary = parse_summary(summary_path) if os.path.exists(summary_path) else {}
     return {"summary": summary, "issued": sut.issued, "answered": sut.answered,
-            "answered_twice": sorted(i for i, n in sut.answered_ids.items() if n > 1),
-            "errors": len(sut.errors), "seconds": seconds}
+            "lost": len(sut.pending), "answered_twice": list(sut.answered_twice),
+            "issued_twice": sut.issued_twice, "errors": len(sut.errors), "seconds": seconds}
 
 
 def parse_summary(path: str) -> Dict[str, str]:
