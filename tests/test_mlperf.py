@@ -320,7 +320,7 @@ class _ConstantBackend:
 @pytest.mark.parametrize("scenario,extra", [
     ("SingleStream", ["--target-latency-ms", "1.5", "--min-query-count", "100"]),
     ("Offline", ["--target-qps", "1000", "--batch-size", "8", "--min-query-count", "1"]),
-    ("Server", ["--target-qps", "200", "--target-latency-ms", "50",
+    ("Server", ["--target-qps", "50", "--target-latency-ms", "1000",
                 "--latency-percentile", "0.9", "--min-query-count", "150"]),
     ("MultiStream", ["--samples-per-query", "2", "--latency-percentile", "0.9",
                      "--min-query-count", "100", "--target-latency-ms", "3"])])
