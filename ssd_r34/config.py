@@ -88,6 +88,18 @@ def add_ssd_config(cfg):
     # Every image (train and test) is resized to exactly (height, width): SSD needs a
     # fixed input size, and the aspect ratio is not kept (as in the reference).
     _C.INPUT.FIXED_SIZE = (1200, 1200)
+    # How evaluation and inference images are decoded and resized to INPUT.FIXED_SIZE
+    # (training always uses "pil"):
+    # "pil": Detectron2's read_image (PIL) and T.Resize (PIL bilinear on uint8); the model
+    #   normalises with MODEL.PIXEL_MEAN / PIXEL_STD (the MLPerf training reference's way).
+    # "cv2-float": the MLPerf inference harness's way (mlcommons/inference,
+    #   vision/classification_and_detection/python/dataset.py, maybe_resize +
+    #   pre_process_coco_resnet34): cv2.imread (BGR), float32, INPUT.FORMAT channel order,
+    #   cv2.resize INTER_LINEAR on the float image, / 255, - PIXEL_MEAN / 255, / (PIXEL_STD / 255).
+    #   The mapper hands the model this normalised float image (marked "image_normalized"),
+    #   which the model then does not normalise again. With the default PIXEL_MEAN / STD it
+    #   equals MLPerf's pre-processing bit for bit (tests/test_mlperf.py).
+    _C.INPUT.RESIZE_IMPL = "pil"
     _C.INPUT.SSD = CN()
     # SSD IoU-constrained random crop in training (the SSD paper's data augmentation; the
     # MLPerf training reference's SSDCropping).

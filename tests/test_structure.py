@@ -25,8 +25,9 @@ ALLOWED = {
     "model_zoo": {"layers", "config", "modeling", "data", "checkpoint", "export", "engine"},
     "cli": {"layers", "config", "modeling", "data", "checkpoint", "export", "engine",
             "model_zoo"},
+    "mlperf": {"layers", "config", "modeling", "data", "checkpoint", "export", "engine"},
     "_deprecated": set(),
-    "": {"layers", "config", "modeling", "data", "checkpoint", "export", "engine",
+    "": {"layers", "config", "modeling", "data", "checkpoint", "export", "engine", "mlperf",
          "_deprecated"},
 }
 FOREIGN = {"tools", "benchmarks", "tests", "reference_impl", "baseline", "_common", "conftest"}

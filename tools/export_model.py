@@ -45,6 +45,13 @@ def get_parser():
     p.add_argument("--num-samples", type=int, default=3,
                    help="without --sample-image: how many images of DATASETS.TEST[0]")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
+    p.add_argument("--mlperf-io", action="store_true",
+                   help="ONNX in MLPerf inference's convention: input 'image' (N, 3, H, W) "
+                   "float32 normalised as MLPerf's pre-processing leaves it; outputs 'bboxes' "
+                   "(N, M, 4) in [0, 1], 'labels' (N, M) 1-based, 'scores' (N, M); the sample "
+                   "images go through INPUT.RESIZE_IMPL cv2-float")
+    p.add_argument("--batch-size", type=int, default=1,
+                   help="--mlperf-io: N, fixed in the graph (default 1: M dynamic)")
     p.add_argument("--box-tol", type=float, default=1e-2,
                    help="largest box difference in pixels that passes (default 0.01)")
     p.add_argument("--score-tol", type=float, default=1e-4,
@@ -81,9 +88,14 @@ def main(args):
 
     from ssd_r34.export import (SSDExportModule, compare_detections, export_onnx,
                                 export_torchscript, load_exported)
+    from ssd_r34.config import detections_per_image
     from ssd_r34.engine import SSDPredictor, setup_inference_cfg
 
     setup_logger(name="ssd_r34")
+    if args.mlperf_io:
+        if args.format != "onnx":
+            raise SystemExit("--mlperf-io exports ONNX: give --format onnx.")
+        return main_mlperf_io(args)
     cfg = setup_inference_cfg(args.config_file, args.opts, device="cpu")
     predictor = SSDPredictor(cfg, image_format="RGB")
     module = SSDExportModule(predictor.model, input_format=args.input_type).eval()
@@ -114,7 +126,8 @@ def main(args):
         with torch.no_grad():
             ref, t_ref = timed(module, x)
         out, t_out = timed(runner, x)
-        r = compare_detections(ref, out)
+        r = compare_detections(ref, out, max_detections=detections_per_image(cfg),
+                               score_tol=args.score_tol)
         r.update(image=name, seconds_pytorch=t_ref, seconds_export=t_out)
         r["ok"] = (r["same_classes"] and r["max_box_diff"] <= args.box_tol
                    and r["max_score_diff"] <= args.score_tol)
@@ -128,6 +141,68 @@ def main(args):
                                   f"{args.format} ms", "check"]))
     ok = all(r["ok"] for r in results)
     print(f"{args.format} export {'matches' if ok else 'DOES NOT match'} PyTorch on "
+          f"{len(results)} image(s) (tolerances: {args.box_tol} px, score {args.score_tol}).")
+    return {"path": path, "results": results, "ok": ok}
+
+
+def main_mlperf_io(args):
+    """--mlperf-io: export SSDMLPerfExportModule, check onnxruntime against eager PyTorch on
+    the sample images (MLPerf's pre-processing), boxes compared in input pixels."""
+    import onnxruntime as ort
+    from tabulate import tabulate
+
+    from ssd_r34.config import detections_per_image
+    from ssd_r34.data import read_image_cv2
+    from ssd_r34.data.transforms import cv2_float_preprocess_from_cfg
+    from ssd_r34.engine import SSDPredictor, setup_inference_cfg
+    from ssd_r34.export import SSDMLPerfExportModule, compare_detections, export_mlperf_onnx
+
+    cfg = setup_inference_cfg(args.config_file, list(args.opts) + ["INPUT.RESIZE_IMPL", "cv2-float"],
+                              device="cpu")
+    module = SSDMLPerfExportModule(SSDPredictor(cfg).model, batch_size=args.batch_size).eval()
+    paths = sample_paths(cfg, args)
+    if not paths:
+        raise SystemExit("No sample image.")
+    images = [torch.from_numpy(cv2_float_preprocess_from_cfg(cfg, read_image_cv2(p)))
+              for p in paths]
+    path = os.path.join(args.output, "model_mlperf.onnx")
+    export_mlperf_onnx(module, module.example_input(), path, opset=args.opset)
+    H, W = cfg.INPUT.FIXED_SIZE
+    print(f"Exported onnx (MLPerf I/O) to {path} ({os.path.getsize(path) / 2**20:.1f} MiB): "
+          f"input image ({args.batch_size}, 3, {H}, {W}) float32 normalised, outputs bboxes, "
+          "labels, scores")
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    session = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+    scale = torch.tensor([W, H, W, H], dtype=torch.float64)
+    rows, results = [], []
+    for i in range(0, len(images), args.batch_size):
+        chunk = images[i:i + args.batch_size]
+        n = len(chunk)
+        x = torch.stack(chunk + [torch.zeros_like(chunk[0])] * (args.batch_size - n))
+        with torch.no_grad():
+            ref = module(x)
+        out = [torch.from_numpy(o) for o in session.run(["bboxes", "labels", "scores"],
+                                                        {"image": x.numpy()})]
+        for j in range(n):
+            per = []
+            for b, l, s in (ref, out):
+                keep = s[j] > 0
+                per.append((b[j][keep].double() * scale, s[j][keep], l[j][keep]))
+            r = compare_detections(per[0], per[1], max_detections=detections_per_image(cfg),
+                                   score_tol=args.score_tol)
+            r["ok"] = (r["same_classes"] and r["max_box_diff"] <= args.box_tol
+                       and r["max_score_diff"] <= args.score_tol)
+            r["image"] = paths[i + j]
+            results.append(r)
+            rows.append([os.path.basename(paths[i + j]), r["detections_ref"],
+                         r["detections_export"], "yes" if r["same_classes"] else "NO",
+                         f"{r['max_box_diff']:.2e}", f"{r['max_score_diff']:.2e}",
+                         "ok" if r["ok"] else "DIFFERENT"])
+    print(tabulate(rows, headers=["image", "dets PyTorch", "dets onnx", "same classes",
+                                  "max box diff (px)", "max score diff", "check"]))
+    ok = all(r["ok"] for r in results)
+    print(f"onnx (MLPerf I/O) export {'matches' if ok else 'DOES NOT match'} PyTorch on "
           f"{len(results)} image(s) (tolerances: {args.box_tol} px, score {args.score_tol}).")
     return {"path": path, "results": results, "ok": ok}
 

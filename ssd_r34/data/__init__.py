@@ -1,13 +1,16 @@
 """SSD data: mapper, augmentations, the resumable training loader and the built-in
-``shapes_train`` / ``shapes_val`` set (registered on import)."""
-from .datasets import ensure_shapes, register_shapes
+``shapes_train`` / ``shapes_val`` set and ``coco_2017_val_mlperf`` (registered on import)."""
+from .datasets import (ensure_shapes, mlperf_image_ids, register_coco_2017_val_mlperf,
+                       register_mlperf_coco, register_shapes)
 from .loader import (ResumableTrainingSampler, build_resumable_train_loader,
                      find_resumable_sampler)
 from .mapper import SSDDatasetMapper
 from .transforms import (ColorJitterTransform, RandomColorJitter, SSDCropTransform,
-                         SSDRandomCrop, build_ssd_augmentations, ssd_augmentations)
+                         SSDRandomCrop, build_ssd_augmentations, cv2_float_preprocess,
+                         read_image_cv2, ssd_augmentations)
 
 register_shapes()
+register_coco_2017_val_mlperf()
 
 
 def ensure_dataset(name: str) -> None:
@@ -17,5 +20,7 @@ def ensure_dataset(name: str) -> None:
 
 
 __all__ = ["SSDDatasetMapper", "SSDCropTransform", "SSDRandomCrop", "ColorJitterTransform",
-           "RandomColorJitter", "build_ssd_augmentations", "ssd_augmentations", "register_shapes", "ensure_dataset",
+           "RandomColorJitter", "build_ssd_augmentations", "ssd_augmentations",
+           "cv2_float_preprocess", "read_image_cv2", "register_shapes", "ensure_dataset",
+           "mlperf_image_ids", "register_mlperf_coco", "register_coco_2017_val_mlperf",
            "ResumableTrainingSampler", "build_resumable_train_loader", "find_resumable_sampler"]

@@ -11,7 +11,8 @@ from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
 from detectron2.structures import Boxes, BoxMode, Instances
 
-from .transforms import build_ssd_augmentations
+from .transforms import (build_ssd_augmentations, cv2_float_preprocess, read_image_cv2,
+                         resize_impl)
 from .validation import (MAX_LISTED, DatasetError, UnreadableImageError, box_problem,
                          describe_annotation, read_image)
 
@@ -34,16 +35,24 @@ class SSDDatasetMapper:
     :class:`~ssd_r34.data.validation.DatasetError`, and an invalid box (non-finite, width or
     height <= 0, entirely outside the image) is dropped with a warning (the first few per
     process; the training loader has already dropped and reported them per data set).
+
+    With INPUT.RESIZE_IMPL "cv2-float", evaluation images are decoded and pre-processed as
+    the MLPerf inference harness does (:func:`~ssd_r34.data.transforms.cv2_float_preprocess`):
+    ``"image"`` is then float32 (3, H, W), already normalised, and ``"image_normalized"`` is
+    True, so that the model does not normalise it again.
     """
 
     @configurable
     def __init__(self, is_train: bool, *, augmentations, image_format: str = "RGB",
-                 num_classes: Optional[int] = None, dataset_name: Optional[str] = None):
+                 num_classes: Optional[int] = None, dataset_name: Optional[str] = None,
+                 cv2_float=None):
         """
         Args:
             num_classes: class ids must be in [0, num_classes) (None: not checked).
             dataset_name: named in error messages (the training loader names the data set
                 of each record itself).
+            cv2_float: None ("pil"), or ``(size, mean, std)`` of the MLPerf harness's
+                pre-processing (evaluation only; mean / std in 0-1 units).
         """
         self.is_train = is_train
         self.augmentations = T.AugmentationList(augmentations)
@@ -51,12 +60,18 @@ class SSDDatasetMapper:
         self.num_classes = num_classes
         self.dataset_name = dataset_name
         self._dropped = 0
+        self.cv2_float = None if is_train else cv2_float
 
     @classmethod
     def from_config(cls, cfg, is_train: bool = True, dataset_name: Optional[str] = None):
+        cv2_float = None
+        if resize_impl(cfg) == "cv2-float":
+            cv2_float = (tuple(cfg.INPUT.FIXED_SIZE),
+                         np.asarray(cfg.MODEL.PIXEL_MEAN, dtype=np.float64) / 255.0,
+                         np.asarray(cfg.MODEL.PIXEL_STD, dtype=np.float64) / 255.0)
         return {"is_train": is_train, "augmentations": build_ssd_augmentations(cfg, is_train),
                 "image_format": cfg.INPUT.FORMAT, "num_classes": cfg.MODEL.SSD.NUM_CLASSES,
-                "dataset_name": dataset_name}
+                "dataset_name": dataset_name, "cv2_float": cv2_float}
 
     def _error(self, e: DatasetError) -> DatasetError:
         return e.in_dataset(self.dataset_name) if self.dataset_name else e
@@ -89,6 +104,18 @@ class SSDDatasetMapper:
 
     def __call__(self, dataset_dict):
         dataset_dict = copy.deepcopy(dataset_dict)
+        if self.cv2_float is not None:
+            try:
+                image = read_image_cv2(dataset_dict["file_name"])
+            except FileNotFoundError as e:
+                raise self._error(UnreadableImageError(str(e), dataset_dict["file_name"]))
+            utils.check_image_size(dataset_dict, image)
+            size, mean, std = self.cv2_float
+            dataset_dict.pop("annotations", None)
+            dataset_dict["image"] = torch.from_numpy(cv2_float_preprocess(
+                image, size, mean, std, "BGR", self.image_format))
+            dataset_dict["image_normalized"] = True
+            return dataset_dict
         try:
             image = read_image(dataset_dict["file_name"], format=self.image_format)
         except UnreadableImageError as e:

@@ -11,7 +11,10 @@ from fvcore.transforms.transform import NoOpTransform, Transform
 from ..config import check_input_config
 
 __all__ = ["SSDCropTransform", "SSDRandomCrop", "ColorJitterTransform", "RandomColorJitter",
-           "build_ssd_augmentations"]
+           "build_ssd_augmentations", "RESIZE_IMPLS", "resize_impl", "read_image_cv2",
+           "cv2_float_preprocess", "cv2_float_preprocess_from_cfg"]
+
+RESIZE_IMPLS = ("pil", "cv2-float")
 
 
 class SSDCropTransform(Transform):
@@ -176,3 +179,68 @@ def build_ssd_augmentations(cfg, is_train: bool):
                              crop=cfg.INPUT.SSD.CROP,
                              flip=cfg.INPUT.RANDOM_FLIP == "horizontal",
                              color_jitter=tuple(cfg.INPUT.SSD.COLOR_JITTER))
+
+
+# ----------------------------------------------------------------------------------------
+# INPUT.RESIZE_IMPL "cv2-float": the MLPerf inference harness's pre-processing
+def resize_impl(cfg) -> str:
+    """INPUT.RESIZE_IMPL, checked."""
+    impl = cfg.INPUT.RESIZE_IMPL
+    if impl not in RESIZE_IMPLS:
+        raise ValueError(f"INPUT.RESIZE_IMPL must be one of {RESIZE_IMPLS}, got {impl!r}.")
+    return impl
+
+
+def read_image_cv2(file_name: str) -> np.ndarray:
+    """Decode an image as the MLPerf harness does: ``cv2.imread`` (3 channels, BGR, uint8).
+    OpenCV and PIL decode JPEGs differently in the last bit, so the decoder is part of the
+    pre-processing. Raises FileNotFoundError when OpenCV cannot read the file."""
+    import cv2
+
+    image = cv2.imread(file_name)
+    if image is None:
+        raise FileNotFoundError(f"OpenCV cannot read the image {file_name!r} (missing, or not "
+                                "an image format OpenCV decodes).")
+    return image
+
+
+def cv2_float_preprocess(image: np.ndarray, size, mean, std, input_format: str = "BGR",
+                         output_format: str = "RGB") -> np.ndarray:
+    """MLPerf's ssd-resnet34 pre-processing (mlcommons/inference,
+    ``vision/classification_and_detection/python/dataset.py``: ``maybe_resize`` then
+    ``pre_process_coco_resnet34`` with ``need_transpose``): the uint8 image to float32, to
+    ``output_format`` channel order, ``cv2.resize`` (INTER_LINEAR) on the float image,
+    ``/ 255 - mean``, ``/ std``, channels first.
+
+    Args:
+        image: (H0, W0, 3) uint8 in ``input_format`` ("BGR" as cv2.imread gives, or "RGB").
+        size: (H, W) output size.
+        mean, std: per channel, in 0-1 units and in ``output_format`` order (MLPerf: mean
+            0.485, 0.456, 0.406 and std 0.229, 0.224, 0.225, RGB); used as float32.
+        output_format: "RGB" (MLPerf's) or "BGR".
+
+    Returns:
+        (3, H, W) float32, C-contiguous.
+    """
+    import cv2
+
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"Expected an (H, W, 3) image, got shape {image.shape}")
+    img = np.asarray(image, dtype=np.float32)
+    if input_format != output_format:
+        img = np.ascontiguousarray(img[:, :, ::-1])  # a channel swap, as cv2.cvtColor
+    height, width = int(size[0]), int(size[1])
+    img = cv2.resize(img, (width, height), interpolation=cv2.INTER_LINEAR)
+    img = img / np.float32(255.0) - np.asarray(mean, dtype=np.float32)
+    img = img / np.asarray(std, dtype=np.float32)
+    return np.ascontiguousarray(img.transpose(2, 0, 1))
+
+
+def cv2_float_preprocess_from_cfg(cfg, image: np.ndarray, input_format: str = "BGR") -> np.ndarray:
+    """:func:`cv2_float_preprocess` with the config's INPUT.FIXED_SIZE, INPUT.FORMAT and
+    MODEL.PIXEL_MEAN / PIXEL_STD (0-255 units, divided by 255 here: the defaults give
+    MLPerf's float32 constants exactly)."""
+    mean = np.asarray(cfg.MODEL.PIXEL_MEAN, dtype=np.float64) / 255.0
+    std = np.asarray(cfg.MODEL.PIXEL_STD, dtype=np.float64) / 255.0
+    return cv2_float_preprocess(image, cfg.INPUT.FIXED_SIZE, mean, std, input_format,
+                                cfg.INPUT.FORMAT)

@@ -11,7 +11,7 @@ from detectron2.modeling import build_model
 
 from ..checkpoint import SSDCheckpointer
 from ..config import get_ssd_cfg, setup_cfg
-from ..data.transforms import build_ssd_augmentations
+from ..data.transforms import build_ssd_augmentations, cv2_float_preprocess_from_cfg, resize_impl
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +41,9 @@ class SSDPredictor:
     """Like Detectron2's ``DefaultPredictor``, with SSD's test pre-processing: the image is
     converted to ``INPUT.FORMAT`` (RGB for the reference weights) and resized to exactly
     ``INPUT.FIXED_SIZE`` (bilinear, aspect ratio not kept), as the evaluation mapper does;
-    the detections come back on the original image (scaled and clipped).
+    the detections come back on the original image (scaled and clipped). With
+    INPUT.RESIZE_IMPL "cv2-float" the resize and normalisation are the MLPerf harness's
+    (float32 image, OpenCV bilinear; decoding is the caller's: use ``cv2.imread`` for MLPerf's).
 
     Args:
         cfg: a config; ``MODEL.WEIGHTS`` is loaded (a random model when empty, with a warning).
@@ -69,6 +71,7 @@ class SSDPredictor:
             logger.warning("MODEL.WEIGHTS is empty: the predictor uses a randomly initialised "
                            "model (its detections mean nothing).")
         self.aug = T.AugmentationList(build_ssd_augmentations(cfg, is_train=False))
+        self.cv2_float = resize_impl(cfg) == "cv2-float"
         self.model_format = cfg.INPUT.FORMAT
         if image_format not in ("BGR", "RGB"):
             raise ValueError(f"image_format must be 'BGR' or 'RGB', got {image_format!r}")
@@ -82,6 +85,10 @@ class SSDPredictor:
         if self.image_format != self.model_format:
             image = image[:, :, ::-1]
         height, width = image.shape[:2]
+        if self.cv2_float:
+            x = cv2_float_preprocess_from_cfg(self.cfg, original_image, self.image_format)
+            return {"image": torch.from_numpy(x), "height": height, "width": width,
+                    "image_normalized": True}
         aug_input = T.AugInput(np.ascontiguousarray(image))
         self.aug(aug_input)
         image = torch.as_tensor(np.ascontiguousarray(aug_input.image.transpose(2, 0, 1)))

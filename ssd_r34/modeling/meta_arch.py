@@ -30,7 +30,7 @@ from detectron2.modeling import META_ARCH_REGISTRY, build_backbone
 from detectron2.modeling.anchor_generator import build_anchor_generator
 from detectron2.modeling.box_regression import Box2BoxTransform
 from detectron2.modeling.meta_arch.dense_detector import DenseDetector
-from detectron2.structures import Boxes, Instances
+from detectron2.structures import Boxes, ImageList, Instances
 from detectron2.utils.logger import log_every_n_seconds
 
 from ..config import check_model_config, detections_per_image
@@ -178,7 +178,20 @@ class SSD(DenseDetector):
 
     # ---- forward -----------------------------------------------------------------------
     def preprocess_image(self, batched_inputs):
-        images = super().preprocess_image(batched_inputs)
+        """Normalise (DenseDetector's), unless the inputs carry ``"image_normalized": True``
+        (float images already normalised by the mapper, INPUT.RESIZE_IMPL "cv2-float"), then
+        batch. A batch is either all normalised or none."""
+        marked = [bool(x.get("image_normalized", False)) for x in batched_inputs]
+        if any(marked) and not all(marked):
+            raise ValueError("A batch mixes normalised (image_normalized) and raw images: "
+                             "pre-process all its images one way (INPUT.RESIZE_IMPL).")
+        if marked and all(marked):
+            images = ImageList.from_tensors(
+                [self._move_to_current_device(x["image"]).float() for x in batched_inputs],
+                self.backbone.size_divisibility,
+                padding_constraints=self.backbone.padding_constraints)
+        else:
+            images = super().preprocess_image(batched_inputs)
         sizes = set(images.image_sizes)
         if len(sizes) != 1 or tuple(images.tensor.shape[-2:]) != next(iter(sizes)):
             raise ValueError(f"SSD needs every image of a batch at one size, got {sorted(sizes)};"
