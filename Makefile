@@ -12,7 +12,8 @@ DEPS := "setuptools<81" "numpy<2.4" "pycocotools==2.0.10" "fvcore==0.1.5.post202
 	"iopath==0.1.9" "omegaconf==2.3.0" "hydra-core==1.3.2" "yacs==0.1.8" "tabulate==0.9.0" \
 	"cloudpickle==3.1.1" "tqdm==4.67.1" "tensorboard==2.20.0" "matplotlib==3.10.3" \
 	"termcolor==3.1.0" "Pillow==11.3.0" "pytest==8.4.1" "onnx==1.19.0" "onnxruntime==1.22.1" \
-	"onnxscript==0.4.0" "opencv-python-headless==4.13.0.92"
+	"onnxscript==0.4.0" "opencv-python-headless==4.13.0.92" \
+	"openvino==2026.4.1" "nncf==3.4.0"
 
 .PHONY: setup demo test bench clean-venv
 setup: $(VENV)/.ssd_r34_setup

@@ -21,9 +21,10 @@ ALLOWED = {
     "data": {"layers", "config"},
     "checkpoint": {"layers", "config", "modeling"},
     "export": {"layers", "config", "modeling"},
-    "engine": {"layers", "config", "modeling", "data", "checkpoint", "export"},
+    "inference": {"layers", "config", "modeling", "data", "export"},
+    "engine": {"layers", "config", "modeling", "data", "checkpoint", "export", "inference"},
     "_deprecated": set(),
-    "": {"layers", "config", "modeling", "data", "checkpoint", "export", "engine",
+    "": {"layers", "config", "modeling", "data", "checkpoint", "export", "inference", "engine",
          "_deprecated"},
 }
 FOREIGN = {"tools", "benchmarks", "tests", "reference_impl", "baseline", "_common", "conftest"}

@@ -4,6 +4,9 @@
     tools/train_net.py --config-file configs/ssd_r34_1200.yaml --num-gpus 8
     tools/train_net.py --config-file configs/ssd_r34_1200.yaml --eval-only MODEL.WEIGHTS model.pth
     tools/train_net.py --config-file configs/ssd_r34_shapes.yaml MODEL.DEVICE cpu
+    tools/train_net.py --config-file configs/ssd_r34_shapes.yaml --eval-only \
+        MODEL.WEIGHTS model.pth MODEL.SSD.INFERENCE_BACKEND openvino \
+        MODEL.SSD.INFERENCE_DTYPE int8 MODEL.SSD.INT8.CALIBRATION_DIR calib/  # tools/calibrate.py
 """
 import os
 import sys
@@ -16,6 +19,7 @@ from detectron2.utils import comm  # noqa: E402
 
 from ssd_r34.checkpoint import SSDCheckpointer  # noqa: E402
 from ssd_r34.engine import SSDTrainer, setup  # noqa: E402
+from ssd_r34.inference import attach_backend  # noqa: E402
 
 
 def main(args):
@@ -25,6 +29,8 @@ def main(args):
         # reads Detectron2 checkpoints and, converting them, MLPerf / torchvision files
         SSDCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
             cfg.MODEL.WEIGHTS, resume=args.resume)
+        # MODEL.SSD.INFERENCE_BACKEND / INFERENCE_DTYPE (e.g. int8 with a calibration folder)
+        attach_backend(model, cfg)
         res = SSDTrainer.test(cfg, model)
         if comm.is_main_process():
             verify_results(cfg, res)
