@@ -56,7 +56,13 @@ def main(argv=None):
     p.add_argument("--repeats-large", type=int, default=2, help="rounds at batch 4")
     p.add_argument("--calib-images", type=int, default=4,
                    help="calibration images for the INT8 rows (random images, random weights)")
+    p.add_argument("--int8-backends", default="onnxruntime,openvino",
+                   help="engines to calibrate and time in INT8 (comma-separated; '' for none)")
+    p.add_argument("--skip", default="",
+                   help="comma-separated words: rows whose name contains one are not run")
     args = parse(p, argv)
+    skip = [w for w in args.skip.split(",") if w]
+    int8_backends = [b for b in args.int8_backends.split(",") if b]
     torch.manual_seed(0)
     ours = build_model(make_cfg(CONFIG)).eval()
     randomise_batchnorm(ours)
@@ -85,8 +91,9 @@ def main(argv=None):
     engines = {}
     for backend in ("onnxruntime", "openvino"):
         folder = os.path.join(tmp.name, backend)
-        calibrate(ours, calib, folder, backend)
-        for dtype in ("float32", "int8"):
+        if backend in int8_backends:
+            calibrate(ours, calib, folder, backend)
+        for dtype in ("float32", "int8") if backend in int8_backends else ("float32",):
             m = variant("MODEL.SSD.INFERENCE_BACKEND", backend, "MODEL.SSD.INFERENCE_DTYPE",
                         dtype, "MODEL.SSD.INT8.CALIBRATION_DIR", folder)
             engines[(backend, dtype)] = attach_backend(m, m_cfg(backend, dtype, folder))
@@ -116,10 +123,14 @@ def main(argv=None):
         "ssd_r34 bfloat16 (INFERENCE_DTYPE bfloat16, PyTorch autocast)": bf16,
         "ssd_r34 float32, INFERENCE_BACKEND onnxruntime": engines[("onnxruntime", "float32")],
         "ssd_r34 float32, INFERENCE_BACKEND openvino": engines[("openvino", "float32")],
-        "ssd_r34 INT8, INFERENCE_BACKEND onnxruntime (QDQ, per-channel)":
-            engines[("onnxruntime", "int8")],
-        "ssd_r34 INT8, INFERENCE_BACKEND openvino (NNCF)": engines[("openvino", "int8")],
     }
+    if "onnxruntime" in int8_backends:
+        labels["ssd_r34 INT8, INFERENCE_BACKEND onnxruntime (QDQ, per-channel)"] = \
+            engines[("onnxruntime", "int8")]
+    if "openvino" in int8_backends:
+        labels["ssd_r34 INT8, INFERENCE_BACKEND openvino (NNCF)"] = engines[("openvino", "int8")]
+    labels = {k: v for k, v in labels.items()
+              if k.startswith("ssd_r34 float32 (defaults") or not any(w in k for w in skip)}
     results = {}
     cores = torch.get_num_threads()  # the rows use this many threads
     for batch in [int(b) for b in args.batches.split(",")]:
@@ -137,6 +148,9 @@ def main(argv=None):
         fns.update({name: run(m) for name, m in labels.items()})
         fns["ONNX Runtime float32 (whole exported graph)"] = lambda: run_full(full_ort, images)
         fns["OpenVINO float32 (whole exported graph)"] = lambda: run_full(full_ov, images)
+        fns = {k: v for k, v in fns.items()
+               if k in (BASELINE, "ssd_r34 float32 (defaults, PyTorch)")
+               or not any(w in k for w in skip)}
         reference_out = run(ours)()
         notes = [f"CPU flags: {cpu_flags()}; torch {torch.__version__}; "
                  f"{_versions()}."]
