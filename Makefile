@@ -13,7 +13,7 @@ DEPS := "setuptools<81" "numpy<2.4" "pycocotools==2.0.10" "fvcore==0.1.5.post202
 	"cloudpickle==3.1.1" "tqdm==4.67.1" "tensorboard==2.20.0" "matplotlib==3.10.3" \
 	"termcolor==3.1.0" "Pillow==11.3.0" "pytest==8.4.1" "onnx==1.19.0" "onnxruntime==1.22.1" \
 	"onnxscript==0.4.0" "opencv-python-headless==4.13.0.92" "hypothesis==6.170.15" \
-	"mlperf-logging==4.1.68" "mlcommons-loadgen==6.0.17"
+	"mlperf-logging==4.1.68" "mlcommons-loadgen==6.0.17" "openvino==2026.4.1" "nncf==3.4.0"
 
 .PHONY: setup demo test bench mutants clean-venv
 setup: $(VENV)/.ssd_r34_setup

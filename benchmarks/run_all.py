@@ -1,7 +1,7 @@
-"""``make bench``: the four side-by-side benchmarks of ssd_r34 against the reference baseline,
+"""``make bench``: the side-by-side benchmarks of ssd_r34 against the reference baseline,
 each in its own process, then a summary of the speed-ups against the targets of issue 6.
 
-    python benchmarks/run_all.py [--quick] [--only postprocess,train,inference,data]
+    python benchmarks/run_all.py [--quick] [--only postprocess,train,inference,data,int8]
 
 Each benchmark prints one Markdown table (median and min over interleaved rounds, and the
 speed-ups). Took 318-522 s on 2 CPU cores (README "Speed"); ``--quick`` runs fewer rounds. The
@@ -25,6 +25,8 @@ BENCHES = {  # name -> (script, arguments, arguments with --quick)
     "inference": ("bench_inference.py", ["--repeats", "5", "--repeats-large", "3"],
                   ["--repeats", "2", "--repeats-large", "1"]),
     "data": ("bench_data.py", ["--repeats", "5"], ["--repeats", "2"]),
+    "int8": ("bench_int8.py", ["--repeats", "3", "--repeats-large", "2"],
+             ["--repeats", "1", "--repeats-large", "1"]),
 }
 
 

@@ -83,7 +83,34 @@ def add_ssd_config(cfg):
     # Inference precision of the network: "float32", or "bfloat16" / "float16" (autocast;
     # needs hardware support, e.g. AMX / AVX512-BF16 CPUs or GPUs). Box decoding, softmax and
     # NMS stay in float32. Not bit-exact: see docs/speed.md, "Speed options and their tolerances".
+    # "int8" runs the network quantised in an engine (MODEL.SSD.INFERENCE_BACKEND
+    # onnxruntime or openvino) with the calibration of MODEL.SSD.INT8.CALIBRATION_DIR
+    # (tools/calibrate.py; docs/int8.md); refused with the "pytorch" backend.
     _C.MODEL.SSD.INFERENCE_DTYPE = "float32"
+    # Who runs the network (backbone + heads) at inference: "pytorch" (ssd_r34 itself),
+    # "onnxruntime" or "openvino" (the network exported to ONNX and run by that engine,
+    # float32 or, with INFERENCE_DTYPE int8, quantised; openvino also takes bfloat16 on CPUs
+    # with bf16 instructions). Normalisation, default boxes, decoding, softmax, NMS and the
+    # rescaling stay ssd_r34's own float32 code, so every tool gives the usual Instances.
+    # Used by SSDPredictor, tools/train_net.py --eval-only, tools/demo.py and
+    # tools/calibrate.py (ssd_r34/inference/backends.py); training always runs PyTorch.
+    _C.MODEL.SSD.INFERENCE_BACKEND = "pytorch"
+    # Intra-op threads of the onnxruntime / openvino backend; 0 = torch's (one per core).
+    _C.MODEL.SSD.BACKEND_THREADS = 0
+    # Post-training static INT8 quantisation (tools/calibrate.py, docs/int8.md).
+    _C.MODEL.SSD.INT8 = CN()
+    # Folder written by tools/calibrate.py (the quantised network and calibration.json with
+    # the backend, the weights' digest, the images and every scale); needed by
+    # INFERENCE_DTYPE int8, refused when it was made for other weights, input size or backend.
+    _C.MODEL.SSD.INT8.CALIBRATION_DIR = ""
+    # Registered data set whose first CALIBRATION_IMAGES images (test pre-processing)
+    # calibrate the activation ranges; "" = DATASETS.TRAIN[0].
+    _C.MODEL.SSD.INT8.CALIBRATION_DATASET = ""
+    _C.MODEL.SSD.INT8.CALIBRATION_IMAGES = 32
+    # Weights quantised per output channel (True) or per tensor (onnxruntime only).
+    _C.MODEL.SSD.INT8.PER_CHANNEL = True
+    # Activation ranges: "minmax"; onnxruntime also "percentile" or "entropy" (histograms).
+    _C.MODEL.SSD.INT8.METHOD = "minmax"
 
     # Every image (train and test) is resized to exactly (height, width): SSD needs a
     # fixed input size, and the aspect ratio is not kept (as in the reference).

@@ -20,15 +20,18 @@ ALLOWED = {
     "data": {"layers", "config"},
     "checkpoint": {"layers", "config", "modeling"},
     "export": {"layers", "config", "modeling"},
-    "engine": {"layers", "config", "modeling", "data", "checkpoint", "export"},
+    "inference": {"layers", "config", "modeling", "data", "export"},
+    "engine": {"layers", "config", "modeling", "data", "checkpoint", "export", "inference"},
     # small top rooms: the model zoo, and the command lines (console scripts) on top of it
-    "model_zoo": {"layers", "config", "modeling", "data", "checkpoint", "export", "engine"},
-    "cli": {"layers", "config", "modeling", "data", "checkpoint", "export", "engine",
-            "model_zoo"},
-    "mlperf": {"layers", "config", "modeling", "data", "checkpoint", "export", "engine"},
+    "model_zoo": {"layers", "config", "modeling", "data", "checkpoint", "export", "inference",
+                  "engine"},
+    "cli": {"layers", "config", "modeling", "data", "checkpoint", "export", "inference",
+            "engine", "model_zoo"},
+    "mlperf": {"layers", "config", "modeling", "data", "checkpoint", "export", "inference",
+               "engine"},
     "_deprecated": set(),
-    "": {"layers", "config", "modeling", "data", "checkpoint", "export", "engine", "mlperf",
-         "_deprecated"},
+    "": {"layers", "config", "modeling", "data", "checkpoint", "export", "inference", "engine",
+         "mlperf", "model_zoo", "cli", "_deprecated"},
 }
 FOREIGN = {"tools", "benchmarks", "tests", "reference_impl", "baseline", "_common", "conftest"}
 

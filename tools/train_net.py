@@ -5,6 +5,9 @@ installed; the code is ssd_r34/cli/train.py).
     tools/train_net.py --config-file configs/ssd_r34_1200.yaml --num-gpus 8
     tools/train_net.py --config-file configs/ssd_r34_1200.yaml --eval-only MODEL.WEIGHTS model.pth
     tools/train_net.py --config-file configs/ssd_r34_shapes.yaml MODEL.DEVICE cpu
+    tools/train_net.py --config-file configs/ssd_r34_shapes.yaml --eval-only \
+        MODEL.WEIGHTS model.pth MODEL.SSD.INFERENCE_BACKEND openvino \
+        MODEL.SSD.INFERENCE_DTYPE int8 MODEL.SSD.INT8.CALIBRATION_DIR calib/  # tools/calibrate.py
 """
 import os
 import sys

@@ -16,6 +16,7 @@ from detectron2.utils import comm
 
 from ..checkpoint import SSDCheckpointer
 from ..engine import SSDTrainer, setup
+from ..inference import attach_backend
 
 
 def main(args):
@@ -25,6 +26,8 @@ def main(args):
         # reads Detectron2 checkpoints and, converting them, MLPerf / torchvision files
         SSDCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
             cfg.MODEL.WEIGHTS, resume=args.resume)
+        # MODEL.SSD.INFERENCE_BACKEND / INFERENCE_DTYPE (e.g. int8 with a calibration folder)
+        attach_backend(model, cfg)
         res = SSDTrainer.test(cfg, model)
         if comm.is_main_process():
             verify_results(cfg, res)

@@ -12,6 +12,7 @@ from detectron2.modeling import build_model
 from ..checkpoint import SSDCheckpointer
 from ..config import get_ssd_cfg, setup_cfg
 from ..data.transforms import build_ssd_augmentations, cv2_float_preprocess_from_cfg, resize_impl
+from ..inference import attach_backend
 
 logger = logging.getLogger(__name__)
 
@@ -70,6 +71,9 @@ class SSDPredictor:
         else:
             logger.warning("MODEL.WEIGHTS is empty: the predictor uses a randomly initialised "
                            "model (its detections mean nothing).")
+        # MODEL.SSD.INFERENCE_BACKEND / INFERENCE_DTYPE: the network in ONNX Runtime or
+        # OpenVINO, float32 or INT8 (ssd_r34/inference/); "pytorch" leaves the model as it is.
+        attach_backend(self.model, self.cfg)
         self.aug = T.AugmentationList(build_ssd_augmentations(cfg, is_train=False))
         self.cv2_float = resize_impl(cfg) == "cv2-float"
         self.model_format = cfg.INPUT.FORMAT

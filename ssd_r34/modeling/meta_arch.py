@@ -42,7 +42,10 @@ from .postprocessing import rescale_detections
 
 logger = logging.getLogger(__name__)
 
-INFERENCE_DTYPES = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
+# "int8" runs the network in an engine (ssd_r34/inference/, MODEL.SSD.INFERENCE_BACKEND);
+# the PyTorch network of such a model (training, export, calibration) is float32.
+INFERENCE_DTYPES = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16,
+                    "int8": None}
 
 
 def flatten_predictions(maps: List[Tensor], k: int) -> Tensor:
@@ -98,6 +101,11 @@ class SSD(DenseDetector):
         # not a submodule: neither in the state dict nor moved by .to() (see
         # _backbone_for_inference for how it notices changes of the weights).
         self._folded_backbone: Optional[tuple] = None
+        # Set by ssd_r34.inference.attach_backend (MODEL.SSD.INFERENCE_BACKEND): a callable
+        # normalised (N, 3, H, W) images -> (loc, conf) that runs the network in another
+        # engine at inference (eval mode, not while exporting). Not a submodule.
+        self.network_runner = None
+        self._head_sizes: Dict[Tuple[int, int], List[Tuple[int, int]]] = {}
         self.head_output_sizes(self.input_size)  # fail early on a size the network can't take
         self._check_default_box_sizes()
         if channels_last:
@@ -106,6 +114,10 @@ class SSD(DenseDetector):
     @classmethod
     def from_config(cls, cfg):
         check_model_config(cfg)  # a bad MODEL.SSD.* value: refused now, naming the key
+        if cfg.MODEL.SSD.INFERENCE_DTYPE == "int8" and cfg.MODEL.SSD.INFERENCE_BACKEND == "pytorch":
+            raise ValueError("MODEL.SSD.INFERENCE_DTYPE int8 runs the network in an engine: set "
+                             "MODEL.SSD.INFERENCE_BACKEND onnxruntime or openvino and calibrate "
+                             "with tools/calibrate.py (docs/int8.md).")
         backbone = build_backbone(cfg)
         shapes = [backbone.output_shape()[f] for f in SSD_FEATURES]
         anchor_generator = build_anchor_generator(cfg, shapes)
@@ -238,7 +250,17 @@ class SSD(DenseDetector):
     def forward_network(self, images: Tensor):
         """Normalised (N, 3, H, W) images -> (loc (N, R, 4), conf (N, R, K+1), anchors (R, 4)).
 
-        loc and conf are float32 whatever MODEL.SSD.INFERENCE_DTYPE is."""
+        loc and conf are float32 whatever MODEL.SSD.INFERENCE_DTYPE is. With an engine
+        attached (``network_runner``, MODEL.SSD.INFERENCE_BACKEND), inference runs the
+        network there; the default boxes are computed here all the same."""
+        if self.network_runner is not None and not self.training and not is_exporting():
+            size = tuple(int(s) for s in images.shape[-2:])
+            if size not in self._head_sizes:
+                self._head_sizes[size] = self.head_output_sizes(size)
+            loc, conf = self.network_runner(images)
+            anchors = self.anchor_generator(images.shape[-2:], self._head_sizes[size],
+                                            device=images.device)
+            return loc.float(), conf.float(), anchors
         if self.channels_last and not is_exporting():
             images = images.contiguous(memory_format=torch.channels_last)
         dtype = None if self.training else self.inference_dtype

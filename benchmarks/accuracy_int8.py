@@ -1,0 +1,116 @@
+"""COCO AP of a trained model by precision and engine, same run: float32, bfloat16, INT8.
+
+    python benchmarks/accuracy_int8.py --config-file configs/ssd_r34_shapes.yaml \
+        --weights output/demo/model_final.pth [--calib-images 32]
+
+Evaluates on DATASETS.TEST[0] (shapes_val for the shapes config) with Detectron2's
+``inference_on_dataset`` and ssd_r34's COCO evaluator: PyTorch float32 (defaults), PyTorch
+bfloat16 (autocast), ONNX Runtime and OpenVINO float32, and INT8 of both engines calibrated
+here (tools/calibrate.py's route) on the first --calib-images images of DATASETS.TRAIN[0], with
+the calibration choices given (--method, --per-tensor). Prints one Markdown table: AP, AP50,
+AP as a share of float32's (MLPerf's rule: >= 99%) and the share of float32 detections each
+reproduces (same class, IoU >= 0.9).
+"""
+import argparse
+import logging
+import os
+import tempfile
+
+import torch
+
+from _common import make_cfg  # noqa: F401  (puts the repository root on sys.path)
+from detectron2.evaluation import inference_on_dataset
+from detectron2.modeling import build_model
+
+from ssd_r34.checkpoint import SSDCheckpointer
+from ssd_r34.engine import SSDTrainer, setup_inference_cfg
+from ssd_r34.inference import (attach_backend, calibrate, calibration_images,
+                               reproduced_detections)
+
+
+class _Keep:
+    """Wraps an evaluator and keeps the outputs (to compare detections with float32)."""
+
+    def __init__(self, evaluator):
+        self.evaluator, self.outputs = evaluator, []
+
+    def reset(self):
+        self.outputs = []
+        self.evaluator.reset()
+
+    def process(self, inputs, outputs):
+        self.outputs += [o["instances"].to("cpu") for o in outputs]
+        self.evaluator.process(inputs, outputs)
+
+    def evaluate(self):
+        return self.evaluator.evaluate()
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--config-file", default="configs/ssd_r34_shapes.yaml")
+    p.add_argument("--weights", required=True)
+    p.add_argument("--calib-images", type=int, default=32)
+    p.add_argument("--method", default="minmax", help="onnxruntime calibration method")
+    p.add_argument("--per-tensor", action="store_true", help="per-tensor weights (onnxruntime)")
+    p.add_argument("--only", default="", help="comma-separated subset of the rows' keys")
+    args = p.parse_args(argv)
+    logging.getLogger("detectron2").setLevel(logging.WARNING)
+    cfg = setup_inference_cfg(args.config_file, ["MODEL.WEIGHTS", args.weights])
+    dataset = cfg.DATASETS.TEST[0]
+    tmp = tempfile.TemporaryDirectory(prefix="accuracy_int8_")
+    model = build_model(cfg).eval()
+    SSDCheckpointer(model).load(args.weights)
+    images, names = calibration_images(cfg, num_images=args.calib_images)
+    folders = {}
+    for backend in ("onnxruntime", "openvino"):
+        folders[backend] = os.path.join(tmp.name, backend)
+        calibrate(model, images, folders[backend], backend, per_channel=not args.per_tensor,
+                  method=args.method if backend == "onnxruntime" else "minmax",
+                  image_names=names)
+    rows = {  # key -> (label, overrides)
+        "fp32": ("PyTorch float32 (defaults)", []),
+        "bf16": ("PyTorch bfloat16 (INFERENCE_DTYPE bfloat16)",
+                 ["MODEL.SSD.INFERENCE_DTYPE", "bfloat16"]),
+        "ort_fp32": ("ONNX Runtime float32", ["MODEL.SSD.INFERENCE_BACKEND", "onnxruntime"]),
+        "ov_fp32": ("OpenVINO float32", ["MODEL.SSD.INFERENCE_BACKEND", "openvino"]),
+        "ort_int8": (f"ONNX Runtime INT8 (QDQ, {'per-tensor' if args.per_tensor else 'per-channel'}"
+                     f", {args.method})",
+                     ["MODEL.SSD.INFERENCE_BACKEND", "onnxruntime", "MODEL.SSD.INFERENCE_DTYPE",
+                      "int8", "MODEL.SSD.INT8.CALIBRATION_DIR", folders["onnxruntime"]]),
+        "ov_int8": ("OpenVINO INT8 (NNCF, per-channel, min-max)",
+                    ["MODEL.SSD.INFERENCE_BACKEND", "openvino", "MODEL.SSD.INFERENCE_DTYPE",
+                     "int8", "MODEL.SSD.INT8.CALIBRATION_DIR", folders["openvino"]]),
+    }
+    if args.only:
+        rows = {k: v for k, v in rows.items() if k == "fp32" or k in args.only.split(",")}
+    loader = SSDTrainer.build_test_loader(cfg, dataset)
+    results = {}
+    for key, (label, opts) in rows.items():
+        c = cfg.clone()
+        c.defrost()
+        c.merge_from_list(opts)
+        m = build_model(c).eval()
+        m.load_state_dict(model.state_dict())
+        attach_backend(m, c)
+        keep = _Keep(SSDTrainer.build_evaluator(c, dataset, os.path.join(tmp.name, key)))
+        with torch.no_grad():
+            bbox = inference_on_dataset(m, loader, keep)["bbox"]
+        results[key] = (label, bbox["AP"], bbox["AP50"], keep.outputs)
+    fp32_ap, fp32_out = results["fp32"][1], results["fp32"][3]
+    print(f"\n### COCO AP on {dataset} ({len(fp32_out)} images), {args.weights}\n")
+    print(f"Calibration: first {args.calib_images} images of {cfg.DATASETS.TRAIN[0]}; "
+          f"torch {torch.__version__}, {torch.get_num_threads()} threads.\n")
+    print("| precision / engine | AP | AP50 | AP / float32 AP | float32 detections reproduced "
+          "(same class, IoU >= 0.9) |")
+    print("|---|---:|---:|---:|---:|")
+    for key, (label, ap, ap50, out) in results.items():
+        m, t = reproduced_detections(out, fp32_out)
+        print(f"| {label} | {ap:.2f} | {ap50:.2f} | {100 * ap / fp32_ap:.1f}% | "
+              f"{100.0 * m / max(t, 1):.1f}% ({m}/{t}) |")
+    tmp.cleanup()
+    return results
+
+
+if __name__ == "__main__":
+    main()
