@@ -1,6 +1,8 @@
-"""SSD data: mapper, augmentations, the resumable training loader and the built-in
-``shapes_train`` / ``shapes_val`` set (registered on import)."""
-from .datasets import ensure_shapes, register_shapes
+"""SSD data: mapper, augmentations, the resumable training loader, the built-in
+``shapes_train`` / ``shapes_val`` set (registered on import) and your own sets named in the
+config (DATASETS.COCO / DATASETS.VOC, ``register_dataset_files``)."""
+from .datasets import (dataset_metadata, ensure_shapes, json_categories,
+                       register_dataset_files, register_shapes)
 from .loader import (ResumableTrainingSampler, build_resumable_train_loader,
                      find_resumable_sampler)
 from .mapper import SSDDatasetMapper
@@ -18,4 +20,5 @@ def ensure_dataset(name: str) -> None:
 
 __all__ = ["SSDDatasetMapper", "SSDCropTransform", "SSDRandomCrop", "ColorJitterTransform",
            "RandomColorJitter", "build_ssd_augmentations", "register_shapes", "ensure_dataset",
+           "register_dataset_files", "dataset_metadata", "json_categories",
            "ResumableTrainingSampler", "build_resumable_train_loader", "find_resumable_sampler"]
