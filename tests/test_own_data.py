@@ -372,3 +372,14 @@ def test_train_regime_passes_the_data_sets_on_to_every_stage():
     cmd = mod.command(CONFIG, 1, args.opts, args)
     i = cmd.index("--dataset-coco")
     assert cmd[i:i + 4] == ["--dataset-coco", "m", "m.json", "imgs/"] and cmd[-2:] == ["SEED", "3"]
+
+
+def test_a_mistyped_key_after_input_fails_naming_it():
+    from ssd_r34.engine import cli
+
+    demo = load_tool("demo")
+    args = demo.get_parser().parse_args(["--config-file", CONFIG, "--output", "o", "--input",
+                                         "a.jpg", "MODEL.WEIGTHS", "m.pth"])
+    assert args.input == ["a.jpg"]
+    with pytest.raises(KeyError, match="MODEL.WEIGTHS"):
+        cli.inference_cfg(args)
