@@ -127,7 +127,8 @@ def add_ssd_config(cfg):
     _C.DATASETS.COCO = ()
     # Pascal VOC folders (Annotations/, ImageSets/Main/SPLIT.txt, JPEGImages/):
     # ((NAME, DIRNAME, SPLIT), ...) with VOC's 20 classes, or (NAME, DIRNAME, SPLIT,
-    # "class_a,class_b,...") with your own; Detectron2's register_pascal_voc. --dataset-voc adds one.
+    # "class_a,class_b,...") with your own; Detectron2's register_pascal_voc.
+    # --dataset-voc adds one.
     _C.DATASETS.VOC = ()
 
     # The three-stage regime of the released 1200x1200 model (tools/train_regime.py).

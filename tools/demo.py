@@ -21,9 +21,9 @@ Writes one picture per input image into --output (same file name; .png when the 
 not a PNG/JPEG) and ``detections.json``: a COCO-style result list with, per detection,
 ``image_id``, ``file_name`` (the input path), ``category_id`` (the data set's own id, from
 the metadata of DATASETS.TEST[0], read from its json when needed), ``category_name`` (its
-class name; the contiguous id, with a warning, when DATASETS.TEST[0] is not registered), ``bbox``
-``[x, y, w, h]`` in pixels of the original image and ``score``. Only detections with a score
->= --confidence-threshold are drawn and written. An image that cannot be read is reported
+class name; the contiguous id, with a warning, when DATASETS.TEST[0] is not registered),
+``bbox`` ``[x, y, w, h]`` in pixels of the original image and ``score``. Only detections
+with a score >= --confidence-threshold are drawn and written. An image that cannot be read is reported
 and skipped; the others go on (exit status 1 only when no image at all could be read).
 """
 import glob

@@ -14,10 +14,10 @@ the graph. Resize your image to H x W first, and scale the boxes by (W0 / W, H0 
 Writes ``model.ts`` (TorchScript, ``torch.jit.load``) or ``model.onnx`` (onnxruntime) into
 --output with ``classes.json``: per output class (contiguous id) its ``name`` and the data
 set's own ``category_id``, from the metadata of DATASETS.TEST[0] (``--dataset-coco`` names
-your own; its json's categories are read); then runs PyTorch and the export on sample images (--sample-image, repeatable;
-default the first --num-samples images of DATASETS.TEST[0]) and prints a table: detections
-of each, whether the classes agree, the largest box (pixels) and score differences, and
-the time per image. Exit status 1 when they differ beyond --box-tol / --score-tol.
+your own; its json's categories are read). Then runs PyTorch and the export on sample
+images (--sample-image, repeatable; default the first --num-samples images of
+DATASETS.TEST[0]) and prints a table: detections of each, whether the classes agree, the
+largest box (pixels) and score differences, and the time per image. Exit status 1 when they differ beyond --box-tol / --score-tol.
 """
 import json
 import logging

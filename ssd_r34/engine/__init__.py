@@ -11,5 +11,5 @@ from .train_loop import CPUAMPTrainer, amp_dtype, build_step_trainer
 
 __all__ = ["SSDTrainer", "create_ddp_model", "setup", "setup_cfg", "SSDCOCOEvaluator",
            "DataProgressHook", "EvalAndStopHook", "ReplicaCheckHook", "weights_digest",
-           "SSDPredictor", "setup_inference_cfg", "test_metadata", "cli", "CPUAMPTrainer", "amp_dtype",
-           "build_step_trainer"]
+           "SSDPredictor", "setup_inference_cfg", "test_metadata", "cli", "CPUAMPTrainer",
+           "amp_dtype", "build_step_trainer"]

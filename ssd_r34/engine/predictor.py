@@ -60,7 +60,12 @@ def test_metadata(cfg):
     if not cfg.DATASETS.TEST:
         return None
     name = cfg.DATASETS.TEST[0]
-    meta = dataset_metadata(name)
+    try:
+        meta = dataset_metadata(name)
+    except (OSError, ValueError, KeyError) as e:  # names are a convenience: inference goes on
+        logger.warning(f"DATASETS.TEST[0] {name!r}: no class names ({type(e).__name__}: {e}); "
+                       "classes are the model's contiguous ids 0..K-1.")
+        return None
     if meta is None:
         logger.warning(
             f"DATASETS.TEST[0] {name!r} is not a registered data set: no class names, and "
