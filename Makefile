@@ -42,7 +42,7 @@ demo: setup
 	$(PY) tools/train_net.py --config-file configs/ssd_r34_shapes.yaml OUTPUT_DIR output/demo
 	$(PY) tools/demo.py --config-file configs/ssd_r34_shapes.yaml --dataset shapes_val \
 		--num-images 6 --output output/demo/predictions --montage output/demo/predictions.png \
-		--opts MODEL.WEIGHTS output/demo/model_final.pth
+		MODEL.WEIGHTS output/demo/model_final.pth
 	$(PY) tools/plot_metrics.py output/demo
 
 test: setup

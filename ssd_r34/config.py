@@ -5,6 +5,7 @@
 """
 import logging
 import math
+import os
 import warnings
 
 from detectron2.config import CfgNode as CN
@@ -12,7 +13,7 @@ from detectron2.config import CfgNode as CN
 logger = logging.getLogger(__name__)
 
 __all__ = ["add_ssd_config", "get_ssd_cfg", "setup_cfg", "detections_per_image",
-           "check_model_config", "check_input_config"]
+           "check_model_config", "check_input_config", "add_dataset_files"]
 
 
 def add_ssd_config(cfg):
@@ -179,6 +180,18 @@ def add_ssd_config(cfg):
     # submission_org and submission_platform ("" = "<processes>x<device type>", e.g. 1xcpu).
     _C.MLPERF.ORG = "ssd_r34"
     _C.MLPERF.PLATFORM = ""
+    # Your own data sets, registered by name in every process that sets up from this config
+    # (tools/train_net.py's workers too), so that DATASETS.TRAIN / DATASETS.TEST can name them.
+    # COCO json files: ((NAME, JSON_FILE, IMAGE_ROOT), ...), Detectron2's
+    # register_coco_instances; the command-line tools' --dataset-coco NAME JSON IMAGE_ROOT adds
+    # one (absolute paths). Category ids may be any integers (e.g. 7 and 9): they map to
+    # contiguous ids 0..K-1 in id order and back in results. docs/data.md, "Train on your own data".
+    _C.DATASETS.COCO = ()
+    # Pascal VOC folders (Annotations/, ImageSets/Main/SPLIT.txt, JPEGImages/):
+    # ((NAME, DIRNAME, SPLIT), ...) with VOC's 20 classes, or (NAME, DIRNAME, SPLIT,
+    # "class_a,class_b,...") with your own; Detectron2's register_pascal_voc.
+    # --dataset-voc adds one.
+    _C.DATASETS.VOC = ()
 
     # The three-stage regime of the released 1200x1200 model (tools/train_regime.py).
     _C.REGIME = CN()
@@ -213,14 +226,37 @@ def detections_per_image(cfg) -> int:
     return int(cfg.TEST.DETECTIONS_PER_IMAGE)
 
 
+def add_dataset_files(cfg, coco=None, voc=None):
+    """Append data sets named on a command line to DATASETS.COCO / DATASETS.VOC (in place).
+
+    Args:
+        cfg: a config, not frozen.
+        coco: [(NAME, JSON_FILE, IMAGE_ROOT), ...] or None.
+        voc: [(NAME, DIRNAME, SPLIT) or (NAME, DIRNAME, SPLIT, "a,b,..."), ...] or None.
+    """
+
+    if coco:
+        cfg.DATASETS.COCO = tuple(tuple(e) for e in cfg.DATASETS.COCO) + tuple(
+            (name, os.path.abspath(js), os.path.abspath(root)) for name, js, root in coco)
+    if voc:
+        cfg.DATASETS.VOC = tuple(tuple(e) for e in cfg.DATASETS.VOC) + tuple(
+            (e[0], os.path.abspath(e[1]), *e[2:]) for e in voc)
+    return cfg
+
+
 def setup_cfg(args):
     """Config from ``args.config_file`` and ``args.opts`` (``KEY VALUE`` overrides), frozen.
+
+    ``args.dataset_coco`` / ``args.dataset_voc`` (the tools' ``--dataset-coco`` /
+    ``--dataset-voc``, optional) are appended to DATASETS.COCO / DATASETS.VOC with absolute
+    paths, before the overrides.
 
     With ``MODEL.DEVICE cpu``, ``MODEL.RESNETS.NORM SyncBN`` runs as Detectron2's
     ``naiveSyncBN`` (the same computation over any process group; ``torch.nn.SyncBatchNorm``
     runs on GPUs only)."""
     cfg = get_ssd_cfg()
     cfg.merge_from_file(args.config_file)
+    add_dataset_files(cfg, getattr(args, "dataset_coco", None), getattr(args, "dataset_voc", None))
     cfg.merge_from_list(list(args.opts or []))
     if cfg.MODEL.DEVICE == "cpu" and cfg.MODEL.RESNETS.NORM == "SyncBN":
         cfg.MODEL.RESNETS.NORM = "naiveSyncBN"

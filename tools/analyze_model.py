@@ -11,9 +11,9 @@ counted by fvcore on the traced graph. fvcore counts one fused multiply-add as o
 "GFLOPs" here are G multiply-adds; twice that is the count of separate multiplications and
 additions (the MLPerf figure of 433 for the 1200x1200 model is of that kind). The box decoding
 and NMS after the network are not counted (NMS has no fixed cost). Activations are the
-elements of every convolution output (fvcore's definition).
+elements of every convolution output (fvcore's definition). Config overrides are KEY VALUE
+pairs after the options (``--opts KEY VALUE ...`` works too), e.g. MODEL.SSD.NUM_CLASSES 2.
 """
-import argparse
 import json
 import os
 import sys
@@ -21,6 +21,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from ssd_r34 import get_ssd_cfg  # noqa: E402
+from ssd_r34.engine import cli  # noqa: E402
 from ssd_r34.modeling.analysis import analyze_model  # noqa: E402
 
 
@@ -34,15 +35,18 @@ def setup(args):
     return cfg
 
 
-def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def get_parser():
+    p = cli.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--config-file", required=True, metavar="FILE")
     p.add_argument("--tasks", nargs="+", choices=["parameter", "flop", "activation"],
                    default=["parameter", "flop", "activation"])
     p.add_argument("--depth", type=int, default=2, help="module depth of the tables")
     p.add_argument("--format", choices=["summary", "table", "json"], default="summary")
-    p.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides, KEY VALUE ...")
-    args = p.parse_args(argv)
+    return cli.add_override_arguments(p)
+
+
+def main(argv=None):
+    args = get_parser().parse_args(argv)
     cfg = setup(args)
     res = analyze_model(cfg, args.tasks, args.depth)
     if args.format == "json":

@@ -3,21 +3,29 @@ r"""Run SSD-ResNet34 on images and draw the detections with Detectron2's Visuali
 
     # your own images: files, folders or globs (quote globs)
     tools/demo.py --config-file configs/ssd_r34_shapes.yaml --input photos/ 'more/*.jpg' \
-        --output out/demo --opts MODEL.WEIGHTS output/demo/model_final.pth
+        --output out/demo MODEL.WEIGHTS output/demo/model_final.pth
 
     # a few images of a registered data set (default: the config's DATASETS.TEST[0])
     tools/demo.py --config-file configs/ssd_r34_shapes.yaml --dataset shapes_val --num-images 6 \
-        --output out/demo --montage out/demo.png --opts MODEL.WEIGHTS output/demo/model_final.pth
+        --output out/demo --montage out/demo.png MODEL.WEIGHTS output/demo/model_final.pth
+
+    # your own images with your own data set's class names and category ids
+    tools/demo.py --config-file configs/ssd_r34_shapes.yaml --dataset-coco mine_val val.json \
+        images/ --output out/demo --input photos/ DATASETS.TEST "('mine_val',)" \
+        MODEL.SSD.NUM_CLASSES 2 MODEL.WEIGHTS output/mine/model_final.pth
+
+Config overrides are KEY VALUE pairs after the options (``--opts KEY VALUE ...`` works too),
+also right after ``--input``'s paths: they start at the first word that names a config key.
 
 Writes one picture per input image into --output (same file name; .png when the input is
 not a PNG/JPEG) and ``detections.json``: a COCO-style result list with, per detection,
 ``image_id``, ``file_name`` (the input path), ``category_id`` (the data set's own id, from
-the metadata of DATASETS.TEST[0] when it has one), ``category_name``, ``bbox``
-``[x, y, w, h]`` in pixels of the original image and ``score``. Only detections with a score
->= --confidence-threshold are drawn and written. An image that cannot be read is reported
+the metadata of DATASETS.TEST[0], read from its json when needed), ``category_name`` (its
+class name; the contiguous id, with a warning, when DATASETS.TEST[0] is not registered),
+``bbox`` ``[x, y, w, h]`` in pixels of the original image and ``score``. Only detections
+with a score >= --confidence-threshold are drawn and written. An image that cannot be read is reported
 and skipped; the others go on (exit status 1 only when no image at all could be read).
 """
-import argparse
 import glob
 import json
 import logging
@@ -35,9 +43,9 @@ logger = logging.getLogger("ssd_r34.demo")
 
 
 def get_parser():
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog=__doc__.split("\n", 2)[2])
+    from ssd_r34.engine import cli
+
+    p = cli.ArgumentParser(description=__doc__.split("\n")[0], epilog=__doc__.split("\n", 2)[2])
     p.add_argument("--config-file", required=True, metavar="FILE")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--input", nargs="+", metavar="PATH",
@@ -54,9 +62,7 @@ def get_parser():
                    help="scale of the drawn pictures relative to the input (e.g. 3 for small images)")
     p.add_argument("--montage", metavar="PNG",
                    help="also put all the pictures side by side into one PNG")
-    p.add_argument("--opts", nargs=argparse.REMAINDER, default=[], metavar="KEY VALUE",
-                   help="config overrides, e.g. --opts MODEL.WEIGHTS model.pth (last)")
-    return p
+    return cli.add_common_arguments(p)
 
 
 def expand_inputs(patterns):
@@ -75,23 +81,11 @@ def expand_inputs(patterns):
     return paths
 
 
-def category_id_map(metadata, dataset_name):
-    """contiguous id -> the data set's own category id (COCO's 1..90 for COCO), or None
-    when the data set has no such mapping (the contiguous ids are written as they are)."""
-    m = getattr(metadata, "thing_dataset_id_to_contiguous_id", None) if metadata else None
-    if not m and metadata is not None and dataset_name:
-        json_file = getattr(metadata, "json_file", None)
-        try:
-            from ssd_r34.data import ensure_dataset
-
-            ensure_dataset(dataset_name)
-            if json_file and os.path.exists(json_file):
-                with open(json_file) as f:
-                    ids = sorted(c["id"] for c in json.load(f)["categories"])
-                m = {cid: i for i, cid in enumerate(ids)}  # as load_coco_json maps them
-        except Exception as e:  # the mapping is a convenience: never fail the demo on it
-            logger.warning("No category id mapping for %s (%s): writing contiguous ids.",
-                           dataset_name, e)
+def category_id_map(metadata):
+    """contiguous id -> the data set's own category id (COCO's 1..90 for COCO, 7 and 9 for a
+    json with those ids), or None when the data set has no such mapping (the contiguous ids
+    are written as they are)."""
+    m = metadata.get("thing_dataset_id_to_contiguous_id", None) if metadata else None
     return {v: k for k, v in m.items()} if m else None
 
 
@@ -122,17 +116,16 @@ def instances_to_coco(instances, image_id, file_name, id_map, class_names):
 
 
 def main(args):
-    from detectron2.data import DatasetCatalog, MetadataCatalog
+    from detectron2.data import DatasetCatalog
     from detectron2.data.detection_utils import read_image
-    from detectron2.utils.logger import setup_logger
     from detectron2.utils.visualizer import ColorMode, Visualizer
 
     from ssd_r34.data import ensure_dataset
-    from ssd_r34.engine import SSDPredictor, setup_inference_cfg
+    from ssd_r34.engine import SSDPredictor, cli
     from ssd_r34.engine.visualization import save_montage
 
-    setup_logger(name="ssd_r34")
-    cfg = setup_inference_cfg(args.config_file, args.opts)
+    cli.setup_tool_logger()
+    cfg = cli.inference_cfg(args)
     test_name = cfg.DATASETS.TEST[0] if cfg.DATASETS.TEST else ""
 
     if args.input is not None:
@@ -155,7 +148,7 @@ def main(args):
     if class_names and len(class_names) != cfg.MODEL.SSD.NUM_CLASSES:
         logger.warning("%s has %d classes but MODEL.SSD.NUM_CLASSES is %d: labels may be wrong.",
                        test_name, len(class_names), cfg.MODEL.SSD.NUM_CLASSES)
-    id_map = category_id_map(metadata, test_name)
+    id_map = category_id_map(metadata)
 
     os.makedirs(args.output, exist_ok=True)
     results, written, skipped, used, pictures = [], [], [], set(), []

@@ -12,12 +12,14 @@ MODEL.SSD.DETECTIONS_PER_IMAGE: softmax, per-class top-k, score threshold and NM
 the graph. Resize your image to H x W first, and scale the boxes by (W0 / W, H0 / H) back.
 
 Writes ``model.ts`` (TorchScript, ``torch.jit.load``) or ``model.onnx`` (onnxruntime) into
---output, then runs PyTorch and the export on sample images (--sample-image, repeatable;
-default the first --num-samples images of DATASETS.TEST[0]) and prints a table: detections
-of each, whether the classes agree, the largest box (pixels) and score differences, and
-the time per image. Exit status 1 when they differ beyond --box-tol / --score-tol.
+--output with ``classes.json``: per output class (contiguous id) its ``name`` and the data
+set's own ``category_id``, from the metadata of DATASETS.TEST[0] (``--dataset-coco`` names
+your own; its json's categories are read). Then runs PyTorch and the export on sample
+images (--sample-image, repeatable; default the first --num-samples images of
+DATASETS.TEST[0]) and prints a table: detections of each, whether the classes agree, the
+largest box (pixels) and score differences, and the time per image. Exit status 1 when they differ beyond --box-tol / --score-tol.
 """
-import argparse
+import json
 import logging
 import os
 import sys
@@ -32,9 +34,9 @@ FILE_NAMES = {"torchscript": "model.ts", "onnx": "model.onnx"}
 
 
 def get_parser():
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog=__doc__.split("\n", 2)[2])
+    from ssd_r34.engine import cli
+
+    p = cli.ArgumentParser(description=__doc__.split("\n")[0], epilog=__doc__.split("\n", 2)[2])
     p.add_argument("--config-file", required=True, metavar="FILE")
     p.add_argument("--format", required=True, choices=sorted(FILE_NAMES))
     p.add_argument("--output", required=True, metavar="DIR")
@@ -56,15 +58,28 @@ def get_parser():
                    help="largest box difference in pixels that passes (default 0.01)")
     p.add_argument("--score-tol", type=float, default=1e-4,
                    help="largest score difference that passes (default 1e-4)")
-    p.add_argument("opts", nargs=argparse.REMAINDER, metavar="KEY VALUE",
-                   help="config overrides, e.g. MODEL.WEIGHTS model.pth")
-    return p
+    return cli.add_common_arguments(p)
 
 
 def timed(fn, x):
     t = time.perf_counter()
     out = fn(x)
     return out, time.perf_counter() - t
+
+
+def class_table(cfg, metadata):
+    """[{"id": contiguous id, "category_id": the data set's id, "name": ...}] for the
+    model's MODEL.SSD.NUM_CLASSES outputs; ids and names of a class the data set lacks are
+    the contiguous id (as the demo writes them)."""
+    names = list(metadata.get("thing_classes", None) or []) if metadata else []
+    m = metadata.get("thing_dataset_id_to_contiguous_id", None) if metadata else None
+    to_dataset = {v: k for k, v in (m or {}).items()}
+    if names and len(names) != cfg.MODEL.SSD.NUM_CLASSES:
+        logger.warning("%s has %d classes but MODEL.SSD.NUM_CLASSES is %d.", cfg.DATASETS.TEST[0],
+                       len(names), cfg.MODEL.SSD.NUM_CLASSES)
+    return [{"id": i, "category_id": int(to_dataset.get(i, i)),
+             "name": names[i] if i < len(names) else str(i)}
+            for i in range(cfg.MODEL.SSD.NUM_CLASSES)]
 
 
 def sample_paths(cfg, args):
@@ -83,20 +98,19 @@ def sample_paths(cfg, args):
 
 def main(args):
     from detectron2.data.detection_utils import read_image
-    from detectron2.utils.logger import setup_logger
     from tabulate import tabulate
 
     from ssd_r34.export import (SSDExportModule, compare_detections, export_onnx,
                                 export_torchscript, load_exported)
     from ssd_r34.config import detections_per_image
-    from ssd_r34.engine import SSDPredictor, setup_inference_cfg
+    from ssd_r34.engine import SSDPredictor, cli
 
-    setup_logger(name="ssd_r34")
+    cli.setup_tool_logger()
     if args.mlperf_io:
         if args.format != "onnx":
             raise SystemExit("--mlperf-io exports ONNX: give --format onnx.")
         return main_mlperf_io(args)
-    cfg = setup_inference_cfg(args.config_file, args.opts, device="cpu")
+    cfg = cli.inference_cfg(args, device="cpu")
     predictor = SSDPredictor(cfg, image_format="RGB")
     module = SSDExportModule(predictor.model, input_format=args.input_type).eval()
 
@@ -116,6 +130,13 @@ def main(args):
     print(f"Exported {args.format} to {path} ({os.path.getsize(path) / 2**20:.1f} MiB): input "
           f"(1, 3, {cfg.INPUT.FIXED_SIZE[0]}, {cfg.INPUT.FIXED_SIZE[1]}) {args.input_type}, "
           "outputs boxes, scores, classes")
+    classes = class_table(cfg, predictor.metadata)
+    classes_path = os.path.join(args.output, "classes.json")
+    with open(classes_path, "w") as f:
+        json.dump({"classes": classes}, f, indent=1)
+    print(f"Classes ({classes_path}): " + ", ".join(
+        f"{c['id']} = {c['name']} (category_id {c['category_id']})" for c in classes[:10])
+        + (f", ... ({len(classes)} in all)" if len(classes) > 10 else ""))
 
     runner = load_exported(args.format, path)
     with torch.no_grad():  # warm-up: the times below are of one call each
@@ -142,7 +163,7 @@ def main(args):
     ok = all(r["ok"] for r in results)
     print(f"{args.format} export {'matches' if ok else 'DOES NOT match'} PyTorch on "
           f"{len(results)} image(s) (tolerances: {args.box_tol} px, score {args.score_tol}).")
-    return {"path": path, "results": results, "ok": ok}
+    return {"path": path, "classes": classes_path, "results": results, "ok": ok}
 
 
 def main_mlperf_io(args):

@@ -14,7 +14,8 @@ iterations would not be used), unless --full-stages. The last stage runs its own
     tools/train_regime.py --resume              # continue after a crash: finished stages
                                                 # are skipped, the interrupted one resumes
 
-Options apply overrides to every stage (trailing KEY VALUE pairs) or to one stage
+Options apply overrides to every stage (trailing KEY VALUE pairs, or after --opts; with
+--dataset-coco / --dataset-voc, passed on to every stage) or to one stage
 (--stage-opts N "KEY VALUE ..."), and change GPU counts (--num-gpus), the hand-over iteration
 (--previous-iter) and where stages write (--output-root), e.g. to prove the chain on the
 built-in data set on CPU in a minute:
@@ -25,7 +26,6 @@ built-in data set on CPU in a minute:
         MODEL.SSD.NUM_CLASSES 3 INPUT.FIXED_SIZE "(96, 96)" MODEL.SSD.STRIDES "[1,1,1,1,1,1]" \\
         SOLVER.IMS_PER_BATCH 2 SOLVER.MAX_ITER 2 DATALOADER.NUM_WORKERS 0
 """
-import argparse
 import os
 import shlex
 import subprocess
@@ -36,9 +36,9 @@ sys.path.insert(0, ROOT)
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog=__doc__.split("\n", 1)[1])
+    from ssd_r34.engine import cli
+
+    p = cli.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n", 1)[1])
     p.add_argument("--config-file", default=os.path.join(ROOT, "configs", "ssd_r34_1200.yaml"),
                    help="the last stage; earlier ones follow REGIME.PREVIOUS_STAGE")
     p.add_argument("--num-gpus", type=int, nargs="+", default=None,
@@ -59,9 +59,9 @@ def parse_args(argv=None):
                    help="skip finished stages (model_final.pth), resume the others")
     p.add_argument("--dist-url", default="auto", help="as tools/train_net.py (one machine)")
     p.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
-    p.add_argument("opts", nargs=argparse.REMAINDER, default=[],
-                   help="KEY VALUE overrides for every stage")
+    cli.add_common_arguments(p)  # data sets and overrides: passed on to every stage
     args = p.parse_args(argv)
+    args.dataset_flags = cli.dataset_flags(args)
     stage_opts = []
     for n, opts in args.stage_opts:
         opts = shlex.split(opts)
@@ -151,7 +151,7 @@ def command(path, num_gpus, opts, args):
         cmd += ["--dist-url", args.dist_url]
     if args.resume:
         cmd.append("--resume")
-    return cmd + list(opts)
+    return cmd + list(getattr(args, "dataset_flags", [])) + list(opts)
 
 
 def finished(cfg):

@@ -14,10 +14,14 @@ r"""Draw the ground truth of a data set, or what the SSD training mapper makes o
     tools/visualize_data.py --config-file configs/ssd_r34_shapes.yaml --source dataloader \
         --output out/vis_aug --crop-grid docs/crop_grid.png --grid-size 15 --image-index 3
 
+    # your own COCO-format data set, with its class names
+    tools/visualize_data.py --config-file configs/ssd_r34_shapes.yaml --source annotation \
+        --output out/vis_mine --dataset-coco mine_train train.json images/ --dataset mine_train
+
 Uses DATASETS.TRAIN (all of its data sets, in order; --dataset to pick another one). Writes
 one PNG per image, named after the image file. ``dataloader`` is deterministic in --seed.
+Config overrides are KEY VALUE pairs after the options (``--opts KEY VALUE ...`` works too).
 """
-import argparse
 import os
 import sys
 
@@ -27,9 +31,9 @@ import numpy as np  # noqa: E402
 
 
 def get_parser():
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog=__doc__.split("\n", 2)[2])
+    from ssd_r34.engine import cli
+
+    p = cli.ArgumentParser(description=__doc__.split("\n")[0], epilog=__doc__.split("\n", 2)[2])
     p.add_argument("--config-file", required=True, metavar="FILE")
     p.add_argument("--source", choices=["annotation", "dataloader"], required=True)
     p.add_argument("--output", "--output-dir", required=True, metavar="DIR", dest="output")
@@ -41,9 +45,7 @@ def get_parser():
                    help="also draw one image and --grid-size augmentations of it into PNG")
     p.add_argument("--grid-size", type=int, default=11, help="augmentations in the grid")
     p.add_argument("--image-index", type=int, default=0, help="the grid's image (index)")
-    p.add_argument("--opts", nargs=argparse.REMAINDER, default=[], metavar="KEY VALUE",
-                   help="config overrides (last)")
-    return p
+    return cli.add_common_arguments(p)
 
 
 def load_dicts(names):
@@ -108,16 +110,15 @@ def crop_grid(d, mapper, metadata, cfg, path, n, scale):
 
 def main(args):
     import torch
-    from detectron2.data import MetadataCatalog
     from PIL import Image
 
-    from ssd_r34.data import SSDDatasetMapper
-    from ssd_r34.engine import setup_inference_cfg
+    from ssd_r34.data import SSDDatasetMapper, dataset_metadata
+    from ssd_r34.engine import cli
 
-    cfg = setup_inference_cfg(args.config_file, args.opts)
+    cfg = cli.inference_cfg(args)
     names = [args.dataset] if args.dataset else list(cfg.DATASETS.TRAIN)
     dicts = load_dicts(names)
-    metadata = MetadataCatalog.get(names[0])
+    metadata = dataset_metadata(names[0])
     np.random.seed(args.seed)  # Detectron2's augmentations draw from numpy's global RNG
     torch.manual_seed(args.seed)  # torchvision's ColorJitter parameters
     mapper = SSDDatasetMapper(cfg, is_train=True)

@@ -15,7 +15,7 @@ from detectron2.evaluation import verify_results
 from detectron2.utils import comm
 
 from ..checkpoint import SSDCheckpointer
-from ..engine import SSDTrainer, setup
+from ..engine import SSDTrainer, cli as arguments, setup
 from ..inference import attach_backend
 
 
@@ -46,9 +46,19 @@ def resolve_config_file(path: str) -> str:
     return get_config_file(path)
 
 
+def get_parser():
+    """Detectron2's ``default_argument_parser`` with ``--dataset-coco`` / ``--dataset-voc``;
+    overrides (bare KEY VALUE, or after --opts) may follow any option."""
+    d2 = default_argument_parser()
+    p = arguments.ArgumentParser(description=__doc__.split("\n")[0],
+                                 epilog=__doc__.split("\n", 2)[2] + "\n" + (d2.epilog or ""),
+                                 parents=[d2], add_help=False)
+    return arguments.add_common_arguments(p)
+
+
 def cli(argv=None):
     """Console script ``ssd-r34-train``."""
-    args = default_argument_parser().parse_args(argv)
+    args = get_parser().parse_args(argv)
     args.config_file = resolve_config_file(args.config_file)
     launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
            dist_url=args.dist_url, args=(args,))

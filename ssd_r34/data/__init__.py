@@ -1,6 +1,8 @@
-"""SSD data: mapper, augmentations, the resumable training loader and the built-in
-``shapes_train`` / ``shapes_val`` set and ``coco_2017_val_mlperf`` (registered on import)."""
-from .datasets import (ensure_shapes, mlperf_image_ids, register_coco_2017_val_mlperf,
+"""SSD data: mapper, augmentations, the resumable training loader, the built-in
+``shapes_train`` / ``shapes_val`` set and ``coco_2017_val_mlperf`` (registered on import) and
+your own sets named in the config (DATASETS.COCO / DATASETS.VOC, ``register_dataset_files``)."""
+from .datasets import (dataset_metadata, ensure_shapes, json_categories, mlperf_image_ids,
+                       register_coco_2017_val_mlperf, register_dataset_files,
                        register_mlperf_coco, register_shapes)
 from .loader import (ResumableTrainingSampler, build_resumable_train_loader,
                      find_resumable_sampler)
@@ -23,4 +25,5 @@ __all__ = ["SSDDatasetMapper", "SSDCropTransform", "SSDRandomCrop", "ColorJitter
            "RandomColorJitter", "build_ssd_augmentations", "ssd_augmentations",
            "cv2_float_preprocess", "read_image_cv2", "register_shapes", "ensure_dataset",
            "mlperf_image_ids", "register_mlperf_coco", "register_coco_2017_val_mlperf",
+           "register_dataset_files", "dataset_metadata", "json_categories",
            "ResumableTrainingSampler", "build_resumable_train_loader", "find_resumable_sampler"]

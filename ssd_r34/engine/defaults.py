@@ -17,8 +17,10 @@ from detectron2.utils.logger import setup_logger
 
 from ..checkpoint import SSDCheckpointer, make_checkpointer_atomic
 from ..config import setup_cfg
-from ..data import SSDDatasetMapper, build_resumable_train_loader, ensure_dataset
+from ..data import (SSDDatasetMapper, build_resumable_train_loader, dataset_metadata,
+                    ensure_dataset, register_dataset_files)
 from ..data.loader import SkipUnreadableImages, load_train_dicts
+from .cli import plain_logs_off_terminal
 from .evaluation import SSDCOCOEvaluator
 from .hooks import DataProgressHook, EvalAndStopHook, ReplicaCheckHook, bbox_ap
 from .mllog_hook import MLPerfLoggingHook, mlperf_log_path
@@ -114,6 +116,7 @@ class SSDTrainer(DefaultTrainer):
 
     @classmethod
     def build_test_loader(cls, cfg, dataset_name):
+        register_dataset_files(cfg)
         ensure_dataset(dataset_name)
         return build_detection_test_loader(cfg, dataset_name,
                                            mapper=SSDDatasetMapper(cfg, is_train=False,
@@ -121,7 +124,8 @@ class SSDTrainer(DefaultTrainer):
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
-        ensure_dataset(dataset_name)
+        register_dataset_files(cfg)
+        dataset_metadata(dataset_name)  # class names and category ids from the json if needed
         if output_folder is None:
             output_folder = os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
         return SSDCOCOEvaluator(dataset_name, output_dir=output_folder)
@@ -196,8 +200,15 @@ class SSDTrainer(DefaultTrainer):
 
 def setup(args):
     """:func:`ssd_r34.config.setup_cfg` + Detectron2's ``default_setup`` (logging, output
-    folder, seeds); ssd_r34's own messages go to the console and OUTPUT_DIR/log.txt too."""
+    folder, seeds); ssd_r34's own messages go to the console and OUTPUT_DIR/log.txt too,
+    without colour codes in the file (nor on a stdout that is not a terminal); the data sets
+    of DATASETS.COCO / DATASETS.VOC (``--dataset-coco`` ...) are registered in this process."""
     cfg = setup_cfg(args)
-    default_setup(cfg, args)
+    register_dataset_files(cfg)  # before default_setup: a bad entry fails before any output
     setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="ssd_r34")
+    # The loggers exist before default_setup logs the (colour-highlighted) config dump.
+    setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="fvcore")
+    setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank())
+    plain_logs_off_terminal()
+    default_setup(cfg, args)
     return cfg

@@ -11,7 +11,16 @@ __all__ = ["SSDCOCOEvaluator"]
 class SSDCOCOEvaluator(COCOEvaluator):
     """COCOEvaluator that ignores detections of class ids the data set does not have (the
     80-class MLPerf model evaluated on the 3-class shapes set), with a warning, where
-    COCOEvaluator would stop on an assertion."""
+    COCOEvaluator would stop on an assertion; and that evaluates json files without the
+    optional top-level ``"info"`` / ``"licenses"`` (pycocotools' ``COCO.loadRes`` copies
+    ``dataset["info"]`` and raises KeyError without it)."""
+
+    def __init__(self, dataset_name, *args, **kwargs):
+        super().__init__(dataset_name, *args, **kwargs)
+        dataset = getattr(getattr(self, "_coco_api", None), "dataset", None)
+        if isinstance(dataset, dict):
+            dataset.setdefault("info", {})
+            dataset.setdefault("licenses", [])
 
     def process(self, inputs, outputs):
         num_classes = len(self._metadata.get("thing_classes", None) or [])

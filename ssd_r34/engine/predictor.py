@@ -5,25 +5,29 @@ from typing import Dict, List, Optional
 import numpy as np
 import torch
 
-from detectron2.data import MetadataCatalog
 from detectron2.data import transforms as T
 from detectron2.modeling import build_model
 
 from ..checkpoint import SSDCheckpointer
 from ..config import get_ssd_cfg, setup_cfg
+from ..data import dataset_metadata, register_dataset_files
 from ..data.transforms import build_ssd_augmentations, cv2_float_preprocess_from_cfg, resize_impl
 from ..inference import attach_backend
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["SSDPredictor", "setup_inference_cfg"]
+__all__ = ["SSDPredictor", "setup_inference_cfg", "test_metadata"]
 
 
-def setup_inference_cfg(config_file: str, opts=(), device: Optional[str] = None):
-    """A frozen config for the inference tools: ``config_file`` + ``KEY VALUE`` overrides.
+def setup_inference_cfg(config_file: str, opts=(), device: Optional[str] = None,
+                        dataset_coco=None, dataset_voc=None):
+    """A frozen config for the inference tools: ``config_file`` + ``KEY VALUE`` overrides,
+    with the data sets of DATASETS.COCO / DATASETS.VOC registered.
 
     ``MODEL.DEVICE`` falls back to cpu (with a message) when the config asks for CUDA on a
-    machine without it, so that the COCO configs run as they are on a laptop."""
+    machine without it, so that the COCO configs run as they are on a laptop.
+    ``dataset_coco`` / ``dataset_voc``: the tools' ``--dataset-coco`` / ``--dataset-voc``
+    entries, appended to DATASETS.COCO / DATASETS.VOC."""
     from argparse import Namespace
 
     opts = list(opts or [])
@@ -35,7 +39,41 @@ def setup_inference_cfg(config_file: str, opts=(), device: Optional[str] = None)
         if probe.MODEL.DEVICE.startswith("cuda"):
             logger.warning("No CUDA device: running on the CPU (MODEL.DEVICE cpu).")
             opts += ["MODEL.DEVICE", "cpu"]
-    return setup_cfg(Namespace(config_file=config_file, opts=opts))
+    cfg = setup_cfg(Namespace(config_file=config_file, opts=opts, dataset_coco=dataset_coco,
+                              dataset_voc=dataset_voc))
+    register_dataset_files(cfg)
+    return cfg
+
+
+def test_metadata(cfg):
+    """The metadata of DATASETS.TEST[0] with its class names (read from its json's categories
+    if it has not been loaded; see :func:`ssd_r34.data.dataset_metadata`), after registering
+    DATASETS.COCO / DATASETS.VOC; None, with a warning when a name is given, when there is
+    no such registered set: then classes are the model's contiguous ids 0..K-1.
+
+    Args:
+        cfg: a config.
+
+    Returns:
+        detectron2.data.Metadata or None.
+    """
+    register_dataset_files(cfg)
+    if not cfg.DATASETS.TEST:
+        return None
+    name = cfg.DATASETS.TEST[0]
+    try:
+        meta = dataset_metadata(name)
+    except (OSError, ValueError, KeyError) as e:  # names are a convenience: inference goes on
+        logger.warning(f"DATASETS.TEST[0] {name!r}: no class names ({type(e).__name__}: {e}); "
+                       "classes are the model's contiguous ids 0..K-1.")
+        return None
+    if meta is None:
+        logger.warning(
+            f"DATASETS.TEST[0] {name!r} is not a registered data set: no class names, and "
+            "classes are written as the model's contiguous ids 0..K-1. Name your set with "
+            "--dataset-coco NAME JSON IMAGE_ROOT (or DATASETS.COCO) and DATASETS.TEST "
+            "\"('NAME',)\".")
+    return meta
 
 
 class SSDPredictor:
@@ -62,10 +100,7 @@ class SSDPredictor:
         self.cfg = cfg.clone()
         self.model = build_model(self.cfg)
         self.model.eval()
-        if cfg.DATASETS.TEST:
-            self.metadata = MetadataCatalog.get(cfg.DATASETS.TEST[0])
-        else:
-            self.metadata = None
+        self.metadata = test_metadata(cfg)
         if cfg.MODEL.WEIGHTS:
             SSDCheckpointer(self.model).load(cfg.MODEL.WEIGHTS)
         else:

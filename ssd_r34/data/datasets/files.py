@@ -1,0 +1,127 @@
+"""Your own data sets, named in the config: COCO json files (DATASETS.COCO) and Pascal VOC
+folders (DATASETS.VOC), registered with Detectron2's own ``register_coco_instances`` /
+``register_pascal_voc``; and the class metadata of any registered set.
+
+Registration reads the config, not the command line, so that it happens in every process
+that sets up from the config: ``tools/train_net.py --num-gpus N`` spawns fresh processes,
+which do not inherit what the parent registered, and the config travels to them (and into
+OUTPUT_DIR/config.yaml, so that a later ``--eval-only`` from that file finds the sets too).
+"""
+import json
+import logging
+import os
+
+from .shapes import ensure_shapes
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["register_dataset_files", "dataset_metadata", "json_categories"]
+
+
+_FORMS = {"DATASETS.COCO": "(NAME, JSON_FILE, IMAGE_ROOT)",
+          "DATASETS.VOC": "(NAME, DIRNAME, SPLIT) or (NAME, DIRNAME, SPLIT, 'class_a,class_b')"}
+
+
+def _check_entry(key, entry, sizes):
+    if isinstance(entry, str) or len(entry) not in sizes or \
+            not all(isinstance(x, str) and x for x in entry):
+        raise ValueError(f"{key}: each entry is {_FORMS[key]} of non-empty strings, got "
+                         f"{entry!r}. Example: {key} \"(('mine_train', 'train.json', "
+                         "'images/'),)\"")
+
+
+def _already(name, **expected):
+    """True when ``name`` is registered with these metadata values; raises when it is
+    registered as something else."""
+    from detectron2.data import DatasetCatalog, MetadataCatalog
+
+    if name not in DatasetCatalog.list():
+        return False
+    meta = MetadataCatalog.get(name)
+    have = {k: meta.get(k, None) for k in expected}
+    if have != expected:
+        raise ValueError(f"Data set {name!r} is already registered as something else ({have}), "
+                         f"not as {expected}: give your data set another name.")
+    return True
+
+
+def register_dataset_files(cfg):
+    """Register the data sets of DATASETS.COCO and DATASETS.VOC (idempotent: a name already
+    registered with the same files is left as it is; with other files, an error).
+
+    Args:
+        cfg: a config with ssd_r34's keys.
+
+    Returns:
+        list[str]: the names of the entries (registered now or before).
+    """
+    from detectron2.data.datasets import register_coco_instances, register_pascal_voc
+    from detectron2.data.datasets.pascal_voc import CLASS_NAMES as VOC_CLASSES
+
+    names = []
+    for entry in cfg.DATASETS.COCO:
+        _check_entry("DATASETS.COCO", entry, (3,))
+        name, json_file, image_root = entry
+        json_file, image_root = os.path.abspath(json_file), os.path.abspath(image_root)
+        if not os.path.isfile(json_file):
+            raise FileNotFoundError(f"DATASETS.COCO {name!r}: the json file {json_file} does not "
+                                    "exist.")
+        if not os.path.isdir(image_root):
+            raise FileNotFoundError(f"DATASETS.COCO {name!r}: the image folder {image_root} does "
+                                    "not exist.")
+        if not _already(name, json_file=json_file, image_root=image_root):
+            register_coco_instances(name, {}, json_file, image_root)
+        names.append(name)
+    for entry in cfg.DATASETS.VOC:
+        _check_entry("DATASETS.VOC", entry, (3, 4))
+        name, dirname, split = entry[:3]
+        dirname = os.path.abspath(dirname)
+        classes = [c.strip() for c in entry[3].split(",")] if len(entry) == 4 else \
+            list(VOC_CLASSES)
+        split_file = os.path.join(dirname, "ImageSets", "Main", f"{split}.txt")
+        if not os.path.isfile(split_file):
+            raise FileNotFoundError(f"DATASETS.VOC {name!r}: {split_file} does not exist (a VOC "
+                                    "folder has Annotations/, ImageSets/Main/SPLIT.txt and "
+                                    "JPEGImages/).")
+        if not _already(name, dirname=dirname, split=split, thing_classes=classes):
+            # year only picks the VOC evaluator's metric, which ssd_r34 does not use (COCO AP)
+            register_pascal_voc(name, dirname, split, 2012, class_names=classes)
+        names.append(name)
+    return names
+
+
+def json_categories(json_file):
+    """A COCO json's categories, sorted by id: ``[{"id": 7, "name": ...}, ...]``."""
+    with open(json_file) as f:
+        cats = json.load(f).get("categories")
+    if not cats:
+        raise ValueError(f"{json_file} has no \"categories\": a COCO json lists its classes "
+                         "as [{\"id\": 1, \"name\": \"cat\"}, ...].")
+    return sorted(cats, key=lambda c: c["id"])
+
+
+def dataset_metadata(name):
+    """The ``MetadataCatalog`` entry of a registered data set with its class names
+    (``thing_classes``) and, for COCO json sets, ``thing_dataset_id_to_contiguous_id``, read
+    from the json's categories when the set has not been loaded yet (as ``load_coco_json``
+    would set them: classes in id order, contiguous ids 0..K-1). None when ``name`` is not
+    registered.
+
+    Args:
+        name (str): a data set name.
+
+    Returns:
+        detectron2.data.Metadata or None.
+    """
+    from detectron2.data import DatasetCatalog, MetadataCatalog
+
+    if not name or name not in DatasetCatalog.list():
+        return None
+    ensure_shapes(name)
+    meta = MetadataCatalog.get(name)
+    json_file = meta.get("json_file", None)
+    if json_file and not meta.get("thing_classes", None) and os.path.isfile(json_file):
+        cats = json_categories(json_file)
+        meta.thing_classes = [c["name"] for c in cats]
+        meta.thing_dataset_id_to_contiguous_id = {c["id"]: i for i, c in enumerate(cats)}
+    return meta
