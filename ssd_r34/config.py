@@ -309,8 +309,8 @@ def check_model_config(cfg) -> None:
     if levels != 6 or not all(isinstance(r, (list, tuple)) and all(
             _is_number(x) and x > 0 for x in r) for r in ratios):
         _refuse("MODEL.SSD.DEFAULT_BOX_RATIOS", ratios,
-                "six lists (one per detection level) of positive aspect ratios",
-                "[[2], [2, 3], [2, 3], [2, 3], [2], [2]]")
+                f"6 lists (one per detection level) of positive aspect ratios, got "
+                f"{levels if levels >= 0 else 'no list'}", "[[2], [2, 3], [2, 3], [2, 3], [2], [2]]")
     _check_numbers("MODEL.SSD.DEFAULT_BOX_SIZES", s.DEFAULT_BOX_SIZES, 7,
                    "seven positive sizes in pixels of a 300x300 image (one more than the "
                    "six levels)", "[21, 45, 99, 153, 207, 261, 315]", lambda v: v > 0)
