@@ -343,9 +343,10 @@ def check_model_config(cfg) -> None:
                 "SPARSE_HEAD_BACKWARD", "WINOGRAD"):
         if not isinstance(s[key], bool):
             _refuse(f"MODEL.SSD.{key}", s[key], "must be True or False", "True")
-    if s.INFERENCE_DTYPE not in ("float32", "bfloat16", "float16"):
+    if s.INFERENCE_DTYPE not in ("float32", "bfloat16", "float16", "int8"):
         _refuse("MODEL.SSD.INFERENCE_DTYPE", s.INFERENCE_DTYPE,
-                "must be 'float32', 'bfloat16' or 'float16'", "float32")
+                "must be 'float32', 'bfloat16', 'float16' or 'int8' (int8: with "
+                "MODEL.SSD.INFERENCE_BACKEND onnxruntime or openvino)", "float32")
     check_fixed_size(cfg)
 
 
