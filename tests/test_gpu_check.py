@@ -124,6 +124,8 @@ def count_cuda_tests():
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(not os.environ.get("SSD_R34_GPU_SMOKE"),
+                    reason="several minutes on 2 cores: SSD_R34_GPU_SMOKE=1 runs it")
 def test_smoke_runs_every_phase_on_cpu(tmp_path):
     """--smoke: the phases' own code on CPU at 64x64 (the device model is the plain float32
     one, float16 AMP is left out), as the GPU run will execute it."""
