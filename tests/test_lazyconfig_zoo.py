@@ -156,8 +156,12 @@ def test_lazyconfig_train_net_trains_and_evaluates(tmp_path):
             "train.log_period=1", f"train.output_dir={tmp_path}"]
     args = default_argument_parser().parse_args(
         ["--config-file", os.path.join(ROOT, "configs", "ssd_r34_shapes.py"), *tiny])
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    trainer = lazy_train.main(args)
+    try:
+        trainer = lazy_train.main(args)
+    finally:
+        torch.set_num_threads(threads)  # later tests run with the default thread count
     assert trainer.iter == 2
     assert (tmp_path / "model_final.pth").exists()
     evals = [json.loads(line) for line in open(tmp_path / "metrics.json")
