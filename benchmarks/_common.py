@@ -163,26 +163,10 @@ def compare_detections(ours, baseline):
 
 def compare_loosely(ours, other, iou=0.9):
     """How many of ``other``'s detections (Instances) ``ours`` reproduces: same class, box IoU
-    >= ``iou``, greedy by score. For a lower-precision path, where the lists cannot be
-    identical. Returns a one-line summary."""
-    from detectron2.structures import pairwise_iou
+    >= ``iou`` (``reproduced_detections``). For a lower-precision path, where the lists cannot
+    be identical. Returns a one-line summary."""
+    from ssd_r34.inference import reproduced_detections
 
-    total = matched = 0
-    dscore = 0.0
-    for a, b in zip(ours, other):
-        total += len(b)
-        if not len(a) or not len(b):
-            continue
-        ious = pairwise_iou(a.pred_boxes, b.pred_boxes)
-        ious[a.pred_classes[:, None] != b.pred_classes[None, :]] = 0
-        used = torch.zeros(len(a), dtype=torch.bool)
-        for j in range(len(b)):
-            cand = ious[:, j].clone()
-            cand[used] = 0
-            i = int(cand.argmax())
-            if cand[i] >= iou:
-                used[i] = True
-                matched += 1
-                dscore = max(dscore, abs(float(a.scores[i]) - float(b.scores[j])))
+    matched, total, dscore = reproduced_detections(ours, other, iou, score_difference=True)
     return (f"{matched}/{total} detections reproduced (same class, IoU >= {iou}), largest "
             f"score difference among them {dscore:.2g}")

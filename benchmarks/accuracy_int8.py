@@ -54,6 +54,8 @@ def main(argv=None):
     p.add_argument("--method", default="minmax", help="onnxruntime calibration method")
     p.add_argument("--per-tensor", action="store_true", help="per-tensor weights (onnxruntime)")
     p.add_argument("--only", default="", help="comma-separated subset of the rows' keys")
+    p.add_argument("--float-layers", default="",
+                   help="comma-separated SSD module names kept float32 in INT8 (e.g. head)")
     args = p.parse_args(argv)
     logging.getLogger("detectron2").setLevel(logging.WARNING)
     cfg = setup_inference_cfg(args.config_file, ["MODEL.WEIGHTS", args.weights])
@@ -62,12 +64,13 @@ def main(argv=None):
     model = build_model(cfg).eval()
     SSDCheckpointer(model).load(args.weights)
     images, names = calibration_images(cfg, num_images=args.calib_images)
+    float_layers = tuple(x for x in args.float_layers.split(",") if x)
     folders = {}
     for backend in ("onnxruntime", "openvino"):
         folders[backend] = os.path.join(tmp.name, backend)
         calibrate(model, images, folders[backend], backend, per_channel=not args.per_tensor,
                   method=args.method if backend == "onnxruntime" else "minmax",
-                  image_names=names)
+                  image_names=names, float_layers=float_layers)
     rows = {  # key -> (label, overrides)
         "fp32": ("PyTorch float32 (defaults)", []),
         "bf16": ("PyTorch bfloat16 (INFERENCE_DTYPE bfloat16)",
@@ -100,6 +103,7 @@ def main(argv=None):
     fp32_ap, fp32_out = results["fp32"][1], results["fp32"][3]
     print(f"\n### COCO AP on {dataset} ({len(fp32_out)} images), {args.weights}\n")
     print(f"Calibration: first {args.calib_images} images of {cfg.DATASETS.TRAIN[0]}; "
+          f"float32 layers: {', '.join(float_layers) or 'none'}; "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads.\n")
     print("| precision / engine | AP | AP50 | AP / float32 AP | float32 detections reproduced "
           "(same class, IoU >= 0.9) |")

@@ -60,6 +60,9 @@ def main(argv=None):
                    help="engines to calibrate and time in INT8 (comma-separated; '' for none)")
     p.add_argument("--skip", default="",
                    help="comma-separated words: rows whose name contains one are not run")
+    p.add_argument("--bf16-batches", default="1",
+                   help="batch sizes that get the PyTorch bfloat16 row (comma-separated): on "
+                        "CPUs without bf16 instructions it is emulated and takes minutes")
     args = parse(p, argv)
     skip = [w for w in args.skip.split(",") if w]
     int8_backends = [b for b in args.int8_backends.split(",") if b]
@@ -148,9 +151,10 @@ def main(argv=None):
         fns.update({name: run(m) for name, m in labels.items()})
         fns["ONNX Runtime float32 (whole exported graph)"] = lambda: run_full(full_ort, images)
         fns["OpenVINO float32 (whole exported graph)"] = lambda: run_full(full_ov, images)
+        row_skip = skip + ([] if str(batch) in args.bf16_batches.split(",") else ["bfloat16"])
         fns = {k: v for k, v in fns.items()
                if k in (BASELINE, "ssd_r34 float32 (defaults, PyTorch)")
-               or not any(w in k for w in skip)}
+               or not any(w in k for w in row_skip)}
         reference_out = run(ours)()
         notes = [f"CPU flags: {cpu_flags()}; torch {torch.__version__}; "
                  f"{_versions()}."]

@@ -1,5 +1,5 @@
 """``make bench``: the side-by-side benchmarks of ssd_r34 against the reference baseline,
-each in its own process, then a summary of the speed-ups against the targets of issue 6.
+each in its own process, then a summary of the speed-ups against their targets.
 
     python benchmarks/run_all.py [--quick] [--only postprocess,train,inference,data,int8]
 
@@ -64,7 +64,7 @@ def main(argv=None):
         if os.path.exists(out):
             with open(out) as f:
                 results = json.load(f)
-    print("\n### Summary (issue 6 targets)\n")
+    print("\n### Summary: speed-ups against their targets\n")
     print("| benchmark | target | ssd_r34 speed-up: wall median (wall min) | CPU time | |")
     print("|---|---:|---:|---:|---|")
     all_met = not failed

@@ -112,6 +112,10 @@ def add_ssd_config(cfg):
     _C.MODEL.SSD.INT8.PER_CHANNEL = True
     # Activation ranges: "minmax"; onnxruntime also "percentile" or "entropy" (histograms).
     _C.MODEL.SSD.INT8.METHOD = "minmax"
+    # SSD module names whose layers stay float32 in the quantised network (module-name
+    # prefixes: "head" = the loc / conf convolutions, "backbone.stem" = the first
+    # convolution, "backbone.extra4" = the last extra block); () = quantise every layer.
+    _C.MODEL.SSD.INT8.FLOAT_LAYERS = ()
 
     # Every image (train and test) is resized to exactly (height, width): SSD needs a
     # fixed input size, and the aspect ratio is not kept (as in the reference).

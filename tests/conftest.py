@@ -26,3 +26,16 @@ def make_cfg(config="configs/Base-SSD-R34.yaml", *opts):
 @pytest.fixture
 def cfg_factory():
     return make_cfg
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch intra-op thread for a module of tiny models (``pytestmark =
+    pytest.mark.usefixtures("one_thread")``): as fast, and far faster on a busy machine (no
+    OpenMP threads waiting for each other). The count is restored after the module."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

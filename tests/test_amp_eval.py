@@ -8,14 +8,7 @@ import torch
 
 from conftest import make_cfg
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny steps: one intra-op thread is as fast, and far faster on a busy machine (no
-    OpenMP threads waiting for each other)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 TINY = ["INPUT.FIXED_SIZE", "(64, 64)", "MODEL.SSD.STRIDES", "[1, 1, 1, 1, 1, 1]",

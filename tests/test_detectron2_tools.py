@@ -17,12 +17,7 @@ TINY = ["INPUT.FIXED_SIZE", "(64, 64)", "MODEL.SSD.STRIDES", "[1, 1, 1, 1, 1, 1]
         "SOLVER.CHECKPOINT_PERIOD", "1000", "SEED", "1", "MODEL.SSD.WINOGRAD", "False"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def write_coco(folder, n=4):

@@ -11,14 +11,7 @@ import torch
 
 from conftest import ROOT, make_cfg
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models: one intra-op thread is as fast, and far faster on a busy machine (no
-    OpenMP threads waiting for each other). Subprocesses get OMP_NUM_THREADS=1."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 TINY_MODEL = ["INPUT.FIXED_SIZE", "(64, 64)", "MODEL.SSD.STRIDES", "[1, 1, 1, 1, 1, 1]",

@@ -5,7 +5,6 @@ A tiny config (64x64, strides 1) with random weights, BatchNorm statistics rando
 heads scaled to a trained model's logit range (reference_impl helpers), calibrated on images of
 the built-in shapes_train set, compared on shapes_val images."""
 import json
-import os
 
 import pytest
 import torch
@@ -24,12 +23,7 @@ CONFIG = "configs/ssd_r34_shapes.yaml"
 MIN_SHARE = 0.55
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -200,3 +194,28 @@ def test_bad_int8_settings_are_refused(tiny, calibrated, tmp_path):
     with pytest.raises(ValueError, match="made for onnxruntime"):
         attach_backend(model, int8_cfg)
     assert model.network_runner is None
+
+
+def test_float_layers_stay_float32(tiny, tmp_path):
+    """MODEL.SSD.INT8.FLOAT_LAYERS: the named modules' convolutions keep float32 weights (no
+    DequantizeLinear before them); every other convolution is quantised; a name that matches
+    no layer is refused."""
+    import onnx
+
+    cfg, _, model = tiny
+    from ssd_r34.inference import calibrate, calibration_images
+
+    images, _ = calibration_images(cfg)
+    meta = calibrate(model, images, str(tmp_path / "q"), "onnxruntime",
+                     float_layers=("head", "backbone.stem"))
+    assert meta["float_layers"] == ["head", "backbone.stem"]
+    graph = onnx.load(str(tmp_path / "q" / "network_int8.onnx")).graph
+    producer = {o: n.op_type for n in graph.node for o in n.output}
+    convs = {n.name: producer.get(n.input[1], "initializer") for n in graph.node
+             if n.op_type == "Conv"}
+    kept = {k: v for k, v in convs.items() if k.startswith(("/head/", "/backbone/stem/"))}
+    assert len(kept) == 1 + 2 * 6, sorted(kept)  # stem conv, loc and conf of 6 levels
+    assert set(kept.values()) == {"initializer"}
+    assert set(v for k, v in convs.items() if k not in kept) == {"DequantizeLinear"}
+    with pytest.raises(ValueError, match="FLOAT_LAYERS: 'heads' names no layer"):
+        calibrate(model, images, str(tmp_path / "bad"), "onnxruntime", float_layers=("heads",))

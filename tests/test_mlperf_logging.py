@@ -8,7 +8,6 @@ import sys
 import types
 
 import pytest
-import torch
 
 from conftest import ROOT, make_cfg
 
@@ -33,12 +32,7 @@ def read_log(path):
             if line.startswith(":::MLLOG")]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_short_run_log_passes_the_compliance_checker(tmp_path):

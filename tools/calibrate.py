@@ -62,7 +62,7 @@ def main(args):
     images, names = calibration_images(cfg)
     meta = calibrate(model, images, args.output, backend,
                      per_channel=cfg.MODEL.SSD.INT8.PER_CHANNEL, method=cfg.MODEL.SSD.INT8.METHOD,
-                     image_names=names)
+                     image_names=names, float_layers=cfg.MODEL.SSD.INT8.FLOAT_LAYERS)
     print(f"Calibrated {backend} INT8 on {meta['num_images']} images: "
           f"{len(meta['scales'])} quantisation scales; written to {args.output}")
     print(f"Use: MODEL.SSD.INFERENCE_BACKEND {backend} MODEL.SSD.INFERENCE_DTYPE int8 "

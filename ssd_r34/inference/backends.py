@@ -26,8 +26,9 @@ import hashlib
 import json
 import logging
 import os
+import re
 import tempfile
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -231,8 +232,36 @@ class _Reader:
         self._it = iter(self._items)
 
 
+def _module_of(node_name: str) -> str:
+    """The SSD module an exported node belongs to: "/backbone/res2/res2.0/conv1/Conv" ->
+    "backbone.res2.0.conv1", "/head/loc.0/Conv" -> "head.loc.0" (the exporter repeats a
+    container's name in its children's scopes)."""
+    path: List[str] = []
+    for part in node_name.strip("/").split("/")[:-1]:
+        path.append(part[len(path[-1]) + 1:] if path and part.startswith(path[-1] + ".")
+                    else part)
+    return ".".join(path)
+
+
+def _float_nodes(onnx_path: str, float_layers: Sequence[str]) -> List[str]:
+    """Names of the nodes of ``onnx_path`` inside the SSD modules ``float_layers`` (module
+    names or their prefixes, e.g. "head", "backbone.stem"); a name that matches no node is
+    refused."""
+    import onnx
+
+    names = [n.name for n in onnx.load(onnx_path).graph.node]
+    found = []
+    for layer in float_layers:
+        hits = [n for n in names if (_module_of(n) + ".").startswith(layer + ".")]
+        if not hits:
+            raise ValueError(f"MODEL.SSD.INT8.FLOAT_LAYERS: {layer!r} names no layer of the "
+                             "network; use SSD module names such as 'head', 'backbone.stem'.")
+        found += hits
+    return found
+
+
 def _onnxruntime_int8(float_path: str, out_path: str, images: Tensor, per_channel: bool,
-                      method: str) -> Dict[str, List[float]]:
+                      method: str, float_layers: Sequence[str] = ()) -> Dict[str, List[float]]:
     from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat,
                                           QuantType, quantize_static)
 
@@ -251,6 +280,7 @@ def _onnxruntime_int8(float_path: str, out_path: str, images: Tensor, per_channe
             # optimisation (constant biases of the folded convolutions).
             prepared = os.path.join(tmp, "prepared.onnx")
             quant_pre_process(float_path, prepared, skip_symbolic_shape=True)
+            excluded = _float_nodes(prepared, float_layers) if float_layers else []
             quantize_static(prepared, out_path, Reader(images), quant_format=QuantFormat.QDQ,
                             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                             per_channel=per_channel, calibrate_method=methods[method],
@@ -258,6 +288,7 @@ def _onnxruntime_int8(float_path: str, out_path: str, images: Tensor, per_channe
                             # the Concat / Reshape of the outputs too puts every class logit
                             # under one 8-bit scale (AP 10.0 instead of 16.6, docs/int8.md).
                             op_types_to_quantize=["Conv", "Add", "MaxPool"],
+                            nodes_to_exclude=excluded,
                             extra_options={"CalibTensorRangeSymmetric": False})
         finally:
             os.chdir(cwd)
@@ -270,7 +301,7 @@ def _onnxruntime_int8(float_path: str, out_path: str, images: Tensor, per_channe
 
 
 def _openvino_int8(float_path: str, out_path: str, images: Tensor, per_channel: bool,
-                   method: str) -> Dict[str, List[float]]:
+                   method: str, float_layers: Sequence[str] = ()) -> Dict[str, List[float]]:
     import nncf
     import openvino as ov
 
@@ -282,9 +313,18 @@ def _openvino_int8(float_path: str, out_path: str, images: Tensor, per_channel: 
                          "True with openvino.")
     model = ov.Core().read_model(float_path)
     data = nncf.Dataset([im[None].numpy() for im in images])
+    ignored = None
+    if float_layers:
+        # OpenVINO names an op after the ONNX node it comes from ("/head/loc.0/Conv", with
+        # suffixes such as "/WithoutBiases").
+        ignored = nncf.IgnoredScope(
+            patterns=["^" + re.escape(n) + "(/.*)?$" for n in _float_nodes(float_path,
+                                                                             float_layers)],
+            validate=False)
     quantized = nncf.quantize(model, data, subset_size=len(images),
                               preset=nncf.QuantizationPreset.PERFORMANCE,
-                              fast_bias_correction=True)
+                              fast_bias_correction=True,
+                              **({"ignored_scope": ignored} if ignored else {}))
     ov.save_model(quantized, out_path, compress_to_fp16=False)
     scales = {}
     for op in quantized.get_ordered_ops():
@@ -297,7 +337,7 @@ def _openvino_int8(float_path: str, out_path: str, images: Tensor, per_channel: 
 
 def calibrate(model: nn.Module, images: Tensor, out_dir: str, backend: str,
               per_channel: bool = True, method: str = "minmax",
-              image_names: Sequence[str] = ()) -> Dict:
+              image_names: Sequence[str] = (), float_layers: Sequence[str] = ()) -> Dict:
     """Post-training static INT8 quantisation of ``model``'s network, saved in ``out_dir``.
 
     Args:
@@ -309,6 +349,8 @@ def calibrate(model: nn.Module, images: Tensor, out_dir: str, backend: str,
         per_channel: weights quantised per output channel (else per tensor; onnxruntime).
         method: activation ranges: "minmax"; onnxruntime also "percentile", "entropy".
         image_names: recorded in calibration.json.
+        float_layers: SSD module names whose layers stay float32 (e.g. "head",
+            "backbone.stem"; ``MODEL.SSD.INT8.FLOAT_LAYERS``).
 
     Returns:
         The contents of calibration.json (``scales``: name -> quantisation scales, or for
@@ -326,11 +368,13 @@ def calibrate(model: nn.Module, images: Tensor, out_dir: str, backend: str,
     float_path = export_network_onnx(model, os.path.join(out_dir, "network_float32.onnx"))
     out_path = os.path.join(out_dir, INT8_FILES[backend])
     route = _onnxruntime_int8 if backend == "onnxruntime" else _openvino_int8
-    scales = route(float_path, out_path, images.float().cpu(), per_channel, method)
+    scales = route(float_path, out_path, images.float().cpu(), per_channel, method,
+                   tuple(float_layers))
     meta = {"backend": backend, "model_file": INT8_FILES[backend],
             "weights_digest": network_digest(model), "input_size": list(model.input_size),
             "num_images": int(len(images)), "images": list(image_names),
-            "per_channel": bool(per_channel), "method": method, "scales": scales}
+            "per_channel": bool(per_channel), "method": method,
+            "float_layers": list(float_layers), "scales": scales}
     tmp = os.path.join(out_dir, CALIBRATION_FILE + ".tmp")
     with open(tmp, "w") as f:
         json.dump(meta, f)
@@ -350,7 +394,8 @@ def load_calibration(out_dir: str) -> Dict:
         return json.load(f)
 
 
-def reproduced_detections(ours: Sequence, reference: Sequence, iou: float = 0.9) -> Tuple[int, int]:
+def reproduced_detections(ours: Sequence, reference: Sequence, iou: float = 0.9,
+                          score_difference: bool = False) -> Tuple:
     """How many of ``reference``'s detections ``ours`` reproduces: same class and box IoU >=
     ``iou``, each of ours used once, reference detections in score order (the INT8 vs
     float32 agreement of docs/int8.md).
@@ -358,13 +403,16 @@ def reproduced_detections(ours: Sequence, reference: Sequence, iou: float = 0.9)
     Args:
         ours, reference: lists of Instances (pred_boxes, scores, pred_classes), per image.
         iou: the IoU a reproduced box needs.
+        score_difference: also return the largest score difference of a reproduced pair.
 
     Returns:
-        (reproduced, total reference detections).
+        (reproduced, total reference detections), plus that largest score difference (float)
+        with ``score_difference``.
     """
     from detectron2.structures import pairwise_iou
 
     matched = total = 0
+    dscore = 0.0
     for a, b in zip(ours, reference):
         total += len(b)
         if not len(a) or not len(b):
@@ -378,7 +426,8 @@ def reproduced_detections(ours: Sequence, reference: Sequence, iou: float = 0.9)
             if cand[i] >= iou:
                 used[i] = True
                 matched += 1
-    return matched, total
+                dscore = max(dscore, abs(float(a.scores[i]) - float(b.scores[j])))
+    return (matched, total, dscore) if score_difference else (matched, total)
 
 
 def attach_backend(model: nn.Module, cfg, check_digest: bool = True) -> nn.Module:
