@@ -26,8 +26,31 @@ def make_cfg(config, *opts):
     return cfg
 
 
+def cpu_flags():
+    """The vector-unit flags of /proc/cpuinfo that matter here (avx*, amx*, *vnni*, fma)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next(line for line in f if line.startswith("flags")).split()
+    except (OSError, StopIteration):
+        return "unknown"
+    wanted = [f for f in flags if f.startswith(("avx", "amx")) or "vnni" in f or f == "fma"]
+    return " ".join(sorted(wanted)) or "none of avx/amx/vnni"
+
+
+def bf16_rows(args):
+    """Whether to time the CPU bfloat16 rows: ``--bf16 on``, or ``auto`` on a CPU with bf16
+    instructions (avx512_bf16, amx_bf16). Elsewhere bfloat16 is emulated, 6-11x slower than
+    float32, and its rows would take most of ``make bench``."""
+    flags = cpu_flags().split()
+    return args.bf16 == "on" or (args.bf16 == "auto" and
+                                 any(f in flags for f in ("avx512_bf16", "amx_bf16")))
+
+
 def parser(description, repeats):
     p = argparse.ArgumentParser(description=description)
+    p.add_argument("--bf16", choices=["auto", "on", "off"], default="auto",
+                   help="time the CPU bfloat16 rows: auto = where the CPU has bf16 "
+                        "instructions (elsewhere they are emulated and slow)")
     p.add_argument("--repeats", type=int, default=repeats,
                    help="timed rounds; each round runs every implementation once, interleaved")
     p.add_argument("--json", default=None, help="also write the results to this JSON file")

@@ -26,7 +26,8 @@ import tempfile
 import numpy as np
 import torch
 
-from _common import compare_loosely, make_cfg, parse, parser, report, time_interleaved
+from _common import (bf16_rows, compare_loosely, cpu_flags, make_cfg, parse, parser, report,
+                     time_interleaved)
 from baseline import (ReferenceSSDR34, copy_weights_to_reference, reference_default_boxes,
                       reference_inference)
 from bench_inference import CONFIG, ORIGINAL, calibrate_scores
@@ -40,16 +41,6 @@ MLPERF_PER_CORE = 86.0 / 80  # images/s per core, MLPerf inference CPU result (I
 BASELINE = "baseline (reference, float32)"
 
 
-def cpu_flags():
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = next(line for line in f if line.startswith("flags")).split()
-    except (OSError, StopIteration):
-        return "unknown"
-    wanted = [f for f in flags if f.startswith(("avx", "amx")) or "vnni" in f or f == "fma"]
-    return " ".join(sorted(wanted)) or "none of avx/amx/vnni"
-
-
 def main(argv=None):
     p = parser(__doc__.splitlines()[0], repeats=3)
     p.add_argument("--batches", default="1,4")
@@ -61,8 +52,9 @@ def main(argv=None):
     p.add_argument("--skip", default="",
                    help="comma-separated words: rows whose name contains one are not run")
     p.add_argument("--bf16-batches", default="1",
-                   help="batch sizes that get the PyTorch bfloat16 row (comma-separated): on "
-                        "CPUs without bf16 instructions it is emulated and takes minutes")
+                   help="batch sizes that get the PyTorch bfloat16 row (comma-separated) where "
+                        "the CPU has no bf16 instructions (emulated: minutes); with them, or "
+                        "with --bf16 on, every batch size gets it, and --bf16 off drops it")
     args = parse(p, argv)
     skip = [w for w in args.skip.split(",") if w]
     int8_backends = [b for b in args.int8_backends.split(",") if b]
@@ -151,7 +143,9 @@ def main(argv=None):
         fns.update({name: run(m) for name, m in labels.items()})
         fns["ONNX Runtime float32 (whole exported graph)"] = lambda: run_full(full_ort, images)
         fns["OpenVINO float32 (whole exported graph)"] = lambda: run_full(full_ov, images)
-        row_skip = skip + ([] if str(batch) in args.bf16_batches.split(",") else ["bfloat16"])
+        bf16 = args.bf16 != "off" and (bf16_rows(args)
+                                       or str(batch) in args.bf16_batches.split(","))
+        row_skip = skip + ([] if bf16 else ["bfloat16"])
         fns = {k: v for k, v in fns.items()
                if k in (BASELINE, "ssd_r34 float32 (defaults, PyTorch)")
                or not any(w in k for w in row_skip)}

@@ -12,7 +12,7 @@ it). Both networks hold the same weights; the losses are checked equal.
 """
 import torch
 
-from _common import make_cfg, parse, parser, report, time_interleaved
+from _common import bf16_rows, make_cfg, parse, parser, report, time_interleaved
 from baseline import (
     ReferenceSSDR34,
     copy_weights_to_reference,
@@ -132,7 +132,10 @@ def main(argv=None):
     loss_ours, loss_ref = fns[DEFAULTS]().item(), fns[BASELINE]().item()
     loss_plain = fns["ssd_r34, MODEL.SSD.CHANNELS_LAST False"]().item()
     loss_direct = fns[DIRECT_CONV]().item()
-    loss_bf16 = fns[BF16]().item()
+    if not bf16_rows(args):
+        del fns[BF16]
+    bf16_note = (f"bf16 autocast: {fns[BF16]().item():.4f}" if BF16 in fns else
+                 "bf16 row not timed: no bf16 instructions on this CPU, --bf16 on to force")
     active = active_fractions(fns[DEFAULTS])  # (the bf16 row ran on the defaults' model)
     fns[DENSE_HEAD]()
     grads = [(a.grad, b.grad) for a, b in zip(fns[DEFAULTS].model.parameters(),
@@ -146,8 +149,7 @@ def main(argv=None):
         notes=[f"Same weights, same batch: loss ssd_r34 {loss_ours:.6f} (direct convolutions "
                f"{loss_direct:.6f}, contiguous {loss_plain:.6f}), baseline {loss_ref:.6f}; "
                f"relative difference "
-               f"{abs(loss_ours - loss_ref) / abs(loss_ref):.1e} (bf16 autocast: "
-               f"{loss_bf16:.4f}).",
+               f"{abs(loss_ours - loss_ref) / abs(loss_ref):.1e} ({bf16_note}).",
                f"Sparse against dense head backward: every parameter's gradient within "
                f"{grad_diff:.1e} of its largest magnitude. Classifier locations with a nonzero "
                f"gradient, per level: {', '.join(f'{a:.1%}' for a in active)}.",

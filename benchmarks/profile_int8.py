@@ -17,8 +17,7 @@ import tempfile
 
 import torch
 
-from _common import environment, make_cfg, parse, parser
-from bench_int8 import cpu_flags
+from _common import cpu_flags, environment, make_cfg, parse, parser
 from bench_inference import CONFIG
 from reference_impl import randomise_batchnorm
 from detectron2.modeling import build_model
