@@ -1,11 +1,13 @@
 """Before/after: the ``make bench`` benchmarks of an earlier git revision and of this working
 tree, in one run, side by side.
 
-    python benchmarks/compare_revisions.py --old REV [--quick] [--only postprocess,train,...]
+    python benchmarks/compare_revisions.py --old REV [--quick] [--passes N]
+        [--only postprocess,train,...]
 
 The earlier revision is checked out in a temporary git worktree and imported from there
 (``PYTHONPATH``), with this .venv. Benchmark by benchmark, the old tree's script runs and then
-this tree's, so both see the same machine state. Each script times ssd_r34 against the
+this tree's, so both see the same machine state; ``--passes 2`` repeats
+each pair with the other tree first. Each script times ssd_r34 against the
 reference baseline in its own process; the table gives both speed-ups and the ratio of the
 ssd_r34 medians (old / new: above 1 means this tree is faster).
 
@@ -63,6 +65,9 @@ def main(argv=None):
     p.add_argument("--only", default="postprocess,train,inference,data",
                    help="comma-separated subset of run_all's benchmarks present in both trees")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
+    p.add_argument("--passes", type=int, default=1,
+                   help="run each benchmark pair this many times, alternating which tree goes "
+                        "first (old-new, new-old, ...); one table row per pass")
     p.add_argument("--keep-bf16", action="store_true",
                    help="leave CPU bfloat16 autocast on (slow without bf16 instructions)")
     args = p.parse_args(argv)
@@ -79,10 +84,11 @@ def main(argv=None):
         subprocess.check_call(["git", "-C", ROOT, "worktree", "add", "--detach", "-q", old_tree,
                                args.old])
         try:
-            for name in args.only.split(","):
+            for name, k in [(n, k) for n in args.only.split(",") for k in range(args.passes)]:
                 res = {}
-                for label, tree in (("old", old_tree), ("new", ROOT)):
-                    out = os.path.join(tmp, f"{label}-{name}.json")
+                order = [("old", old_tree), ("new", ROOT)]
+                for label, tree in order if k % 2 == 0 else order[::-1]:
+                    out = os.path.join(tmp, f"{label}-{name}-{k}.json")
                     res[label] = run_tree(tree, name, args.quick, args.threads, env, out)
                 if None in res.values():
                     rows.append((name, None))
@@ -95,8 +101,10 @@ def main(argv=None):
                     if row not in old["rows"]:
                         continue
                     o, n = old["rows"][row], new["rows"][row]
-                    rows.append((new["title"], (o["speedup_median"], n["speedup_median"],
-                                                o["median_s"], n["median_s"])))
+                    title = new["title"] + (f" (pass {k + 1}, {'old' if k % 2 == 0 else 'new'}"
+                                            " first)" if args.passes > 1 else "")
+                    rows.append((title, (o["speedup_median"], n["speedup_median"],
+                                         o["median_s"], n["median_s"])))
         finally:
             subprocess.call(["git", "-C", ROOT, "worktree", "remove", "--force", old_tree])
     head = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"],
