@@ -115,6 +115,7 @@ def add_ssd_config(cfg):
     # SSD module names whose layers stay float32 in the quantised network (module-name
     # prefixes: "head" = the loc / conf convolutions, "backbone.stem" = the first
     # convolution, "backbone.extra4" = the last extra block); () = quantise every layer.
+    # Read by tools/calibrate.py; the calibration folder records it.
     _C.MODEL.SSD.INT8.FLOAT_LAYERS = ()
 
     # Every image (train and test) is resized to exactly (height, width): SSD needs a

@@ -19,7 +19,7 @@ CONFIG = "configs/ssd_r34_shapes.yaml"
 # INT8 (onnxruntime, per-channel, min-max, 8 images) reproduces at least this share of the
 # float32 detections (same class, IoU >= 0.9) on 16 shapes_val images of the tiny model
 # (measured: 62%; random weights give many near-tied low scores near the 0.05 threshold;
-# on the trained shapes model INT8 keeps 94% of float32 AP, docs/int8.md).
+# on the make-demo model INT8 keeps 101% of float32 AP, docs/int8.md).
 MIN_SHARE = 0.55
 
 
