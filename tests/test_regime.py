@@ -8,7 +8,9 @@ import pytest
 import torch
 
 from conftest import ROOT
-from test_distributed import one_thread, subprocess_env  # noqa: F401 (autouse fixture)
+from test_distributed import subprocess_env
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 REGIME = os.path.join(ROOT, "tools", "train_regime.py")
 

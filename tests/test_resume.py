@@ -12,8 +12,9 @@ import pytest
 import torch
 
 from conftest import ROOT
-from test_distributed import (TRAIN_NET, logged_digests, one_thread,  # noqa: F401 (fixture)
-                              run_all, subprocess_env)
+from test_distributed import TRAIN_NET, logged_digests, run_all, subprocess_env
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ---- atomic checkpoint files -------------------------------------------------------------
