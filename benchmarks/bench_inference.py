@@ -104,8 +104,8 @@ def main(argv=None):
             fns["ssd_r34, INFERENCE_DTYPE bfloat16 (opt-in)"] = run(bf16)
             bf16_note = f"bfloat16 vs fp32 ssd_r34: {compare_loosely(run(bf16)(), out_ours)}."
         else:
-            bf16_note = ("bfloat16 row not timed: no bf16 instructions on this CPU (emulated, "
-                         "slow); --bf16 on to force it.")
+            bf16_note = ("bfloat16 row not timed: --bf16 off, or no bf16 instructions on this "
+                         "CPU (emulated, slow); --bf16 on forces it.")
         repeats = args.repeats if batch == 1 else args.repeats_large
         times = time_interleaved(fns, repeats)
         results[batch] = report(

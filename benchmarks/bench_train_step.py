@@ -135,7 +135,8 @@ def main(argv=None):
     if not bf16_rows(args):
         del fns[BF16]
     bf16_note = (f"bf16 autocast: {fns[BF16]().item():.4f}" if BF16 in fns else
-                 "bf16 row not timed: no bf16 instructions on this CPU, --bf16 on to force")
+                 "bf16 row not timed: --bf16 off, or no bf16 instructions on this CPU; --bf16 on "
+                 "forces it")
     active = active_fractions(fns[DEFAULTS])  # (the bf16 row ran on the defaults' model)
     fns[DENSE_HEAD]()
     grads = [(a.grad, b.grad) for a, b in zip(fns[DEFAULTS].model.parameters(),
