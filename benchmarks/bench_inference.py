@@ -25,6 +25,23 @@ ORIGINAL = (480, 640)
 DEFAULTS = "ssd_r34 (defaults: channels-last, BN folded, oneDNN post-ops)"
 
 
+def batch_inputs(batch, size):
+    """``batch`` random uint8 images of ``size`` (H, W), seeded by ``batch``, and the model's
+    inputs for them (original image ORIGINAL). Returns (images (B, 3, H, W), inputs)."""
+    g = torch.Generator().manual_seed(batch)
+    images = torch.randint(0, 256, (batch, 3, *size), generator=g, dtype=torch.uint8)
+    return images, [{"image": img, "height": ORIGINAL[0], "width": ORIGINAL[1]}
+                    for img in images]
+
+
+def detector(model, inputs):
+    """A callable that runs ``model`` on ``inputs`` under no_grad and returns the Instances."""
+    def f():
+        with torch.no_grad():
+            return [o["instances"] for o in model(inputs)]
+    return f
+
+
 def calibrate_scores(model, x, candidates=11000):
     """Shift the conf heads' class biases until about ``candidates`` (box, class) scores per
     image pass 0.05, spread evenly over the 80 classes, as in bench_postprocess. A trained
@@ -51,20 +68,28 @@ def calibrate_scores(model, x, candidates=11000):
         return counts(shift)
 
 
+def benchmark_model():
+    """The 1200x1200 model of the inference benchmarks, in eval mode: random weights (seed 0),
+    randomised BatchNorm statistics, heads scaled to a trained model's logit range and class
+    biases shifted by :func:`calibrate_scores`, all measured on one random image (seed 100)."""
+    torch.manual_seed(0)
+    model = build_model(make_cfg(CONFIG)).eval()
+    randomise_batchnorm(model)
+    g = torch.Generator().manual_seed(100)
+    sample = torch.randint(0, 256, (1, 3, *model.input_size), generator=g, dtype=torch.uint8)
+    sample = (sample.float() - model.pixel_mean) / model.pixel_std
+    scale_heads(model, sample)
+    calibrate_scores(model, sample)
+    return model
+
+
 def main(argv=None):
     p = parser(__doc__.splitlines()[0], repeats=5)
     p.add_argument("--batches", default="1,4")
     p.add_argument("--repeats-large", type=int, default=3, help="rounds at batch 4")
     args = parse(p, argv)
-    torch.manual_seed(0)
-    ours = build_model(make_cfg(CONFIG)).eval()
-    randomise_batchnorm(ours)
+    ours = benchmark_model()
     H, W = ours.input_size
-    g = torch.Generator().manual_seed(100)
-    sample = torch.randint(0, 256, (1, 3, H, W), generator=g, dtype=torch.uint8)
-    sample = (sample.float() - ours.pixel_mean) / ours.pixel_std
-    scale_heads(ours, sample)
-    calibrate_scores(ours, sample)
     plain = build_model(make_cfg(CONFIG, "MODEL.SSD.CHANNELS_LAST", "False",
                                  "MODEL.SSD.FUSE_BN_INFERENCE", "False")).eval()
     plain.load_state_dict(ours.state_dict())
@@ -78,15 +103,10 @@ def main(argv=None):
 
     results = {}
     for batch in [int(b) for b in args.batches.split(",")]:
-        g = torch.Generator().manual_seed(batch)
-        images = torch.randint(0, 256, (batch, 3, H, W), generator=g, dtype=torch.uint8)
-        inputs = [{"image": img, "height": ORIGINAL[0], "width": ORIGINAL[1]} for img in images]
+        images, inputs = batch_inputs(batch, (H, W))
 
         def run(model):
-            def f():
-                with torch.no_grad():
-                    return [o["instances"] for o in model(inputs)]
-            return f
+            return detector(model, inputs)
 
         def baseline():
             return reference_inference(ref, images, dboxes, [ORIGINAL] * batch)

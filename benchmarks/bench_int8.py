@@ -30,8 +30,7 @@ from _common import (bf16_rows, compare_loosely, cpu_flags, make_cfg, parse, par
                      time_interleaved)
 from baseline import (ReferenceSSDR34, copy_weights_to_reference, reference_default_boxes,
                       reference_inference)
-from bench_inference import CONFIG, ORIGINAL, calibrate_scores
-from reference_impl import randomise_batchnorm, scale_heads
+from bench_inference import CONFIG, ORIGINAL, batch_inputs, benchmark_model, detector
 from detectron2.modeling import build_model
 
 from ssd_r34.export import SSDExportModule, detections_to_instances, export_onnx
@@ -58,15 +57,8 @@ def main(argv=None):
     args = parse(p, argv)
     skip = [w for w in args.skip.split(",") if w]
     int8_backends = [b for b in args.int8_backends.split(",") if b]
-    torch.manual_seed(0)
-    ours = build_model(make_cfg(CONFIG)).eval()
-    randomise_batchnorm(ours)
+    ours = benchmark_model()
     H, W = ours.input_size
-    g = torch.Generator().manual_seed(100)
-    sample = torch.randint(0, 256, (1, 3, H, W), generator=g, dtype=torch.uint8)
-    sample = (sample.float() - ours.pixel_mean) / ours.pixel_std
-    scale_heads(ours, sample)
-    calibrate_scores(ours, sample)
     state = ours.state_dict()
 
     def variant(*opts):
@@ -129,15 +121,10 @@ def main(argv=None):
     results = {}
     cores = torch.get_num_threads()  # the rows use this many threads
     for batch in [int(b) for b in args.batches.split(",")]:
-        g = torch.Generator().manual_seed(batch)
-        images = torch.randint(0, 256, (batch, 3, H, W), generator=g, dtype=torch.uint8)
-        inputs = [{"image": img, "height": ORIGINAL[0], "width": ORIGINAL[1]} for img in images]
+        images, inputs = batch_inputs(batch, (H, W))
 
         def run(model):
-            def f():
-                with torch.no_grad():
-                    return [o["instances"] for o in model(inputs)]
-            return f
+            return detector(model, inputs)
 
         fns = {BASELINE: lambda: reference_inference(ref, images, dboxes, [ORIGINAL] * batch)}
         fns.update({name: run(m) for name, m in labels.items()})
