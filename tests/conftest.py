@@ -23,6 +23,24 @@ def make_cfg(config="configs/Base-SSD-R34.yaml", *opts):
     return cfg
 
 
+def damped_head_weights(cfg, folder):
+    """Save random weights of ``cfg``'s model (seed 0) with the head scaled by 0.02 to
+    ``folder``/model.pth and return the path: scores spread over (0, 1) and boxes stay near
+    the default boxes, so that the order of detections and NMS are well defined (an untrained
+    head saturates the softmax at exactly 1.0, where ties make any order right)."""
+    import torch
+    from detectron2.modeling import build_model
+
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    with torch.no_grad():
+        for p in model.head.parameters():
+            p.mul_(0.02)
+    path = os.path.join(str(folder), "model.pth")
+    torch.save({"model": model.state_dict()}, path)
+    return path
+
+
 @pytest.fixture
 def cfg_factory():
     return make_cfg

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import ROOT, make_cfg
+from conftest import ROOT, damped_head_weights, make_cfg
 
 CONFIG = "configs/ssd_r34_shapes.yaml"
 TINY = ["INPUT.FIXED_SIZE", "(64, 64)", "MODEL.SSD.STRIDES", "[1, 1, 1, 1, 1, 1]",
@@ -28,18 +28,8 @@ def run_tool(name, argv):
 
 @pytest.fixture(scope="module")
 def tiny_weights(tmp_path_factory):
-    """Random weights with the head scaled down, so that scores spread over (0, 1) and boxes
-    stay near the default boxes (well-defined order and NMS; some boxes hit the shapes)."""
-    from detectron2.modeling import build_model
-
-    torch.manual_seed(0)
-    model = build_model(make_cfg(CONFIG, *TINY))
-    with torch.no_grad():
-        for p in model.head.parameters():
-            p.mul_(0.02)
-    path = tmp_path_factory.mktemp("weights") / "model.pth"
-    torch.save({"model": model.state_dict()}, path)
-    return str(path)
+    """Random weights with the head scaled down (some boxes hit the shapes)."""
+    return damped_head_weights(make_cfg(CONFIG, *TINY), tmp_path_factory.mktemp("weights"))
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import ROOT, make_cfg
+from conftest import ROOT, damped_head_weights, make_cfg
 
 CONFIG = "configs/ssd_r34_shapes.yaml"
 SMALL = ["INPUT.FIXED_SIZE", "(96, 96)", "MODEL.SSD.STRIDES", "[1, 1, 2, 1, 1, 1]",
@@ -59,19 +59,8 @@ def short_run(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def export_weights(tmp_path_factory):
-    """Random weights with the head scaled down: scores spread over (0, 1) and boxes of
-    image size, so that the order of detections and NMS are well defined (an untrained
-    head saturates the softmax at exactly 1.0, where ties make any order right)."""
-    from detectron2.modeling import build_model
-
-    torch.manual_seed(0)
-    model = build_model(make_cfg(CONFIG, *SMALL))
-    with torch.no_grad():
-        for p in model.head.parameters():
-            p.mul_(0.02)
-    path = tmp_path_factory.mktemp("weights") / "model.pth"
-    torch.save({"model": model.state_dict()}, path)
-    return str(path)
+    """Random weights with the head scaled down (conftest.damped_head_weights)."""
+    return damped_head_weights(make_cfg(CONFIG, *SMALL), tmp_path_factory.mktemp("weights"))
 
 
 def val_files(n):
