@@ -22,9 +22,5 @@ with _warnings.catch_warnings():
     from .modeling import (SSD, SSD_HEAD_REGISTRY, SSDAnchorGenerator, SSDHead,
                            build_ssd_resnet34_backbone)
 
-from ._deprecated import install_module_aliases as _install_module_aliases
-
-_install_module_aliases()
-
 __all__ = ["add_ssd_config", "get_ssd_cfg", "setup_cfg", "build_ssd_resnet34_backbone",
            "SSDAnchorGenerator", "SSD_HEAD_REGISTRY", "SSDHead", "SSD"]

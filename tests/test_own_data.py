@@ -375,7 +375,7 @@ def test_train_regime_passes_the_data_sets_on_to_every_stage():
 
 
 def test_a_mistyped_key_after_input_fails_naming_it():
-    from ssd_r34.engine import cli
+    from ssd_r34.cli import args as cli
 
     demo = load_tool("demo")
     args = demo.get_parser().parse_args(["--config-file", CONFIG, "--output", "o", "--input",

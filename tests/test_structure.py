@@ -6,6 +6,8 @@ import ast
 import inspect
 import os
 import subprocess
+
+import pytest
 import sys
 
 
@@ -29,9 +31,8 @@ ALLOWED = {
             "engine", "model_zoo"},
     "mlperf": {"layers", "config", "modeling", "data", "checkpoint", "export", "inference",
                "engine"},
-    "_deprecated": set(),
     "": {"layers", "config", "modeling", "data", "checkpoint", "export", "inference", "engine",
-         "mlperf", "model_zoo", "cli", "_deprecated"},
+         "mlperf", "model_zoo", "cli"},
 }
 FOREIGN = {"tools", "benchmarks", "tests", "reference_impl", "baseline", "_common", "conftest"}
 
@@ -214,25 +215,14 @@ def test_import_is_silent_and_registers_the_builtin_data_sets():
     assert r.returncode == 0, r.stderr
 
 
-def test_old_module_names_warn_and_give_the_same_objects():
+def test_old_flat_module_names_are_gone():
     import importlib
-    import warnings
 
     import ssd_r34  # noqa: F401
-    from ssd_r34._deprecated import MOVED
 
-    for old, new in MOVED.items():
-        sys.modules.pop(old, None)
-        with warnings.catch_warnings(record=True) as w:
-            warnings.simplefilter("always")
-            mod = importlib.import_module(old)
-        assert mod is importlib.import_module(new)
-        assert any(issubclass(x.category, DeprecationWarning) and new in str(x.message)
-                   for x in w), old
-    from ssd_r34.predictor import SSDPredictor
-    from ssd_r34.engine import SSDPredictor as new
-
-    assert SSDPredictor is new
+    for old in ("ssd_r34.predictor", "ssd_r34.meta_arch", "ssd_r34._deprecated"):
+        with pytest.raises(ModuleNotFoundError):
+            importlib.import_module(old)
 
 
 def test_readme_is_short_and_its_links_exist():

@@ -21,7 +21,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from ssd_r34 import get_ssd_cfg  # noqa: E402
-from ssd_r34.engine import cli  # noqa: E402
+from ssd_r34.cli import args as cli  # noqa: E402
 from ssd_r34.modeling.analysis import analyze_model  # noqa: E402
 
 

@@ -43,7 +43,7 @@ logger = logging.getLogger("ssd_r34.demo")
 
 
 def get_parser():
-    from ssd_r34.engine import cli
+    from ssd_r34.cli import args as cli
 
     p = cli.ArgumentParser(description=__doc__.split("\n")[0], epilog=__doc__.split("\n", 2)[2])
     p.add_argument("--config-file", required=True, metavar="FILE")
@@ -121,7 +121,8 @@ def main(args):
     from detectron2.utils.visualizer import ColorMode, Visualizer
 
     from ssd_r34.data import ensure_dataset
-    from ssd_r34.engine import SSDPredictor, cli
+    from ssd_r34.cli import args as cli
+    from ssd_r34.engine import SSDPredictor
     from ssd_r34.engine.visualization import save_montage
 
     cli.setup_tool_logger()

@@ -34,7 +34,7 @@ FILE_NAMES = {"torchscript": "model.ts", "onnx": "model.onnx"}
 
 
 def get_parser():
-    from ssd_r34.engine import cli
+    from ssd_r34.cli import args as cli
 
     p = cli.ArgumentParser(description=__doc__.split("\n")[0], epilog=__doc__.split("\n", 2)[2])
     p.add_argument("--config-file", required=True, metavar="FILE")
@@ -103,7 +103,8 @@ def main(args):
     from ssd_r34.export import (SSDExportModule, compare_detections, export_onnx,
                                 export_torchscript, load_exported)
     from ssd_r34.config import detections_per_image
-    from ssd_r34.engine import SSDPredictor, cli
+    from ssd_r34.cli import args as cli
+    from ssd_r34.engine import SSDPredictor
 
     cli.setup_tool_logger()
     if args.mlperf_io:

@@ -36,7 +36,7 @@ sys.path.insert(0, ROOT)
 
 
 def parse_args(argv=None):
-    from ssd_r34.engine import cli
+    from ssd_r34.cli import args as cli
 
     p = cli.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n", 1)[1])
     p.add_argument("--config-file", default=os.path.join(ROOT, "configs", "ssd_r34_1200.yaml"),

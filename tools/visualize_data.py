@@ -31,7 +31,7 @@ import numpy as np  # noqa: E402
 
 
 def get_parser():
-    from ssd_r34.engine import cli
+    from ssd_r34.cli import args as cli
 
     p = cli.ArgumentParser(description=__doc__.split("\n")[0], epilog=__doc__.split("\n", 2)[2])
     p.add_argument("--config-file", required=True, metavar="FILE")
@@ -113,7 +113,7 @@ def main(args):
     from PIL import Image
 
     from ssd_r34.data import SSDDatasetMapper, dataset_metadata
-    from ssd_r34.engine import cli
+    from ssd_r34.cli import args as cli
 
     cfg = cli.inference_cfg(args)
     names = [args.dataset] if args.dataset else list(cfg.DATASETS.TRAIN)

@@ -15,7 +15,8 @@ from detectron2.evaluation import verify_results
 from detectron2.utils import comm
 
 from ..checkpoint import SSDCheckpointer
-from ..engine import SSDTrainer, cli as arguments, setup
+from ..engine import SSDTrainer, setup
+from . import args as arguments
 from ..inference import attach_backend
 
 

@@ -2,6 +2,7 @@
 precision on CPU and GPU, an MLPerf-style early stop and crash-safe, resumable checkpoints."""
 import logging
 import os
+import re
 import time
 import weakref
 
@@ -20,7 +21,6 @@ from ..config import setup_cfg
 from ..data import (SSDDatasetMapper, build_resumable_train_loader, dataset_metadata,
                     ensure_dataset, register_dataset_files)
 from ..data.loader import SkipUnreadableImages, load_train_dicts
-from .cli import plain_logs_off_terminal
 from .evaluation import SSDCOCOEvaluator
 from .hooks import DataProgressHook, EvalAndStopHook, ReplicaCheckHook, bbox_ap
 from .mllog_hook import MLPerfLoggingHook, mlperf_log_path
@@ -28,7 +28,7 @@ from .train_loop import build_step_trainer
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["SSDTrainer", "create_ddp_model", "setup", "setup_cfg"]
+__all__ = ["SSDTrainer", "create_ddp_model", "setup", "setup_cfg", "plain_logs_off_terminal"]
 
 
 def create_ddp_model(model, **kwargs):
@@ -212,3 +212,37 @@ def setup(args):
     plain_logs_off_terminal()
     default_setup(cfg, args)
     return cfg
+
+
+# ---- plain logs ---------------------------------------------------------------------------
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+class _PlainFormatter(logging.Formatter):
+    """Another formatter's output without ANSI colour codes."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+
+    def format(self, record):
+        return _ANSI.sub("", self.inner.format(record))
+
+
+def _is_terminal(stream):
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def plain_logs_off_terminal(names=("detectron2", "fvcore", "ssd_r34")):
+    """Remove ANSI colour codes from what the loggers ``names`` write to anything but a
+    terminal: log files (Detectron2 colours the config dump of ``default_setup`` in the
+    message itself) and a redirected stdout (its coloured console formatter). Idempotent."""
+    for name in names:
+        for h in logging.getLogger(name).handlers:
+            stream = getattr(h, "stream", None)
+            if stream is None or _is_terminal(stream) or isinstance(h.formatter, _PlainFormatter):
+                continue
+            h.setFormatter(_PlainFormatter(h.formatter or logging.Formatter()))

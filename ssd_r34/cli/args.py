@@ -5,7 +5,7 @@ codes where the output is not a terminal.
 
 A tool builds its parser as :class:`ArgumentParser` and calls :func:`add_common_arguments`::
 
-    p = cli.ArgumentParser(description="...")
+    p = args.ArgumentParser(description="...")
     p.add_argument("--config-file", required=True)
     cli.add_common_arguments(p)
     args = p.parse_args()          # args.opts: the overrides; args.dataset_coco: [(N, J, R)]
@@ -18,9 +18,11 @@ import sys
 
 from detectron2.utils.logger import setup_logger
 
+from ..engine.defaults import plain_logs_off_terminal
+
 __all__ = ["ArgumentParser", "add_common_arguments", "add_dataset_arguments",
            "add_override_arguments", "split_overrides", "dataset_flags", "inference_cfg",
-           "setup_tool_logger", "plain_logs_off_terminal"]
+           "setup_tool_logger"]
 
 _KEY = re.compile(r"^[A-Z][A-Z0-9_]*(\.[A-Za-z0-9_]+)*$")
 _TOP_KEYS = None
@@ -134,7 +136,7 @@ def inference_cfg(args, device=None):
     """The frozen config of an inference tool (:func:`ssd_r34.engine.setup_inference_cfg`)
     from ``args.config_file``, ``args.opts`` and the data set options, with the data sets
     registered."""
-    from .predictor import setup_inference_cfg
+    from ..engine.predictor import setup_inference_cfg
 
     return setup_inference_cfg(args.config_file, args.opts, device=device,
                                dataset_coco=getattr(args, "dataset_coco", None),
@@ -147,35 +149,3 @@ def setup_tool_logger():
     plain_logs_off_terminal()
 
 
-# ---- plain logs ---------------------------------------------------------------------------
-_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
-
-
-class _PlainFormatter(logging.Formatter):
-    """Another formatter's output without ANSI colour codes."""
-
-    def __init__(self, inner):
-        super().__init__()
-        self.inner = inner
-
-    def format(self, record):
-        return _ANSI.sub("", self.inner.format(record))
-
-
-def _is_terminal(stream):
-    try:
-        return stream.isatty()
-    except (AttributeError, ValueError):
-        return False
-
-
-def plain_logs_off_terminal(names=("detectron2", "fvcore", "ssd_r34")):
-    """Remove ANSI colour codes from what the loggers ``names`` write to anything but a
-    terminal: log files (Detectron2 colours the config dump of ``default_setup`` in the
-    message itself) and a redirected stdout (its coloured console formatter). Idempotent."""
-    for name in names:
-        for h in logging.getLogger(name).handlers:
-            stream = getattr(h, "stream", None)
-            if stream is None or _is_terminal(stream) or isinstance(h.formatter, _PlainFormatter):
-                continue
-            h.setFormatter(_PlainFormatter(h.formatter or logging.Formatter()))
