@@ -4,16 +4,13 @@
 ``setup_cfg`` reads a config file with ``KEY VALUE`` overrides (what every tool does).
 """
 import logging
-import math
 import os
-import warnings
 
 from detectron2.config import CfgNode as CN
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["add_ssd_config", "get_ssd_cfg", "setup_cfg", "detections_per_image",
-           "check_model_config", "check_input_config", "add_dataset_files"]
+__all__ = ["add_ssd_config", "get_ssd_cfg", "setup_cfg", "add_dataset_files"]
 
 
 def add_ssd_config(cfg):
@@ -53,9 +50,6 @@ def add_ssd_config(cfg):
     _C.MODEL.SSD.TOPK_CANDIDATES_TEST = 200
     # Inference: per-class NMS IoU threshold.
     _C.MODEL.SSD.NMS_THRESH_TEST = 0.5
-    # Deprecated: use Detectron2's TEST.DETECTIONS_PER_IMAGE. -1 = unset; any other value is
-    # still honoured (with a warning) in this release.
-    _C.MODEL.SSD.DETECTIONS_PER_IMAGE = -1
     # Head, from SSD_HEAD_REGISTRY (ssd_r34/modeling/head.py).
     _C.MODEL.SSD.HEAD_NAME = "SSDHead"
     # Run the network (training and inference) in channels-last memory format: faster
@@ -219,18 +213,6 @@ def get_ssd_cfg():
     return add_ssd_config(get_cfg())
 
 
-def detections_per_image(cfg) -> int:
-    """TEST.DETECTIONS_PER_IMAGE, or the deprecated MODEL.SSD.DETECTIONS_PER_IMAGE where a
-    config still sets it (with a warning)."""
-    old = cfg.MODEL.SSD.DETECTIONS_PER_IMAGE
-    if old is not None and old >= 0:
-        warnings.warn("MODEL.SSD.DETECTIONS_PER_IMAGE is deprecated and will be removed in the "
-                      f"next release: set TEST.DETECTIONS_PER_IMAGE {old} instead.",
-                      FutureWarning, stacklevel=2)
-        return int(old)
-    return int(cfg.TEST.DETECTIONS_PER_IMAGE)
-
-
 def add_dataset_files(cfg, coco=None, voc=None):
     """Append data sets named on a command line to DATASETS.COCO / DATASETS.VOC (in place).
 
@@ -268,125 +250,3 @@ def setup_cfg(args):
         logger.warning("MODEL.DEVICE is cpu: MODEL.RESNETS.NORM SyncBN runs as naiveSyncBN.")
     cfg.freeze()
     return cfg
-
-
-# ---------------------------------------------------------------------------------------
-# Settings that cannot work are refused when the model or the loader is built, naming the
-# key and a value that works (docs/validation.md).
-# ---------------------------------------------------------------------------------------
-def _is_number(x) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
-
-
-def _is_int(x) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool)
-
-
-def _refuse(key: str, value, need: str, example: str):
-    raise ValueError(f"{key} {value!r}: {need}; e.g. {key} {example}.")
-
-
-def _check_numbers(key, value, n, need, example, ok=lambda v: True):
-    try:
-        values = list(value)
-    except TypeError:
-        _refuse(key, value, need, example)
-    if (n is not None and len(values) != n) or not all(_is_number(v) and ok(v) for v in values):
-        _refuse(key, value, need, example)
-    return values
-
-
-def check_model_config(cfg) -> None:
-    """Refuse MODEL.SSD.* (and TEST.DETECTIONS_PER_IMAGE) values that cannot work, with the
-    key and an example of a good value. MODEL.SSD.STRIDES is checked by the backbone
-    (``check_strides``), INPUT.FIXED_SIZE against the strides by the model.
-
-    Raises:
-        ValueError: naming the first bad key.
-    """
-    s = cfg.MODEL.SSD
-    if not _is_int(s.NUM_CLASSES) or s.NUM_CLASSES < 1:
-        _refuse("MODEL.SSD.NUM_CLASSES", s.NUM_CLASSES,
-                "the number of foreground classes must be an integer >= 1 (the background "
-                "class is implicit)", "80 (COCO) or the data set's len(thing_classes)")
-    ratios = s.DEFAULT_BOX_RATIOS
-    levels = len(ratios) if isinstance(ratios, (list, tuple)) else -1
-    if levels != 6 or not all(isinstance(r, (list, tuple)) and all(
-            _is_number(x) and x > 0 for x in r) for r in ratios):
-        _refuse("MODEL.SSD.DEFAULT_BOX_RATIOS", ratios,
-                f"6 lists (one per detection level) of positive aspect ratios, got "
-                f"{levels if levels >= 0 else 'no list'}", "[[2], [2, 3], [2, 3], [2, 3], [2], [2]]")
-    _check_numbers("MODEL.SSD.DEFAULT_BOX_SIZES", s.DEFAULT_BOX_SIZES, 7,
-                   "seven positive sizes in pixels of a 300x300 image (one more than the "
-                   "six levels)", "[21, 45, 99, 153, 207, 261, 315]", lambda v: v > 0)
-    if not _is_number(s.IOU_THRESHOLD) or not 0 <= s.IOU_THRESHOLD < 1:
-        _refuse("MODEL.SSD.IOU_THRESHOLD", s.IOU_THRESHOLD,
-                "an IoU in [0, 1) (a default box is positive when its IoU is > this)", "0.5")
-    if not _is_number(s.NEG_POS_RATIO) or s.NEG_POS_RATIO < 0:
-        _refuse("MODEL.SSD.NEG_POS_RATIO", s.NEG_POS_RATIO,
-                "hard negatives kept per positive must be a number >= 0", "3")
-    _check_numbers("MODEL.SSD.BBOX_REG_WEIGHTS", s.BBOX_REG_WEIGHTS, 4,
-                   "four positive box-coding weights (wx, wy, ww, wh)",
-                   "(10.0, 10.0, 5.0, 5.0)", lambda v: v > 0)
-    if not _is_number(s.SCORE_THRESH_TEST) or not 0 <= s.SCORE_THRESH_TEST < 1:
-        _refuse("MODEL.SSD.SCORE_THRESH_TEST", s.SCORE_THRESH_TEST,
-                "a score in [0, 1) (1 or more would keep no detection)", "0.05")
-    if not _is_int(s.TOPK_CANDIDATES_TEST) or s.TOPK_CANDIDATES_TEST < 1:
-        _refuse("MODEL.SSD.TOPK_CANDIDATES_TEST", s.TOPK_CANDIDATES_TEST,
-                "candidates per class must be an integer >= 1", "200")
-    if not _is_number(s.NMS_THRESH_TEST) or not 0 < s.NMS_THRESH_TEST <= 1:
-        _refuse("MODEL.SSD.NMS_THRESH_TEST", s.NMS_THRESH_TEST,
-                "an IoU in (0, 1] (0 would keep one box per class)", "0.5")
-    if not _is_int(s.DETECTIONS_PER_IMAGE) or (s.DETECTIONS_PER_IMAGE < 1
-                                                and s.DETECTIONS_PER_IMAGE != -1):
-        _refuse("MODEL.SSD.DETECTIONS_PER_IMAGE", s.DETECTIONS_PER_IMAGE,
-                "deprecated: leave it at -1 and set TEST.DETECTIONS_PER_IMAGE", "-1")
-    if not _is_int(cfg.TEST.DETECTIONS_PER_IMAGE) or cfg.TEST.DETECTIONS_PER_IMAGE < 1:
-        _refuse("TEST.DETECTIONS_PER_IMAGE", cfg.TEST.DETECTIONS_PER_IMAGE,
-                "detections kept per image must be an integer >= 1", "200")
-    for key in ("CHANNELS_LAST", "FUSE_BN_INFERENCE", "ONEDNN_POST_OPS",
-                "SPARSE_HEAD_BACKWARD", "WINOGRAD"):
-        if not isinstance(s[key], bool):
-            _refuse(f"MODEL.SSD.{key}", s[key], "must be True or False", "True")
-    if s.INFERENCE_DTYPE not in ("float32", "bfloat16", "float16", "int8"):
-        _refuse("MODEL.SSD.INFERENCE_DTYPE", s.INFERENCE_DTYPE,
-                "must be 'float32', 'bfloat16', 'float16' or 'int8' (int8: with "
-                "MODEL.SSD.INFERENCE_BACKEND onnxruntime or openvino)", "float32")
-    check_fixed_size(cfg)
-
-
-def check_fixed_size(cfg):
-    """INPUT.FIXED_SIZE as (height, width) ints >= 1. (Whether the network can take that
-    size with MODEL.SSD.STRIDES is checked when the model is built.)"""
-    size = cfg.INPUT.FIXED_SIZE
-    if not isinstance(size, (list, tuple)) or len(size) != 2 or not all(
-            _is_int(v) and v >= 1 for v in size):
-        _refuse("INPUT.FIXED_SIZE", size, "(height, width): two positive integers",
-                "(300, 300) or (1200, 1200)")
-    return int(size[0]), int(size[1])
-
-
-def check_input_config(cfg) -> None:
-    """Refuse INPUT.FIXED_SIZE and INPUT.SSD.* values that cannot work (the loader calls
-    this when it builds the augmentations).
-
-    Raises:
-        ValueError: naming the first bad key, with a good value.
-    """
-    check_fixed_size(cfg)
-    if not isinstance(cfg.INPUT.SSD.CROP, bool):
-        _refuse("INPUT.SSD.CROP", cfg.INPUT.SSD.CROP, "must be True or False", "True")
-    if not isinstance(cfg.INPUT.SSD.SKIP_UNREADABLE_IMAGES, bool):
-        _refuse("INPUT.SSD.SKIP_UNREADABLE_IMAGES", cfg.INPUT.SSD.SKIP_UNREADABLE_IMAGES,
-                "must be True or False", "False")
-    jitter = _check_numbers(
-        "INPUT.SSD.COLOR_JITTER", cfg.INPUT.SSD.COLOR_JITTER, 4,
-        "(brightness, contrast, saturation, hue): brightness, contrast and saturation >= 0, "
-        "hue in [0, 0.5]", "(0.125, 0.5, 0.5, 0.05) or (0, 0, 0, 0) to disable it",
-        lambda v: v >= 0)
-    if jitter[3] > 0.5:
-        _refuse("INPUT.SSD.COLOR_JITTER", cfg.INPUT.SSD.COLOR_JITTER,
-                "the hue jitter (4th number) must be in [0, 0.5]", "(0.125, 0.5, 0.5, 0.05)")
-    if cfg.INPUT.RANDOM_FLIP not in ("none", "horizontal"):
-        _refuse("INPUT.RANDOM_FLIP", cfg.INPUT.RANDOM_FLIP,
-                "the SSD augmentations flip horizontally or not at all", "horizontal")

@@ -1,5 +1,6 @@
 """The network, default boxes, matching, loss and inference against the spec."""
 import math
+import os
 
 import pytest
 import torch
@@ -8,7 +9,7 @@ import reference_impl as ref
 from conftest import make_cfg
 from detectron2.modeling import build_model
 from detectron2.structures import Boxes, Instances
-from ssd_r34.modeling import match_default_boxes
+from ssd_r34.modeling.box_ops import match_default_boxes
 
 CASES = [  # config, size, strides, head output sizes, boxes (spec section 1)
     ("configs/ssd_r34_300.yaml", (300, 300), [(38, 38), (19, 19), (10, 10), (5, 5), (3, 3), (1, 1)], 8732),
@@ -172,13 +173,20 @@ def test_size_probe_leaves_batchnorm_statistics_alone():
         assert torch.equal(v, before[k]), k
 
 
-def test_detections_per_image_is_detectron2s_key_and_the_old_one_warns():
+def test_detections_per_image_is_detectron2s_key_and_the_old_one_is_unknown(tmp_path):
     assert build("configs/ssd_r34_300.yaml").max_detections_per_image == 200
     assert build("configs/ssd_r34_300.yaml", "TEST.DETECTIONS_PER_IMAGE",
                  "7").max_detections_per_image == 7
-    with pytest.warns(FutureWarning, match="TEST.DETECTIONS_PER_IMAGE 9"):
-        model = build("configs/ssd_r34_300.yaml", "MODEL.SSD.DETECTIONS_PER_IMAGE", "9")
-    assert model.max_detections_per_image == 9
+    # The removed MODEL.SSD.DETECTIONS_PER_IMAGE gets Detectron2's usual unknown-key error,
+    # from a command line and from a config file.
+    with pytest.raises(AssertionError, match="Non-existent key: MODEL.SSD.DETECTIONS_PER_IMAGE"):
+        make_cfg("configs/ssd_r34_300.yaml", "MODEL.SSD.DETECTIONS_PER_IMAGE", "9")
+    old = tmp_path / "old.yaml"
+    old.write_text("_BASE_: %s\nMODEL:\n  SSD:\n    DETECTIONS_PER_IMAGE: 9\n"
+                   % os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                  "configs", "ssd_r34_300.yaml"))
+    with pytest.raises(KeyError, match="Non-existent config key: MODEL.SSD.DETECTIONS_PER_IMAGE"):
+        make_cfg(str(old))
 
 
 def test_resnet_depth_other_than_34_is_refused():

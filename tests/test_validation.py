@@ -19,10 +19,11 @@ from detectron2.structures import BoxMode
 from ssd_r34.checkpoint import (CheckpointFormatError, CheckpointWriteError, SSDCheckpointer,
                                 make_checkpointer_atomic)
 from ssd_r34.checkpoint import atomic_io
-from ssd_r34.config import check_input_config, check_model_config
 from ssd_r34.data import SSDDatasetMapper, build_ssd_augmentations
+from ssd_r34.data.transforms import check_input_config
 from ssd_r34.data.loader import SeededMapDataset, load_train_dicts
 from ssd_r34.data.validation import DatasetError, UnreadableImageError, box_problem
+from ssd_r34.modeling.meta_arch import check_model_config
 
 TINY = ["INPUT.FIXED_SIZE", "(64, 64)", "MODEL.SSD.STRIDES", "[1, 1, 1, 1, 1, 1]",
         "MODEL.SSD.WINOGRAD", "False"]  # no C++ build in these tests
@@ -62,8 +63,7 @@ MODEL_CASES = [
     ("MODEL.SSD.BBOX_REG_WEIGHTS", "(0.0, 10.0, 5.0, 5.0)"),
     ("MODEL.SSD.BBOX_REG_WEIGHTS", "(10.0, 10.0, 5.0)"),
     ("MODEL.SSD.SCORE_THRESH_TEST", "1.0"), ("MODEL.SSD.TOPK_CANDIDATES_TEST", "0"),
-    ("MODEL.SSD.NMS_THRESH_TEST", "0.0"), ("MODEL.SSD.DETECTIONS_PER_IMAGE", "0"),
-    ("TEST.DETECTIONS_PER_IMAGE", "0"), ("MODEL.SSD.INFERENCE_DTYPE", "int4"),
+    ("MODEL.SSD.NMS_THRESH_TEST", "0.0"), ("TEST.DETECTIONS_PER_IMAGE", "0"), ("MODEL.SSD.INFERENCE_DTYPE", "int4"),
     ("INPUT.FIXED_SIZE", "(0, 64)"), ("INPUT.FIXED_SIZE", "(64,)"),
 ]
 

@@ -8,7 +8,7 @@ The exported model takes one image at the config's INPUT.FIXED_SIZE, (1, 3, H, W
 uint8 pixels in INPUT.FORMAT channel order (default; --input-type normalized for float32
 already normalised with PIXEL_MEAN / PIXEL_STD), and returns ``boxes`` (M, 4) XYXY in input
 pixels (unclipped), ``scores`` (M,) and ``classes`` (M,) int64 (contiguous ids), M <=
-MODEL.SSD.DETECTIONS_PER_IMAGE: softmax, per-class top-k, score threshold and NMS are in
+TEST.DETECTIONS_PER_IMAGE: softmax, per-class top-k, score threshold and NMS are in
 the graph. Resize your image to H x W first, and scale the boxes by (W0 / W, H0 / H) back.
 
 Writes ``model.ts`` (TorchScript, ``torch.jit.load``) or ``model.onnx`` (onnxruntime) into
@@ -102,7 +102,6 @@ def main(args):
 
     from ssd_r34.export import (SSDExportModule, compare_detections, export_onnx,
                                 export_torchscript, load_exported)
-    from ssd_r34.config import detections_per_image
     from ssd_r34.cli import args as cli
     from ssd_r34.engine import SSDPredictor
 
@@ -148,7 +147,7 @@ def main(args):
         with torch.no_grad():
             ref, t_ref = timed(module, x)
         out, t_out = timed(runner, x)
-        r = compare_detections(ref, out, max_detections=detections_per_image(cfg),
+        r = compare_detections(ref, out, max_detections=cfg.TEST.DETECTIONS_PER_IMAGE,
                                score_tol=args.score_tol)
         r.update(image=name, seconds_pytorch=t_ref, seconds_export=t_out)
         r["ok"] = (r["same_classes"] and r["max_box_diff"] <= args.box_tol
@@ -173,7 +172,6 @@ def main_mlperf_io(args):
     import onnxruntime as ort
     from tabulate import tabulate
 
-    from ssd_r34.config import detections_per_image
     from ssd_r34.data import read_image_cv2
     from ssd_r34.data.transforms import cv2_float_preprocess_from_cfg
     from ssd_r34.engine import SSDPredictor, setup_inference_cfg
@@ -211,7 +209,7 @@ def main_mlperf_io(args):
             for b, l, s in (ref, out):
                 keep = s[j] > 0
                 per.append((b[j][keep].double() * scale, s[j][keep], l[j][keep]))
-            r = compare_detections(per[0], per[1], max_detections=detections_per_image(cfg),
+            r = compare_detections(per[0], per[1], max_detections=cfg.TEST.DETECTIONS_PER_IMAGE,
                                    score_tol=args.score_tol)
             r["ok"] = (r["same_classes"] and r["max_box_diff"] <= args.box_tol
                        and r["max_score_diff"] <= args.score_tol)

@@ -8,7 +8,7 @@ from torchvision.transforms import functional as TF
 from detectron2.data import transforms as T
 from fvcore.transforms.transform import NoOpTransform, Transform
 
-from ..config import check_input_config
+from ..layers import check_fixed_size, check_numbers, refuse
 
 __all__ = ["SSDCropTransform", "SSDRandomCrop", "ColorJitterTransform", "RandomColorJitter",
            "build_ssd_augmentations", "RESIZE_IMPLS", "resize_impl", "read_image_cv2",
@@ -170,10 +170,35 @@ def ssd_augmentations(*, size, is_train: bool, crop: bool = True, flip: bool = T
     return augs
 
 
+def check_input_config(cfg) -> None:
+    """Refuse INPUT.FIXED_SIZE and INPUT.SSD.* values that cannot work.
+
+    Raises:
+        ValueError: naming the first bad key, with a good value.
+    """
+    check_fixed_size(cfg)
+    if not isinstance(cfg.INPUT.SSD.CROP, bool):
+        refuse("INPUT.SSD.CROP", cfg.INPUT.SSD.CROP, "must be True or False", "True")
+    if not isinstance(cfg.INPUT.SSD.SKIP_UNREADABLE_IMAGES, bool):
+        refuse("INPUT.SSD.SKIP_UNREADABLE_IMAGES", cfg.INPUT.SSD.SKIP_UNREADABLE_IMAGES,
+               "must be True or False", "False")
+    jitter = check_numbers(
+        "INPUT.SSD.COLOR_JITTER", cfg.INPUT.SSD.COLOR_JITTER, 4,
+        "(brightness, contrast, saturation, hue): brightness, contrast and saturation >= 0, "
+        "hue in [0, 0.5]", "(0.125, 0.5, 0.5, 0.05) or (0, 0, 0, 0) to disable it",
+        lambda v: v >= 0)
+    if jitter[3] > 0.5:
+        refuse("INPUT.SSD.COLOR_JITTER", cfg.INPUT.SSD.COLOR_JITTER,
+               "the hue jitter (4th number) must be in [0, 0.5]", "(0.125, 0.5, 0.5, 0.05)")
+    if cfg.INPUT.RANDOM_FLIP not in ("none", "horizontal"):
+        refuse("INPUT.RANDOM_FLIP", cfg.INPUT.RANDOM_FLIP,
+               "the SSD augmentations flip horizontally or not at all", "horizontal")
+
+
 def build_ssd_augmentations(cfg, is_train: bool):
     """Training: SSD crop, horizontal flip, fixed resize, colour jitter (the reference's
     order). Evaluation: the fixed resize only. Refuses INPUT.FIXED_SIZE / INPUT.SSD.* values
-    that cannot work (:func:`ssd_r34.config.check_input_config`)."""
+    that cannot work (:func:`check_input_config`)."""
     check_input_config(cfg)
     return ssd_augmentations(size=cfg.INPUT.FIXED_SIZE, is_train=is_train,
                              crop=cfg.INPUT.SSD.CROP,

@@ -8,7 +8,7 @@ so that the exported graph contains everything after the resize::
                             scores (M,) float32, best first,
                             classes (M,) int64, contiguous ids 0 .. NUM_CLASSES - 1
 
-``M`` (at most ``MODEL.SSD.DETECTIONS_PER_IMAGE``) depends on the image: the outputs are
+``M`` (at most ``TEST.DETECTIONS_PER_IMAGE``) depends on the image: the outputs are
 dynamic. The image is either raw ``uint8`` in ``INPUT.FORMAT`` channel order (RGB for the
 reference weights) with values 0-255 (``input_format="uint8"``, the default: normalisation
 is part of the graph) or already normalised ``float32`` (``input_format="normalized"``).

@@ -1,8 +1,11 @@
-"""Small helpers every layer may ask, at the bottom of the import graph (as
-``detectron2/layers/wrappers.py`` holds its tracing check)."""
+"""Small helpers every room may ask, at the bottom of the import graph (as
+``detectron2/layers/wrappers.py`` holds its tracing check): the export check and the
+helpers of the config checks (modeling/meta_arch.py, data/transforms.py)."""
+import math
+
 import torch
 
-__all__ = ["is_exporting"]
+__all__ = ["is_exporting", "refuse", "is_number", "is_int", "check_numbers", "check_fixed_size"]
 
 
 def is_exporting() -> bool:
@@ -10,3 +13,38 @@ def is_exporting() -> bool:
     speed options that swap modules or layouts step aside then)."""
     return (torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling()
             or torch.onnx.is_in_onnx_export())
+
+
+# Settings that cannot work are refused when the model or the loader is built, naming the
+# key and a value that works (docs/validation.md).
+def is_number(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def is_int(x) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def refuse(key: str, value, need: str, example: str):
+    raise ValueError(f"{key} {value!r}: {need}; e.g. {key} {example}.")
+
+
+def check_numbers(key, value, n, need, example, ok=lambda v: True):
+    try:
+        values = list(value)
+    except TypeError:
+        refuse(key, value, need, example)
+    if (n is not None and len(values) != n) or not all(is_number(v) and ok(v) for v in values):
+        refuse(key, value, need, example)
+    return values
+
+
+def check_fixed_size(cfg):
+    """INPUT.FIXED_SIZE as (height, width) ints >= 1 (whether the network can take that
+    size with MODEL.SSD.STRIDES is checked when the model is built)."""
+    size = cfg.INPUT.FIXED_SIZE
+    if not isinstance(size, (list, tuple)) or len(size) != 2 or not all(
+            is_int(v) and v >= 1 for v in size):
+        refuse("INPUT.FIXED_SIZE", size, "(height, width): two positive integers",
+               "(300, 300) or (1200, 1200)")
+    return int(size[0]), int(size[1])

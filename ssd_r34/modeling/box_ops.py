@@ -1,18 +1,14 @@
-"""Box operations of SSD training and inference, batched over images: IoU, the reference's
-matching rule, hard negative mining, per-class NMS.
+"""Box operations of SSD training, batched over images: IoU, the reference's matching rule,
+hard negative mining.
 
-Shapes: N images, G ground truths per image (padded), R default boxes, K classes.
+Shapes: N images, G ground truths per image (padded), R default boxes.
 """
 from typing import Tuple
 
 import torch
-import torchvision  # noqa: F401  (registers torch.ops.torchvision.nms)
 from torch import Tensor
 
-from detectron2.layers import batched_nms
-
-__all__ = ["batched_pairwise_iou", "match_default_boxes", "hard_negative_mask",
-           "per_class_nms"]
+__all__ = ["batched_pairwise_iou", "match_default_boxes", "hard_negative_mask"]
 
 
 def batched_pairwise_iou(gt: Tensor, anchors: Tensor) -> Tensor:
@@ -79,39 +75,3 @@ def hard_negative_mask(ce: Tensor, positive: Tensor, neg_pos_ratio: int) -> Tens
     order = loss.argsort(dim=1, descending=True)
     selected = torch.arange(num_boxes, device=ce.device)[None] < k[:, None]
     return torch.zeros_like(positive).scatter(1, order, selected)
-
-
-def _nms(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
-    # torchvision.ops.nms without its Python-side checks: called once per class and image.
-    return torch.ops.torchvision.nms(boxes, scores, iou_threshold)
-
-
-def per_class_nms(boxes: Tensor, scores: Tensor, classes: Tensor, counts: Tensor,
-                  iou_threshold: float) -> Tensor:
-    """NMS within each class of one image.
-
-    Args:
-        boxes: (M, 4) XYXY; scores: (M,); classes: (M,) int64, grouped by class;
-        counts: (K,) entries of each class; iou_threshold: MODEL.SSD.NMS_THRESH_TEST.
-    Returns:
-        int64 indices into the M entries that are kept, best score first.
-
-    ``boxes``, ``scores``, ``classes`` are grouped by class (``counts[c]`` entries of class
-    c, in class order). On CPU, one ``torchvision.ops.nms`` per class on its slice: no
-    masks or gathers per class (torchvision's ``batched_nms`` loops over classes with a
-    mask and a gather each, on CPU above 1000 boxes). On other devices, ``batched_nms``
-    (one kernel with boxes offset per class)."""
-    if boxes.device.type != "cpu":
-        return batched_nms(boxes, scores, classes, iou_threshold)
-    keep, start = [], 0
-    for n in counts.tolist():
-        if n == 1:
-            keep.append(torch.tensor([start]))
-        elif n:
-            keep.append(_nms(boxes[start:start + n], scores[start:start + n],
-                             iou_threshold) + start)
-        start += n
-    if not keep:
-        return torch.zeros(0, dtype=torch.long)
-    keep = torch.cat(keep)
-    return keep[scores[keep].argsort(descending=True, stable=True)]

@@ -18,7 +18,6 @@ results within float32 rounding of the plain path (tests/test_speed_options.py).
 import contextlib
 import copy
 import itertools
-import logging
 from typing import Dict, List, Optional, Tuple
 
 import torch
@@ -31,21 +30,73 @@ from detectron2.modeling.anchor_generator import build_anchor_generator
 from detectron2.modeling.box_regression import Box2BoxTransform
 from detectron2.modeling.meta_arch.dense_detector import DenseDetector
 from detectron2.structures import Boxes, ImageList, Instances
-from detectron2.utils.logger import log_every_n_seconds
 
-from ..config import check_model_config, detections_per_image
-from ..layers import fold_batch_norms, fuse_for_cpu, is_exporting, onednn_fusion_available
+from ..layers import (check_fixed_size, check_numbers, fold_batch_norms, fuse_for_cpu, is_int,
+                      is_exporting, is_number, onednn_fusion_available, refuse)
 from .backbone import SSD_FEATURES
-from .box_ops import hard_negative_mask, match_default_boxes, per_class_nms
+from .box_ops import hard_negative_mask, match_default_boxes
 from .head import build_ssd_head
-from .postprocessing import rescale_detections
-
-logger = logging.getLogger(__name__)
+from .postprocessing import postprocess_single_image, rescale_detections
 
 # "int8" runs the network in an engine (ssd_r34/inference/, MODEL.SSD.INFERENCE_BACKEND);
 # the PyTorch network of such a model (training, export, calibration) is float32.
 INFERENCE_DTYPES = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16,
                     "int8": None}
+
+
+def check_model_config(cfg) -> None:
+    """Refuse MODEL.SSD.* (and TEST.DETECTIONS_PER_IMAGE, INPUT.FIXED_SIZE) values that
+    cannot work, with the key and an example of a good value. MODEL.SSD.STRIDES is checked
+    by the backbone (``check_strides``), INPUT.FIXED_SIZE against the strides by the model.
+
+    Raises:
+        ValueError: naming the first bad key.
+    """
+    s = cfg.MODEL.SSD
+    if not is_int(s.NUM_CLASSES) or s.NUM_CLASSES < 1:
+        refuse("MODEL.SSD.NUM_CLASSES", s.NUM_CLASSES,
+               "the number of foreground classes must be an integer >= 1 (the background "
+               "class is implicit)", "80 (COCO) or the data set's len(thing_classes)")
+    ratios = s.DEFAULT_BOX_RATIOS
+    levels = len(ratios) if isinstance(ratios, (list, tuple)) else -1
+    if levels != 6 or not all(isinstance(r, (list, tuple)) and all(
+            is_number(x) and x > 0 for x in r) for r in ratios):
+        refuse("MODEL.SSD.DEFAULT_BOX_RATIOS", ratios,
+               f"6 lists (one per detection level) of positive aspect ratios, got "
+               f"{levels if levels >= 0 else 'no list'}", "[[2], [2, 3], [2, 3], [2, 3], [2], [2]]")
+    check_numbers("MODEL.SSD.DEFAULT_BOX_SIZES", s.DEFAULT_BOX_SIZES, 7,
+                  "seven positive sizes in pixels of a 300x300 image (one more than the "
+                  "six levels)", "[21, 45, 99, 153, 207, 261, 315]", lambda v: v > 0)
+    if not is_number(s.IOU_THRESHOLD) or not 0 <= s.IOU_THRESHOLD < 1:
+        refuse("MODEL.SSD.IOU_THRESHOLD", s.IOU_THRESHOLD,
+               "an IoU in [0, 1) (a default box is positive when its IoU is > this)", "0.5")
+    if not is_number(s.NEG_POS_RATIO) or s.NEG_POS_RATIO < 0:
+        refuse("MODEL.SSD.NEG_POS_RATIO", s.NEG_POS_RATIO,
+               "hard negatives kept per positive must be a number >= 0", "3")
+    check_numbers("MODEL.SSD.BBOX_REG_WEIGHTS", s.BBOX_REG_WEIGHTS, 4,
+                  "four positive box-coding weights (wx, wy, ww, wh)",
+                  "(10.0, 10.0, 5.0, 5.0)", lambda v: v > 0)
+    if not is_number(s.SCORE_THRESH_TEST) or not 0 <= s.SCORE_THRESH_TEST < 1:
+        refuse("MODEL.SSD.SCORE_THRESH_TEST", s.SCORE_THRESH_TEST,
+               "a score in [0, 1) (1 or more would keep no detection)", "0.05")
+    if not is_int(s.TOPK_CANDIDATES_TEST) or s.TOPK_CANDIDATES_TEST < 1:
+        refuse("MODEL.SSD.TOPK_CANDIDATES_TEST", s.TOPK_CANDIDATES_TEST,
+               "candidates per class must be an integer >= 1", "200")
+    if not is_number(s.NMS_THRESH_TEST) or not 0 < s.NMS_THRESH_TEST <= 1:
+        refuse("MODEL.SSD.NMS_THRESH_TEST", s.NMS_THRESH_TEST,
+               "an IoU in (0, 1] (0 would keep one box per class)", "0.5")
+    if not is_int(cfg.TEST.DETECTIONS_PER_IMAGE) or cfg.TEST.DETECTIONS_PER_IMAGE < 1:
+        refuse("TEST.DETECTIONS_PER_IMAGE", cfg.TEST.DETECTIONS_PER_IMAGE,
+               "detections kept per image must be an integer >= 1", "200")
+    for key in ("CHANNELS_LAST", "FUSE_BN_INFERENCE", "ONEDNN_POST_OPS",
+                "SPARSE_HEAD_BACKWARD", "WINOGRAD"):
+        if not isinstance(s[key], bool):
+            refuse(f"MODEL.SSD.{key}", s[key], "must be True or False", "True")
+    if s.INFERENCE_DTYPE not in INFERENCE_DTYPES:
+        refuse("MODEL.SSD.INFERENCE_DTYPE", s.INFERENCE_DTYPE,
+               "must be 'float32', 'bfloat16', 'float16' or 'int8' (int8: with "
+               "MODEL.SSD.INFERENCE_BACKEND onnxruntime or openvino)", "float32")
+    check_fixed_size(cfg)
 
 
 def flatten_predictions(maps: List[Tensor], k: int) -> Tensor:
@@ -135,7 +186,7 @@ class SSD(DenseDetector):
             "test_score_thresh": cfg.MODEL.SSD.SCORE_THRESH_TEST,
             "test_topk_candidates": cfg.MODEL.SSD.TOPK_CANDIDATES_TEST,
             "test_nms_thresh": cfg.MODEL.SSD.NMS_THRESH_TEST,
-            "max_detections_per_image": detections_per_image(cfg),
+            "max_detections_per_image": cfg.TEST.DETECTIONS_PER_IMAGE,
             "channels_last": cfg.MODEL.SSD.CHANNELS_LAST,
             "fuse_bn_inference": cfg.MODEL.SSD.FUSE_BN_INFERENCE,
             "onednn_post_ops": cfg.MODEL.SSD.ONEDNN_POST_OPS,
@@ -211,11 +262,10 @@ class SSD(DenseDetector):
         return images
 
     def _backbone_for_inference(self) -> nn.Module:
-        """The backbone to run now: in eval mode without autograd (and not while tracing or
-        exporting), a cached copy with the BatchNorms folded into the convolutions
-        (MODEL.SSD.FUSE_BN_INFERENCE) and, on CPU in float32, the ReLUs and residual additions
-        fused into them as oneDNN post-ops (MODEL.SSD.ONEDNN_POST_OPS, ssd_r34/onednn.py);
-        otherwise the backbone itself.
+        """The backbone to run now: in eval mode without autograd (and not while exporting),
+        a cached copy with the BatchNorms folded into the convolutions (FUSE_BN_INFERENCE)
+        and, on CPU in float32, the ReLUs and residual additions fused into them as oneDNN
+        post-ops (ONEDNN_POST_OPS, ssd_r34/layers/onednn.py); otherwise the backbone itself.
 
         The copy is rebuilt when any backbone tensor changed since it was made: in place
         (version counter), replaced or moved (storage address; the cache holds the old
@@ -276,21 +326,10 @@ class SSD(DenseDetector):
         conf = flatten_predictions(conf_maps, self.num_classes + 1)
         return loc.float(), conf.float(), anchors
 
-    def _check_inference_size(self, size):
-        """Refuse inference at a size other than INPUT.FIXED_SIZE: the network would run, and
-        its default boxes follow, but the model was trained at one size, so the detections
-        would quietly differ (Detectron2's DefaultPredictor resizes by the shortest edge)."""
-        size = (int(size[0]), int(size[1]))
-        if size != self.input_size:
-            raise ValueError(
-                f"SSD got an image of {size[0]}x{size[1]} in inference, but it runs at "
-                f"INPUT.FIXED_SIZE {self.input_size[0]}x{self.input_size[1]}: resize every image "
-                "to exactly that size (aspect ratio not kept). Detectron2's DefaultPredictor "
-                "resizes by the shortest edge instead: use ssd_r34.engine.SSDPredictor (same "
-                "interface), or SSDDatasetMapper(cfg, is_train=False) for your own loader.")
-
     def forward(self, batched_inputs: List[Dict[str, Tensor]]):
-        """
+        """DenseDetector.forward, but the network runs in ``forward_network`` (a folded
+        copy, an engine, autocast: not ``self.backbone`` and ``self.head`` as there).
+
         Args:
             batched_inputs: N dicts in Detectron2's format: "image" (3, H, W) uint8 or
                 float in INPUT.FORMAT at INPUT.FIXED_SIZE; in training "instances" with
@@ -302,19 +341,36 @@ class SSD(DenseDetector):
             scores (M,), pred_classes (M,).
         """
         images = self.preprocess_image(batched_inputs)
-        loc, conf, anchors = self.forward_network(images.tensor)
+        predictions = self.forward_network(images.tensor)
         if self.training:
             if "instances" not in batched_inputs[0]:
                 raise ValueError("Instance annotations are missing in training.")
             gt_instances = [x["instances"].to(self.device) for x in batched_inputs]
-            return self.losses(loc, conf, anchors, gt_instances)
-        self._check_inference_size(images.tensor.shape[-2:])
-        results = self.inference(loc, conf, anchors, images.tensor.shape[-2:])
-        processed = []
-        for r, inp, size in zip(results, batched_inputs, images.image_sizes):
-            processed.append({"instances": self.rescale(r, inp.get("height", size[0]),
-                                                        inp.get("width", size[1]))})
-        return processed
+            return self.forward_training(images, None, predictions, gt_instances)
+        results = self.forward_inference(images, None, predictions)
+        return [{"instances": rescale_detections(r, x.get("height", size[0]),
+                                                 x.get("width", size[1]))}
+                for r, x, size in zip(results, batched_inputs, images.image_sizes)]
+
+    def forward_training(self, images, features, predictions, gt_instances):
+        """DenseDetector's hook: ``predictions`` = forward_network's (loc, conf, anchors);
+        ``features`` is unused (None). Returns :meth:`losses`."""
+        return self.losses(*predictions, gt_instances)
+
+    def forward_inference(self, images: ImageList, features, predictions):
+        """DenseDetector's hook: :meth:`inference` at the input size, which must be
+        INPUT.FIXED_SIZE: the network would run at another, and its default boxes follow,
+        but the model was trained at one size, so the detections would quietly differ
+        (Detectron2's DefaultPredictor resizes by the shortest edge)."""
+        size = tuple(int(s) for s in images.tensor.shape[-2:])
+        if size != self.input_size:
+            raise ValueError(
+                f"SSD got an image of {size[0]}x{size[1]} in inference, but it runs at "
+                f"INPUT.FIXED_SIZE {self.input_size[0]}x{self.input_size[1]}: resize every image "
+                "to exactly that size (aspect ratio not kept). Detectron2's DefaultPredictor "
+                "resizes by the shortest edge instead: use ssd_r34.engine.SSDPredictor (same "
+                "interface), or SSDDatasetMapper(cfg, is_train=False) for your own loader.")
+        return self.inference(*predictions, size)
 
     # ---- training ----------------------------------------------------------------------
     def losses(self, loc: Tensor, conf: Tensor, anchors: Tensor,
@@ -365,23 +421,10 @@ class SSD(DenseDetector):
         return {"loss_box_reg": (loc_loss * weight).mean(), "loss_cls": (conf_loss * weight).mean()}
 
     # ---- inference ---------------------------------------------------------------------
-    def decode_boxes(self, loc: Tensor, anchors: Tensor) -> Tensor:
-        """(N, R, 4) deltas + (R, 4) default boxes -> (N, R, 4) XYXY boxes in input pixels."""
-        N, R = loc.shape[:2]
-        return self.box2box_transform.apply_deltas(
-            loc.reshape(-1, 4), anchors.expand(N, R, 4).reshape(-1, 4)).view(N, R, 4)
-
     def inference(self, loc: Tensor, conf: Tensor, anchors: Tensor,
                   image_size: Tuple[int, int]) -> List[Instances]:
-        """The reference's ``decode_batch`` at the network's input size: softmax, per class the best
-        TOPK_CANDIDATES_TEST boxes with score > SCORE_THRESH_TEST, per-class NMS, then the
-        best DETECTIONS_PER_IMAGE. Boxes are not clipped here.
-
-        The candidates of all images and classes are selected at once: threshold, one sort
-        by (image, class, score), a rank within each (image, class) group. NMS then runs per
-        group on contiguous slices (``per_class_nms``). Only the candidates' boxes are
-        decoded. NaN scores are never above the threshold; candidates whose boxes decode to
-        NaN / inf are dropped with a warning.
+        """The reference's ``decode_batch`` at the network's input size, one image at a time
+        by :func:`postprocess_single_image` (the code export traces). Boxes are not clipped.
 
         Args:
             loc: (N, R, 4); conf: (N, R, K+1); anchors: (R, 4); image_size: (H, W).
@@ -389,41 +432,11 @@ class SSD(DenseDetector):
             N Instances of size (H, W) with pred_boxes (M, 4), scores (M,), pred_classes
             (M,), best score first, M <= TEST.DETECTIONS_PER_IMAGE.
         """
-        N = loc.shape[0]
-        K = self.num_classes
-        scores = F.softmax(conf.float(), dim=2)[..., :K]
-        img, box, cls = (scores > self.test_score_thresh).nonzero(as_tuple=True)
-        s = scores[img, box, cls]
-        group = img * K + cls
-        order = s.argsort(descending=True)
-        order = order[group[order].argsort(stable=True)]  # by group, best score first
-        counts = torch.bincount(group, minlength=N * K)
-        rank = torch.arange(len(order), device=order.device) - (counts.cumsum(0) - counts)[
-            group[order]]
-        top = order[rank < self.test_topk_candidates]
-        img, box, cls, s = img[top], box[top], cls[top], s[top]
-        b = self.box2box_transform.apply_deltas(loc[img, box].float(), anchors[box])
-        finite = torch.isfinite(b).all(dim=1)
-        if not bool(finite.all()):  # NaN / inf network outputs: drop those boxes, say so
-            log_every_n_seconds(
-                logging.WARNING, f"SSD inference: dropped {int((~finite).sum())} candidate "
-                "boxes decoded from non-finite network outputs (NaN / inf: diverged or "
-                "damaged weights?).", n=60, name=__name__)
-            img, box, cls, s, b = img[finite], box[finite], cls[finite], s[finite], b[finite]
-            per_image = torch.bincount(img * K + cls, minlength=N * K).view(N, K)
-        else:
-            per_image = counts.clamp(max=self.test_topk_candidates).view(N, K)
-        starts = [0] + per_image.sum(dim=1).cumsum(0).tolist()
         results = []
-        for i in range(N):
-            lo, hi = starts[i], starts[i + 1]
-            keep = per_class_nms(b[lo:hi], s[lo:hi], cls[lo:hi], per_image[i],
-                                 self.test_nms_thresh)[: self.max_detections_per_image] + lo
-            r = Instances((int(image_size[0]), int(image_size[1])))
-            r.pred_boxes = Boxes(b[keep])
-            r.scores = s[keep]
-            r.pred_classes = cls[keep]
-            results.append(r)
+        for i in range(loc.shape[0]):
+            b, s, c = postprocess_single_image(self, loc[i:i + 1], conf[i:i + 1], anchors)
+            results.append(Instances((int(image_size[0]), int(image_size[1])),
+                                     pred_boxes=Boxes(b), scores=s, pred_classes=c))
         return results
 
     rescale = staticmethod(rescale_detections)

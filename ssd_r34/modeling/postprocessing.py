@@ -1,21 +1,27 @@
-"""SSD postprocessing shared by the model and its export: rescaling detections to the
-original image, and the traceable single-image postprocess.
+"""SSD postprocessing, one code for the model (``SSD.inference``) and its export: the
+reference's decoding of one image, and the rescaling to the original image (as
+``detectron2/modeling/postprocessing.py``'s ``detector_postprocess``).
 
 Shapes: R default boxes, K classes, M detections kept.
 """
+import logging
 from typing import Tuple
 
 import torch
-from torch import Tensor, nn
+import torchvision
+from torch import Tensor
 
 from detectron2.structures import Boxes, Instances
+from detectron2.utils.logger import log_every_n_seconds
+
+from ..layers import is_exporting
 
 __all__ = ["rescale_detections", "postprocess_single_image"]
 
 
 def rescale_detections(r: Instances, height: int, width: int) -> Instances:
     """Scale to the original image by (width / W, height / H), then clip (the reference
-    clips only at this point and drops nothing).
+    clips only at this point and, unlike ``detector_postprocess``, drops nothing).
 
     Args:
         r: Instances of image size (H, W) with pred_boxes (M, 4), scores, pred_classes.
@@ -34,28 +40,43 @@ def rescale_detections(r: Instances, height: int, width: int) -> Instances:
     return out
 
 
-def postprocess_single_image(model: nn.Module, loc: Tensor, conf: Tensor,
+def postprocess_single_image(model, loc: Tensor, conf: Tensor,
                              anchors: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
-    """The reference's ``decode_batch`` for one image, written to be traced (what
-    :meth:`SSD.inference` does,
-    without its data-dependent Python): softmax; per class the TOPK_CANDIDATES_TEST best
-    boxes (one ``topk`` on a (K, R) tensor), those with score > SCORE_THRESH_TEST (a mask);
-    NMS per class on the class's own boxes (one ``nms`` per class: K is fixed, so the loop
-    unrolls into the graph; no coordinate offsets, the IoUs are those of the boxes); all
-    classes sorted by score (stable: ties keep class order), the best
-    DETECTIONS_PER_IMAGE. Returns boxes (M, 4) unclipped in input pixels, scores (M,),
-    classes (M,) int64."""
-    import torchvision
+    """The reference's ``decode_batch`` for one image, written to be traced (no
+    data-dependent Python): softmax; per class the best TOPK_CANDIDATES_TEST boxes of score
+    > SCORE_THRESH_TEST (one ``topk`` on a (K, R) tensor); NMS per class on the class's own
+    boxes (K is fixed, so the loop unrolls into the graph; no coordinate offsets, the IoUs
+    are those of the boxes); all classes sorted by score (stable: ties keep class order),
+    the best DETECTIONS_PER_IMAGE. NaN scores are never candidates; candidates whose boxes
+    decode to NaN / inf are dropped (with a warning outside export).
 
+    Args:
+        model: an SSD (reads num_classes, box2box_transform, test_score_thresh,
+            test_topk_candidates, test_nms_thresh, max_detections_per_image).
+        loc: (1, R, 4); conf: (1, R, K+1); anchors: (R, 4) XYXY.
+    Returns:
+        boxes (M, 4) XYXY unclipped in input pixels, scores (M,), classes (M,) int64.
+    """
     num_classes = model.num_classes
-    boxes = model.decode_boxes(loc, anchors)[0]  # (R, 4)
+    boxes = model.box2box_transform.apply_deltas(loc[0].float(), anchors)  # (R, 4)
     scores = torch.softmax(conf[0].float(), dim=1)[:, :num_classes].t()  # (K, R)
+    candidate = scores > model.test_score_thresh
     k = min(int(model.test_topk_candidates), int(scores.shape[1]))
-    top_scores, top_idx = scores.topk(k, dim=1)  # (K, k), best first
+    # Non-candidates sink below every candidate, so each class's top-k are its candidates.
+    top_scores, top_idx = torch.where(candidate, scores, -1.0).topk(k, dim=1)  # (K, k)
+    keep = candidate.gather(1, top_idx)
+    finite = torch.isfinite(boxes).all(dim=1)[top_idx]
+    if not is_exporting():
+        dropped = int((keep & ~finite).sum())
+        if dropped:
+            log_every_n_seconds(
+                logging.WARNING, f"SSD inference: dropped {dropped} candidate boxes decoded "
+                "from non-finite network outputs (NaN / inf: diverged or damaged weights?).",
+                n=60, name=__name__)
+    keep = keep & finite
     out_boxes, out_scores, out_classes = [], [], []
     for c in range(num_classes):
-        keep = top_scores[c] > model.test_score_thresh
-        s, b = top_scores[c][keep], boxes[top_idx[c][keep]]
+        s, b = top_scores[c][keep[c]], boxes[top_idx[c][keep[c]]]
         kept = torchvision.ops.nms(b, s, model.test_nms_thresh)
         out_boxes.append(b[kept])
         out_scores.append(s[kept])
