@@ -192,3 +192,29 @@ def test_detections_per_image_is_detectron2s_key_and_the_old_one_is_unknown(tmp_
 def test_resnet_depth_other_than_34_is_refused():
     with pytest.raises(ValueError, match="MODEL.RESNETS.DEPTH 50.*set MODEL.RESNETS.DEPTH 34"):
         build("configs/ssd_r34_300.yaml", "MODEL.RESNETS.DEPTH", "50")
+
+
+def test_dense_detector_forward_mirror_is_watched():
+    """SSD.forward mirrors DenseDetector.forward (see its docstring) and fills its hooks:
+    fail when upstream's hooks or its sequence of steps change, so the copy gets revisited."""
+    import inspect
+
+    from detectron2.modeling.meta_arch.dense_detector import DenseDetector
+
+    from ssd_r34.modeling import SSD
+
+    for hook, args in (("forward_training", "(self, images, features, predictions, gt_instances)"),
+                       ("forward_inference", "(self, images, features, predictions)")):
+        if hasattr(DenseDetector, hook):  # forward_inference: called, not defined there
+            assert str(inspect.signature(getattr(DenseDetector, hook))).startswith(args[:-1])
+        assert str(inspect.signature(getattr(SSD, hook))).startswith(args[:-1])
+    src = inspect.getsource(DenseDetector.forward)
+    steps = ["self.preprocess_image(batched_inputs)", "self.backbone(images.tensor)",
+             "self.head(features)", "self.forward_training(images, features, predictions, "
+             "gt_instances)", "self.forward_inference(images, features, predictions)",
+             "detector_postprocess(results_per_image, height, width)"]
+    positions = [src.find(s) for s in steps]
+    assert -1 not in positions, [s for s, p in zip(steps, positions) if p < 0]
+    assert positions == sorted(positions), "DenseDetector.forward changed its order"
+    assert "Mirrors detectron2.modeling.meta_arch.dense_detector.DenseDetector.forward" in \
+        inspect.getsource(SSD.forward)

@@ -327,8 +327,9 @@ class SSD(DenseDetector):
         return loc.float(), conf.float(), anchors
 
     def forward(self, batched_inputs: List[Dict[str, Tensor]]):
-        """DenseDetector.forward, but the network runs in ``forward_network`` (a folded
-        copy, an engine, autocast: not ``self.backbone`` and ``self.head`` as there).
+        """Mirrors detectron2.modeling.meta_arch.dense_detector.DenseDetector.forward, but
+        the network runs in ``forward_network`` (a folded copy, an engine, autocast), not as
+        ``self.backbone`` then ``self.head``; the rest is DenseDetector's hooks.
 
         Args:
             batched_inputs: N dicts in Detectron2's format: "image" (3, H, W) uint8 or
@@ -357,7 +358,7 @@ class SSD(DenseDetector):
         ``features`` is unused (None). Returns :meth:`losses`."""
         return self.losses(*predictions, gt_instances)
 
-    def forward_inference(self, images: ImageList, features, predictions):
+    def forward_inference(self, images, features, predictions):
         """DenseDetector's hook: :meth:`inference` at the input size, which must be
         INPUT.FIXED_SIZE: the network would run at another, and its default boxes follow,
         but the model was trained at one size, so the detections would quietly differ
