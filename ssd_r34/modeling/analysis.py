@@ -1,11 +1,5 @@
-"""Parameters, FLOPs and activations of an SSD model at its INPUT.FIXED_SIZE (fvcore, as
-Detectron2's ``tools/analyze_model.py``).
-
-FLOPs and activations are those of the network (backbone and head, one image, eval mode),
-counted by fvcore on the traced graph. fvcore counts one fused multiply-add as one flop.
-The box decoding and NMS after the network are not counted (NMS has no fixed cost).
-Activations are the elements of every convolution output (fvcore's definition).
-"""
+"""Parameters, FLOPs and activations of an SSD model at its INPUT.FIXED_SIZE, counted by
+fvcore as Detectron2's ``tools/analyze_model.py`` does (docs/tools.md says what is counted)."""
 from typing import Dict, Sequence
 
 import torch
@@ -17,7 +11,7 @@ __all__ = ["analyze_model"]
 
 
 class _Network(nn.Module):
-    """The traced part: normalised images (1, 3, H, W) -> (loc, conf) of every default box."""
+    """Normalised images (N, 3, H, W) -> (loc, conf) of every default box."""
 
     def __init__(self, model):
         super().__init__()
@@ -30,12 +24,9 @@ class _Network(nn.Module):
 
 def analyze_model(cfg, tasks: Sequence[str] = ("parameter", "flop", "activation"),
                   depth: int = 2) -> Dict:
-    """Build the model of ``cfg`` and count.
+    """Build the model of ``cfg`` (on its MODEL.DEVICE; use cpu) and count ``tasks`` (any
+    of "parameter", "flop", "activation"; ``depth``: of fvcore's tables).
 
-    Args:
-        cfg: an SSD config (the model is built on its MODEL.DEVICE; use cpu).
-        tasks: any of "parameter", "flop", "activation".
-        depth: module depth of fvcore's tables.
     Returns:
         dict with "input" ("HxW"), "strides", "boxes" (default boxes R), and per task:
         "parameters" + "parameter_table"; "gflops", "gflops_by_operator", "flop_table";

@@ -1,9 +1,7 @@
-"""SSD default boxes (Liu et al., "SSD: Single Shot MultiBox Detector", 2016, section 2.2;
-the MLPerf reference's ``DefaultBoxes``), computed from the head's actual output sizes and
-the image size, never from hard-coded feature-map sizes, and cached per size.
+"""SSD default boxes (the SSD paper, section 2.2; the MLPerf reference's ``DefaultBoxes``),
+from the head's actual output sizes and the image size, cached per size.
 
-Shapes: R default boxes over all levels, A boxes per location of a level, (H, W) the
-network's input size, (h, w) a level's feature-map size.
+Shapes: R default boxes, A boxes per location, (H, W) input size, (h, w) a level's size.
 """
 import math
 from typing import Dict, List, Sequence, Tuple
@@ -16,16 +14,9 @@ from detectron2.modeling.anchor_generator import ANCHOR_GENERATOR_REGISTRY
 
 
 def default_box_sizes(box_sizes, ratios, level, image_size):
-    """Normalised sizes of the default boxes of one level, in the reference's order: two
-    squares (sk1 and sqrt(sk1 * sk2)), then (r, 1/r) pairs for each ratio.
-
-    Args:
-        box_sizes: MODEL.SSD.DEFAULT_BOX_SIZES (levels + 1 numbers, pixels at 300x300).
-        ratios: MODEL.SSD.DEFAULT_BOX_RATIOS (per level, the extra aspect ratios).
-        level: the level's index; image_size: (H, W).
-    Returns:
-        list of A (w, h) pairs, fractions of the image size.
-    """
+    """A (w, h) pairs, fractions of ``image_size`` (H, W), of the default boxes of ``level``
+    in the reference's order: squares sk1 and sqrt(sk1 * sk2), then (r, 1/r) per ratio
+    (``box_sizes``: DEFAULT_BOX_SIZES, ``ratios``: DEFAULT_BOX_RATIOS)."""
     H, W = image_size
     sk1 = int(box_sizes[level] * H / 300) / H
     sk2 = int(box_sizes[level + 1] * W / 300) / W
@@ -39,13 +30,8 @@ def default_box_sizes(box_sizes, ratios, level, image_size):
 
 @ANCHOR_GENERATOR_REGISTRY.register()
 class SSDAnchorGenerator(nn.Module):
-    """Default boxes of SSD.
-
-    ``forward(image_size, feature_sizes)`` returns a (num_boxes, 4) tensor of XYXY boxes in
-    pixels of the network input. Box order is the reference's: levels in order; within a
-    level, ``a * h * w + y * w + x`` (box type major, then row, then column). The head
-    outputs its predictions in the same order.
-    """
+    """Default boxes of SSD, in the reference's order (the head's): levels in order; within
+    a level ``a * h * w + y * w + x`` (box type major, then row, then column)."""
 
     @configurable
     def __init__(self, *, box_sizes: Sequence[float], aspect_ratios: Sequence[Sequence[float]]):
@@ -54,8 +40,7 @@ class SSDAnchorGenerator(nn.Module):
             raise ValueError(
                 f"MODEL.SSD.DEFAULT_BOX_SIZES needs one more entry than "
                 f"MODEL.SSD.DEFAULT_BOX_RATIOS has levels ({len(aspect_ratios)} levels): "
-                f"got {len(box_sizes)} sizes."
-            )
+                f"got {len(box_sizes)} sizes.")
         self.box_sizes = list(box_sizes)
         self.aspect_ratios = [list(r) for r in aspect_ratios]
         self._cache: Dict[Tuple, torch.Tensor] = {}
@@ -70,18 +55,11 @@ class SSDAnchorGenerator(nn.Module):
         """Default boxes per location, per level ([4, 6, 6, 6, 4, 4] for SSD-R34)."""
         return [2 + 2 * len(r) for r in self.aspect_ratios]
 
-    @property
-    def num_cell_anchors(self) -> List[int]:
-        # Detectron2's name for the same thing.
-        return self.num_anchors
+    num_cell_anchors = num_anchors  # Detectron2's name
 
     def centre_form(self, image_size, feature_sizes) -> torch.Tensor:
-        """
-        Args:
-            image_size: (H, W); feature_sizes: per level (h, w).
-        Returns:
-            (R, 4) float64 normalised (cx, cy, w, h), clamped to [0, 1].
-        """
+        """(R, 4) float64 normalised (cx, cy, w, h), clamped to [0, 1], for ``image_size``
+        (H, W) and per level ``feature_sizes`` (h, w)."""
         H, W = image_size
         levels = []
         for level, (fh, fw) in enumerate(feature_sizes):
@@ -93,10 +71,9 @@ class SSDAnchorGenerator(nn.Module):
             cx = (torch.arange(fw, dtype=torch.float64) + 0.5) / fk_w
             cy, cx = torch.meshgrid(cy, cx, indexing="ij")  # (fh, fw)
             n = len(wh)
-            boxes = torch.stack([
-                cx.expand(n, fh, fw), cy.expand(n, fh, fw),
-                wh[:, 0, None, None].expand(n, fh, fw), wh[:, 1, None, None].expand(n, fh, fw),
-            ], dim=-1)
+            boxes = torch.stack([cx.expand(n, fh, fw), cy.expand(n, fh, fw),
+                                 wh[:, 0, None, None].expand(n, fh, fw),
+                                 wh[:, 1, None, None].expand(n, fh, fw)], dim=-1)
             levels.append(boxes.reshape(-1, 4))
         return torch.cat(levels).clamp_(0, 1)
 

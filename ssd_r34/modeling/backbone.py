@@ -2,16 +2,10 @@
 with res4 at stride 1, followed by the five SSD extra blocks (the MLPerf reference,
 mlcommons/inference ``vision/classification_and_detection/python/models/ssd_r34.py``).
 
-Shapes: N images, C channels, (H, W) input size, (h, w) a feature map's size.
-
-Module names are Detectron2's (``stem.conv1``, ``res2.0.conv1.norm``, ``res3.0.shortcut``
-...), so Detectron2's torchvision converter and checkpoint heuristics apply. The extra
-blocks are ``extra0`` .. ``extra4``, each ``conv1`` (1x1) and ``conv2`` (3x3), with bias
-and ReLU, no norm, as in the reference.
-
-With MODEL.SSD.WINOGRAD the 3x3, stride-1 convolutions with at least 128 channels on both
-sides and 256 on one (res4's) are ``WinogradConv2d``: on CPU in float32 and channels-last
-they run by Winograd F(2x2, 3x3) (ssd_r34/layers/winograd.py), elsewhere as ``Conv2d``.
+Module names are Detectron2's (``stem.conv1``, ``res2.0.conv1.norm`` ...), so its
+checkpoint heuristics apply; the extra blocks ``extra0`` .. ``extra4`` are ``conv1`` (1x1)
+and ``conv2`` (3x3) with bias and ReLU, no norm. Shapes: N images, C channels, (h, w) a
+feature map's size.
 """
 import torch.nn.functional as F
 from torch import nn
@@ -30,26 +24,19 @@ SSD_FEATURES = ("res4", "extra0", "extra1", "extra2", "extra3", "extra4")
 
 
 def check_strides(strides):
-    """Validate MODEL.SSD.STRIDES.
-
-    Args:
-        strides: six positive ints [head loc, head conf, extra block 0, 1, 2, 3].
-    Returns:
-        tuple of the six ints. Raises ValueError naming the key and a good value.
-    """
+    """MODEL.SSD.STRIDES (six positive ints [head loc, head conf, extra 0..3]) as a tuple;
+    ValueError naming the key and a good value otherwise."""
     strides = tuple(strides)
     if len(strides) != 6 or not all(isinstance(s, int) and s >= 1 for s in strides):
         raise ValueError(
             f"MODEL.SSD.STRIDES must be six positive integers [head loc, head conf, extra 0..3],"
             f" got {list(strides)}; e.g. [1, 1, 2, 2, 2, 1] at 300x300 or [3, 3, 2, 2, 2, 2] at"
-            " 1200x1200."
-        )
+            " 1200x1200.")
     if strides[0] != strides[1]:
         raise ValueError(
             f"MODEL.SSD.STRIDES {list(strides)}: the loc stride ({strides[0]}) and the conf "
             f"stride ({strides[1]}) must be equal, otherwise the box regressor and the classifier"
-            " disagree on the number of default boxes. Set the first two numbers equal."
-        )
+            " disagree on the number of default boxes. Set the first two numbers equal.")
     return strides
 
 
@@ -69,10 +56,7 @@ class ExtraBlock(nn.Module):
 
 
 class SSDResNet(ResNet):
-    """ResNet stem + res2..res4 (Detectron2 modules) + the SSD extra blocks.
-
-    Outputs the six detection sources ``res4, extra0..extra4``.
-    """
+    """ResNet stem + res2..res4 + the SSD extra blocks; outputs ``res4, extra0..extra4``."""
 
     def __init__(self, stem, stages, extra_strides, freeze_at=0):
         super().__init__(stem, stages, out_features=["res4"], freeze_at=freeze_at)
@@ -98,29 +82,17 @@ class SSDResNet(ResNet):
         return outputs
 
     def output_shape(self):
-        return {
-            name: ShapeSpec(channels=self._out_feature_channels[name],
-                            stride=self._out_feature_strides[name])
-            for name in self._out_features
-        }
+        return {name: ShapeSpec(channels=self._out_feature_channels[name],
+                                stride=self._out_feature_strides[name])
+                for name in self._out_features}
 
 
 def ssd_resnet34(*, strides=(1, 1, 2, 2, 2, 1), norm="BN", stem_out_channels=64,
                  freeze_at=0, in_channels=3, winograd=True, depth=34):
-    """The SSD-ResNet34 backbone from plain arguments (LazyConfig: ``LazyCall(ssd_resnet34)``).
-
-    Args:
-        strides: MODEL.SSD.STRIDES (six; the last four are the extra blocks' first four).
-        norm: MODEL.RESNETS.NORM (FrozenBN, BN, SyncBN, naiveSyncBN).
-        stem_out_channels: MODEL.RESNETS.STEM_OUT_CHANNELS.
-        freeze_at: MODEL.BACKBONE.FREEZE_AT.
-        in_channels: image channels.
-        winograd: MODEL.SSD.WINOGRAD (res4's 3x3 convolutions as ``WinogradConv2d``).
-        depth: MODEL.RESNETS.DEPTH, 34 only.
-
-    Returns:
-        SSDResNet with outputs res4, extra0..extra4.
-    """
+    """The SSD-ResNet34 backbone from plain arguments (LazyConfig: ``LazyCall(ssd_resnet34)``);
+    the arguments are MODEL.SSD.STRIDES, MODEL.RESNETS.NORM, MODEL.RESNETS.STEM_OUT_CHANNELS,
+    MODEL.BACKBONE.FREEZE_AT, the image channels, MODEL.SSD.WINOGRAD (res4's 3x3 convolutions
+    as ``WinogradConv2d``) and MODEL.RESNETS.DEPTH (34 only). Returns an SSDResNet."""
     if depth != 34:
         raise ValueError(
             f"MODEL.RESNETS.DEPTH {depth}: the SSD-ResNet34 backbone is "
@@ -133,8 +105,7 @@ def ssd_resnet34(*, strides=(1, 1, 2, 2, 2, 1), norm="BN", stem_out_channels=64,
     for num_blocks, out_channels, first_stride in ((3, 64, 1), (4, 128, 2), (6, 256, 1)):
         stages.append(ResNet.make_stage(
             BasicBlock, num_blocks, in_channels=channels, out_channels=out_channels,
-            stride_per_block=[first_stride] + [1] * (num_blocks - 1), norm=norm,
-        ))
+            stride_per_block=[first_stride] + [1] * (num_blocks - 1), norm=norm))
         channels = out_channels
     backbone = SSDResNet(stem, stages, extra_strides=strides[2:] + (1,), freeze_at=freeze_at)
     if winograd:
@@ -144,17 +115,11 @@ def ssd_resnet34(*, strides=(1, 1, 2, 2, 2, 1), norm="BN", stem_out_channels=64,
 
 @BACKBONE_REGISTRY.register()
 def build_ssd_resnet34_backbone(cfg, input_shape):
-    """ResNet-34 to res4 (res4 at stride 1, as the reference) plus the SSD extra blocks.
+    """:func:`ssd_resnet34` from the config.
 
-    Args:
-        cfg: the config; input_shape: ShapeSpec of the input (3 channels).
     Returns:
-        SSDResNet whose forward maps (N, 3, H, W) to a dict of six feature maps
-        ``res4, extra0 .. extra4``, each (N, C, h, w) (C = 256, 512, 512, 256, 256, 256).
-
-    Uses MODEL.RESNETS.DEPTH (34 only), MODEL.RESNETS.NORM (FrozenBN, BN, SyncBN,
-    naiveSyncBN), MODEL.BACKBONE.FREEZE_AT, MODEL.RESNETS.STEM_OUT_CHANNELS,
-    MODEL.SSD.STRIDES and MODEL.SSD.WINOGRAD.
+        SSDResNet mapping (N, 3, H, W) to six feature maps ``res4, extra0 .. extra4``, each
+        (N, C, h, w) (C = 256, 512, 512, 256, 256, 256).
     """
     backbone = ssd_resnet34(
         strides=cfg.MODEL.SSD.STRIDES, norm=cfg.MODEL.RESNETS.NORM,

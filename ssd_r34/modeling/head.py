@@ -14,36 +14,23 @@ from detectron2.utils.registry import Registry
 from ..layers import conv2d_sparse_grad, is_exporting
 from .backbone import check_strides
 
+# Heads by MODEL.SSD.HEAD_NAME, called with (cfg, input_shapes: list[ShapeSpec],
+# num_anchors: list[int]).
 SSD_HEAD_REGISTRY = Registry("SSD_HEAD")
-SSD_HEAD_REGISTRY.__doc__ = """Registry for SSD heads (MODEL.SSD.HEAD_NAME).
-Called with (cfg, input_shapes: list[ShapeSpec], num_anchors: list[int])."""
 
 
 def build_ssd_head(cfg, input_shapes, num_anchors):
-    """
-    Args:
-        cfg: the config (MODEL.SSD.HEAD_NAME picks the head).
-        input_shapes: list of ShapeSpec of the six sources; num_anchors: A per level.
-    Returns:
-        the head module (see :class:`SSDHead` for what it returns).
-    """
+    """The head MODEL.SSD.HEAD_NAME for the six sources' ShapeSpecs and A per level."""
     return SSD_HEAD_REGISTRY.get(cfg.MODEL.SSD.HEAD_NAME)(cfg, input_shapes, num_anchors)
 
 
 @SSD_HEAD_REGISTRY.register()
 class SSDHead(nn.Module):
-    """Per level: ``loc`` Conv3x3(C, A*4) and ``conf`` Conv3x3(C, A*(K+1)), with bias,
-    stride MODEL.SSD.STRIDES[0] (== STRIDES[1]).
-
-    Channels are anchor-major (Detectron2's layout): loc channel ``a*4 + k`` is coordinate
-    k of default box a, conf channel ``a*(K+1) + c`` is class c of box a, with the
-    foreground classes 0..K-1 and background last (index K).
-
-    With MODEL.SSD.SPARSE_HEAD_BACKWARD, in training on CPU in float32 (not under autocast,
-    tracing, compiling or export), the convolutions' backward visits only the locations the
-    loss reads (ssd_r34/layers/sparse_grad.py); the forward and the gradients are those of the
-    plain convolutions, up to float32 summation order.
-    """
+    """Per level: ``loc`` Conv3x3(C, A*4) and ``conf`` Conv3x3(C, A*(K+1)), with bias.
+    Channels are anchor-major (Detectron2's layout): loc ``a*4 + k`` is coordinate k of box
+    a, conf ``a*(K+1) + c`` class c of box a, background last (c = K). With
+    SPARSE_HEAD_BACKWARD, in CPU float32 training (no autocast or export), the backward
+    visits only the locations the loss reads (ssd_r34/layers/sparse_grad.py)."""
 
     @configurable
     def __init__(self, *, in_channels: List[int], num_anchors: List[int], num_classes: int,
@@ -57,10 +44,8 @@ class SSDHead(nn.Module):
             sparse_backward: MODEL.SSD.SPARSE_HEAD_BACKWARD.
         """
         super().__init__()
-        self.num_classes = num_classes
-        self.sparse_backward = sparse_backward
-        self.loc = nn.ModuleList()
-        self.conf = nn.ModuleList()
+        self.num_classes, self.sparse_backward = num_classes, sparse_backward
+        self.loc, self.conf = nn.ModuleList(), nn.ModuleList()
         for channels, a in zip(in_channels, num_anchors):
             for convs, k in ((self.loc, 4), (self.conf, self.num_classes + 1)):
                 conv = Conv2d(channels, a * k, kernel_size=3, stride=stride, padding=1)

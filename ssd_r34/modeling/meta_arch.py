@@ -1,19 +1,9 @@
 """The SSD meta-architecture: the matching rule, the loss with hard negative mining and the
 inference of the MLPerf reference (Liu et al., "SSD: Single Shot MultiBox Detector", 2016,
 section 2.2; mlcommons/training ``single_stage_detector/ssd``: ``Encoder`` and ``Loss``), as
-batched tensor code.
+batched tensor code. The speed options (MODEL.SSD.*) are described in ssd_r34/config.py.
 
 Shapes: N images, R default boxes, G ground truths per image, K classes, A boxes per location.
-
-Speed options (MODEL.SSD.*, see ssd_r34/config.py and docs/speed.md):
-CHANNELS_LAST runs the network in channels-last memory format; FUSE_BN_INFERENCE folds the
-BatchNorms into the convolutions for inference without gradients (a cached copy of the
-backbone, rebuilt whenever a weight changes), where ONEDNN_POST_OPS, on CPU in float32, also
-runs the ReLUs and residual additions inside the convolutions; SPARSE_HEAD_BACKWARD (in the
-head, ssd_r34/head.py) computes the head's gradients in CPU training from the locations the
-loss reads; INFERENCE_DTYPE runs the network under autocast in bfloat16 / float16 at
-inference (off by default). None of them changes the algorithm; all but the last keep
-results within float32 rounding of the plain path (tests/test_speed_options.py).
 """
 import contextlib
 import copy
@@ -116,33 +106,26 @@ def flatten_predictions(maps: List[Tensor], k: int) -> Tensor:
 
 @META_ARCH_REGISTRY.register()
 class SSD(DenseDetector):
-    """SSD-ResNet34 (MLPerf inference v0.5's ``ssd-resnet34`` 1200x1200 model).
-
-    Images are resized to INPUT.FIXED_SIZE by the SSD mappers; the default boxes follow the
-    size the network actually gets (all images of a batch at one size).
-    """
+    """SSD-ResNet34 (MLPerf inference v0.5's ``ssd-resnet34`` 1200x1200 model). The SSD
+    mappers resize images to INPUT.FIXED_SIZE; the default boxes follow the size the network
+    gets (all images of a batch at one size)."""
 
     @configurable
     def __init__(self, *, backbone, head, anchor_generator, box2box_transform, num_classes,
                  input_size, iou_threshold=0.5, neg_pos_ratio=3, test_score_thresh=0.05,
                  test_topk_candidates=200, test_nms_thresh=0.5, max_detections_per_image=200,
                  channels_last=False, fuse_bn_inference=False, onednn_post_ops=False,
-                 inference_dtype="float32",
-                 pixel_mean, pixel_std):
+                 inference_dtype="float32", pixel_mean, pixel_std):
         super().__init__(backbone, head, list(SSD_FEATURES), pixel_mean=pixel_mean,
                          pixel_std=pixel_std)
-        self.anchor_generator = anchor_generator
-        self.box2box_transform = box2box_transform
+        self.anchor_generator, self.box2box_transform = anchor_generator, box2box_transform
         self.num_classes = num_classes
         self.input_size = (int(input_size[0]), int(input_size[1]))
-        self.iou_threshold = iou_threshold
-        self.neg_pos_ratio = neg_pos_ratio
-        self.test_score_thresh = test_score_thresh
+        self.iou_threshold, self.neg_pos_ratio = iou_threshold, neg_pos_ratio
+        self.test_score_thresh, self.test_nms_thresh = test_score_thresh, test_nms_thresh
         self.test_topk_candidates = test_topk_candidates
-        self.test_nms_thresh = test_nms_thresh
         self.max_detections_per_image = max_detections_per_image
-        self.channels_last = channels_last
-        self.fuse_bn_inference = fuse_bn_inference
+        self.channels_last, self.fuse_bn_inference = channels_last, fuse_bn_inference
         self.onednn_post_ops = onednn_post_ops
         if inference_dtype not in INFERENCE_DTYPES:
             raise ValueError(f"MODEL.SSD.INFERENCE_DTYPE must be one of "
@@ -174,26 +157,19 @@ class SSD(DenseDetector):
         anchor_generator = build_anchor_generator(cfg, shapes)
         if len(anchor_generator.num_anchors) != len(shapes):
             raise ValueError(f"MODEL.SSD.DEFAULT_BOX_RATIOS must have {len(shapes)} levels.")
-        return {
-            "backbone": backbone,
-            "head": build_ssd_head(cfg, shapes, anchor_generator.num_anchors),
-            "anchor_generator": anchor_generator,
-            "box2box_transform": Box2BoxTransform(weights=cfg.MODEL.SSD.BBOX_REG_WEIGHTS),
-            "num_classes": cfg.MODEL.SSD.NUM_CLASSES,
-            "input_size": cfg.INPUT.FIXED_SIZE,
-            "iou_threshold": cfg.MODEL.SSD.IOU_THRESHOLD,
-            "neg_pos_ratio": cfg.MODEL.SSD.NEG_POS_RATIO,
-            "test_score_thresh": cfg.MODEL.SSD.SCORE_THRESH_TEST,
-            "test_topk_candidates": cfg.MODEL.SSD.TOPK_CANDIDATES_TEST,
-            "test_nms_thresh": cfg.MODEL.SSD.NMS_THRESH_TEST,
-            "max_detections_per_image": cfg.TEST.DETECTIONS_PER_IMAGE,
-            "channels_last": cfg.MODEL.SSD.CHANNELS_LAST,
-            "fuse_bn_inference": cfg.MODEL.SSD.FUSE_BN_INFERENCE,
-            "onednn_post_ops": cfg.MODEL.SSD.ONEDNN_POST_OPS,
-            "inference_dtype": cfg.MODEL.SSD.INFERENCE_DTYPE,
-            "pixel_mean": cfg.MODEL.PIXEL_MEAN,
-            "pixel_std": cfg.MODEL.PIXEL_STD,
-        }
+        s = cfg.MODEL.SSD
+        return dict(
+            backbone=backbone, head=build_ssd_head(cfg, shapes, anchor_generator.num_anchors),
+            anchor_generator=anchor_generator,
+            box2box_transform=Box2BoxTransform(weights=cfg.MODEL.SSD.BBOX_REG_WEIGHTS),
+            num_classes=s.NUM_CLASSES, input_size=cfg.INPUT.FIXED_SIZE,
+            iou_threshold=s.IOU_THRESHOLD, neg_pos_ratio=s.NEG_POS_RATIO,
+            test_score_thresh=s.SCORE_THRESH_TEST, test_topk_candidates=s.TOPK_CANDIDATES_TEST,
+            test_nms_thresh=s.NMS_THRESH_TEST,
+            max_detections_per_image=cfg.TEST.DETECTIONS_PER_IMAGE,
+            channels_last=s.CHANNELS_LAST, fuse_bn_inference=s.FUSE_BN_INFERENCE,
+            onednn_post_ops=s.ONEDNN_POST_OPS, inference_dtype=s.INFERENCE_DTYPE,
+            pixel_mean=cfg.MODEL.PIXEL_MEAN, pixel_std=cfg.MODEL.PIXEL_STD)
 
     # ---- sizes -------------------------------------------------------------------------
     def head_output_sizes(self, image_size=None) -> List[Tuple[int, int]]:
@@ -220,8 +196,7 @@ class SSD(DenseDetector):
             self.train(training)
 
     def _check_default_box_sizes(self):
-        """Refuse default boxes that come out 0 pixels wide at INPUT.FIXED_SIZE (their
-        size is int(S * size / 300)): they would match nothing."""
+        # Default boxes 0 pixels wide at INPUT.FIXED_SIZE (int(S * size / 300)) match nothing.
         sizes = getattr(self.anchor_generator, "box_sizes", None)
         if sizes is None:
             return
@@ -241,9 +216,8 @@ class SSD(DenseDetector):
 
     # ---- forward -----------------------------------------------------------------------
     def preprocess_image(self, batched_inputs):
-        """Normalise (DenseDetector's), unless the inputs carry ``"image_normalized": True``
-        (float images already normalised by the mapper, INPUT.RESIZE_IMPL "cv2-float"), then
-        batch. A batch is either all normalised or none."""
+        """DenseDetector's, but inputs marked ``"image_normalized": True`` (INPUT.RESIZE_IMPL
+        "cv2-float") are not normalised again; a batch is all marked or none."""
         marked = [bool(x.get("image_normalized", False)) for x in batched_inputs]
         if any(marked) and not all(marked):
             raise ValueError("A batch mixes normalised (image_normalized) and raw images: "
@@ -262,14 +236,11 @@ class SSD(DenseDetector):
         return images
 
     def _backbone_for_inference(self) -> nn.Module:
-        """The backbone to run now: in eval mode without autograd (and not while exporting),
-        a cached copy with the BatchNorms folded into the convolutions (FUSE_BN_INFERENCE)
-        and, on CPU in float32, the ReLUs and residual additions fused into them as oneDNN
-        post-ops (ONEDNN_POST_OPS, ssd_r34/layers/onednn.py); otherwise the backbone itself.
-
-        The copy is rebuilt when any backbone tensor changed since it was made: in place
-        (version counter), replaced or moved (storage address; the cache holds the old
-        storages, so a new one cannot reuse their address) or a module's mode changed."""
+        """In eval mode without autograd (not exporting): a cached copy of the backbone with
+        the BatchNorms folded (FUSE_BN_INFERENCE) and, on CPU in float32, oneDNN post-ops
+        (ONEDNN_POST_OPS); else the backbone. The copy is rebuilt when a backbone tensor
+        changed in place (version counter), was replaced or moved (storage address; the cache
+        holds the old storages, so none can reuse their address), or a module's mode changed."""
         if (self.training or not self.fuse_bn_inference or torch.is_grad_enabled()
                 or is_exporting()):
             return self.backbone
@@ -359,10 +330,8 @@ class SSD(DenseDetector):
         return self.losses(*predictions, gt_instances)
 
     def forward_inference(self, images, features, predictions):
-        """DenseDetector's hook: :meth:`inference` at the input size, which must be
-        INPUT.FIXED_SIZE: the network would run at another, and its default boxes follow,
-        but the model was trained at one size, so the detections would quietly differ
-        (Detectron2's DefaultPredictor resizes by the shortest edge)."""
+        """DenseDetector's hook: :meth:`inference`, at INPUT.FIXED_SIZE only: the network runs
+        at any size, but detections at another than the trained one would quietly differ."""
         size = tuple(int(s) for s in images.tensor.shape[-2:])
         if size != self.input_size:
             raise ValueError(
@@ -377,7 +346,7 @@ class SSD(DenseDetector):
     def losses(self, loc: Tensor, conf: Tensor, anchors: Tensor,
                gt_instances: List[Instances]) -> Dict[str, Tensor]:
         """The reference's ``Loss``: smooth-L1 on positives, cross-entropy with hard
-        negative mining (SSD paper, section 2.2).
+        negative mining.
 
         Args:
             loc: (N, R, 4); conf: (N, R, K+1); anchors: (R, 4) XYXY;
