@@ -1,17 +1,6 @@
-"""oneDNN post-op fusion for float32 inference on CPU (MODEL.SSD.ONEDNN_POST_OPS).
-
-After the BatchNorms are folded into the convolutions, each ReLU and each residual addition of
-the backbone can run inside the convolution that precedes it, as a oneDNN post-op
-(``torch.ops.mkldnn._convolution_pointwise``, the operator that ``torch.compile`` uses for the
-same fusion on CPU): one pass over each output instead of two or three, and one tensor fewer
-per residual block. The convolution kernel, its summation order and the float32 arithmetic are
-those of ``F.conv2d`` on CPU; the fused ReLU and addition round exactly as the separate ones
-(tests/test_speed_options.py compares the two paths).
-
-Only the eval-mode copy of the backbone that ``SSD`` builds for inference without autograd
-(MODEL.SSD.FUSE_BN_INFERENCE) is converted (``fuse_for_cpu``); training, autograd, tracing and
-export use the modules as built.
-"""
+"""oneDNN post-op fusion for float32 inference on CPU (MODEL.SSD.ONEDNN_POST_OPS): in the
+BatchNorm-folded copy of the backbone, each ReLU and residual addition runs inside the
+convolution before it (``torch.ops.mkldnn._convolution_pointwise``; docs/layers.md)."""
 import torch
 from torch import nn
 
@@ -58,11 +47,9 @@ class FusedConv(nn.Module):
 
 class FusedBasicBlock(nn.Module):
     """Detectron2's ``BasicBlock`` with folded norms: relu(conv2(relu(conv1(x))) + shortcut).
-
-    The sum is written into the shortcut (oneDNN's in-place form, no new output tensor):
-    always into a projection, and into an identity shortcut, i.e. the input itself, only when
-    ``input_is_private`` (the block is not the first of its stage, so its input is the
-    previous block's output, held by no one else)."""
+    The sum is written into the shortcut (oneDNN's in-place form): always into a projection;
+    into the input itself only when ``input_is_private`` (not the first block of its stage,
+    so the input is the previous block's output, held by no one else)."""
 
     def __init__(self, block: BasicBlock, input_is_private: bool = False):
         super().__init__()

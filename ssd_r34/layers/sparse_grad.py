@@ -1,23 +1,5 @@
-"""Head convolutions whose backward visits only the locations that received a gradient.
-
-In SSD training the loss reads few of the head's outputs: the box regressor's at the
-positive default boxes, the classifier's at the positives and the mined hard negatives
-(3 per positive). Every other output gets a gradient of exactly zero: in the training
-benchmark (300x300, batch 8, ``benchmarks/bench_train_step.py`` prints the fractions) a
-few percent of the classifier's locations (y, x) per level have a nonzero gradient, yet a
-dense convolution backward multiplies the whole map: for the classifier on res4 that is
-two 17-GFLOP products per step.
-
-:func:`conv2d_sparse_grad` computes the forward as ``F.conv2d``. Its backward finds the
-output locations with any nonzero gradient and computes the weight, bias and input
-gradients from those locations only: one gather of their input patches, two matrix
-products, one scatter-add. The zeros it skips contribute exact zeros to the dense sums,
-so the gradients are the same up to float32 summation order (tests/test_speed_options.py).
-When more than ``DENSE_FRACTION`` of the locations are active it runs the dense backward.
-
-Used by ``SSDHead`` with MODEL.SSD.SPARSE_HEAD_BACKWARD, on CPU only: finding the active
-locations needs their count on the host, a synchronisation a GPU step should not have.
-"""
+"""Head convolutions whose backward visits only the output locations that received a
+gradient (MODEL.SSD.SPARSE_HEAD_BACKWARD, CPU training; why and how: docs/layers.md)."""
 from typing import Tuple
 
 import torch
@@ -31,10 +13,9 @@ DENSE_FRACTION = 0.5
 
 def _patch_rows(active: Tensor, hw: Tuple[int, int], kernel: Tuple[int, int],
                 stride: Tuple[int, int], padding: Tuple[int, int]) -> Tuple[Tensor, Tensor]:
-    """For each active output location (n, y, x), the rows of the input in NHWC flattened
-    to (N * H * W, C) that make up its patch: (P * kh * kw,) indices, kernel positions
-    row-major (meaningless where outside the image), and whether each lies inside it
-    (outside: in the zero padding)."""
+    # Per active output location (n, y, x): the rows of the NHWC input flattened to
+    # (N * H * W, C) of its patch, (P * kh * kw,) kernel positions row-major, and whether
+    # each lies inside the image (outside: in the zero padding).
     n, oy, ox = active.unbind(1)
     h, w = hw
     ky = torch.arange(kernel[0], device=active.device)
@@ -47,7 +28,6 @@ def _patch_rows(active: Tensor, hw: Tuple[int, int], kernel: Tuple[int, int],
 
 
 class _Conv2dSparseGrad(torch.autograd.Function):
-
     @staticmethod
     def forward(ctx, x, weight, bias, stride, padding):
         ctx.save_for_backward(x, weight)
@@ -99,5 +79,5 @@ class _Conv2dSparseGrad(torch.autograd.Function):
 def conv2d_sparse_grad(x: Tensor, weight: Tensor, bias, stride: Tuple[int, int],
                        padding: Tuple[int, int]) -> Tensor:
     """``F.conv2d(x, weight, bias, stride, padding)`` (dilation 1, one group) whose backward
-    skips the output locations with a zero gradient (module docstring)."""
+    skips the output locations with a zero gradient."""
     return _Conv2dSparseGrad.apply(x, weight, bias, tuple(stride), tuple(padding))

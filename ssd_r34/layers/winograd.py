@@ -1,26 +1,6 @@
 """Winograd F(2x2, 3x3) convolution for the backbone's 3x3 convolutions on CPU
-(MODEL.SSD.WINOGRAD).
-
-The direct float32 convolution already runs near this kind of CPU's peak, so the way left to
-make the backbone faster is fewer multiplications. Winograd's minimal filtering algorithm
-F(2x2, 3x3) (Lavin and Gray, "Fast Algorithms for Convolutional Neural Networks", 2016)
-computes each 2x2 output tile from its 4x4 input tile as
-
-    Y = A^T [ (G w G^T) (.) (B^T d B) ] A
-
-with (.) the elementwise product, summed over the input channels: 16 matrix products of
-(tiles x C) by (C x K), 2.25 times fewer multiply-adds than the direct convolution. The
-backward is Winograd too: the input gradient is the same convolution of the output gradient
-with the flipped, transposed kernel, and the kernel gradient is
-``G^T [ sum over tiles of (B^T d B)^T (A dY A^T) ] G``. The transforms only add, subtract and
-halve, so the float32 results stay within the rounding of the direct convolution
-(tests/test_winograd.py measures both against float64).
-
-The transforms of the tiles are C++ (ssd_r34/layers/csrc/winograd.cpp, built with the machine's
-compiler on first use, ``-march=native``, in PyTorch's extension cache); the matrix products
-are ``torch.mm``. The tiles are processed in bands small enough for the cache. Where the C++
-code cannot be built, a warning says why and the direct convolution runs.
-"""
+(MODEL.SSD.WINOGRAD): the tile transforms in C++ (csrc/winograd.cpp), the products by
+``torch.mm``, forward and backward. The algorithm and when it pays: docs/layers.md."""
 import functools
 import hashlib
 import logging
@@ -40,10 +20,7 @@ logger = logging.getLogger(__name__)
 __all__ = ["conv3x3_winograd", "winograd_available", "winograd_applies", "winograd_channels",
            "WinogradConv2d", "use_winograd"]
 
-# Channels where the products save more than the transforms cost: at least 128 on both
-# sides and 256 on one (res4's convolutions). With 64 (res2) Winograd is slower; with 128 on
-# both sides (res3) it measured 1.01x and 1.33x in two runs, so those stay direct
-# (benchmarks/profile_train_step.py, second table, "not used" rows).
+# Channels where the products save more than the transforms cost (docs/layers.md).
 MIN_CHANNELS, MIN_WIDE_CHANNELS = 128, 256
 # Bytes of one band's transformed tiles (16 x tiles x channels, float32).
 BAND_BYTES = 16 << 20
@@ -74,8 +51,7 @@ def source_sha(path: str) -> str:
 
 
 def _prebuilt(source: str):
-    """The module ``pip install`` built (setup.py, ``ssd_r34.layers._winograd_C``) when it
-    was built from this ``winograd.cpp``; else None."""
+    # The module the package build made (setup.py), if built from this winograd.cpp.
     try:
         from . import _winograd_C as ext
     except ImportError:
@@ -89,16 +65,14 @@ def _prebuilt(source: str):
 
 @functools.lru_cache(maxsize=None)
 def _extension():
-    """The compiled transforms, or None (with one warning) where they cannot be built: the
-    module the package build made, else one built now (PyTorch's extension cache)."""
+    """The compiled transforms (prebuilt, else built now), or None with one warning."""
     source = os.path.join(os.path.dirname(__file__), "csrc", "winograd.cpp")
     ext = _prebuilt(source)
     if ext is not None:
         return ext
     flags = ["-O3", "-fopenmp"] + (["-march=native"] if platform.machine() in
                                    ("x86_64", "AMD64") else [])
-    # torch.utils.cpp_extension warns on import, on CPU-only machines, that it found no CUDA
-    # runtime: irrelevant to a CPU extension. Its errors still reach the except below.
+    # cpp_extension warns on CPU-only machines that it found no CUDA: irrelevant here.
     cpp_logger = logging.getLogger("torch.utils.cpp_extension")
     level = cpp_logger.level
     cpp_logger.setLevel(logging.ERROR)
@@ -129,9 +103,8 @@ def winograd_available() -> bool:
 
 
 def winograd_applies(x: Tensor, weight: Tensor) -> bool:
-    """Whether ``conv3x3_winograd`` runs for this input: a plain CPU float32 channels-last
-    tensor (not a fake or other tensor subclass), not under autocast, tracing, scripting or
-    export, and the C++ transforms are available."""
+    """Whether ``conv3x3_winograd`` runs: a plain (not fake) CPU float32 channels-last
+    tensor, no autocast or export, and the C++ transforms built."""
     return (type(x) is Tensor and x.device.type == "cpu" and x.dtype == torch.float32
             and weight.dtype == torch.float32 and x.dim() == 4 and x.numel() > 0
             and x.is_contiguous(memory_format=torch.channels_last)
@@ -140,35 +113,32 @@ def winograd_applies(x: Tensor, weight: Tensor) -> bool:
 
 
 def _weight_transform(weight: Tensor) -> Tensor:
-    """(K, C, 3, 3) kernel -> (16, K, C): G w G^T for every (k, c), as 16 (K x C) matrices
-    (one product with the 16 x 9 matrix kron(G, G))."""
+    # (K, C, 3, 3) kernel -> (16, K, C): G w G^T for every (k, c), by kron(G, G) (16 x 9).
     k, c = weight.shape[:2]
     return torch.mm(_GG.to(weight), weight.reshape(k * c, 9).t()).view(16, k, c)
 
 
 def _weight_grad_untransform(grad_u: Tensor) -> Tensor:
-    """(16, K, C) gradient of the transformed kernel -> (K, C, 3, 3): G^T dU G."""
+    # (16, K, C) gradient of the transformed kernel -> (K, C, 3, 3): G^T dU G.
     _, k, c = grad_u.shape
     return torch.mm(grad_u.view(16, k * c).t(), _GG.to(grad_u)).view(k, c, 3, 3)
 
 
 def _bands(x: Tensor, channels: int):
-    """(first tile, last tile + 1) of each band of the tiles of ``x``."""
+    # (first tile, last tile + 1) of each band of the tiles of x, and the band size.
     n, _, h, w = x.shape
     tiles = n * ((h + 1) // 2) * ((w + 1) // 2)
     band = max(1, BAND_BYTES // (16 * 4 * channels))
     return [(t0, min(t0 + band, tiles)) for t0 in range(0, tiles, band)], min(band, tiles)
 
 
-def _band(buf: Tensor, tiles: int, channels: int) -> Tensor:
-    """The start of a band buffer as a contiguous (16, tiles, channels) tensor."""
+def _band(buf: Tensor, tiles: int, channels: int) -> Tensor:  # (16, tiles, channels)
     return buf[:16 * tiles * channels].view(16, tiles, channels)
 
 
 def _convolve(x: Tensor, u: Tensor, flipped: bool = False) -> Tensor:
-    """conv2d(x, w, stride 1, padding 1) of a channels-last x with u = _weight_transform(w)
-    (16, K, C); with ``flipped``, the convolution with w flipped and its channels transposed
-    (the input gradient's), from the same u. Returns channels-last."""
+    # conv2d(x, w, stride 1, padding 1), channels-last, from u = _weight_transform(w); with
+    # ``flipped``, with w flipped and its channels transposed (the input gradient's).
     ext = _extension()
     n, c, h, w = x.shape
     k = u.shape[2] if flipped else u.shape[1]
@@ -185,8 +155,7 @@ def _convolve(x: Tensor, u: Tensor, flipped: bool = False) -> Tensor:
 
 
 def _kernel_grad(x: Tensor, grad_y: Tensor) -> Tensor:
-    """Gradient of the (K, C, 3, 3) kernel of conv2d(x, w, stride 1, padding 1), both
-    channels-last."""
+    # Gradient of the (K, C, 3, 3) kernel of conv2d(x, w, stride 1, padding 1).
     ext = _extension()
     c, k = x.shape[1], grad_y.shape[1]
     bands, band = _bands(x, max(c, k))
@@ -237,10 +206,8 @@ def conv3x3_winograd(x: Tensor, weight: Tensor) -> Tensor:
 
 
 class WinogradConv2d(Conv2d):
-    """Detectron2's ``Conv2d`` (3x3, stride 1, padding 1) whose convolution runs by Winograd
-    F(2x2, 3x3) where ``winograd_applies`` (CPU, float32, channels-last, no autocast or
-    export); elsewhere it is ``Conv2d``. Same parameters, norm, activation and state-dict
-    keys."""
+    """Detectron2's ``Conv2d`` (3x3, stride 1, padding 1), by Winograd where
+    ``winograd_applies``; same parameters, norm, activation and state-dict keys."""
 
     def forward(self, x):
         if not winograd_applies(x, self.weight):
@@ -263,10 +230,9 @@ def _winograd_eligible(conv) -> bool:
 
 
 def use_winograd(module: nn.Module) -> int:
-    """Make every 3x3 stride-1 ``Conv2d`` under ``module`` whose channels gain from Winograd
-    (``winograd_channels``) a ``WinogradConv2d``, in place; returns how many. ``WinogradConv2d``
-    adds no state, so the module keeps its parameters, norm and hooks, and no random numbers
-    are drawn: a seed gives the same weights with MODEL.SSD.WINOGRAD on or off."""
+    """Make every 3x3 stride-1 ``Conv2d`` under ``module`` whose channels gain
+    (``winograd_channels``) a ``WinogradConv2d``, in place; returns how many. No state is
+    added and no random number drawn: a seed gives the same weights either way."""
     count = 0
     for m in module.modules():
         if _winograd_eligible(m):
