@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ssd_r34.data import shapes
+from ssd_r34.data.datasets import shapes
 from ssd_r34.data.datasets.shapes import (SHAPES_CLASSES, SHAPES_DIR, default_root, ensure_shapes,
                                  generate_shapes, register_shapes, shapes_split_sizes)
 

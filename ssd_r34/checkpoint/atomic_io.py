@@ -1,28 +1,17 @@
-"""Crash-safe checkpoint files.
-
-fvcore's ``Checkpointer.save`` (which Detectron2's ``DetectionCheckpointer`` and its
-subclasses use) writes ``<name>.pth`` through ``self.path_manager.open(path, "wb")`` and
-then rewrites ``last_checkpoint`` the same way. A kill in the middle leaves a truncated
-``.pth`` file, or a ``last_checkpoint`` that names one, and ``--resume`` then fails.
-
-:func:`make_checkpointer_atomic` swaps the checkpointer's ``path_manager`` for a wrapper
-whose write opens go to a temporary file in the same folder that is flushed, fsynced and
-then ``os.replace``d onto the target (the folder is fsynced after the rename). Since
-``save`` only tags ``last_checkpoint`` after the ``.pth`` file is closed, ``last_checkpoint``
-always names a complete file, and is itself replaced atomically. It works with any
-checkpointer class that writes through ``self.path_manager`` (fvcore's and Detectron2's do).
-"""
+"""Crash-safe checkpoint files: fvcore's ``Checkpointer.save`` writes ``<name>.pth`` and then
+``last_checkpoint`` through ``self.path_manager.open(path, "wb")``; a kill in between leaves a
+truncated file that ``--resume`` cannot read. :func:`make_checkpointer_atomic` swaps that
+path manager for one whose writes go to a temporary file, fsynced and ``os.replace``d onto
+the target (docs/distributed.md, "Survive a crash")."""
 import logging
 import os
 import re
 
-__all__ = ["AtomicPathManager", "CheckpointWriteError", "make_checkpointer_atomic",
-           "remove_stale_temporary_files"]
+__all__ = ["AtomicPathManager", "CheckpointWriteError", "make_checkpointer_atomic"]
 
 logger = logging.getLogger(__name__)
 
-# ".<basename>.<pid>.tmp": hidden, and not ending in .pth so that nothing lists it as a
-# checkpoint.
+# ".<basename>.<pid>.tmp": hidden, and not a .pth that anything would list as a checkpoint.
 _TMP_RE = re.compile(r"^\..+\.\d+\.tmp$")
 
 
@@ -62,9 +51,9 @@ class CheckpointWriteError(OSError):
 
 
 class _AtomicFile:
-    """A file open for writing whose content replaces ``target`` only on a clean close. The
-    first OSError of a write, flush or close is recorded in ``owner.last_error`` (torch.save
-    reports a failed write as an unrelated "unexpected pos" RuntimeError)."""
+    """A file open for writing that replaces ``target`` only on a clean close. The first
+    OSError of a write, flush or close goes to ``owner.last_error`` (torch.save reports a
+    failed write as an unrelated "unexpected pos" RuntimeError)."""
 
     def __init__(self, target: str, mode: str, owner=None, **kwargs):
         self._done = True  # until the temporary file is open
@@ -134,8 +123,7 @@ class _AtomicFile:
             raise
         _fsync_dir(os.path.dirname(os.path.abspath(self._target)))
 
-    def discard(self):
-        """Drop what was written; the target is left as it was."""
+    def discard(self):  # drop what was written; the target stays as it was
         if self._done:
             return
         self._done = True
@@ -156,9 +144,8 @@ class _AtomicFile:
 
 
 class AtomicPathManager:
-    """Wraps an iopath PathManager: ``open`` for writing (``w``/``wb``/``x``) on a local
-    path is atomic; everything else (reads, appends, ``exists``, ``rm``, remote paths...) is
-    passed to the wrapped manager."""
+    """An iopath PathManager whose ``open`` for writing (``w``/``x``) a local path is atomic;
+    everything else goes to the wrapped manager."""
 
     def __init__(self, path_manager):
         self._path_manager = path_manager
@@ -176,8 +163,7 @@ class AtomicPathManager:
 
 
 def remove_stale_temporary_files(folder: str) -> None:
-    """Remove ``.<name>.<pid>.tmp`` files left in ``folder`` by a process killed while
-    saving (only the process that saves checkpoints should call this)."""
+    # Remove the temporary files of a process killed while saving (call from the saver only).
     if not folder or not os.path.isdir(folder):
         return
     for name in os.listdir(folder):
@@ -192,8 +178,7 @@ def remove_stale_temporary_files(folder: str) -> None:
 
 
 def make_checkpointer_atomic(checkpointer):
-    """Make ``checkpointer.save`` crash-safe (see the module docstring), in place; returns
-    the checkpointer. Idempotent."""
+    """Make ``checkpointer.save`` crash-safe, in place (idempotent); returns it."""
     pm = checkpointer.path_manager
     if not isinstance(pm, AtomicPathManager):
         checkpointer.path_manager = AtomicPathManager(pm)

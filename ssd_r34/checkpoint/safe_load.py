@@ -1,12 +1,6 @@
 """Safe reading of checkpoint files: ``torch.load(weights_only=True)`` and, for a pickled
-whole ``nn.Module`` (the released MLPerf ``resnet34-ssd1200.pytorch``), a restricted unpickler.
-
-:class:`RestrictedUnpickler` admits tensors, storages and plain containers, turns every
-module class (``models.*``, ``torch.nn.*``, ``torchvision.*``) into an inert placeholder
-whose pickled state is only recorded, and refuses anything else (say ``os.system``) before
-it can run. The state dict is then rebuilt from the recorded ``_modules`` / ``_parameters``
-/ ``_buffers`` tree.
-"""
+whole ``nn.Module`` (the released MLPerf ``resnet34-ssd1200.pytorch``), a restricted
+unpickler that runs no code of the file (docs/checkpoints.md, "Safe loading")."""
 import collections
 import pickle
 import re
@@ -17,8 +11,7 @@ from typing import Any, Dict, Optional, Tuple
 import torch
 
 __all__ = ["CheckpointFormatError", "UnsafeCheckpointError", "ModulePlaceholder",
-           "RestrictedUnpickler", "restricted_load", "module_state_dict",
-           "load_checkpoint_file", "describe_file", "first_items"]
+           "RestrictedUnpickler", "restricted_load", "load_checkpoint_file"]
 
 MAX_LISTED = 5
 
@@ -32,18 +25,15 @@ class UnsafeCheckpointError(pickle.UnpicklingError):
     a storage, a plain container nor a module class): refused, nothing was executed."""
 
 
-
 def first_items(keys, n=MAX_LISTED) -> str:
-    """The first ``n`` of ``keys``, comma-separated, with the total when there are more
-    (for error messages)."""
+    # The first n of keys, comma-separated, with the total when there are more.
     keys = list(keys)
     return ", ".join(keys[:n]) + (f" ... ({len(keys)} in all)" if len(keys) > n else "")
 
 
 class ModulePlaceholder:
-    """Stands in for a pickled class (an ``nn.Module`` of the reference, of ``torch.nn`` or
-    torchvision). Creating one runs no code of the original class; the pickled state is
-    only recorded in ``_pickled_state`` (and constructor arguments in ``_pickled_args``)."""
+    """Stands in for a pickled module class; runs none of its code, only records the pickled
+    state (``_pickled_state``) and constructor arguments (``_pickled_args``)."""
 
     _pickled_global = "?"
 
@@ -113,16 +103,10 @@ def _allowed_globals() -> Dict[Tuple[str, str], Any]:
 
 
 class RestrictedUnpickler(pickle.Unpickler):
-    """An unpickler that resolves only the globals a saved module tree of tensors needs:
-
-    * tensor / parameter rebuild functions of ``torch._utils``, storages, ``torch.Size``,
-      ``torch.device``, dtypes, ``collections.OrderedDict``, ``set``;
-    * any global under ``models.*``, ``torch.nn.modules.*``, ``torch.nn.parallel.*``,
-      ``torchvision.*``: an inert :class:`ModulePlaceholder` subclass (nothing is imported);
-
-    and raises :class:`UnsafeCheckpointError` naming any other global, before it is used.
-    Storages are resolved by ``torch.load``'s own persistent-id handling.
-    """
+    """Resolves only what a saved module tree of tensors needs (tensor rebuild functions,
+    storages, sizes, devices, dtypes, OrderedDict, set), makes every class under
+    PLACEHOLDER_MODULES an inert :class:`ModulePlaceholder`, and raises
+    :class:`UnsafeCheckpointError` naming any other global before it is used."""
 
     _allowed = None
 
@@ -169,10 +153,7 @@ def _restricted_pickle_module():
 
 
 def restricted_load(path: str):
-    """``torch.load`` (zip or legacy format) through :class:`RestrictedUnpickler`: module
-    classes come back as :class:`ModulePlaceholder` instances; anything that is not a
-    tensor, a storage, a plain container or a module class raises
-    :class:`UnsafeCheckpointError`."""
+    """``torch.load`` (zip or legacy format) through :class:`RestrictedUnpickler`."""
     with warnings.catch_warnings():
         # legacy files carry the modules' source; a placeholder has none to compare with.
         warnings.filterwarnings("ignore", message="Couldn't retrieve source code")
@@ -182,8 +163,8 @@ def restricted_load(path: str):
 
 def module_state_dict(obj: ModulePlaceholder, prefix: str = "",
                       out: Optional[Dict[str, torch.Tensor]] = None) -> Dict[str, torch.Tensor]:
-    """The state dict of a restricted-unpickled module tree, from its recorded
-    ``_parameters`` / ``_buffers`` / ``_modules`` (as ``nn.Module.state_dict`` would)."""
+    # The state dict of a restricted-unpickled module tree, from its recorded _parameters,
+    # _buffers and _modules (as nn.Module.state_dict would).
     out = collections.OrderedDict() if out is None else out
     state = obj._pickled_state
     if isinstance(state, tuple) and len(state) == 2:  # (dict state, slot state)
@@ -212,8 +193,7 @@ def module_state_dict(obj: ModulePlaceholder, prefix: str = "",
 
 
 def describe_file(path: str) -> str:
-    """What a file that is not a readable checkpoint looks like, in words (from its size and
-    first bytes): empty, an HTML or text page, a damaged zip archive, a damaged pickle..."""
+    # What an unreadable file looks like, in words, from its size and first bytes.
     import os
 
     try:
@@ -242,14 +222,16 @@ def describe_file(path: str) -> str:
 
 
 def load_checkpoint_file(path: str) -> Tuple[Any, str]:
-    """Read a checkpoint safely. Returns (object, how), where ``how`` describes what was
-    read. A pickled whole module (also as the ``"model"`` entry of a dict) comes back as its
-    state dict.
+    """Read a checkpoint safely: ``torch.load(weights_only=True)``, else the restricted
+    unpickler (a pickled whole module, also as the ``"model"`` entry of a dict, comes back as
+    its state dict).
 
-    ``torch.load(weights_only=True)`` first; only when that refuses the file, the restricted
-    unpickler. Raises :class:`UnsafeCheckpointError` for files that need arbitrary
-    unpickling, and :class:`CheckpointFormatError` naming the file and what it holds (empty,
-    an HTML page, a damaged zip archive or pickle...) for anything else that cannot be read.
+    Returns:
+        (object, how): ``how`` describes what was read.
+    Raises:
+        UnsafeCheckpointError: the file needs arbitrary unpickling.
+        CheckpointFormatError: naming the file and what it holds (empty, an HTML page, a
+            damaged zip archive or pickle ...) for anything else that cannot be read.
     """
     try:
         return torch.load(path, map_location="cpu", weights_only=True), "torch.load(weights_only=True)"

@@ -1,26 +1,8 @@
-"""``coco_2017_val_mlperf``: COCO val2017 as MLPerf inference scores it.
-
-MLPerf inference (v0.5 and later) scores SSD-ResNet34 on the 4952 images of val2017 that
-have at least one annotation (the other 48 hold none of the 80 categories; evaluating on all
-5000 gives a slightly different AP, mlcommons/inference#385). Its accuracy script
-(mlcommons/inference, ``vision/classification_and_detection/tools/accuracy-coco.py``,
-``--remove-48-empty-images``) maps LoadGen's sample index ``qsl_idx`` to an image through the
-list it builds from the annotations::
-
-    ids = []
-    for c in coco.getCatIds():
-        ids += coco.catToImgs[c]
-    ids = list(set(ids))            # CPython's set order: deterministic for ints
-
-:func:`mlperf_image_ids` builds that list the same way, and the registered data set holds the
-images in that order, so that index ``i`` of the data set is the ``qsl_idx`` the script
-expects. Without ``--remove-48-empty-images`` the script's list is the annotation file's
-``images`` in file order (``remove_empty=False``).
-
-Files: ``$DETECTRON2_DATASETS/coco/annotations/instances_val2017.json`` and
-``$DETECTRON2_DATASETS/coco/val2017/`` (Detectron2's layout; ``DETECTRON2_DATASETS`` defaults
-to ``datasets``). Registration reads nothing; the files are read on first use.
-"""
+"""``coco_2017_val_mlperf``: COCO val2017 as MLPerf inference scores it (4952 images, in the
+order of its accuracy script; docs/data.md, "COCO"). Files: Detectron2's layout under
+``$DETECTRON2_DATASETS/coco``."""
+import contextlib
+import io
 import os
 from typing import List
 
@@ -32,10 +14,8 @@ def mlperf_image_ids(coco, remove_empty: bool) -> List[int]:
     """Image ids in the order of MLPerf's accuracy script.
 
     Args:
-        coco: a ``pycocotools.coco.COCO`` object of the annotation file.
-        remove_empty: the script's ``--remove-48-empty-images``: only the images with an
-            annotation, in the script's order; otherwise every image in file order.
-
+        coco: a ``pycocotools.coco.COCO`` of the annotation file.
+        remove_empty: the script's ``--remove-48-empty-images`` (else every image, file order).
     Returns:
         list of image ids; position i is ``qsl_idx`` i.
     """
@@ -49,7 +29,7 @@ def mlperf_image_ids(coco, remove_empty: bool) -> List[int]:
 
 def load_mlperf_coco_json(json_file: str, image_root: str, dataset_name: str,
                           remove_empty: bool = True):
-    """Detectron2 dataset dicts (``load_coco_json``) in MLPerf's order (see the module doc)."""
+    """Detectron2 dataset dicts (``load_coco_json``) in MLPerf's order."""
     from detectron2.data.datasets import load_coco_json
     from detectron2.utils.file_io import PathManager
     from pycocotools.coco import COCO
@@ -61,9 +41,6 @@ def load_mlperf_coco_json(json_file: str, image_root: str, dataset_name: str,
                 "$DETECTRON2_DATASETS/coco (annotations/instances_val2017.json, val2017/) or "
                 "set DETECTRON2_DATASETS.")
     dicts = {d["image_id"]: d for d in load_coco_json(json_file, image_root, dataset_name)}
-    import contextlib
-    import io
-
     with contextlib.redirect_stdout(io.StringIO()):  # COCO() prints its progress
         coco = COCO(PathManager.get_local_path(json_file))
     return [dicts[i] for i in mlperf_image_ids(coco, remove_empty)]
@@ -71,11 +48,8 @@ def load_mlperf_coco_json(json_file: str, image_root: str, dataset_name: str,
 
 def register_mlperf_coco(name: str, json_file: str, image_root: str, metadata=None,
                          remove_empty: bool = True) -> str:
-    """Register a COCO-format data set in MLPerf's order (lazy: nothing is read now).
-
-    The metadata gets ``json_file``, ``image_root``, ``evaluator_type="coco"`` and
-    ``mlperf_remove_empty_images`` (read by the MLPerf harness to say which accuracy-script
-    flags score its log). Returns ``name``."""
+    """Register a COCO-format data set in MLPerf's order (lazy); its metadata gets
+    ``mlperf_remove_empty_images`` (the harness names the accuracy-script flags from it)."""
     from detectron2.data import DatasetCatalog, MetadataCatalog
 
     if name in DatasetCatalog.list():

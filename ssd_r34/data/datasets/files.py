@@ -1,12 +1,6 @@
 """Your own data sets, named in the config: COCO json files (DATASETS.COCO) and Pascal VOC
-folders (DATASETS.VOC), registered with Detectron2's own ``register_coco_instances`` /
-``register_pascal_voc``; and the class metadata of any registered set.
-
-Registration reads the config, not the command line, so that it happens in every process
-that sets up from the config: ``tools/train_net.py --num-gpus N`` spawns fresh processes,
-which do not inherit what the parent registered, and the config travels to them (and into
-OUTPUT_DIR/config.yaml, so that a later ``--eval-only`` from that file finds the sets too).
-"""
+folders (DATASETS.VOC), registered with Detectron2's ``register_coco_instances`` /
+``register_pascal_voc`` in every process that sets up from the config (docs/data.md)."""
 import json
 import logging
 import os
@@ -16,7 +10,6 @@ from .shapes import ensure_shapes
 logger = logging.getLogger(__name__)
 
 __all__ = ["register_dataset_files", "dataset_metadata", "json_categories"]
-
 
 _FORMS = {"DATASETS.COCO": "(NAME, JSON_FILE, IMAGE_ROOT)",
           "DATASETS.VOC": "(NAME, DIRNAME, SPLIT) or (NAME, DIRNAME, SPLIT, 'class_a,class_b')"}
@@ -31,8 +24,7 @@ def _check_entry(key, entry, sizes):
 
 
 def _already(name, **expected):
-    """True when ``name`` is registered with these metadata values; raises when it is
-    registered as something else."""
+    # True when name is registered with these metadata values; raises when as something else.
     from detectron2.data import DatasetCatalog, MetadataCatalog
 
     if name not in DatasetCatalog.list():
@@ -46,15 +38,8 @@ def _already(name, **expected):
 
 
 def register_dataset_files(cfg):
-    """Register the data sets of DATASETS.COCO and DATASETS.VOC (idempotent: a name already
-    registered with the same files is left as it is; with other files, an error).
-
-    Args:
-        cfg: a config with ssd_r34's keys.
-
-    Returns:
-        list[str]: the names of the entries (registered now or before).
-    """
+    """Register the data sets of DATASETS.COCO and DATASETS.VOC (idempotent; a name already
+    registered with other files is an error). Returns the names of the entries."""
     from detectron2.data.datasets import register_coco_instances, register_pascal_voc
     from detectron2.data.datasets.pascal_voc import CLASS_NAMES as VOC_CLASSES
 
@@ -101,18 +86,9 @@ def json_categories(json_file):
 
 
 def dataset_metadata(name):
-    """The ``MetadataCatalog`` entry of a registered data set with its class names
-    (``thing_classes``) and, for COCO json sets, ``thing_dataset_id_to_contiguous_id``, read
-    from the json's categories when the set has not been loaded yet (as ``load_coco_json``
-    would set them: classes in id order, contiguous ids 0..K-1). None when ``name`` is not
-    registered.
-
-    Args:
-        name (str): a data set name.
-
-    Returns:
-        detectron2.data.Metadata or None.
-    """
+    """The ``MetadataCatalog`` entry of a registered data set (None if not registered) with
+    ``thing_classes`` and, for COCO json sets, ``thing_dataset_id_to_contiguous_id``, read
+    from the json when the set has not been loaded yet (as ``load_coco_json`` sets them)."""
     from detectron2.data import DatasetCatalog, MetadataCatalog
 
     if not name or name not in DatasetCatalog.list():

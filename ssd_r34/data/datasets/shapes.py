@@ -1,48 +1,6 @@
-"""The built-in ``shapes`` toy detection data set: generated deterministically, COCO json.
-
-Every image is 160..256 px wide and 160..256 px high (so aspect ratios vary). The background
-is a smooth gradient or a flat colour in muted tones (channels <= 120) with mild noise, plus
-clutter that is *not* labelled: 1..3 thin lines and small (< 6 px) specks, in any colour. On
-it are filled shapes of 3 classes (``SHAPES_CLASSES``), each in a bright random colour
-(channels >= 110) far from the background below it, the other shapes and the clutter:
-
-* ``circle``   -- an ellipse whose aspect ratio (width / height) is in [0.6, 1.6],
-* ``square``   -- an axis-aligned rectangle with aspect ratio in [0.6, 1.6],
-* ``triangle`` -- an isosceles triangle, base at the bottom, aspect ratio in [0.6, 1.6].
-
-The longer side of a shape is 12%..60% of the image's shorter side; shapes overlap at most a
-little (a placement with IoU > 0.3 to an earlier shape, or one that would hide more than 40%
-of an earlier shape's pixels, is rejected). Train images hold 1..2 shapes; val images 0..2
-(about 10% of them none). ``bbox`` is the tight box, in pixels, of the
-drawn shape (before JPEG compression), as COCO ``[x, y, w, h]``.
-
-Files::
-
-    <root>/shapes_v2/train/00000.jpg ...   <root>/shapes_v2/train.json
-    <root>/shapes_v2/val/00000.jpg ...     <root>/shapes_v2/val.json
-
-(``SHAPES_DIR``: the folder name carries the generator's version, so that a cache written by
-an earlier version is never mixed with this one's.)
-
-``root`` is ``$SSD_R34_DATASETS`` if set, else ``~/.cache/ssd_r34`` (``default_root()``).
-A split is generated on first use (``generate_shapes``; 1000 images take a few seconds on
-one core) into a private temporary folder next to the final one and then renamed into place,
-the json last: ``<split>.json`` exists only once the split is complete, so several processes
-(e.g. the ranks of a distributed run) may generate at once. If the json exists, nothing is
-done. The output depends only on the seed (numpy ``Generator`` and PIL drawing); the JPEG
-bytes may differ between libjpeg versions, the pixels of the drawing and the json do not.
-
-Registration: ``register_shapes(root=None)`` registers ``shapes_train`` (1000 images, seed 0)
-and ``shapes_val`` (200 images, seed 1) in Detectron2's ``DatasetCatalog`` and
-``MetadataCatalog`` without generating anything. The root is resolved *when registering*
-(Detectron2 metadata cannot change afterwards, and ``COCOEvaluator`` reads
-``MetadataCatalog.get(name).json_file``), and ``ssd_r34`` registers on import: **set
-``SSD_R34_DATASETS`` before ``import ssd_r34``**. To use another folder later, register under
-other names: ``register_shapes(root, prefix="my_shapes")`` gives ``my_shapes_train`` /
-``my_shapes_val``. The registered loader generates the split if needed and then calls
-``load_coco_json``; call ``ensure_shapes(name)`` before anything that opens the json file
-directly (e.g. ``COCOEvaluator``); it is a no-op for names that are not shapes data sets.
-"""
+"""The built-in ``shapes`` toy detection data set, generated deterministically as COCO json
+(the rules, the files and the registration: docs/data.md, "The generator")."""
+import contextlib
 import json
 import os
 import shutil
@@ -55,8 +13,7 @@ __all__ = ["SHAPES_CLASSES", "SHAPES_DIR", "SHAPES_SPLITS", "default_root", "gen
            "register_shapes", "ensure_shapes", "shapes_split_sizes", "shapes_json_file"]
 
 SHAPES_CLASSES = ["circle", "square", "triangle"]
-# The folder under the root; its suffix is the generator's version (v2: muted backgrounds,
-# bright shapes, fewer and thinner clutter lines).
+# The folder under the root; its suffix is the generator's version.
 SHAPES_DIR = "shapes_v2"
 # split -> (number of images, seed); val (any split but train) has images with no object
 SHAPES_SPLITS = {"train": (1000, 0), "val": (200, 1)}
@@ -71,18 +28,14 @@ def default_root():
         os.environ.get("SSD_R34_DATASETS") or os.path.join("~", ".cache", "ssd_r34")))
 
 
-def shapes_split_sizes():
-    """Number of images of each registered built-in split: ``{"shapes_train": 1000, ...}``."""
+def shapes_split_sizes():  # {"shapes_train": 1000, ...}
     return {f"shapes_{split}": n for split, (n, _) in SHAPES_SPLITS.items()}
 
 
-def shapes_json_file(root, split):
-    """``<root>/shapes_v2/<split>.json``: the COCO json of a split; it exists iff complete."""
+def shapes_json_file(root, split):  # exists iff the split is complete
     return os.path.join(root, SHAPES_DIR, f"{split}.json")
 
 
-# ----------------------------------------------------------------------------------------
-# drawing
 # Backgrounds are muted (channels <= BACKGROUND_MAX), shapes bright (>= SHAPE_MIN), so that
 # a from-scratch model finds the shapes within make demo's 600 iterations.
 BACKGROUND_MAX = 120
@@ -94,9 +47,8 @@ def _colour(rng):
 
 
 def _background(rng, h, w):
-    """A flat colour (25%), a two-colour linear gradient (35%, horizontal or vertical) or a
-    bilinear blend of four corner colours (40%); returns (uint8 image with mild noise,
-    uint8 background without noise), both (h, w, 3)."""
+    # A flat colour (25%), a two-colour gradient (35%) or a blend of four corners (40%):
+    # (uint8 image with mild noise, uint8 background without noise), both (h, w, 3).
     u = rng.random()
     c = (rng.integers(0, 256, (4, 3)) * BACKGROUND_MAX // 255).astype(np.uint8)  # muted
     if u < 0.25:
@@ -117,9 +69,8 @@ def _contrasts(c, refs, min_dist=150):
 
 
 def _pick_colour(rng, refs):
-    """A bright colour (every channel >= SHAPE_MIN, above any background) far (L1 >= 150)
-    from every colour in ``refs``; the most distant of a few tries if none is (bounded, so
-    generation never loops forever)."""
+    # A bright colour (channels >= SHAPE_MIN) at L1 >= 150 from every colour in refs, else
+    # the most distant of 30 tries (bounded: generation never loops forever).
     best, best_d = None, -1.0
     for _ in range(30):
         c = rng.integers(SHAPE_MIN, 256, 3)
@@ -132,7 +83,6 @@ def _pick_colour(rng, refs):
 
 
 def _draw_shape(draw, cls, box, fill):
-    """Draw the filled shape of class index ``cls`` in float ``box`` (x0, y0, x1, y1)."""
     x0, y0, x1, y1 = box
     if cls == 0:
         draw.ellipse([x0, y0, x1, y1], fill=fill)
@@ -151,7 +101,7 @@ def _iou(a, b):
 
 
 def _draw_image(rng, allow_empty):
-    """One image: returns (PIL RGB image, [{"category_id", "bbox"}, ...])."""
+    # One image: (PIL RGB image, [{"category_id", "bbox"}, ...]).
     w, h = (int(v) for v in rng.integers(160, 257, 2))
     arr, bg = _background(rng, h, w)
     img = Image.fromarray(arr)
@@ -215,20 +165,15 @@ def _draw_image(rng, allow_empty):
     return img, annotations
 
 
-# ----------------------------------------------------------------------------------------
-# files
 def _complete_image_dir(image_dir, file_names):
     return os.path.isdir(image_dir) and set(file_names) <= set(os.listdir(image_dir))
 
 
 def generate_shapes(root, split, num_images, seed, allow_empty=None):
-    """Write ``<root>/shapes_v2/<split>/NNNNN.jpg`` and ``<root>/shapes_v2/<split>.json`` (COCO)
-    unless the json already exists (then nothing is done). Returns the json path.
-
-    Deterministic in ``seed``. ``allow_empty`` (default: every split but ``train``) lets about
-    10% of the images hold no object. Atomic and safe for concurrent processes: each writes
-    a private temporary folder under ``<root>/shapes_v2``, renames its image folder into place
-    (a concurrent process that already did so wins; the images are the same), then its json.
+    """Write ``<root>/shapes_v2/<split>/NNNNN.jpg`` and ``<split>.json`` (COCO) unless the
+    json exists; returns its path. Deterministic in ``seed``; ``allow_empty`` (default: every
+    split but ``train``) lets about 10% of the images hold no object. Safe for concurrent
+    processes: each writes a private temporary folder, then renames the images, the json last.
     """
     if allow_empty is None:
         allow_empty = split != "train"
@@ -270,14 +215,10 @@ def generate_shapes(root, split, num_images, seed, allow_empty=None):
         names = [im["file_name"] for im in images]
         if os.path.isdir(image_dir) and not _complete_image_dir(image_dir, names):
             # a stale, incomplete folder (e.g. of other parameters, json deleted): move aside
-            try:
+            with contextlib.suppress(OSError):
                 os.rename(image_dir, os.path.join(tmp, "stale"))
-            except OSError:
-                pass
-        try:
+        with contextlib.suppress(OSError):  # a concurrent process won: same images
             os.rename(tmp_images, image_dir)
-        except OSError:
-            pass  # a concurrent process won the rename; its images are identical
         if not _complete_image_dir(image_dir, names):
             raise RuntimeError(f"could not put the images of {split!r} into {image_dir}")
         os.replace(tmp_json, json_file)  # atomic; the json last: now the split is complete
@@ -286,11 +227,9 @@ def generate_shapes(root, split, num_images, seed, allow_empty=None):
     return json_file
 
 
-# ----------------------------------------------------------------------------------------
-# Detectron2 registration
 def ensure_shapes(name):
-    """Generate the files of a registered shapes data set ``name`` if missing (no-op for
-    other names). Returns the json path, or None for other names."""
+    """Generate the files of the registered shapes data set ``name`` if missing; returns the
+    json path (None for other names)."""
     if name not in _REGISTERED:
         return None
     root, split, num_images, seed = _REGISTERED[name]
@@ -306,10 +245,9 @@ def _load(name):
 
 
 def register_shapes(root=None, prefix="shapes"):
-    """Register ``<prefix>_train`` (1000 images, seed 0) and ``<prefix>_val`` (200 images,
-    seed 1) in Detectron2's catalogs. Generates nothing: the files are made on first load.
-    ``root`` defaults to ``default_root()``, resolved now. Names already registered are
-    skipped, so calling twice is harmless. Returns the list of names."""
+    """Register ``<prefix>_train`` and ``<prefix>_val`` in Detectron2's catalogs (files made
+    on first load; ``root``: default_root(), resolved now; registered names are skipped).
+    Returns the names."""
     from detectron2.data import DatasetCatalog, MetadataCatalog
 
     root = os.path.abspath(os.path.expanduser(os.fspath(root))) if root else default_root()
