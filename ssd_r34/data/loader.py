@@ -1,23 +1,8 @@
-"""A training data loader whose progress survives a restart.
-
-Detectron2's ``TrainingSampler`` is an infinite stream of shuffled indices seeded once;
-after ``--resume`` it starts over from the first index, and the augmentations draw from
-whatever state the global random generators are in. Here:
-
-* :class:`ResumableTrainingSampler` yields the same index stream as ``TrainingSampler``
-  (same seed, same order, same sharding over ranks) but can start after the first
-  ``start`` entries of the global stream, and yields ``(sample_seed, index)`` pairs where
-  ``sample_seed`` depends only on the stream seed and the position in the stream;
-* :class:`SeededMapDataset` maps a dataset dict with the random generators (``random``,
-  ``numpy``, ``torch`` CPU) seeded from ``sample_seed`` for that call only, so a sample's
-  augmentation depends on its position in the stream, not on what ran before it or on
-  the number of data-loader workers.
-
-The trainer stores the number of images consumed and the stream seed in every checkpoint
-(:class:`ssd_r34.hooks.DataProgressHook`) and, on resume, the stream continues exactly
-where the checkpoint was taken. Batches are formed in stream order (aspect-ratio grouping
-does not apply: every SSD image is resized to INPUT.FIXED_SIZE).
-"""
+"""A training data loader whose progress survives a restart (docs/data.md, "Resumable
+training loader"): :class:`ResumableTrainingSampler` yields ``TrainingSampler``'s index stream
+from any position, with a seed per position; :class:`SeededMapDataset` maps each sample with
+the random generators seeded from it, so its augmentation does not depend on what ran before
+it or on the number of workers."""
 import itertools
 import logging
 import random
@@ -36,23 +21,20 @@ from .validation import (DatasetError, UnreadableImageError, UnreadableImageRepo
                          check_dataset_dicts, check_dataset_metadata, dataset_of)
 
 __all__ = ["ResumableTrainingSampler", "SeededMapDataset", "SkipUnreadableImages",
-           "build_resumable_train_loader", "find_resumable_sampler", "load_train_dicts",
-           "sample_seed"]
+           "build_resumable_train_loader", "find_resumable_sampler", "load_train_dicts"]
 
 logger = logging.getLogger(__name__)
 
 
-def sample_seed(stream_seed: int, position: int) -> int:
-    """The random seed of the sample at ``position`` of the stream seeded ``stream_seed``."""
+def sample_seed(stream_seed: int, position: int) -> int:  # the seed of a stream position
     return int(np.random.SeedSequence([int(stream_seed) & 0xFFFFFFFF, int(position)])
                .generate_state(1)[0])
 
 
 class ResumableTrainingSampler(Sampler):
-    """``TrainingSampler``'s infinite stream of (shuffled) indices, starting after the first
-    ``start`` entries of the global stream (all ranks together), yielding
-    ``(sample_seed, index)``. Rank r of W takes the entries r, r + W, r + 2W, ... of what
-    remains, as ``TrainingSampler`` does."""
+    """``TrainingSampler``'s infinite stream of (shuffled) indices after the first ``start``
+    entries of the global stream, as ``(sample_seed, index)``; rank r of W takes the entries
+    r, r + W, ... of what remains, as ``TrainingSampler`` does."""
 
     def __init__(self, size: int, seed: int, shuffle: bool = True, start: int = 0):
         if size <= 0:
@@ -72,28 +54,23 @@ class ResumableTrainingSampler(Sampler):
         return self._start
 
     def set_progress(self, seed: int, start: int) -> None:
-        """Continue the stream seeded ``seed`` after its first ``start`` entries. Takes
-        effect for iterators created afterwards."""
-        self._seed = int(seed)
-        self._start = int(start)
+        """Continue the stream seeded ``seed`` after ``start`` entries (new iterators)."""
+        self._seed, self._start = int(seed), int(start)
 
     def __iter__(self):
         stream = self._stream_from(self._start)
         yield from itertools.islice(stream, self._rank, None, self._world_size)
 
     def _stream_from(self, start):
-        g = torch.Generator()
-        g.manual_seed(self._seed)
+        g = torch.Generator().manual_seed(self._seed)
         epoch, skip = divmod(start, self._size)
         for _ in range(epoch):  # advance the generator past whole epochs
             if self._shuffle:
                 torch.randperm(self._size, generator=g)
         position = start
         while True:
-            if self._shuffle:
-                order = torch.randperm(self._size, generator=g).tolist()
-            else:
-                order = list(range(self._size))
+            order = (torch.randperm(self._size, generator=g).tolist() if self._shuffle
+                     else list(range(self._size)))
             for index in order[skip:]:
                 yield sample_seed(self._seed, position), index
                 position += 1
@@ -102,7 +79,7 @@ class ResumableTrainingSampler(Sampler):
 
 @contextmanager
 def _seeded_rngs(seed: int):
-    """Seed ``random``, ``numpy`` and torch's CPU generator, restore their states after."""
+    # Seed random, numpy and torch's CPU generator; restore their states after.
     py_state, np_state = random.getstate(), np.random.get_state()
     torch_state = torch.get_rng_state()
     random.seed(seed)
@@ -118,22 +95,18 @@ def _seeded_rngs(seed: int):
 
 class SeededMapDataset(Dataset):
     """``dataset[(sample_seed, index)]`` = ``mapper(dicts[index])`` with the random generators
-    seeded from ``sample_seed``. When the mapper returns None (an image the augmentation
-    left without boxes), another index is drawn from the same seeded generator, as
-    Detectron2's MapDataset does; so is one for an unreadable image when
-    ``skip_unreadable`` (INPUT.SSD.SKIP_UNREADABLE_IMAGES). A
-    :class:`~ssd_r34.data.validation.DatasetError` from the mapper is re-raised naming the
-    data set of the record (``spans``: (data set name, number of records), in order)."""
+    seeded from ``sample_seed``. Where the mapper returns None (no box left after the crop)
+    or, with ``skip_unreadable``, the image is unreadable, another index is drawn from the
+    same generator (as Detectron2's MapDataset does). A DatasetError is re-raised naming
+    the record's data set (``spans``: (name, number of records), in order)."""
 
     def __init__(self, dicts, mapper, max_attempts: int = 100,
                  spans: Optional[Sequence[Tuple[str, int]]] = None,
                  skip_unreadable: bool = False):
         self._dataset = dicts if isinstance(dicts, DatasetFromList) else \
             DatasetFromList(dicts, copy=False, serialize=True)
-        self._mapper = mapper
-        self._max_attempts = max_attempts
-        self._spans = list(spans or [])
-        self._skip_unreadable = skip_unreadable
+        self._mapper, self._max_attempts = mapper, max_attempts
+        self._spans, self._skip_unreadable = list(spans or []), skip_unreadable
         self._skipped = UnreadableImageReport()
 
     def __len__(self):
@@ -163,12 +136,11 @@ class SeededMapDataset(Dataset):
 
 
 class SkipUnreadableImages:
-    """Wraps a mapper for Detectron2's own loaders: an unreadable image gives None (the
-    loader draws another one), counted and reported (INPUT.SSD.SKIP_UNREADABLE_IMAGES)."""
+    """A mapper for Detectron2's own loaders that gives None for an unreadable image (the
+    loader draws another), counted and reported (INPUT.SSD.SKIP_UNREADABLE_IMAGES)."""
 
     def __init__(self, mapper):
-        self._mapper = mapper
-        self._skipped = UnreadableImageReport()
+        self._mapper, self._skipped = mapper, UnreadableImageReport()
 
     def __call__(self, dataset_dict):
         try:
@@ -179,13 +151,10 @@ class SkipUnreadableImages:
 
 
 def load_train_dicts(cfg) -> Tuple[List[Dict], List[Tuple[str, int]]]:
-    """The records of DATASETS.TRAIN, each data set checked
-    (:func:`~ssd_r34.data.validation.check_dataset_metadata`,
-    :func:`~ssd_r34.data.validation.check_dataset_dicts`): a thing_classes count or a
-    class id that does not fit MODEL.SSD.NUM_CLASSES raises naming the data set; invalid
-    boxes are dropped and reported once per data set. Detectron2's class histogram is
-    logged as ``get_detection_dataset_dicts`` logs it (that function asserts on an
-    out-of-range id before a check could name the data set, hence this loader).
+    """The records of DATASETS.TRAIN, each data set checked (``check_dataset_metadata``,
+    ``check_dataset_dicts``), and Detectron2's class histogram logged. (Detectron2's
+    ``get_detection_dataset_dicts`` asserts on an out-of-range id before a check could name
+    the data set, hence this function.)
 
     Returns:
         (records, [(data set name, number of its records)]).
@@ -224,10 +193,9 @@ def load_train_dicts(cfg) -> Tuple[List[Dict], List[Tuple[str, int]]]:
 
 
 def build_resumable_train_loader(cfg, mapper):
-    """Detectron2's training loader over a :class:`ResumableTrainingSampler` (seeded by
-    SEED, or by a seed shared by all ranks when SEED < 0) and a :class:`SeededMapDataset`
-    of the checked records (:func:`load_train_dicts`); the batch of each rank is
-    SOLVER.IMS_PER_BATCH / world size, in stream order."""
+    """Detectron2's training loader over a :class:`ResumableTrainingSampler` (seeded by SEED,
+    or a seed shared by all ranks when SEED < 0) and a :class:`SeededMapDataset` of the
+    checked records; batches of SOLVER.IMS_PER_BATCH / world size, in stream order."""
     dicts, spans = load_train_dicts(cfg)
     seed = cfg.SEED if cfg.SEED >= 0 else comm.shared_random_seed()
     sampler = ResumableTrainingSampler(len(dicts), seed=seed)

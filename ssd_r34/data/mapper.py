@@ -22,24 +22,16 @@ logger = logging.getLogger(__name__)
 
 
 class SSDDatasetMapper:
-    """Reads the image (INPUT.FORMAT, RGB for the reference weights), applies the SSD
-    augmentations and returns ``{"image": uint8 (3, H, W), "instances": Instances, ...}``.
+    """Reads the image (INPUT.FORMAT), applies the SSD augmentations and returns
+    ``{"image": uint8 (3, H, W), "instances": Instances, ...}``; the model normalises.
 
-    In training, crowd annotations are ignored, boxes that the crop drops (centre outside)
-    or that end up empty are removed, and an image left with no box returns None so that
-    Detectron2's loader draws another one. Normalisation happens in the model.
-
-    Bad data is named, never silently used (docs/validation.md): an unreadable image raises
-    :class:`~ssd_r34.data.validation.UnreadableImageError` naming the file; in training, a
-    class id outside [0, MODEL.SSD.NUM_CLASSES) raises
-    :class:`~ssd_r34.data.validation.DatasetError`, and an invalid box (non-finite, width or
-    height <= 0, entirely outside the image) is dropped with a warning (the first few per
-    process; the training loader has already dropped and reported them per data set).
-
-    With INPUT.RESIZE_IMPL "cv2-float", evaluation images are decoded and pre-processed as
-    the MLPerf inference harness does (:func:`~ssd_r34.data.transforms.cv2_float_preprocess`):
-    ``"image"`` is then float32 (3, H, W), already normalised, and ``"image_normalized"`` is
-    True, so that the model does not normalise it again.
+    In training, crowd annotations are ignored, boxes the crop drops or leaves empty are
+    removed, and an image left with no box gives None (the loader draws another). Bad data
+    is named, never silently used (docs/validation.md): UnreadableImageError for an image,
+    DatasetError for a class id outside [0, MODEL.SSD.NUM_CLASSES), an invalid box dropped
+    with a warning. With INPUT.RESIZE_IMPL "cv2-float", evaluation images are pre-processed
+    as the MLPerf harness does (:func:`~ssd_r34.data.transforms.cv2_float_preprocess`):
+    ``"image"`` is float32, normalised, and ``"image_normalized"`` True.
     """
 
     @configurable
@@ -49,17 +41,13 @@ class SSDDatasetMapper:
         """
         Args:
             num_classes: class ids must be in [0, num_classes) (None: not checked).
-            dataset_name: named in error messages (the training loader names the data set
-                of each record itself).
+            dataset_name: named in error messages.
             cv2_float: None ("pil"), or ``(size, mean, std)`` of the MLPerf harness's
                 pre-processing (evaluation only; mean / std in 0-1 units).
         """
-        self.is_train = is_train
-        self.augmentations = T.AugmentationList(augmentations)
-        self.image_format = image_format
-        self.num_classes = num_classes
-        self.dataset_name = dataset_name
-        self._dropped = 0
+        self.is_train, self.augmentations = is_train, T.AugmentationList(augmentations)
+        self.image_format, self.num_classes = image_format, num_classes
+        self.dataset_name, self._dropped = dataset_name, 0
         self.cv2_float = None if is_train else cv2_float
 
     @classmethod
@@ -76,8 +64,7 @@ class SSDDatasetMapper:
     def _error(self, e: DatasetError) -> DatasetError:
         return e.in_dataset(self.dataset_name) if self.dataset_name else e
 
-    def _valid_annotations(self, record, image_hw) -> List[dict]:
-        """The non-crowd annotations with a valid box; class ids checked."""
+    def _valid_annotations(self, record, image_hw) -> List[dict]:  # non-crowd, valid box
         h, w = image_hw
         annos = []
         for j, a in enumerate(record.get("annotations", [])):

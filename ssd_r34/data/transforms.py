@@ -1,5 +1,6 @@
-"""SSD training augmentations as Detectron2 Augmentations / Transforms (the SSD
-paper's data augmentation, as the MLPerf training reference's ``SSDCropping`` and colour jitter)."""
+"""SSD augmentations as Detectron2 Augmentations / Transforms (the SSD paper's, as the MLPerf
+training reference's ``SSDCropping`` and colour jitter), their config checks, and the MLPerf
+inference harness's pre-processing (INPUT.RESIZE_IMPL "cv2-float")."""
 import numpy as np
 from PIL import Image
 from torchvision.transforms import ColorJitter
@@ -18,10 +19,9 @@ RESIZE_IMPLS = ("pil", "cv2-float")
 
 
 class SSDCropTransform(Transform):
-    """Crop to the float rectangle (x0, y0, x1, y1) in pixels (the image is cut at the
-    integer parts, as the reference does). Boxes keep the SSD rule: a box whose centre is
-    not strictly inside the rectangle becomes empty (0, 0, 0, 0), to be filtered out;
-    the others are clipped to the rectangle."""
+    """Crop to the float rectangle (x0, y0, x1, y1) (the image is cut at the integer parts,
+    as the reference does). A box whose centre is not strictly inside becomes empty
+    (0, 0, 0, 0), to be filtered out; the others are clipped to the rectangle."""
 
     def __init__(self, x0: float, y0: float, x1: float, y1: float):
         super().__init__()
@@ -37,8 +37,7 @@ class SSDCropTransform(Transform):
         coords[:, 1] -= self.iy0
         return coords
 
-    def centre_inside(self, boxes: np.ndarray) -> np.ndarray:
-        """Mask of the XYXY boxes whose centre lies strictly inside the crop."""
+    def centre_inside(self, boxes: np.ndarray) -> np.ndarray:  # (B,) bool
         cx = (boxes[:, 0] + boxes[:, 2]) / 2
         cy = (boxes[:, 1] + boxes[:, 3]) / 2
         return (cx > self.x0) & (cx < self.x1) & (cy > self.y0) & (cy < self.y1)
@@ -144,17 +143,10 @@ class RandomColorJitter(T.Augmentation):
 
 def ssd_augmentations(*, size, is_train: bool, crop: bool = True, flip: bool = True,
                       color_jitter=(0.125, 0.5, 0.5, 0.05)):
-    """The SSD augmentations from plain arguments (LazyConfig: ``LazyCall(ssd_augmentations)``).
-
-    Args:
-        size: (height, width), INPUT.FIXED_SIZE.
-        is_train: training (crop, flip, resize, jitter) or evaluation (the resize only).
-        crop: INPUT.SSD.CROP. flip: INPUT.RANDOM_FLIP == "horizontal".
-        color_jitter: INPUT.SSD.COLOR_JITTER (all zero: none).
-
-    Returns:
-        list of Detectron2 augmentations.
-    """
+    """The SSD augmentations (a list) from plain arguments (LazyConfig:
+    ``LazyCall(ssd_augmentations)``): ``size`` INPUT.FIXED_SIZE, ``crop`` INPUT.SSD.CROP,
+    ``flip`` INPUT.RANDOM_FLIP == "horizontal", ``color_jitter`` INPUT.SSD.COLOR_JITTER.
+    Training: crop, flip, resize, jitter (the reference's order); evaluation: the resize."""
     height, width = size
     resize = T.Resize((int(height), int(width)))  # PIL bilinear, as the reference
     if not is_train:
@@ -196,9 +188,7 @@ def check_input_config(cfg) -> None:
 
 
 def build_ssd_augmentations(cfg, is_train: bool):
-    """Training: SSD crop, horizontal flip, fixed resize, colour jitter (the reference's
-    order). Evaluation: the fixed resize only. Refuses INPUT.FIXED_SIZE / INPUT.SSD.* values
-    that cannot work (:func:`check_input_config`)."""
+    """:func:`ssd_augmentations` from the config, checked (:func:`check_input_config`)."""
     check_input_config(cfg)
     return ssd_augmentations(size=cfg.INPUT.FIXED_SIZE, is_train=is_train,
                              crop=cfg.INPUT.SSD.CROP,
@@ -217,9 +207,8 @@ def resize_impl(cfg) -> str:
 
 
 def read_image_cv2(file_name: str) -> np.ndarray:
-    """Decode an image as the MLPerf harness does: ``cv2.imread`` (3 channels, BGR, uint8).
-    OpenCV and PIL decode JPEGs differently in the last bit, so the decoder is part of the
-    pre-processing. Raises FileNotFoundError when OpenCV cannot read the file."""
+    """``cv2.imread`` (BGR uint8), as the MLPerf harness decodes (OpenCV and PIL differ in the
+    last bit of JPEGs). FileNotFoundError when OpenCV cannot read the file."""
     import cv2
 
     image = cv2.imread(file_name)
@@ -232,18 +221,13 @@ def read_image_cv2(file_name: str) -> np.ndarray:
 def cv2_float_preprocess(image: np.ndarray, size, mean, std, input_format: str = "BGR",
                          output_format: str = "RGB") -> np.ndarray:
     """MLPerf's ssd-resnet34 pre-processing (mlcommons/inference,
-    ``vision/classification_and_detection/python/dataset.py``: ``maybe_resize`` then
-    ``pre_process_coco_resnet34`` with ``need_transpose``): the uint8 image to float32, to
-    ``output_format`` channel order, ``cv2.resize`` (INTER_LINEAR) on the float image,
-    ``/ 255 - mean``, ``/ std``, channels first.
+    ``vision/classification_and_detection/python/dataset.py``: ``maybe_resize``, then
+    ``pre_process_coco_resnet34``): float32, ``output_format`` order, ``cv2.resize``
+    (INTER_LINEAR) on the float image, ``/ 255 - mean``, ``/ std``, channels first.
 
     Args:
         image: (H0, W0, 3) uint8 in ``input_format`` ("BGR" as cv2.imread gives, or "RGB").
-        size: (H, W) output size.
-        mean, std: per channel, in 0-1 units and in ``output_format`` order (MLPerf: mean
-            0.485, 0.456, 0.406 and std 0.229, 0.224, 0.225, RGB); used as float32.
-        output_format: "RGB" (MLPerf's) or "BGR".
-
+        size: (H, W); mean, std: per channel, 0-1 units, ``output_format`` order.
     Returns:
         (3, H, W) float32, C-contiguous.
     """
@@ -262,9 +246,8 @@ def cv2_float_preprocess(image: np.ndarray, size, mean, std, input_format: str =
 
 
 def cv2_float_preprocess_from_cfg(cfg, image: np.ndarray, input_format: str = "BGR") -> np.ndarray:
-    """:func:`cv2_float_preprocess` with the config's INPUT.FIXED_SIZE, INPUT.FORMAT and
-    MODEL.PIXEL_MEAN / PIXEL_STD (0-255 units, divided by 255 here: the defaults give
-    MLPerf's float32 constants exactly)."""
+    """:func:`cv2_float_preprocess` with INPUT.FIXED_SIZE, INPUT.FORMAT and MODEL.PIXEL_MEAN
+    / PIXEL_STD / 255 (the defaults give MLPerf's float32 constants exactly)."""
     mean = np.asarray(cfg.MODEL.PIXEL_MEAN, dtype=np.float64) / 255.0
     std = np.asarray(cfg.MODEL.PIXEL_STD, dtype=np.float64) / 255.0
     return cv2_float_preprocess(image, cfg.INPUT.FIXED_SIZE, mean, std, input_format,

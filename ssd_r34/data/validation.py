@@ -1,20 +1,8 @@
 """Checks of the data where it is read: class ids, boxes, images. Every message names the
-data set and the file or annotation (docs/validation.md lists them all).
-
-* class ids outside ``[0, MODEL.SSD.NUM_CLASSES)`` and a ``thing_classes`` count that differs
-  from MODEL.SSD.NUM_CLASSES stop the loader before training starts;
-* invalid boxes (non-finite, width or height <= 0 as annotated, entirely outside the image)
-  are dropped, never repaired, and reported once per data set with the first few of them;
-* an image that cannot be read raises :class:`UnreadableImageError` naming the file (and
-  the data set); with INPUT.SSD.SKIP_UNREADABLE_IMAGES the training loader skips it instead;
-* odd but valid images (grayscale, RGBA, CMYK, palette, EXIF-rotated, 16-bit) are read as
-  8-bit images in INPUT.FORMAT; 16-bit ones are scaled to 8 bits (value / 257) instead of
-  being clipped at 255 (what PIL's ``convert`` does).
-
-Shapes: B boxes.
-"""
+data set and the file or annotation (docs/validation.md lists them all). Shapes: B boxes."""
 import logging
 import math
+import os
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -24,9 +12,8 @@ from detectron2.data import detection_utils as utils
 from detectron2.structures import BoxMode
 from detectron2.utils.file_io import PathManager
 
-__all__ = ["DatasetError", "UnreadableImageError", "box_problem", "describe_annotation",
-           "check_dataset_metadata", "check_dataset_dicts", "read_image",
-           "UnreadableImageReport", "MAX_LISTED"]
+__all__ = ["DatasetError", "UnreadableImageError", "box_problem", "check_dataset_metadata",
+           "check_dataset_dicts", "read_image"]
 
 logger = logging.getLogger(__name__)
 
@@ -45,8 +32,7 @@ class DatasetError(ValueError):
     def __str__(self):
         return f"data set '{self.dataset}': {self.message}" if self.dataset else self.message
 
-    def in_dataset(self, dataset: str) -> "DatasetError":
-        """Name ``dataset`` in the message (when it does not name one yet); returns self."""
+    def in_dataset(self, dataset: str) -> "DatasetError":  # name it unless one is named
         if not self.dataset:
             self.dataset = dataset
         return self
@@ -60,8 +46,7 @@ class UnreadableImageError(DatasetError):
         self.file_name = file_name
 
 
-def describe_annotation(record: Dict, j: int) -> str:
-    """'<file>, annotation id <id>' (or 'annotation #j' where the annotation has no id)."""
+def describe_annotation(record: Dict, j: int) -> str:  # "<file>, annotation id <id>"
     ann = record["annotations"][j]
     which = f"annotation id {ann['id']}" if "id" in ann else f"annotation #{j}"
     return f"{record.get('file_name', '?')}, {which}"
@@ -69,15 +54,9 @@ def describe_annotation(record: Dict, j: int) -> str:
 
 def box_problem(bbox: Sequence[float], bbox_mode, width: Optional[float] = None,
                 height: Optional[float] = None) -> Optional[str]:
-    """Why an annotated box cannot be trained on, or None for a valid box.
-
-    Args:
-        bbox: the annotation's box in ``bbox_mode``; width, height: the image size (the
-            outside-the-image test is skipped where unknown).
-    Returns:
-        "non-finite coordinates", "width <= 0", "height <= 0", "entirely outside the image"
-        or None. Nothing is repaired: a box with a negative width is not flipped.
-    """
+    """Why an annotated box (in ``bbox_mode``, in an image of ``width`` x ``height`` if
+    known) cannot be trained on: "non-finite coordinates", "width <= 0", "height <= 0",
+    "entirely outside the image", or None. Nothing is repaired."""
     try:
         values = [float(v) for v in bbox]
     except (TypeError, ValueError):
@@ -102,11 +81,8 @@ def box_problem(bbox: Sequence[float], bbox_mode, width: Optional[float] = None,
 
 
 def check_dataset_metadata(name: str, num_classes: int) -> None:
-    """Refuse a data set whose ``thing_classes`` count differs from MODEL.SSD.NUM_CLASSES.
-
-    Raises:
-        DatasetError: naming the data set, its classes and the value to set.
-    """
+    """Refuse (DatasetError) a data set whose ``thing_classes`` count differs from
+    MODEL.SSD.NUM_CLASSES, naming its classes and the value to set."""
     from detectron2.data import MetadataCatalog
 
     classes = MetadataCatalog.get(name).get("thing_classes", None)
@@ -121,17 +97,13 @@ def check_dataset_metadata(name: str, num_classes: int) -> None:
 def check_dataset_dicts(dicts: List[Dict], name: str, num_classes: int,
                         filter_empty: bool = False) -> List[Dict]:
     """Check a data set's records before training; returns the records to train on.
-
-    Class ids outside ``[0, num_classes)`` (crowd annotations included) raise
-    :class:`DatasetError`. Annotations with an invalid box (:func:`box_problem`) are
-    dropped from a copy of their record (the registered records are not modified), and
-    reported in one warning with their count and the first few; with ``filter_empty``,
-    records left without a non-crowd annotation are dropped too (as Detectron2's
-    DATALOADER.FILTER_EMPTY_ANNOTATIONS does).
+    Annotations with an invalid box (:func:`box_problem`) are dropped from a copy of their
+    record and reported in one warning; with ``filter_empty``, so are records left without a
+    non-crowd annotation (DATALOADER.FILTER_EMPTY_ANNOTATIONS).
 
     Raises:
-        DatasetError: for the first few out-of-range class ids, naming the data set, the
-            files, the annotations and MODEL.SSD.NUM_CLASSES.
+        DatasetError: class ids outside ``[0, num_classes)`` (crowd included), naming the
+            data set, the files, the annotations and MODEL.SSD.NUM_CLASSES.
     """
     bad_ids, dropped, out, emptied = [], [], [], 0
     for record in dicts:
@@ -176,8 +148,8 @@ def check_dataset_dicts(dicts: List[Dict], name: str, num_classes: int,
 
 
 def _to_8bit(image: Image.Image) -> Image.Image:
-    """16- and 32-bit single-channel images -> 8-bit "L" by value / 257 (the full 16-bit
-    range onto 0..255); "I" / "F" images whose values fit in 0..255 are kept as they are."""
+    # 16/32-bit single-channel images -> 8-bit "L" by value / 257 (PIL's convert would clip
+    # at 255); "I" / "F" images whose values fit in 0..255 are kept as they are.
     if image.mode.startswith("I;16"):
         a = np.asarray(image, dtype=np.float64) / 257.0
     elif image.mode in ("I", "F"):
@@ -190,13 +162,8 @@ def _to_8bit(image: Image.Image) -> Image.Image:
 
 
 def read_image(file_name: str, format: str = "RGB") -> np.ndarray:
-    """Detectron2's ``read_image`` (EXIF orientation applied, converted to ``format``) with
-    16-bit images scaled to 8 bits, and every failure to read the file as
-    :class:`UnreadableImageError` naming it.
-
-    Returns:
-        (H, W, C) uint8 array (C = 3, or 1 for format "L").
-    """
+    """Detectron2's ``read_image`` with 16-bit images scaled to 8 bits and every failure as
+    :class:`UnreadableImageError` naming the file. Returns (H, W, C) uint8 (C = 1 for "L")."""
     try:
         with PathManager.open(file_name, "rb") as f:
             image = Image.open(f)
@@ -209,8 +176,6 @@ def read_image(file_name: str, format: str = "RGB") -> np.ndarray:
 
 
 def _unreadable_reason(file_name: str, e: Exception) -> str:
-    import os
-
     if isinstance(e, FileNotFoundError) or not os.path.exists(file_name):
         what = "the file does not exist"
     elif os.path.isfile(file_name) and os.path.getsize(file_name) == 0:
@@ -227,9 +192,8 @@ def _unreadable_reason(file_name: str, e: Exception) -> str:
 
 
 class UnreadableImageReport:
-    """Counts the unreadable images skipped in training (INPUT.SSD.SKIP_UNREADABLE_IMAGES)
-    and warns: each of the first MAX_LISTED by name, then at 10, 100, 1000 ... skips (per
-    process: each loader worker counts its own)."""
+    """Counts the unreadable images skipped in training (SKIP_UNREADABLE_IMAGES) and warns:
+    the first MAX_LISTED by name, then at 10, 100, 1000 ... skips (per worker process)."""
 
     def __init__(self):
         self.count = 0
@@ -247,8 +211,7 @@ class UnreadableImageReport:
 
 
 def dataset_of(spans: Sequence[Tuple[str, int]], index: int) -> Optional[str]:
-    """The name of the data set that holds record ``index`` of the concatenation of
-    ``spans`` ((name, number of records) in order)."""
+    # The data set of record index of the concatenation of spans ((name, records) in order).
     start = 0
     for name, n in spans:
         if index < start + n:
