@@ -3,6 +3,7 @@
 truncated file that ``--resume`` cannot read. :func:`make_checkpointer_atomic` swaps that
 path manager for one whose writes go to a temporary file, fsynced and ``os.replace``d onto
 the target (docs/distributed.md, "Survive a crash")."""
+import contextlib
 import logging
 import os
 import re
@@ -15,25 +16,13 @@ logger = logging.getLogger(__name__)
 _TMP_RE = re.compile(r"^\..+\.\d+\.tmp$")
 
 
-def _is_local(path: str) -> bool:
-    return "://" not in path or path.startswith("file://")
-
-
-def _local(path: str) -> str:
-    return path[len("file://"):] if path.startswith("file://") else path
-
-
 def _fsync_dir(folder: str) -> None:
-    try:
+    with contextlib.suppress(OSError):  # some file systems refuse fsync on folders
         fd = os.open(folder or ".", os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # some file systems refuse fsync on folders
-        pass
-    finally:
-        os.close(fd)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 class CheckpointWriteError(OSError):
@@ -43,8 +32,7 @@ class CheckpointWriteError(OSError):
 
     def __init__(self, message: str, path: str = "", last_good: str = ""):
         super().__init__(message)
-        self.path = path
-        self.last_good = last_good
+        self.path, self.last_good = path, last_good
 
     def __str__(self):
         return self.args[0]
@@ -56,37 +44,30 @@ class _AtomicFile:
     failed write as an unrelated "unexpected pos" RuntimeError)."""
 
     def __init__(self, target: str, mode: str, owner=None, **kwargs):
-        self._done = True  # until the temporary file is open
-        self._owner = owner
+        self._done, self._owner = True, owner  # done until the temporary file is open
         folder, base = os.path.split(os.path.abspath(target))
         if "x" in mode and os.path.exists(target):
             raise FileExistsError(target)
-        self._target = target
-        self._tmp = os.path.join(folder, f".{base}.{os.getpid()}.tmp")
-        try:
-            self._file = open(self._tmp, mode.replace("x", "w"), **kwargs)
-        except OSError as e:
-            self._record(e)
-            raise
+        self._target, self._tmp = target, os.path.join(folder, f".{base}.{os.getpid()}.tmp")
+        self._file = self._call(open, self._tmp, mode.replace("x", "w"), **kwargs)
         self._done = False
 
     def _record(self, e: OSError) -> None:
         if self._owner is not None and getattr(self._owner, "last_error", None) is None:
             self._owner.last_error = e
 
-    def write(self, data):
+    def _call(self, fn, *args, **kwargs):
         try:
-            return self._file.write(data)
+            return fn(*args, **kwargs)
         except OSError as e:
             self._record(e)
             raise
 
+    def write(self, data):
+        return self._call(self._file.write, data)
+
     def flush(self):
-        try:
-            return self._file.flush()
-        except OSError as e:
-            self._record(e)
-            raise
+        return self._call(self._file.flush)
 
     def __getattr__(self, name):
         if name.startswith("_"):
@@ -97,10 +78,7 @@ class _AtomicFile:
         return self
 
     def __exit__(self, exc_type, exc, tb):
-        if exc_type is None:
-            self.close()
-        else:
-            self.discard()
+        self.close() if exc_type is None else self.discard()
         return False
 
     def close(self):
@@ -116,10 +94,8 @@ class _AtomicFile:
             os.replace(self._tmp, self._target)
         except OSError as e:  # e.g. the disk filled up at the flush: never leave the part
             self._record(e)
-            try:
+            with contextlib.suppress(OSError):
                 os.remove(self._tmp)
-            except OSError:
-                pass
             raise
         _fsync_dir(os.path.dirname(os.path.abspath(self._target)))
 
@@ -127,20 +103,14 @@ class _AtomicFile:
         if self._done:
             return
         self._done = True
-        try:
+        with contextlib.suppress(OSError):  # flushing the rest may fail too
             self._file.close()
-        except OSError:  # flushing the rest failed too; the file is dropped anyway
-            pass
-        try:
+        with contextlib.suppress(OSError):
             os.remove(self._tmp)
-        except OSError:
-            pass
 
     def __del__(self):  # garbage-collected without close(): never publish a partial file
-        try:
+        with contextlib.suppress(Exception):
             self.discard()
-        except Exception:
-            pass
 
 
 class AtomicPathManager:
@@ -152,10 +122,11 @@ class AtomicPathManager:
         self.last_error = None  # the first OSError of an atomic write since it was reset
 
     def open(self, path, mode="r", *args, **kwargs):
-        if ("w" in mode or "x" in mode) and "+" not in mode and _is_local(path):
+        if ("w" in mode or "x" in mode) and "+" not in mode and (
+                "://" not in path or path.startswith("file://")):
             if args:  # iopath's positional "buffering"
                 kwargs.setdefault("buffering", args[0])
-            return _AtomicFile(_local(path), mode, owner=self, **kwargs)
+            return _AtomicFile(path.removeprefix("file://"), mode, owner=self, **kwargs)
         return self._path_manager.open(path, mode, *args, **kwargs)
 
     def __getattr__(self, name):
@@ -167,21 +138,16 @@ def remove_stale_temporary_files(folder: str) -> None:
     if not folder or not os.path.isdir(folder):
         return
     for name in os.listdir(folder):
-        if _TMP_RE.match(name):
-            pid = int(name.rsplit(".", 2)[-2])
-            if pid != os.getpid():
-                try:
-                    os.remove(os.path.join(folder, name))
-                    logger.info(f"Removed {name}, left by a save that did not finish.")
-                except OSError:
-                    pass
+        if _TMP_RE.match(name) and int(name.rsplit(".", 2)[-2]) != os.getpid():
+            with contextlib.suppress(OSError):
+                os.remove(os.path.join(folder, name))
+                logger.info(f"Removed {name}, left by a save that did not finish.")
 
 
 def make_checkpointer_atomic(checkpointer):
     """Make ``checkpointer.save`` crash-safe, in place (idempotent); returns it."""
-    pm = checkpointer.path_manager
-    if not isinstance(pm, AtomicPathManager):
-        checkpointer.path_manager = AtomicPathManager(pm)
+    if not isinstance(checkpointer.path_manager, AtomicPathManager):
+        checkpointer.path_manager = AtomicPathManager(checkpointer.path_manager)
     if getattr(checkpointer, "save_to_disk", True) and getattr(checkpointer, "save_dir", ""):
         remove_stale_temporary_files(checkpointer.save_dir)
     return checkpointer

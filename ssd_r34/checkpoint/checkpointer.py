@@ -1,6 +1,5 @@
 """SSDCheckpointer: Detectron2's DetectionCheckpointer that also reads MLPerf and torchvision
-files, converting them in memory (:mod:`.mlperf`), and never unpickles arbitrary code
-(:mod:`.safe_load`)."""
+files, converting them in memory, and never unpickles arbitrary code."""
 import os
 
 import numpy as np
@@ -18,23 +17,12 @@ __all__ = ["SSDCheckpointer"]
 
 
 class SSDCheckpointer(DetectionCheckpointer):
-    """DetectionCheckpointer that also reads, converting in memory:
-
-    * MLPerf SSD-ResNet34 files in any of the four shapes of the MLPerf reference, checking the
-      class count against the model's MODEL.SSD.NUM_CLASSES;
-    * torchvision ResNet-34 state dicts (backbone initialisation; extra blocks and head
-      stay as initialised).
-
-    Every file is read with ``torch.load(weights_only=True)`` or, for a pickled whole
-    module, the restricted unpickler; a file that needs arbitrary unpickling is refused.
-
-    A file that is not a usable checkpoint is refused with one message naming it and what
-    was found (:func:`~.safe_load.describe_file`), as is a checkpoint of which fewer than
-    ``MIN_FITTING`` of the tensors fit the model by name and shape (another architecture):
-    the model is then left as it was. A failed save (disk full, read-only folder) raises
-    :class:`~.atomic_io.CheckpointWriteError` naming the file, the cause and the last good
-    checkpoint, which stays complete and named by ``last_checkpoint``.
-    """
+    """DetectionCheckpointer that also reads MLPerf SSD-ResNet34 files (class count checked
+    against MODEL.SSD.NUM_CLASSES) and torchvision ResNet-34 state dicts (the backbone),
+    converting in memory; reads safely (:mod:`.safe_load`). A file that is not a usable
+    checkpoint, or of which fewer than ``MIN_FITTING`` of the tensors fit the model by name
+    and shape, is refused, naming what was found; the model is left as it was. A failed save
+    raises CheckpointWriteError naming the file, the cause and the last good checkpoint."""
 
     MIN_FITTING = 0.5
 
@@ -48,9 +36,7 @@ class SSDCheckpointer(DetectionCheckpointer):
             self._check_fit(checkpoint["model"], getattr(self, "_loading", "the checkpoint"))
         return super()._load_model(checkpoint)
 
-    def _check_fit(self, sd, path):
-        """Refuse, before anything is loaded, a state dict of which fewer than MIN_FITTING
-        of the tensors fit the model (same name, after a "module." prefix, and shape)."""
+    def _check_fit(self, sd, path):  # before anything is loaded
         model_sd = self.model.state_dict()
         keys = [k for k in sd if isinstance(k, str)]
         strip = keys and all(k.startswith("module.") for k in keys)
@@ -73,8 +59,7 @@ class SSDCheckpointer(DetectionCheckpointer):
             f"another MODEL.* setting?). Entries that do not fit: {first_items(misfit)}. The "
             f"model's first keys: {first_items(list(model_sd))}. Nothing was loaded.")
 
-    def save(self, name, **kwargs):
-        """fvcore's save; a failure names the file, the cause and the last good checkpoint."""
+    def save(self, name, **kwargs):  # fvcore's; a failure names file, cause, last good one
         pm = self.path_manager
         if isinstance(pm, AtomicPathManager):
             pm.last_error = None

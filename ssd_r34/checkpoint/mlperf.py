@@ -1,19 +1,7 @@
-"""MLPerf SSD-ResNet34 checkpoints -> ssd_r34's (Detectron2's) layout, and torchvision's
-ImageNet ResNet-34 -> the backbone.
-
-The MLPerf reference (``vision/classification_and_detection/python/models/ssd_r34.py`` of
-mlcommons/inference) comes in four file shapes:
-
-* a bare state dict;
-* ``{"model": state_dict, "label_map": ...}`` (the training reference's ``iter_N.pt``);
-* either of those with a ``module.`` prefix on every key (saved from DataParallel);
-* a pickled whole ``nn.Module`` (the released ``resnet34-ssd1200.pytorch``, class
-  ``models.ssd_r34.SSD_R34``), read by :mod:`.safe_load` without running its code.
-
-Conversion to ssd_r34's names (Detectron2's) also permutes the head channels: the reference
-reads loc as (N, 4, nd*h*w) and conf as (N, 81, nd*h*w) (coordinate-major / class-major,
-background first), ssd_r34 is anchor-major with background last.
-"""
+"""MLPerf SSD-ResNet34 checkpoints (any of the reference's four file shapes:
+docs/checkpoints.md) -> ssd_r34's (Detectron2's) layout, and torchvision's ImageNet
+ResNet-34 -> the backbone. The reference: mlcommons/inference
+``vision/classification_and_detection/python/models/ssd_r34.py``."""
 import collections
 import re
 from dataclasses import dataclass, field
@@ -47,9 +35,8 @@ def _bn(prefix, c):
 
 
 def reference_key_shapes(num_classes: int = 81) -> Dict[str, Tuple[int, ...]]:
-    """Every state-dict key of the reference (``models/ssd_r34.py`` of the MLPerf
-    reference; ``num_batches_tracked``
-    omitted) with its shape. ``num_classes`` includes background."""
+    """Every state-dict key of the reference (``num_batches_tracked`` omitted) with its
+    shape; ``num_classes`` includes background."""
     shapes = {"model.layer1.0.weight": (64, 3, 7, 7), **_bn("model.layer1.1", 64)}
     for prefix, _, _, blocks, cin, cout in STAGES:
         for i in range(blocks):
@@ -78,7 +65,7 @@ _BLOCK_NAMES = {"conv1": "conv1", "bn1": "conv1.norm", "conv2": "conv2", "bn2": 
 
 
 def _d2_name(key: str) -> str:
-    """Reference key -> ssd_r34 key (heads keep their names; their channels are permuted)."""
+    # Reference key -> ssd_r34 key (heads keep their names; their channels are permuted).
     if key.startswith("model.layer1.0."):
         return "backbone.stem.conv1." + key[len("model.layer1.0."):]
     if key.startswith("model.layer1.1."):
@@ -112,7 +99,7 @@ class MLPerfCheckpoint:
 
 
 def _split_container(obj, how: str):
-    """(state dict candidate, layout words, other top-level entries) of a loaded object."""
+    # (state dict candidate, layout words, other top-level entries) of a loaded object.
     if isinstance(obj, dict) and isinstance(obj.get("model"), dict):
         others = {k: v for k, v in obj.items() if k != "model"}
         return obj["model"], (f"{how}: a dict with a 'model' state dict and "
@@ -126,13 +113,10 @@ def _split_container(obj, how: str):
 
 def find_mlperf_checkpoint(obj, how: str = "loaded",
                            num_classes: Optional[int] = None) -> Optional[MLPerfCheckpoint]:
-    """Recognise and validate an MLPerf SSD-R34 state dict inside a loaded object.
-
-    Returns None when ``obj`` does not look like one at all (none of the reference's
-    signature keys); raises :class:`CheckpointFormatError` when it does but keys or shapes
-    are wrong, or when ``num_classes`` (foreground classes, as MODEL.SSD.NUM_CLASSES) is
-    given and differs from the file's.
-    """
+    """Recognise and validate an MLPerf SSD-R34 state dict in a loaded object (``how``:
+    what was read). Returns None when none of the reference's signature keys is there;
+    raises :class:`CheckpointFormatError` when keys or shapes are wrong, or the class count
+    differs from ``num_classes`` (foreground, as MODEL.SSD.NUM_CLASSES) where given."""
     sd, layout, others = _split_container(obj, how)
     if not isinstance(sd, dict) or not sd:
         return None
@@ -203,14 +187,8 @@ def read_mlperf_checkpoint(path: str, num_classes: Optional[int] = None) -> MLPe
 
 
 def convert_mlperf_state_dict(ckpt: MLPerfCheckpoint) -> Dict[str, torch.Tensor]:
-    """Reference state dict -> ssd_r34's, with the head channels permuted.
-
-    loc: reference channel ``k*nd + a`` -> ``a*4 + k``. conf: reference channel ``c*nd + a``
-    (class 0 background, 1..K foreground) -> ``a*(K+1) + c'`` with ``c' = c - 1`` for the
-    foreground and background last (``c' = K``). ``num_batches_tracked`` is dropped (BN
-    sets it to 0; FrozenBN has none), so every Detectron2 norm loads without a missing or
-    unexpected key.
-    """
+    """Reference state dict -> ssd_r34's. loc channel ``k*nd + a`` -> ``a*4 + k``; conf
+    ``c*nd + a`` (background c = 0) -> ``a*(K+1) + c'``, c' = c - 1, background last (K)."""
     out = collections.OrderedDict()
     for key, t in ckpt.state_dict.items():
         m = re.fullmatch(r"(loc|conf)\.(\d)\.(weight|bias)", key)
@@ -225,11 +203,7 @@ def convert_mlperf_state_dict(ckpt: MLPerfCheckpoint) -> Dict[str, torch.Tensor]
     return out
 
 
-# ---------------------------------------------------------------------------------------
-# torchvision ResNet-34 (ImageNet) -> backbone initialisation
-# ---------------------------------------------------------------------------------------
-def is_torchvision_resnet34(sd) -> bool:
-    """A torchvision ResNet-34 state dict (BasicBlocks 3, 4, 6, 3)?"""
+def is_torchvision_resnet34(sd) -> bool:  # BasicBlocks 3, 4, 6, 3
     if not isinstance(sd, dict) or "conv1.weight" not in sd or "bn1.weight" not in sd:
         return False
     keys = [k for k in sd if isinstance(k, str)]
@@ -241,11 +215,8 @@ def is_torchvision_resnet34(sd) -> bool:
 
 
 def convert_torchvision_resnet34(sd) -> Dict[str, torch.Tensor]:
-    """torchvision ResNet-34 weights -> ssd_r34 backbone keys (stem, res2..res4).
-    ``layer4`` and ``fc`` are dropped, as are ``num_batches_tracked``. The backbone's
-    first res4 block has stride 1 but the same shapes. torchvision's ImageNet models take
-    RGB in [0, 1] normalised by mean (0.485, 0.456, 0.406) and std (0.229, 0.224, 0.225):
-    the configs' PIXEL_MEAN / PIXEL_STD (x 255) with INPUT.FORMAT RGB."""
+    """torchvision ResNet-34 weights -> ssd_r34 backbone keys (stem, res2..res4; ``layer4``,
+    ``fc`` and ``num_batches_tracked`` dropped)."""
     sd = collections.OrderedDict(
         (k[len("module."):] if k.startswith("module.") else k, v) for k, v in sd.items())
     if not is_torchvision_resnet34(sd):
