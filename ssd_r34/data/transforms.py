@@ -1,6 +1,8 @@
 """SSD augmentations as Detectron2 Augmentations / Transforms (the SSD paper's, as the MLPerf
 training reference's ``SSDCropping`` and colour jitter), their config checks, and the MLPerf
 inference harness's pre-processing (INPUT.RESIZE_IMPL "cv2-float")."""
+import functools
+
 import numpy as np
 from PIL import Image
 from torchvision.transforms import ColorJitter
@@ -11,7 +13,7 @@ from fvcore.transforms.transform import NoOpTransform, Transform
 
 from ..layers import check_fixed_size, check_numbers, refuse
 
-__all__ = ["SSDCropTransform", "SSDRandomCrop", "ColorJitterTransform", "RandomColorJitter",
+__all__ = ["SSDCropTransform", "SSDRandomCrop", "RandomColorJitter", "check_input_config",
            "build_ssd_augmentations", "RESIZE_IMPLS", "resize_impl", "read_image_cv2",
            "cv2_float_preprocess", "cv2_float_preprocess_from_cfg"]
 
@@ -100,31 +102,14 @@ class SSDRandomCrop(T.Augmentation):
                 return crop
 
 
-class ColorJitterTransform(Transform):
-    """torchvision's ColorJitter with fixed, already drawn parameters."""
-
-    def __init__(self, order, brightness, contrast, saturation, hue):
-        super().__init__()
-        self._set_attributes(locals())
-
-    def apply_image(self, img: np.ndarray) -> np.ndarray:
-        pil = Image.fromarray(img)
-        for i in self.order:
-            if i == 0 and self.brightness is not None:
-                pil = TF.adjust_brightness(pil, self.brightness)
-            elif i == 1 and self.contrast is not None:
-                pil = TF.adjust_contrast(pil, self.contrast)
-            elif i == 2 and self.saturation is not None:
-                pil = TF.adjust_saturation(pil, self.saturation)
-            elif i == 3 and self.hue is not None:
-                pil = TF.adjust_hue(pil, self.hue)
-        return np.asarray(pil)
-
-    def apply_coords(self, coords: np.ndarray) -> np.ndarray:
-        return coords
-
-    def apply_segmentation(self, segmentation: np.ndarray) -> np.ndarray:
-        return segmentation
+def _jitter_image(img: np.ndarray, order, factors) -> np.ndarray:
+    # torchvision's ColorJitter with drawn factors (brightness, contrast, saturation, hue).
+    pil = Image.fromarray(img)
+    adjust = (TF.adjust_brightness, TF.adjust_contrast, TF.adjust_saturation, TF.adjust_hue)
+    for i in order:
+        if factors[i] is not None:
+            pil = adjust[i](pil, factors[i])
+    return np.asarray(pil)
 
 
 class RandomColorJitter(T.Augmentation):
@@ -138,7 +123,8 @@ class RandomColorJitter(T.Augmentation):
     def get_transform(self, image):
         j = self._jitter
         order, b, c, s, h = j.get_params(j.brightness, j.contrast, j.saturation, j.hue)
-        return ColorJitterTransform(order.tolist(), b, c, s, h)
+        return T.ColorTransform(functools.partial(_jitter_image, order=order.tolist(),
+                                                  factors=(b, c, s, h)))
 
 
 def ssd_augmentations(*, size, is_train: bool, crop: bool = True, flip: bool = True,

@@ -28,7 +28,7 @@ from .box_ops import hard_negative_mask, match_default_boxes
 from .head import build_ssd_head
 from .postprocessing import postprocess_single_image, rescale_detections
 
-# "int8" runs the network in an engine (ssd_r34/inference/, MODEL.SSD.INFERENCE_BACKEND);
+# "int8" runs the network in an engine (MODEL.SSD.INFERENCE_BACKEND, ssd_r34/export/);
 # the PyTorch network of such a model (training, export, calibration) is float32.
 INFERENCE_DTYPES = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16,
                     "int8": None}
@@ -135,7 +135,7 @@ class SSD(DenseDetector):
         # not a submodule: neither in the state dict nor moved by .to() (see
         # _backbone_for_inference for how it notices changes of the weights).
         self._folded_backbone: Optional[tuple] = None
-        # Set by ssd_r34.inference.attach_backend (MODEL.SSD.INFERENCE_BACKEND): a callable
+        # Set by attach_backend (ssd_r34/export/, MODEL.SSD.INFERENCE_BACKEND): a callable
         # normalised (N, 3, H, W) images -> (loc, conf) that runs the network in another
         # engine at inference (eval mode, not while exporting). Not a submodule.
         self.network_runner = None
