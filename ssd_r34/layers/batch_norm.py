@@ -17,13 +17,10 @@ def _foldable_norm(norm) -> bool:
 
 @torch.no_grad()
 def fold_batch_norms(module: nn.Module) -> nn.Module:
-    """Fold every eval-mode BatchNorm (BN, SyncBN, FrozenBN) that follows a Detectron2
-    ``Conv2d`` into the convolution's weight and bias, in place; returns ``module``.
-
-    ``conv(x, w) * s + (beta - mean * s)`` with ``s = gamma / sqrt(var + eps)`` becomes
-    ``conv(x, w * s) + (beta - mean * s)``, computed in float64 and rounded once. The new
-    weights keep the old memory format (channels-last stays channels-last). Norms that
-    cannot be folded (training mode, GroupNorm ...) are left in place."""
+    """Fold every eval-mode BatchNorm (BN, SyncBN, FrozenBN) of a Detectron2 ``Conv2d`` into
+    its weight and bias, in place (returns ``module``): ``conv(x, w * s) + (beta - mean * s)``
+    with ``s = gamma / sqrt(var + eps)``, in float64, rounded once, in the weight's memory
+    format. Other norms (training mode, GroupNorm ...) stay."""
     for conv in module.modules():
         if not isinstance(conv, Conv2d) or not _foldable_norm(getattr(conv, "norm", None)):
             continue

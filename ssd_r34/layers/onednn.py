@@ -22,8 +22,8 @@ def onednn_fusion_available() -> bool:
 
 
 class FusedConv(nn.Module):
-    """A Detectron2 ``Conv2d`` without norm, with ``activation`` None or ReLU, as one oneDNN
-    convolution with the ReLU (and optionally ``+ other``, then ReLU) as post-ops."""
+    """A Detectron2 ``Conv2d`` without norm (activation None or ReLU) as one oneDNN
+    convolution with its ReLU, or ``+ other`` then ReLU, as post-ops."""
 
     def __init__(self, conv: Conv2d, relu: bool):
         super().__init__()
@@ -33,8 +33,7 @@ class FusedConv(nn.Module):
         self.unary = "relu" if relu else "none"
 
     def forward(self, x, add_relu=None, in_place=False):
-        """conv(x) (+ ReLU), or relu(conv(x) + add_relu); with ``in_place`` the latter is
-        written into ``add_relu``."""
+        # conv(x) (+ ReLU), or relu(conv(x) + add_relu), with in_place into add_relu.
         args = (self.weight, self.bias, self.padding, self.stride, self.dilation, self.groups)
         if add_relu is None:
             return torch.ops.mkldnn._convolution_pointwise(x, *args, self.unary, [], "")
@@ -88,8 +87,7 @@ def _convertible(conv) -> bool:
 @torch.no_grad()
 def fuse_for_cpu(module: nn.Module) -> nn.Module:
     """Replace, in place, every BasicStem, BasicBlock and ReLU ``Conv2d`` whose norms are
-    folded (see ``fold_batch_norms``) by its fused form; returns ``module``. Modules that
-    still hold a norm, or another activation, are left as they are."""
+    folded (``fold_batch_norms``) by its fused form; returns ``module``."""
     for i, (name, child) in enumerate(list(module.named_children())):
         if type(child) is BasicStem and _convertible(child.conv1):
             setattr(module, name, FusedStem(child))

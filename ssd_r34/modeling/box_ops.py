@@ -29,7 +29,7 @@ def batched_pairwise_iou(gt: Tensor, anchors: Tensor) -> Tensor:
 
 def match_default_boxes(gt_boxes: Tensor, gt_valid: Tensor, anchors: Tensor,
                         iou_threshold: float) -> Tuple[Tensor, Tensor]:
-    """The reference matching rule, batched over images.
+    """The reference matching rule.
 
     Args:
         gt_boxes: (N, G, 4) ground-truth boxes, padded; gt_valid: (N, G) bool.

@@ -20,15 +20,9 @@ __all__ = ["rescale_detections", "postprocess_single_image"]
 
 
 def rescale_detections(r: Instances, height: int, width: int) -> Instances:
-    """Scale to the original image by (width / W, height / H), then clip (the reference
-    clips only at this point and, unlike ``detector_postprocess``, drops nothing).
-
-    Args:
-        r: Instances of image size (H, W) with pred_boxes (M, 4), scores, pred_classes.
-        height, width: the original image's size.
-    Returns:
-        Instances of image size (height, width), the same M detections.
-    """
+    """Scale ``r`` (image size (H, W), pred_boxes (M, 4), scores, pred_classes) to the
+    original ``height`` x ``width``, then clip (the reference clips only here and, unlike
+    ``detector_postprocess``, drops nothing). Returns Instances with the same M detections."""
     H, W = r.image_size
     out = Instances((height, width))
     boxes = r.pred_boxes.tensor * r.pred_boxes.tensor.new_tensor(
