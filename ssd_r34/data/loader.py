@@ -11,10 +11,11 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import Dataset
 
 from detectron2.data import build_detection_train_loader
 from detectron2.data.common import DatasetFromList
+from detectron2.data.samplers import TrainingSampler
 from detectron2.utils import comm
 
 from .validation import (DatasetError, UnreadableImageError, UnreadableImageReport,
@@ -31,18 +32,14 @@ def sample_seed(stream_seed: int, position: int) -> int:  # the seed of a stream
                .generate_state(1)[0])
 
 
-class ResumableTrainingSampler(Sampler):
-    """``TrainingSampler``'s infinite stream of (shuffled) indices after the first ``start``
-    entries of the global stream, as ``(sample_seed, index)``; rank r of W takes the entries
-    r, r + W, ... of what remains, as ``TrainingSampler`` does."""
+class ResumableTrainingSampler(TrainingSampler):
+    """``TrainingSampler``'s stream (same seed, order and sharding over ranks) after its first
+    ``start`` entries (all ranks together), as ``(sample_seed, index)`` pairs."""
 
     def __init__(self, size: int, seed: int, shuffle: bool = True, start: int = 0):
         if size <= 0:
             raise ValueError(f"ResumableTrainingSampler needs a non-empty data set, got {size}.")
-        self._size = int(size)
-        self._shuffle = shuffle
-        self._rank = comm.get_rank()
-        self._world_size = comm.get_world_size()
+        super().__init__(int(size), shuffle=shuffle, seed=int(seed))
         self.set_progress(seed, start)
 
     @property
@@ -57,24 +54,10 @@ class ResumableTrainingSampler(Sampler):
         """Continue the stream seeded ``seed`` after ``start`` entries (new iterators)."""
         self._seed, self._start = int(seed), int(start)
 
-    def __iter__(self):
-        stream = self._stream_from(self._start)
-        yield from itertools.islice(stream, self._rank, None, self._world_size)
-
-    def _stream_from(self, start):
-        g = torch.Generator().manual_seed(self._seed)
-        epoch, skip = divmod(start, self._size)
-        for _ in range(epoch):  # advance the generator past whole epochs
-            if self._shuffle:
-                torch.randperm(self._size, generator=g)
-        position = start
-        while True:
-            order = (torch.randperm(self._size, generator=g).tolist() if self._shuffle
-                     else list(range(self._size)))
-            for index in order[skip:]:
-                yield sample_seed(self._seed, position), index
-                position += 1
-            skip = 0
+    def _infinite_indices(self):
+        stream = itertools.islice(super()._infinite_indices(), self._start, None)
+        for position, index in enumerate(stream, self._start):
+            yield sample_seed(self._seed, position), index
 
 
 @contextmanager
