@@ -1,0 +1,508 @@
+"""MLPerf inference on LoadGen (``mlcommons-loadgen``, imported when a test runs): the query
+sample library over a registered data set (:class:`DatasetQSL`), the system under test over
+a backend (:class:`SUT`, :func:`build_backend`), the accuracy records MLPerf's
+``accuracy-coco.py`` reads (mlcommons/inference,
+``vision/classification_and_detection/tools/accuracy-coco.py``) and their scoring.
+docs/mlperf_inference.md. Shapes: N images, M detections."""
+import contextlib
+import io
+import json
+import logging
+import os
+import queue
+import threading
+import time
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+
+from ..data import SSDDatasetMapper, ensure_dataset, mlperf_image_ids
+from .predictor import SSDPredictor
+
+logger = logging.getLogger(__name__)
+
+SCENARIOS = ("SingleStream", "MultiStream", "Server", "Offline")
+MODES = ("performance", "accuracy")
+# The model's name in LoadGen's mlperf.conf / user.conf lines ("ssd-resnet34.Offline.x = y").
+MLPERF_MODEL_NAME = "ssd-resnet34"
+
+
+class DatasetQSL:
+    """Query sample library over a registered data set: sample i is image i of the accuracy
+    script's list; ``load_samples`` pre-processes into memory (the evaluation mapper).
+
+    Args:
+        cfg: config (INPUT.* for the pre-processing).
+        dataset_name: a registered data set with a COCO ``json_file`` in its metadata.
+        count: use only the first ``count`` images (None: all).
+        performance_sample_count: samples LoadGen keeps loaded in performance mode (default:
+            all, at most 64 as MLPerf's ssd-resnet34).
+    """
+
+    def __init__(self, cfg, dataset_name: str, count: Optional[int] = None,
+                 performance_sample_count: Optional[int] = None):
+        from detectron2.data import DatasetCatalog, MetadataCatalog
+
+        ensure_dataset(dataset_name)
+        meta = MetadataCatalog.get(dataset_name)
+        json_file = meta.get("json_file", None)
+        if not json_file:
+            raise ValueError(f"The data set {dataset_name!r} has no json_file in its metadata: "
+                             "the MLPerf harness needs a COCO-format data set.")
+        dicts = DatasetCatalog.get(dataset_name)
+        self.coco = load_coco(json_file)
+        self.json_file = json_file
+        self.remove_empty = bool(meta.get("mlperf_remove_empty_images", False))
+        # Sample i must be image i of the accuracy script's list.
+        order = mlperf_image_ids(self.coco, self.remove_empty)
+        by_id = {d["image_id"]: d for d in dicts}
+        missing = [i for i in order if i not in by_id]
+        if missing:
+            raise ValueError(
+                f"{dataset_name}: {len(missing)} image(s) of {json_file} are not in the data "
+                f"set (e.g. id {missing[0]}): MLPerf's accuracy script indexes the annotation "
+                "file's images, so the data set must hold them all.")
+        self.dicts = [by_id[i] for i in order][:count]
+        self.label_map = label_map_for(meta, self.coco)
+        self.mapper = SSDDatasetMapper(cfg, is_train=False)
+        self.count = len(self.dicts)
+        if self.count == 0:
+            raise ValueError(f"{dataset_name} holds no image.")
+        self.performance_sample_count = min(self.count, performance_sample_count or 64)
+        self.samples: Dict[int, Dict] = {}
+
+    def load_samples(self, indices: List[int]) -> None:
+        for i in indices:
+            if i not in self.samples:
+                x = self.mapper(self.dicts[i])
+                x.pop("annotations", None)
+                self.samples[i] = x
+
+    def unload_samples(self, indices: List[int]) -> None:
+        for i in indices:
+            self.samples.pop(i, None)
+
+    def get(self, index: int) -> Dict:
+        try:
+            return self.samples[index]
+        except KeyError:
+            raise RuntimeError(f"Sample {index} was queried but not loaded (LoadGen calls "
+                               "load_samples first).") from None
+
+    def records(self, index: int, detections) -> bytes:
+        boxes, scores, classes = detections
+        keep = classes < len(self.label_map)  # a model with more classes than the data set
+        return encode_records(index, boxes[keep], scores[keep], self.label_map[classes[keep]])
+
+    def construct(self):
+        import mlperf_loadgen as lg
+
+        return lg.ConstructQSL(self.count, self.performance_sample_count, self.load_samples,
+                               self.unload_samples)
+
+
+class SUT:
+    """System under test: a queue of batches (Offline: ``batch_size`` samples; MultiStream:
+    a query's samples; else what one call brings), ``threads`` workers running ``backend``
+    and answering each sample with its accuracy records, in every mode.
+
+    Args:
+        backend: see :func:`build_backend`.
+        qsl: the :class:`DatasetQSL`.
+        scenario: one of SCENARIOS (decides how issued samples are batched).
+        batch_size: Offline: samples per backend call.
+        threads: worker threads (1 suits a CPU whose cores the backend already uses).
+    """
+
+    def __init__(self, backend, qsl: DatasetQSL, scenario: str, batch_size: int = 1,
+                 threads: int = 1):
+        self.backend, self.qsl, self.scenario = backend, qsl, scenario
+        self.batch_size = max(1, int(batch_size))
+        self.queue: "queue.Queue" = queue.Queue()
+        self.issued = self.answered = 0
+        # LoadGen's response ids are unique among outstanding samples (it may reuse one
+        # after its answer): a sample is lost if still pending at the end, answered twice
+        # if answered while not pending.
+        self.pending: Dict[int, int] = {}
+        self.answered_twice: List[int] = []
+        self.issued_twice = 0
+        self.errors: List[BaseException] = []
+        self._lock = threading.Lock()
+        self.workers = [threading.Thread(target=self._work, daemon=True, name=f"sut-{i}")
+                        for i in range(max(1, int(threads)))]
+        for w in self.workers:
+            w.start()
+
+    def issue_queries(self, query_samples) -> None:
+        samples = list(query_samples)
+        with self._lock:
+            self.issued += len(samples)
+            for q in samples:
+                if q.id in self.pending:
+                    self.issued_twice += 1
+                self.pending[q.id] = q.index
+        step = self.batch_size if self.scenario == "Offline" else max(1, len(samples))
+        for i in range(0, len(samples), step):
+            self.queue.put(samples[i:i + step])
+
+    def flush_queries(self) -> None:
+        pass
+
+    def _work(self) -> None:
+        import mlperf_loadgen as lg
+
+        while True:
+            batch = self.queue.get()
+            if batch is None:
+                return
+            try:
+                dets = self.backend.predict([self.qsl.get(s.index) for s in batch])
+                payloads = [np.frombuffer(self.qsl.records(s.index, d), dtype=np.uint8)
+                            for s, d in zip(batch, dets)]
+            except BaseException as e:  # answer anyway: LoadGen would wait forever
+                logger.exception("The backend failed on a batch; answering it empty.")
+                self.errors.append(e)
+                payloads = [np.zeros(0, dtype=np.uint8) for _ in batch]
+            responses = []
+            for s, p in zip(batch, payloads):
+                ptr = p.ctypes.data if p.size else 0
+                responses.append(lg.QuerySampleResponse(s.id, ptr, p.size))
+            with self._lock:
+                self.answered += len(batch)
+                for s in batch:
+                    if self.pending.pop(s.id, None) is None:
+                        self.answered_twice.append(s.id)
+            lg.QuerySamplesComplete(responses)  # copies the data; payloads may go after
+
+    def stop(self) -> None:
+        for _ in self.workers:
+            self.queue.put(None)
+        for w in self.workers:
+            w.join()
+
+    def construct(self):
+        import mlperf_loadgen as lg
+
+        return lg.ConstructSUT(self.issue_queries, self.flush_queries)
+
+
+def build_settings(scenario: str, mode: str, user_conf: Optional[str] = None,
+                   overrides: Optional[Dict] = None):
+    """LoadGen ``TestSettings``: LoadGen's defaults (its built-in mlperf.conf), then
+    ``user_conf`` (lines ``ssd-resnet34.<Scenario>.<key> = value`` or ``*.<Scenario>...``),
+    then ``overrides`` (TestSettings attribute -> value; durations in ms, latencies in ns)."""
+    import mlperf_loadgen as lg
+
+    if scenario not in SCENARIOS:
+        raise ValueError(f"scenario must be one of {SCENARIOS}, got {scenario!r}")
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    s = lg.TestSettings()
+    if user_conf:
+        if not os.path.exists(user_conf):
+            raise FileNotFoundError(f"No user.conf {user_conf}")
+        if s.FromConfig(user_conf, MLPERF_MODEL_NAME, scenario) != 0:
+            raise ValueError(f"LoadGen could not read {user_conf} (see its log above).")
+    else:
+        s.FromConfig("", MLPERF_MODEL_NAME, scenario, 0)  # mlperf.conf only
+    s.scenario = getattr(lg.TestScenario, scenario)
+    s.mode = lg.TestMode.AccuracyOnly if mode == "accuracy" else lg.TestMode.PerformanceOnly
+    for key, value in ((k, v) for k, v in (overrides or {}).items() if v is not None):
+        if not hasattr(s, key):
+            raise ValueError(f"LoadGen's TestSettings has no {key!r}")
+        setattr(s, key, value)
+    return s
+
+
+def run_loadgen(backend, qsl: DatasetQSL, scenario: str, mode: str, output_dir: str,
+                settings=None, batch_size: int = 1, threads: int = 1,
+                print_summary: bool = True) -> Dict:
+    """Run one LoadGen test and write its logs into ``output_dir``.
+
+    Returns:
+        dict: ``summary`` (:func:`parse_summary` of mlperf_log_summary.txt), ``issued`` and
+        ``answered`` sample counts, ``lost`` (issued, never answered), ``answered_twice``
+        (response ids answered while not outstanding), ``issued_twice`` (ids issued while
+        outstanding), ``errors`` (backend failures), ``seconds``.
+    """
+    import mlperf_loadgen as lg
+
+    os.makedirs(output_dir, exist_ok=True)
+    settings = settings or build_settings(scenario, mode)
+    log = lg.LogSettings()
+    log.log_output.outdir = os.path.abspath(output_dir)
+    log.log_output.copy_summary_to_stdout = bool(print_summary)
+    log.enable_trace = False
+    sut = SUT(backend, qsl, scenario, batch_size=batch_size, threads=threads)
+    sut_handle, qsl_handle = sut.construct(), qsl.construct()
+    t = time.perf_counter()
+    try:
+        lg.StartTestWithLogSettings(sut_handle, qsl_handle, settings, log)
+    finally:
+        seconds = time.perf_counter() - t
+        sut.stop()
+        lg.DestroyQSL(qsl_handle)
+        lg.DestroySUT(sut_handle)
+    summary_path = os.path.join(output_dir, "mlperf_log_summary.txt")
+    summary = parse_summary(summary_path) if os.path.exists(summary_path) else {}
+    return {"summary": summary, "issued": sut.issued, "answered": sut.answered,
+            "lost": len(sut.pending), "answered_twice": list(sut.answered_twice),
+            "issued_twice": sut.issued_twice, "errors": len(sut.errors), "seconds": seconds}
+
+
+def parse_summary(path: str) -> Dict[str, str]:
+    """``key : value`` lines of mlperf_log_summary.txt (e.g. "Result is": "VALID",
+    "Completed samples per second", "99.00 percentile latency (ns)")."""
+    out = {}
+    with open(path) as f:
+        for line in f:
+            if " : " in line:
+                k, v = line.split(" : ", 1)
+                out.setdefault(k.strip(), v.strip())
+    return out
+
+
+def encode_records(qsl_idx: int, boxes: np.ndarray, scores: np.ndarray,
+                   labels: np.ndarray) -> bytes:
+    """One sample's response data: per detection float32 ``[qsl_idx, ymin, xmin, ymax, xmax,
+    score, label]``, as ``accuracy-coco.py`` reads it.
+
+    Args:
+        qsl_idx: LoadGen's sample index.
+        boxes: (M, 4) XYXY in [0, 1] of the original image (x1 / W, y1 / H, x2 / W, y2 / H).
+        scores: (M,).
+        labels: (M,) MLPerf labels (1-based, see :func:`label_map_for`).
+
+    Returns:
+        M * 7 float32 values as bytes (empty for M == 0).
+    """
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    m = len(boxes)
+    out = np.empty((m, 7), dtype=np.float32)
+    out[:, 0] = qsl_idx
+    out[:, 1:5] = boxes[:, [1, 0, 3, 2]]  # ymin, xmin, ymax, xmax
+    out[:, 5] = np.asarray(scores, dtype=np.float64).reshape(m)
+    out[:, 6] = np.asarray(labels).reshape(m)
+    return out.tobytes()
+
+
+def decode_records(data: bytes) -> np.ndarray:
+    """Response data -> (M, 7) float32, as the accuracy script reads it."""
+    return np.frombuffer(data, dtype=np.float32).reshape(-1, 7)
+
+
+def label_map_for(metadata, coco) -> np.ndarray:
+    """Detectron2 contiguous class id -> MLPerf label: the position of the class's category in
+    the annotation file's ``categories`` + 1, so that ``([0] + coco.getCatIds())[label]`` is
+    the category id (the script's ``--use-inv-map``).
+
+    Args:
+        metadata: the data set's Detectron2 metadata (``thing_dataset_id_to_contiguous_id``;
+            without it, contiguous id i is category ``getCatIds()[i]``).
+        coco: ``pycocotools.coco.COCO`` of the annotation file.
+
+    Returns:
+        (K,) int64.
+    """
+    cat_ids = list(coco.getCatIds())
+    id_map = metadata.get("thing_dataset_id_to_contiguous_id", None)
+    if not id_map:
+        return np.arange(1, len(cat_ids) + 1, dtype=np.int64)
+    out = np.zeros(max(id_map.values()) + 1, dtype=np.int64)
+    for dataset_id, contiguous in id_map.items():
+        if dataset_id not in cat_ids:
+            raise ValueError(f"Category id {dataset_id} of the data set is not in the "
+                             "annotation file's categories: the metadata and json disagree.")
+        out[contiguous] = cat_ids.index(dataset_id) + 1
+    return out
+
+
+def load_coco(json_file: str):
+    """``pycocotools.coco.COCO`` of ``json_file``, quietly."""
+    from pycocotools.coco import COCO
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        return COCO(json_file)
+
+
+def load_accuracy_log(path: str) -> List[Dict]:
+    """LoadGen's ``mlperf_log_accuracy.json``: a list of ``{"seq_id", "qsl_idx", "data"}``."""
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"No accuracy log {path}: run tools/mlperf_inference.py with "
+                                "--mode accuracy first.") from None
+
+
+def score_accuracy_log(results: Sequence[Dict], coco, use_inv_map: bool = False,
+                       remove_empty: bool = False, verbose: bool = False,
+                       output_file: Optional[str] = None) -> Dict:
+    """Score accuracy records as ``accuracy-coco.py`` does: de-duplicate by ``qsl_idx``
+    (the first answer counts), map ``qsl_idx`` to an image through the script's list
+    (:func:`~ssd_r34.data.datasets.coco_mlperf.mlperf_image_ids`), scale the boxes by the
+    image's size (in float32, as the script), COCOeval bbox on the images seen (those
+    without detections included).
+
+    Args:
+        results: the parsed accuracy log.
+        coco: ``COCO`` of the annotation file.
+        use_inv_map: labels -> category ids through ``[0] + coco.getCatIds()``.
+        remove_empty: the script's ``--remove-48-empty-images``.
+        output_file: where to write the COCO detections json (optional).
+
+    Returns:
+        dict: ``mAP`` (a fraction), ``stats`` (COCOeval's 12), ``results``, ``images``,
+        ``no_results``, ``dupes``, ``mismatched`` (records whose own index disagrees with
+        LoadGen's).
+    """
+    from pycocotools.cocoeval import COCOeval
+
+    inv_map = [0] + list(coco.getCatIds())
+    image_map = [coco.imgs[i] for i in mlperf_image_ids(coco, remove_empty)]
+    detections, image_ids, seen = [], set(), set()
+    no_results = mismatched = 0
+    for j in results:
+        idx = j["qsl_idx"]
+        if idx in seen:
+            continue
+        seen.add(idx)
+        if idx >= len(image_map):
+            raise ValueError(f"qsl_idx {idx} is beyond the {len(image_map)} images of the "
+                             "annotation file" + ("" if remove_empty else
+                                                  " (was the log made with the empty images "
+                                                  "removed? --remove-48-empty-images)"))
+        image = image_map[idx]
+        data = decode_records(bytes.fromhex(j["data"]))
+        image_ids.add(image["id"])
+        if len(data) == 0:
+            no_results += 1
+            continue
+        height, width = image["height"], image["width"]
+        for image_idx, ymin, xmin, ymax, xmax, score, label in data:
+            if int(image_idx) != idx:
+                mismatched += 1
+            # float32 * int stays float32, as in the script
+            ymin, xmin, ymax, xmax = ymin * height, xmin * width, ymax * height, xmax * width
+            label = int(label)
+            detections.append({"image_id": image["id"],
+                               "category_id": inv_map[label] if use_inv_map else label,
+                               "bbox": [float(xmin), float(ymin), float(xmax - xmin),
+                                        float(ymax - ymin)],
+                               "score": float(score)})
+    if output_file:
+        with open(output_file, "w") as f:
+            json.dump(detections, f)
+    stats = np.zeros(12)
+    if detections:
+        with contextlib.redirect_stdout(io.StringIO()) as out:
+            coco_dt = coco.loadRes(detections)
+            ev = COCOeval(coco, coco_dt, iouType="bbox")
+            ev.params.imgIds = list(image_ids)
+            ev.evaluate()
+            ev.accumulate()
+            ev.summarize()
+        if verbose:
+            print(out.getvalue(), end="")
+        stats = np.asarray(ev.stats)
+    return {"mAP": float(stats[0]), "stats": stats.tolist(), "results": len(results),
+            "images": len(image_ids), "no_results": no_results,
+            "dupes": len(results) - len(seen), "mismatched": mismatched}
+
+
+# ---- backends: ``backend.predict(inputs) -> [(boxes, scores, classes), ...]``, inputs the QSL's
+# samples (the evaluation mapper's dicts), per image boxes (M, 4) XYXY in [0, 1] of the original
+# image (clipped), scores (M,) best first, classes (M,) contiguous ids, as numpy arrays.
+Detections = Tuple[np.ndarray, np.ndarray, np.ndarray]
+_REGISTERED: Dict[str, Callable] = {}
+
+
+def register_backend(name: str, factory: Callable) -> Callable:
+    """Make ``--backend name`` build ``factory(cfg, args)``. Returns the factory."""
+    _REGISTERED[name] = factory
+    return factory
+
+
+def build_backend(name: str, cfg, args=None):
+    """The backend of ``--backend name``: one added by :func:`register_backend`, or one of
+    ``ssd_r34.export.BACKENDS``: "pytorch" (:class:`PyTorchBackend`, the config as it is),
+    "openvino" (the same with MODEL.SSD.INFERENCE_BACKEND openvino), "onnxruntime" (the whole
+    model in MLPerf's I/O convention, :class:`OnnxRuntimeBackend`)."""
+    from ..export import BACKENDS
+
+    if name in _REGISTERED:
+        return _REGISTERED[name](cfg, args)
+    if name == "onnxruntime":
+        return OnnxRuntimeBackend(cfg, args)
+    if name not in BACKENDS:
+        raise ValueError(f"Unknown backend {name!r}: choose one of "
+                         f"{sorted(set(BACKENDS) | set(_REGISTERED))}.")
+    if name != "pytorch":
+        cfg = cfg.clone()
+        cfg.defrost()
+        cfg.MODEL.SSD.INFERENCE_BACKEND = name
+    return PyTorchBackend(cfg, args)
+
+
+def normalized_batch(inputs: List[Dict], pixel_mean, pixel_std) -> torch.Tensor:
+    """(N, 3, H, W) float32 normalised images: those marked ``image_normalized`` as they are,
+    uint8 ones as the model normalises them ((x - PIXEL_MEAN) / PIXEL_STD)."""
+    mean = torch.as_tensor(pixel_mean, dtype=torch.float32).view(3, 1, 1)
+    std = torch.as_tensor(pixel_std, dtype=torch.float32).view(3, 1, 1)
+    return torch.stack([x["image"].float() if x.get("image_normalized")
+                        else (x["image"].float() - mean) / std for x in inputs])
+
+
+class PyTorchBackend:
+    """SSDPredictor's model (MODEL.WEIGHTS, the config's MODEL.SSD.* options); a batch is
+    one forward pass."""
+
+    def __init__(self, cfg, args=None):
+        self.model = SSDPredictor(cfg).model  # built, weights loaded, eval mode
+
+    def predict(self, inputs: List[Dict]) -> List[Detections]:
+        with torch.no_grad():
+            outputs = self.model(inputs)
+        out = []
+        for x, o in zip(inputs, outputs):
+            inst = o["instances"].to("cpu")
+            h, w = x["height"], x["width"]
+            boxes = inst.pred_boxes.tensor.double() / inst.pred_boxes.tensor.new_tensor(
+                [w, h, w, h]).double()
+            out.append((boxes.numpy(), inst.scores.numpy(), inst.pred_classes.numpy()))
+        return out
+
+
+class OnnxRuntimeBackend:
+    """The ONNX model in MLPerf's I/O convention (:class:`~ssd_r34.export.SSDMLPerfExportModule`,
+    ``tools/export_model.py --mlperf-io``) on onnxruntime: ``args.onnx_model``, else the
+    config's model exported into ``args.output`` (batch 1) first."""
+
+    def __init__(self, cfg, args=None):
+        from ..export import EngineNetwork, SSDMLPerfExportModule, export_mlperf_onnx
+
+        path = getattr(args, "onnx_model", None)
+        if not path:
+            path = os.path.join(getattr(args, "output", ".") or ".", "model_mlperf.onnx")
+            module = SSDMLPerfExportModule(SSDPredictor(cfg).model).eval()
+            logger.info(f"Exporting the model to {path} (MLPerf I/O, batch 1)")
+            export_mlperf_onnx(module, module.example_input(), path)
+        self.path, self.net = path, EngineNetwork("onnxruntime", path, threads=None)
+        batch = self.net.input_shape[0]
+        self.batch = batch if isinstance(batch, int) else None  # else any batch
+        self.pixel_mean, self.pixel_std = cfg.MODEL.PIXEL_MEAN, cfg.MODEL.PIXEL_STD
+
+    def predict(self, inputs: List[Dict]) -> List[Detections]:
+        x = normalized_batch(inputs, self.pixel_mean, self.pixel_std)
+        step, out = self.batch or len(x), []
+        for i in range(0, len(x), step):
+            chunk = x[i:i + step]
+            n = len(chunk)
+            if n < step:  # a fixed-batch model: pad the last chunk
+                chunk = torch.cat([chunk, chunk.new_zeros((step - n,) + chunk.shape[1:])])
+            boxes, labels, scores = (t.numpy() for t in self.net(chunk))
+            for b, c, s in list(zip(boxes, labels, scores))[:n]:
+                keep = s > 0  # padding of a batched export
+                out.append((b[keep].astype(np.float64), s[keep], c[keep].astype(np.int64) - 1))
+        return out
