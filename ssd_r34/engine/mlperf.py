@@ -1,9 +1,8 @@
-"""MLPerf inference on LoadGen (``mlcommons-loadgen``, imported when a test runs): the query
-sample library over a registered data set (:class:`DatasetQSL`), the system under test over
-a backend (:class:`SUT`, :func:`build_backend`), the accuracy records MLPerf's
-``accuracy-coco.py`` reads (mlcommons/inference,
-``vision/classification_and_detection/tools/accuracy-coco.py``) and their scoring.
-docs/mlperf_inference.md. Shapes: N images, M detections."""
+"""MLPerf inference on LoadGen (``mlcommons-loadgen``, imported when a test runs): a query
+sample library over a registered data set (:class:`DatasetQSL`), a system under test over a
+backend (:class:`SUT`, :func:`build_backend`), and the accuracy records MLPerf's
+``accuracy-coco.py`` reads (mlcommons/inference, vision/classification_and_detection/tools/)
+with its scoring re-implemented. docs/mlperf_inference.md. Shapes: N images, M detections."""
 import contextlib
 import io
 import json
@@ -24,16 +23,15 @@ logger = logging.getLogger(__name__)
 
 SCENARIOS = ("SingleStream", "MultiStream", "Server", "Offline")
 MODES = ("performance", "accuracy")
-# The model's name in LoadGen's mlperf.conf / user.conf lines ("ssd-resnet34.Offline.x = y").
-MLPERF_MODEL_NAME = "ssd-resnet34"
+MLPERF_MODEL_NAME = "ssd-resnet34"  # in LoadGen's conf lines ("ssd-resnet34.Offline.x = y")
 
 
 class DatasetQSL:
-    """Query sample library over a registered data set: sample i is image i of the accuracy
-    script's list; ``load_samples`` pre-processes into memory (the evaluation mapper).
+    """Query sample library: sample i is image i of the accuracy script's list of a
+    registered COCO-format data set; ``load_samples`` pre-processes into memory.
 
     Args:
-        cfg: config (INPUT.* for the pre-processing).
+        cfg: config (INPUT.* for the pre-processing: the evaluation mapper).
         dataset_name: a registered data set with a COCO ``json_file`` in its metadata.
         count: use only the first ``count`` images (None: all).
         performance_sample_count: samples LoadGen keeps loaded in performance mode (default:
@@ -46,23 +44,20 @@ class DatasetQSL:
 
         ensure_dataset(dataset_name)
         meta = MetadataCatalog.get(dataset_name)
-        json_file = meta.get("json_file", None)
-        if not json_file:
+        self.json_file = meta.get("json_file", None)
+        if not self.json_file:
             raise ValueError(f"The data set {dataset_name!r} has no json_file in its metadata: "
                              "the MLPerf harness needs a COCO-format data set.")
-        dicts = DatasetCatalog.get(dataset_name)
-        self.coco = load_coco(json_file)
-        self.json_file = json_file
+        self.coco = load_coco(self.json_file)
         self.remove_empty = bool(meta.get("mlperf_remove_empty_images", False))
-        # Sample i must be image i of the accuracy script's list.
         order = mlperf_image_ids(self.coco, self.remove_empty)
-        by_id = {d["image_id"]: d for d in dicts}
+        by_id = {d["image_id"]: d for d in DatasetCatalog.get(dataset_name)}
         missing = [i for i in order if i not in by_id]
         if missing:
             raise ValueError(
-                f"{dataset_name}: {len(missing)} image(s) of {json_file} are not in the data "
-                f"set (e.g. id {missing[0]}): MLPerf's accuracy script indexes the annotation "
-                "file's images, so the data set must hold them all.")
+                f"{dataset_name}: {len(missing)} image(s) of {self.json_file} are not in the "
+                f"data set (e.g. id {missing[0]}): MLPerf's accuracy script indexes the "
+                "annotation file's images, so the data set must hold them all.")
         self.dicts = [by_id[i] for i in order][:count]
         self.label_map = label_map_for(meta, self.coco)
         self.mapper = SSDDatasetMapper(cfg, is_train=False)
@@ -73,22 +68,19 @@ class DatasetQSL:
         self.samples: Dict[int, Dict] = {}
 
     def load_samples(self, indices: List[int]) -> None:
-        for i in indices:
-            if i not in self.samples:
-                x = self.mapper(self.dicts[i])
-                x.pop("annotations", None)
-                self.samples[i] = x
+        for i in (i for i in indices if i not in self.samples):
+            self.samples[i] = self.mapper(self.dicts[i])
+            self.samples[i].pop("annotations", None)
 
     def unload_samples(self, indices: List[int]) -> None:
         for i in indices:
             self.samples.pop(i, None)
 
     def get(self, index: int) -> Dict:
-        try:
-            return self.samples[index]
-        except KeyError:
+        if index not in self.samples:
             raise RuntimeError(f"Sample {index} was queried but not loaded (LoadGen calls "
-                               "load_samples first).") from None
+                               "load_samples first).")
+        return self.samples[index]
 
     def records(self, index: int, detections) -> bytes:
         boxes, scores, classes = detections
@@ -103,16 +95,13 @@ class DatasetQSL:
 
 
 class SUT:
-    """System under test: a queue of batches (Offline: ``batch_size`` samples; MultiStream:
-    a query's samples; else what one call brings), ``threads`` workers running ``backend``
-    and answering each sample with its accuracy records, in every mode.
+    """System under test: a queue of batches (Offline: ``batch_size`` samples; else what one
+    call brings), ``threads`` workers running ``backend`` (:func:`build_backend`) and
+    answering each sample with its accuracy records, in every mode.
 
-    Args:
-        backend: see :func:`build_backend`.
-        qsl: the :class:`DatasetQSL`.
-        scenario: one of SCENARIOS (decides how issued samples are batched).
-        batch_size: Offline: samples per backend call.
-        threads: worker threads (1 suits a CPU whose cores the backend already uses).
+    LoadGen's response ids are unique among outstanding samples (it may reuse one after its
+    answer): a sample is lost if still ``pending`` at the end, answered twice if answered
+    while not pending.
     """
 
     def __init__(self, backend, qsl: DatasetQSL, scenario: str, batch_size: int = 1,
@@ -120,13 +109,9 @@ class SUT:
         self.backend, self.qsl, self.scenario = backend, qsl, scenario
         self.batch_size = max(1, int(batch_size))
         self.queue: "queue.Queue" = queue.Queue()
-        self.issued = self.answered = 0
-        # LoadGen's response ids are unique among outstanding samples (it may reuse one
-        # after its answer): a sample is lost if still pending at the end, answered twice
-        # if answered while not pending.
+        self.issued = self.answered = self.issued_twice = 0
         self.pending: Dict[int, int] = {}
         self.answered_twice: List[int] = []
-        self.issued_twice = 0
         self.errors: List[BaseException] = []
         self._lock = threading.Lock()
         self.workers = [threading.Thread(target=self._work, daemon=True, name=f"sut-{i}")
@@ -138,24 +123,16 @@ class SUT:
         samples = list(query_samples)
         with self._lock:
             self.issued += len(samples)
-            for q in samples:
-                if q.id in self.pending:
-                    self.issued_twice += 1
-                self.pending[q.id] = q.index
+            self.issued_twice += sum(q.id in self.pending for q in samples)
+            self.pending.update((q.id, q.index) for q in samples)
         step = self.batch_size if self.scenario == "Offline" else max(1, len(samples))
         for i in range(0, len(samples), step):
             self.queue.put(samples[i:i + step])
 
-    def flush_queries(self) -> None:
-        pass
-
     def _work(self) -> None:
         import mlperf_loadgen as lg
 
-        while True:
-            batch = self.queue.get()
-            if batch is None:
-                return
+        for batch in iter(self.queue.get, None):
             try:
                 dets = self.backend.predict([self.qsl.get(s.index) for s in batch])
                 payloads = [np.frombuffer(self.qsl.records(s.index, d), dtype=np.uint8)
@@ -164,15 +141,12 @@ class SUT:
                 logger.exception("The backend failed on a batch; answering it empty.")
                 self.errors.append(e)
                 payloads = [np.zeros(0, dtype=np.uint8) for _ in batch]
-            responses = []
-            for s, p in zip(batch, payloads):
-                ptr = p.ctypes.data if p.size else 0
-                responses.append(lg.QuerySampleResponse(s.id, ptr, p.size))
+            responses = [lg.QuerySampleResponse(s.id, p.ctypes.data if p.size else 0, p.size)
+                         for s, p in zip(batch, payloads)]
             with self._lock:
                 self.answered += len(batch)
-                for s in batch:
-                    if self.pending.pop(s.id, None) is None:
-                        self.answered_twice.append(s.id)
+                self.answered_twice += [s.id for s in batch
+                                        if self.pending.pop(s.id, None) is None]
             lg.QuerySamplesComplete(responses)  # copies the data; payloads may go after
 
     def stop(self) -> None:
@@ -184,7 +158,7 @@ class SUT:
     def construct(self):
         import mlperf_loadgen as lg
 
-        return lg.ConstructSUT(self.issue_queries, self.flush_queries)
+        return lg.ConstructSUT(self.issue_queries, lambda: None)
 
 
 def build_settings(scenario: str, mode: str, user_conf: Optional[str] = None,
@@ -218,18 +192,17 @@ def build_settings(scenario: str, mode: str, user_conf: Optional[str] = None,
 def run_loadgen(backend, qsl: DatasetQSL, scenario: str, mode: str, output_dir: str,
                 settings=None, batch_size: int = 1, threads: int = 1,
                 print_summary: bool = True) -> Dict:
-    """Run one LoadGen test and write its logs into ``output_dir``.
+    """Run one LoadGen test, its logs (mlperf_log_summary.txt, _detail.txt, _accuracy.json)
+    into ``output_dir``.
 
     Returns:
-        dict: ``summary`` (:func:`parse_summary` of mlperf_log_summary.txt), ``issued`` and
-        ``answered`` sample counts, ``lost`` (issued, never answered), ``answered_twice``
-        (response ids answered while not outstanding), ``issued_twice`` (ids issued while
-        outstanding), ``errors`` (backend failures), ``seconds``.
+        dict: ``summary`` (:func:`parse_summary`), ``issued`` and ``answered`` sample
+        counts, ``lost`` (never answered), ``answered_twice`` (response ids answered while
+        not outstanding), ``issued_twice``, ``errors`` (backend failures), ``seconds``.
     """
     import mlperf_loadgen as lg
 
     os.makedirs(output_dir, exist_ok=True)
-    settings = settings or build_settings(scenario, mode)
     log = lg.LogSettings()
     log.log_output.outdir = os.path.abspath(output_dir)
     log.log_output.copy_summary_to_stdout = bool(print_summary)
@@ -238,35 +211,35 @@ def run_loadgen(backend, qsl: DatasetQSL, scenario: str, mode: str, output_dir: 
     sut_handle, qsl_handle = sut.construct(), qsl.construct()
     t = time.perf_counter()
     try:
-        lg.StartTestWithLogSettings(sut_handle, qsl_handle, settings, log)
+        lg.StartTestWithLogSettings(sut_handle, qsl_handle,
+                                    settings or build_settings(scenario, mode), log)
     finally:
         seconds = time.perf_counter() - t
         sut.stop()
         lg.DestroyQSL(qsl_handle)
         lg.DestroySUT(sut_handle)
-    summary_path = os.path.join(output_dir, "mlperf_log_summary.txt")
-    summary = parse_summary(summary_path) if os.path.exists(summary_path) else {}
-    return {"summary": summary, "issued": sut.issued, "answered": sut.answered,
-            "lost": len(sut.pending), "answered_twice": list(sut.answered_twice),
-            "issued_twice": sut.issued_twice, "errors": len(sut.errors), "seconds": seconds}
+    summary = os.path.join(output_dir, "mlperf_log_summary.txt")
+    return {"summary": parse_summary(summary) if os.path.exists(summary) else {},
+            "issued": sut.issued, "answered": sut.answered, "lost": len(sut.pending),
+            "answered_twice": list(sut.answered_twice), "issued_twice": sut.issued_twice,
+            "errors": len(sut.errors), "seconds": seconds}
 
 
 def parse_summary(path: str) -> Dict[str, str]:
-    """``key : value`` lines of mlperf_log_summary.txt (e.g. "Result is": "VALID",
-    "Completed samples per second", "99.00 percentile latency (ns)")."""
+    """``key : value`` lines of mlperf_log_summary.txt (e.g. "Result is": "VALID")."""
     out = {}
     with open(path) as f:
-        for line in f:
-            if " : " in line:
-                k, v = line.split(" : ", 1)
-                out.setdefault(k.strip(), v.strip())
+        for k, v in (line.split(" : ", 1) for line in f if " : " in line):
+            out.setdefault(k.strip(), v.strip())
     return out
 
 
+# ---- accuracy records: per detection float32 [qsl_idx, ymin, xmin, ymax, xmax, score, label],
+# boxes in [0, 1] of the original image, label = the category's position in the annotation
+# file's ``categories`` + 1 (the script's --use-inv-map maps it back); none: an empty record.
 def encode_records(qsl_idx: int, boxes: np.ndarray, scores: np.ndarray,
                    labels: np.ndarray) -> bytes:
-    """One sample's response data: per detection float32 ``[qsl_idx, ymin, xmin, ymax, xmax,
-    score, label]``, as ``accuracy-coco.py`` reads it.
+    """One sample's response data.
 
     Args:
         qsl_idx: LoadGen's sample index.
@@ -278,12 +251,11 @@ def encode_records(qsl_idx: int, boxes: np.ndarray, scores: np.ndarray,
         M * 7 float32 values as bytes (empty for M == 0).
     """
     boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-    m = len(boxes)
-    out = np.empty((m, 7), dtype=np.float32)
+    out = np.empty((len(boxes), 7), dtype=np.float32)
     out[:, 0] = qsl_idx
     out[:, 1:5] = boxes[:, [1, 0, 3, 2]]  # ymin, xmin, ymax, xmax
-    out[:, 5] = np.asarray(scores, dtype=np.float64).reshape(m)
-    out[:, 6] = np.asarray(labels).reshape(m)
+    out[:, 5] = np.asarray(scores, dtype=np.float64).reshape(len(boxes))
+    out[:, 6] = np.asarray(labels).reshape(len(boxes))
     return out.tobytes()
 
 
@@ -293,18 +265,10 @@ def decode_records(data: bytes) -> np.ndarray:
 
 
 def label_map_for(metadata, coco) -> np.ndarray:
-    """Detectron2 contiguous class id -> MLPerf label: the position of the class's category in
-    the annotation file's ``categories`` + 1, so that ``([0] + coco.getCatIds())[label]`` is
-    the category id (the script's ``--use-inv-map``).
-
-    Args:
-        metadata: the data set's Detectron2 metadata (``thing_dataset_id_to_contiguous_id``;
-            without it, contiguous id i is category ``getCatIds()[i]``).
-        coco: ``pycocotools.coco.COCO`` of the annotation file.
-
-    Returns:
-        (K,) int64.
-    """
+    """Detectron2 contiguous class id -> MLPerf label (K,) int64: the position of the class's
+    category in the annotation file's ``categories`` + 1 (without
+    ``thing_dataset_id_to_contiguous_id`` in ``metadata``: contiguous id i is category
+    ``coco.getCatIds()[i]``)."""
     cat_ids = list(coco.getCatIds())
     id_map = metadata.get("thing_dataset_id_to_contiguous_id", None)
     if not id_map:
@@ -328,22 +292,20 @@ def load_coco(json_file: str):
 
 def load_accuracy_log(path: str) -> List[Dict]:
     """LoadGen's ``mlperf_log_accuracy.json``: a list of ``{"seq_id", "qsl_idx", "data"}``."""
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except FileNotFoundError:
+    if not os.path.exists(path):
         raise FileNotFoundError(f"No accuracy log {path}: run tools/mlperf_inference.py with "
-                                "--mode accuracy first.") from None
+                                "--mode accuracy first.")
+    with open(path) as f:
+        return json.load(f)
 
 
 def score_accuracy_log(results: Sequence[Dict], coco, use_inv_map: bool = False,
                        remove_empty: bool = False, verbose: bool = False,
                        output_file: Optional[str] = None) -> Dict:
-    """Score accuracy records as ``accuracy-coco.py`` does: de-duplicate by ``qsl_idx``
-    (the first answer counts), map ``qsl_idx`` to an image through the script's list
-    (:func:`~ssd_r34.data.datasets.coco_mlperf.mlperf_image_ids`), scale the boxes by the
-    image's size (in float32, as the script), COCOeval bbox on the images seen (those
-    without detections included).
+    """Score accuracy records as ``accuracy-coco.py``: the first answer of a ``qsl_idx``
+    counts, ``qsl_idx`` indexes the script's image list (``mlperf_image_ids``), boxes scaled
+    by the image's size in float32, COCOeval bbox on the images seen (also those without
+    detections).
 
     Args:
         results: the parsed accuracy log.
@@ -376,29 +338,23 @@ def score_accuracy_log(results: Sequence[Dict], coco, use_inv_map: bool = False,
         image = image_map[idx]
         data = decode_records(bytes.fromhex(j["data"]))
         image_ids.add(image["id"])
-        if len(data) == 0:
-            no_results += 1
-            continue
+        no_results += len(data) == 0
         height, width = image["height"], image["width"]
         for image_idx, ymin, xmin, ymax, xmax, score, label in data:
-            if int(image_idx) != idx:
-                mismatched += 1
+            mismatched += int(image_idx) != idx
             # float32 * int stays float32, as in the script
             ymin, xmin, ymax, xmax = ymin * height, xmin * width, ymax * height, xmax * width
-            label = int(label)
-            detections.append({"image_id": image["id"],
-                               "category_id": inv_map[label] if use_inv_map else label,
+            detections.append({"image_id": image["id"], "category_id":
+                               inv_map[int(label)] if use_inv_map else int(label),
                                "bbox": [float(xmin), float(ymin), float(xmax - xmin),
-                                        float(ymax - ymin)],
-                               "score": float(score)})
+                                        float(ymax - ymin)], "score": float(score)})
     if output_file:
         with open(output_file, "w") as f:
             json.dump(detections, f)
     stats = np.zeros(12)
     if detections:
         with contextlib.redirect_stdout(io.StringIO()) as out:
-            coco_dt = coco.loadRes(detections)
-            ev = COCOeval(coco, coco_dt, iouType="bbox")
+            ev = COCOeval(coco, coco.loadRes(detections), iouType="bbox")
             ev.params.imgIds = list(image_ids)
             ev.evaluate()
             ev.accumulate()
@@ -412,8 +368,8 @@ def score_accuracy_log(results: Sequence[Dict], coco, use_inv_map: bool = False,
 
 
 # ---- backends: ``backend.predict(inputs) -> [(boxes, scores, classes), ...]``, inputs the QSL's
-# samples (the evaluation mapper's dicts), per image boxes (M, 4) XYXY in [0, 1] of the original
-# image (clipped), scores (M,) best first, classes (M,) contiguous ids, as numpy arrays.
+# samples, per image boxes (M, 4) XYXY in [0, 1] of the original image (clipped), scores (M,)
+# best first, classes (M,) contiguous ids, as numpy arrays.
 Detections = Tuple[np.ndarray, np.ndarray, np.ndarray]
 _REGISTERED: Dict[str, Callable] = {}
 
@@ -445,37 +401,22 @@ def build_backend(name: str, cfg, args=None):
     return PyTorchBackend(cfg, args)
 
 
-def normalized_batch(inputs: List[Dict], pixel_mean, pixel_std) -> torch.Tensor:
-    """(N, 3, H, W) float32 normalised images: those marked ``image_normalized`` as they are,
-    uint8 ones as the model normalises them ((x - PIXEL_MEAN) / PIXEL_STD)."""
-    mean = torch.as_tensor(pixel_mean, dtype=torch.float32).view(3, 1, 1)
-    std = torch.as_tensor(pixel_std, dtype=torch.float32).view(3, 1, 1)
-    return torch.stack([x["image"].float() if x.get("image_normalized")
-                        else (x["image"].float() - mean) / std for x in inputs])
-
-
 class PyTorchBackend:
-    """SSDPredictor's model (MODEL.WEIGHTS, the config's MODEL.SSD.* options); a batch is
-    one forward pass."""
+    """SSDPredictor's model (MODEL.WEIGHTS, MODEL.SSD.*); a batch is one forward pass."""
 
     def __init__(self, cfg, args=None):
         self.model = SSDPredictor(cfg).model  # built, weights loaded, eval mode
 
     def predict(self, inputs: List[Dict]) -> List[Detections]:
         with torch.no_grad():
-            outputs = self.model(inputs)
-        out = []
-        for x, o in zip(inputs, outputs):
-            inst = o["instances"].to("cpu")
-            h, w = x["height"], x["width"]
-            boxes = inst.pred_boxes.tensor.double() / inst.pred_boxes.tensor.new_tensor(
-                [w, h, w, h]).double()
-            out.append((boxes.numpy(), inst.scores.numpy(), inst.pred_classes.numpy()))
-        return out
+            outputs = [o["instances"].to("cpu") for o in self.model(inputs)]
+        return [((o.pred_boxes.tensor.double() / torch.tensor(
+            [x["width"], x["height"]] * 2, dtype=torch.float64)).numpy(), o.scores.numpy(),
+            o.pred_classes.numpy()) for x, o in zip(inputs, outputs)]
 
 
 class OnnxRuntimeBackend:
-    """The ONNX model in MLPerf's I/O convention (:class:`~ssd_r34.export.SSDMLPerfExportModule`,
+    """The ONNX model in MLPerf's I/O convention (``SSDMLPerfExportModule``,
     ``tools/export_model.py --mlperf-io``) on onnxruntime: ``args.onnx_model``, else the
     config's model exported into ``args.output`` (batch 1) first."""
 
@@ -494,7 +435,10 @@ class OnnxRuntimeBackend:
         self.pixel_mean, self.pixel_std = cfg.MODEL.PIXEL_MEAN, cfg.MODEL.PIXEL_STD
 
     def predict(self, inputs: List[Dict]) -> List[Detections]:
-        x = normalized_batch(inputs, self.pixel_mean, self.pixel_std)
+        mean, std = (torch.as_tensor(v, dtype=torch.float32).view(3, 1, 1)
+                     for v in (self.pixel_mean, self.pixel_std))
+        x = torch.stack([i["image"].float() if i.get("image_normalized")  # cv2-float
+                         else (i["image"].float() - mean) / std for i in inputs])
         step, out = self.batch or len(x), []
         for i in range(0, len(x), step):
             chunk = x[i:i + step]
