@@ -22,8 +22,7 @@ INT8_FILES = {"onnxruntime": "network_int8.onnx", "openvino": "network_int8.xml"
 
 
 def network_digest(model: nn.Module) -> str:
-    """SHA-256 of the network's weights and buffers (names, shapes, values) and input size:
-    what a calibration was made for."""
+    """SHA-256 of the weights and buffers (names, shapes, values) and input size."""
     h = hashlib.sha256(repr(tuple(model.input_size)).encode())
     for name, t in sorted(model.state_dict().items()):
         t = t.detach().cpu().contiguous()
@@ -33,9 +32,8 @@ def network_digest(model: nn.Module) -> str:
 
 
 def calibration_images(cfg, dataset: str = "", num_images: int = 0) -> Tuple[Tensor, List[str]]:
-    """The calibration batch: the first ``num_images`` images of a registered data set,
-    through the test pre-processing (resize to INPUT.FIXED_SIZE, INPUT.FORMAT order) and
-    normalised with PIXEL_MEAN / PIXEL_STD. Always the same images for the same arguments.
+    """The calibration batch: the first ``num_images`` images of a registered data set
+    through the test pre-processing, normalised with PIXEL_MEAN / PIXEL_STD.
 
     Args:
         cfg: the config (INPUT.*, MODEL.PIXEL_*; ``MODEL.SSD.INT8.CALIBRATION_DATASET`` /
@@ -70,20 +68,6 @@ def calibration_images(cfg, dataset: str = "", num_images: int = 0) -> Tuple[Ten
     return images, [d["file_name"] for d in dicts]
 
 
-class _Reader:
-    """onnxruntime's CalibrationDataReader over a (N, 3, H, W) batch, one image at a time."""
-
-    def __init__(self, images: Tensor):
-        self._items = [{"images": im[None].numpy()} for im in images]
-        self._it = iter(self._items)
-
-    def get_next(self):
-        return next(self._it, None)
-
-    def rewind(self):
-        self._it = iter(self._items)
-
-
 def _module_of(node_name: str) -> str:
     """The SSD module an exported node belongs to: "/backbone/res2/res2.0/conv1/Conv" ->
     "backbone.res2.0.conv1", "/head/loc.0/Conv" -> "head.loc.0" (the exporter repeats a
@@ -114,15 +98,20 @@ def _float_nodes(onnx_path: str, float_layers: Sequence[str]) -> List[str]:
 
 def _onnxruntime_int8(float_path: str, out_path: str, images: Tensor, per_channel: bool,
                       method: str, float_layers: Sequence[str] = ()) -> Dict[str, List[float]]:
+    import onnx
     from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat,
                                           QuantType, quantize_static)
+    from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    class Reader(_Reader, CalibrationDataReader):
-        pass
+    class Reader(CalibrationDataReader):  # the batch, one image at a time
+        def __init__(self):
+            self.items = iter([{"images": im[None].numpy()} for im in images])
+
+        def get_next(self):
+            return next(self.items, None)
 
     methods = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
                "entropy": CalibrationMethod.Entropy}
-    from onnxruntime.quantization.shape_inference import quant_pre_process
 
     with tempfile.TemporaryDirectory() as tmp:  # onnxruntime writes its augmented model here
         cwd = os.getcwd()
@@ -133,7 +122,7 @@ def _onnxruntime_int8(float_path: str, out_path: str, images: Tensor, per_channe
             prepared = os.path.join(tmp, "prepared.onnx")
             quant_pre_process(float_path, prepared, skip_symbolic_shape=True)
             excluded = _float_nodes(prepared, float_layers) if float_layers else []
-            quantize_static(prepared, out_path, Reader(images), quant_format=QuantFormat.QDQ,
+            quantize_static(prepared, out_path, Reader(), quant_format=QuantFormat.QDQ,
                             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                             per_channel=per_channel, calibrate_method=methods[method],
                             # Convolutions, residual additions and pooling only: quantising
@@ -144,12 +133,8 @@ def _onnxruntime_int8(float_path: str, out_path: str, images: Tensor, per_channe
                             extra_options={"CalibTensorRangeSymmetric": False})
         finally:
             os.chdir(cwd)
-    import onnx
-    from onnx import numpy_helper
-
-    q = onnx.load(out_path)
-    return {i.name: numpy_helper.to_array(i).astype(np.float64).ravel().tolist()
-            for i in q.graph.initializer if i.name.endswith("_scale")}
+    return {i.name: onnx.numpy_helper.to_array(i).astype(np.float64).ravel().tolist()
+            for i in onnx.load(out_path).graph.initializer if i.name.endswith("_scale")}
 
 
 def _openvino_int8(float_path: str, out_path: str, images: Tensor, per_channel: bool,
@@ -163,40 +148,33 @@ def _openvino_int8(float_path: str, out_path: str, images: Tensor, per_channel: 
     if not per_channel:
         raise ValueError("NNCF quantises weights per channel: MODEL.SSD.INT8.PER_CHANNEL must be "
                          "True with openvino.")
-    model = ov.Core().read_model(float_path)
-    data = nncf.Dataset([im[None].numpy() for im in images])
-    ignored = None
-    if float_layers:
-        # OpenVINO names an op after the ONNX node it comes from ("/head/loc.0/Conv", with
-        # suffixes such as "/WithoutBiases").
-        ignored = nncf.IgnoredScope(
-            patterns=["^" + re.escape(n) + "(/.*)?$" for n in _float_nodes(float_path,
-                                                                             float_layers)],
+    ignored = {}
+    if float_layers:  # an OpenVINO op is named after its ONNX node, maybe with a suffix
+        ignored["ignored_scope"] = nncf.IgnoredScope(patterns=[
+            "^" + re.escape(n) + "(/.*)?$" for n in _float_nodes(float_path, float_layers)],
             validate=False)
-    quantized = nncf.quantize(model, data, subset_size=len(images),
-                              preset=nncf.QuantizationPreset.PERFORMANCE,
-                              fast_bias_correction=True,
-                              **({"ignored_scope": ignored} if ignored else {}))
+    quantized = nncf.quantize(ov.Core().read_model(float_path),
+                              nncf.Dataset([im[None].numpy() for im in images]),
+                              subset_size=len(images), preset=nncf.QuantizationPreset.PERFORMANCE,
+                              fast_bias_correction=True, **ignored)
     ov.save_model(quantized, out_path, compress_to_fp16=False)
-    scales = {}
-    for op in quantized.get_ordered_ops():
-        if op.get_type_name() == "FakeQuantize":
-            lo, hi = (op.input_value(i).get_node().get_data() for i in (1, 2))
-            scales[op.get_friendly_name()] = (np.asarray(hi, np.float64)
-                                              - np.asarray(lo, np.float64)).ravel().tolist()
-    return scales
+    ranges = {}  # FakeQuantize: input high - input low
+    for op in (o for o in quantized.get_ordered_ops() if o.get_type_name() == "FakeQuantize"):
+        lo, hi = (np.asarray(op.input_value(i).get_node().get_data(), np.float64) for i in (1, 2))
+        ranges[op.get_friendly_name()] = (hi - lo).ravel().tolist()
+    return ranges
 
 
 def calibrate(model: nn.Module, images: Tensor, out_dir: str, backend: str,
               per_channel: bool = True, method: str = "minmax",
               image_names: Sequence[str] = (), float_layers: Sequence[str] = ()) -> Dict:
-    """Post-training static INT8 quantisation of ``model``'s network, saved in ``out_dir``.
+    """Post-training static INT8 quantisation of ``model``'s network, saved in ``out_dir``
+    (the float32 ONNX network, the quantised model, ``calibration.json``).
 
     Args:
         model: a built SSD in eval mode with its weights.
         images: (N, 3, H, W) normalised calibration images (:func:`calibration_images`).
-        out_dir: folder to write: the float32 ONNX network, the quantised model
-            (``network_int8.onnx`` or ``network_int8.xml`` / ``.bin``) and ``calibration.json``.
+        out_dir: the folder to write.
         backend: "onnxruntime" or "openvino".
         per_channel: weights quantised per output channel (else per tensor; onnxruntime).
         method: activation ranges: "minmax"; onnxruntime also "percentile", "entropy".
@@ -227,10 +205,9 @@ def calibrate(model: nn.Module, images: Tensor, out_dir: str, backend: str,
             "num_images": int(len(images)), "images": list(image_names),
             "per_channel": bool(per_channel), "method": method,
             "float_layers": list(float_layers), "scales": scales}
-    tmp = os.path.join(out_dir, CALIBRATION_FILE + ".tmp")
-    with open(tmp, "w") as f:
+    with open(os.path.join(out_dir, CALIBRATION_FILE + ".tmp"), "w") as f:
         json.dump(meta, f)
-    os.replace(tmp, os.path.join(out_dir, CALIBRATION_FILE))
+    os.replace(f.name, os.path.join(out_dir, CALIBRATION_FILE))
     return meta
 
 
