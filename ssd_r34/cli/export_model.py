@@ -30,11 +30,8 @@ def get_parser():
     p.add_argument("--num-samples", type=int, default=3,
                    help="without --sample-image: how many images of DATASETS.TEST[0]")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
-    p.add_argument("--mlperf-io", action="store_true",
-                   help="ONNX in MLPerf inference's convention: input 'image' (N, 3, H, W) "
-                   "float32 normalised as MLPerf's pre-processing leaves it; outputs 'bboxes' "
-                   "(N, M, 4) in [0, 1], 'labels' (N, M) 1-based, 'scores' (N, M); the sample "
-                   "images go through INPUT.RESIZE_IMPL cv2-float")
+    p.add_argument("--mlperf-io", action="store_true", help="ONNX in MLPerf inference's I/O "
+                   "convention (docs/export.md); samples through INPUT.RESIZE_IMPL cv2-float")
     p.add_argument("--batch-size", type=int, default=1,
                    help="--mlperf-io: N, fixed in the graph (default 1: M dynamic)")
     p.add_argument("--box-tol", type=float, default=1e-2,
@@ -45,8 +42,8 @@ def get_parser():
 
 
 def class_table(cfg, metadata):
-    """[{"id": contiguous id, "category_id": the data set's id, "name": ...}] for the
-    model's MODEL.SSD.NUM_CLASSES outputs; a class the data set lacks keeps its id."""
+    """[{"id": contiguous id, "category_id": the data set's id (else id), "name": ...}] per
+    output class (MODEL.SSD.NUM_CLASSES)."""
     names = list(metadata.get("thing_classes", None) or []) if metadata else []
     m = metadata.get("thing_dataset_id_to_contiguous_id", None) if metadata else None
     to_dataset = {v: k for k, v in (m or {}).items()}
@@ -82,16 +79,9 @@ def timed(fn, x):
 
 
 def check(checks, args, name, max_detections):
-    """Compare PyTorch and the export per image and print the table.
-
-    Args:
-        checks: (image path, PyTorch detections, exported detections, seconds PyTorch,
-            seconds export) per image; detections (boxes (M, 4) in input pixels, scores,
-            classes).
-
-    Returns:
-        (list of :func:`compare_detections` dicts with ``image``, times and ``ok``, all ok)
-    """
+    """Per image (path, PyTorch's and the export's (boxes (M, 4) in input pixels, scores,
+    classes), their seconds): compare_detections + ``ok``, printed as a table; (results,
+    all ok)."""
     from tabulate import tabulate
 
     rows, results = [], []

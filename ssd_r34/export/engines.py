@@ -38,8 +38,8 @@ class EngineNetwork:
     def __init__(self, backend: str, path: str, threads: Optional[int] = 0,
                  precision: str = "float32"):
         self.backend, self.path, self.precision = backend, path, precision
-        self.threads = None if threads is None else (
-            int(threads) if threads > 0 else torch.get_num_threads())
+        self.threads = None if threads is None else int(threads) if threads > 0 else \
+            torch.get_num_threads()
         self.input_shape = None  # the file's input shape (onnxruntime; ints or axis names)
         self._tmp = None  # a TemporaryDirectory holding ``path``, removed with this object
         if backend == "onnxruntime":
@@ -51,8 +51,8 @@ class EngineNetwork:
                 opts.intra_op_num_threads = self.threads
                 opts.inter_op_num_threads = 1
             self._session = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
-            self._input = self._session.get_inputs()[0].name
-            self.input_shape = self._session.get_inputs()[0].shape
+            self._input, self.input_shape = (self._session.get_inputs()[0].name,
+                                             self._session.get_inputs()[0].shape)
         elif backend == "openvino":
             import openvino as ov
 
@@ -104,19 +104,14 @@ def load_exported(fmt: str, path: str):
     with warnings.catch_warnings():  # torch.jit's deprecation notice
         warnings.simplefilter("ignore", FutureWarning)
         model = torch.jit.load(path, map_location="cpu").eval()
-
-    def run(image: Tensor) -> Tuple[Tensor, ...]:
-        with torch.no_grad():
-            return tuple(model(image))
-    return run
+    return torch.no_grad()(lambda image: tuple(model(image)))
 
 
 def attach_backend(model: nn.Module, cfg, check_digest: bool = True) -> nn.Module:
-    """Give ``model`` (an SSD with its weights loaded) the engine chosen by
-    MODEL.SSD.INFERENCE_BACKEND and INFERENCE_DTYPE; "pytorch" removes any engine.
-    Float32 / bfloat16: the network is exported now into a temporary folder. INT8: the
-    calibration of MODEL.SSD.INT8.CALIBRATION_DIR, refused when made for another backend,
-    input size or other weights (``check_digest``).
+    """Give ``model`` (an SSD, weights loaded) the engine of MODEL.SSD.INFERENCE_BACKEND and
+    INFERENCE_DTYPE ("pytorch": none). Float32 / bfloat16: the network exported now into a
+    temporary folder; INT8: MODEL.SSD.INT8.CALIBRATION_DIR's, refused when made for another
+    backend, input size or other weights (``check_digest``).
 
     Returns:
         ``model``, in eval mode, its ``network_runner`` set (or None).
@@ -155,8 +150,8 @@ def attach_backend(model: nn.Module, cfg, check_digest: bool = True) -> nn.Modul
                             ssd.BACKEND_THREADS, "int8")
     else:
         tmp = tempfile.TemporaryDirectory(prefix="ssd_r34_network_")
-        path = export_network_onnx(model, os.path.join(tmp.name, "network.onnx"))
-        net = EngineNetwork(backend, path, ssd.BACKEND_THREADS, dtype)
+        net = EngineNetwork(backend, export_network_onnx(
+            model, os.path.join(tmp.name, "network.onnx")), ssd.BACKEND_THREADS, dtype)
         net._tmp = tmp
     model.network_runner = net
     logger.info("Network runs in %s", net)

@@ -9,6 +9,7 @@ from typing import Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
+from torch.nn import functional as F
 
 from detectron2.structures import Boxes, Instances
 
@@ -33,18 +34,14 @@ class SSDExportModule(nn.Module):
         super().__init__()
         if input_format not in INPUT_FORMATS:
             raise ValueError(f"input_format must be one of {INPUT_FORMATS}, got {input_format!r}")
-        self.model = model
-        self.input_format = input_format
-        self.input_size = tuple(model.input_size)
+        self.model, self.input_format, self.input_size = model, input_format, model.input_size
         self.train(model.training)
 
     def example_input(self, image: Optional[Tensor] = None) -> Tensor:
         """A (1, 3, H, W) input of the right type (zeros when no image is given)."""
-        if image is None:
-            image = torch.zeros(1, 3, *self.input_size, dtype=torch.uint8)
-        if self.input_format == "normalized" and image.dtype == torch.uint8:
-            image = self.normalize(image)
-        return image
+        image = torch.zeros(1, 3, *self.input_size, dtype=torch.uint8) if image is None else image
+        return self.normalize(image) if self.input_format == "normalized" and \
+            image.dtype == torch.uint8 else image
 
     def normalize(self, image: Tensor) -> Tensor:
         m = self.model
@@ -65,9 +62,7 @@ class SSDMLPerfExportModule(nn.Module):
 
     def __init__(self, model: nn.Module, batch_size: int = 1):
         super().__init__()
-        self.model = model
-        self.batch_size = int(batch_size)
-        self.input_size = tuple(model.input_size)
+        self.model, self.batch_size, self.input_size = model, int(batch_size), model.input_size
         self.train(model.training)
 
     def example_input(self) -> Tensor:
@@ -77,21 +72,14 @@ class SSDMLPerfExportModule(nn.Module):
         H, W = image.shape[-2:]
         scale = torch.tensor([1.0 / W, 1.0 / H, 1.0 / W, 1.0 / H])
         loc, conf, anchors = self.model.forward_network(image)
-        out_b, out_l, out_s = [], [], []
-        m = int(self.model.max_detections_per_image)
+        out = []
         for i in range(image.shape[0]):
             b, s, c = postprocess_single_image(self.model, loc[i:i + 1], conf[i:i + 1], anchors)
-            b = (b * scale.to(b.device)).clamp(0.0, 1.0)
-            c = c + 1
-            if image.shape[0] > 1:
-                pad = m - b.shape[0]
-                b = torch.nn.functional.pad(b, (0, 0, 0, pad))
-                s = torch.nn.functional.pad(s, (0, pad))
-                c = torch.nn.functional.pad(c, (0, pad))
-            out_b.append(b)
-            out_l.append(c)
-            out_s.append(s)
-        return torch.stack(out_b), torch.stack(out_l), torch.stack(out_s)
+            b, c = (b * scale.to(b.device)).clamp(0.0, 1.0), c + 1
+            pad = int(self.model.max_detections_per_image) - b.shape[0]
+            out.append((F.pad(b, (0, 0, 0, pad)), F.pad(c, (0, pad)), F.pad(s, (0, pad)))
+                       if image.shape[0] > 1 else (b, c, s))
+        return tuple(torch.stack(t) for t in zip(*out))
 
 
 class NetworkModule(nn.Module):
@@ -181,8 +169,6 @@ def detections_to_instances(boxes: Tensor, scores: Tensor, classes: Tensor,
                             input_size: Sequence[int], height: int, width: int) -> Instances:
     """Exported outputs (M, 4), (M,), (M,) -> Instances on the original ``height x width``
     image (scaled by (W0 / W, H0 / H) and clipped, as ``rescale_detections``)."""
-    r = Instances((int(input_size[0]), int(input_size[1])))
-    r.pred_boxes = Boxes(boxes.float())
-    r.scores = scores
-    r.pred_classes = classes.long()
+    r = Instances((int(input_size[0]), int(input_size[1])), pred_boxes=Boxes(boxes.float()),
+                  scores=scores, pred_classes=classes.long())
     return rescale_detections(r, height, width)
