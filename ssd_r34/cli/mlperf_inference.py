@@ -16,35 +16,30 @@ def get_parser():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 epilog="docs/mlperf_inference.md")
     p.add_argument("--config-file", required=True, metavar="FILE")
-    p.add_argument("--dataset", required=True, help="a registered data set, e.g. shapes_val, "
-                   "coco_2017_val_mlperf")
+    p.add_argument("--dataset", required=True, help="a registered data set (coco_2017_val_mlperf)")
     p.add_argument("--scenario", required=True, choices=SCENARIOS)
     p.add_argument("--mode", required=True, choices=MODES)
     p.add_argument("--output", required=True, metavar="DIR", help="LoadGen's logs go here")
-    p.add_argument("--backend", default="pytorch",
-                   help="pytorch (default), onnxruntime, openvino, or a registered backend")
+    p.add_argument("--backend", default="pytorch", help="pytorch (default), onnxruntime, "
+                   "openvino, or a registered backend")
     p.add_argument("--onnx-model", metavar="FILE",
                    help="onnxruntime: a model exported with tools/export_model.py --mlperf-io")
     p.add_argument("--count", type=int, help="use only the first COUNT images")
     p.add_argument("--batch-size", type=int, default=1, help="Offline: images per backend call")
     p.add_argument("--threads", type=int, default=1, help="SUT worker threads (default 1)")
     g = p.add_argument_group("LoadGen settings (override --user-conf)")
-    g.add_argument("--user-conf", metavar="FILE", help="LoadGen user.conf "
-                   "(lines 'ssd-resnet34.<Scenario>.<key> = <value>')")
+    g.add_argument("--user-conf", metavar="FILE", help="LoadGen's user.conf")
     g.add_argument("--target-qps", type=float,
                    help="Server: server_target_qps; Offline: offline_expected_qps")
-    g.add_argument("--target-latency-ms", type=float,
-                   help="Server: server_target_latency_ns; SingleStream / MultiStream: the "
-                   "expected latency")
-    g.add_argument("--latency-percentile", type=float,
-                   help="Server / SingleStream / MultiStream target latency percentile (0-1)")
+    g.add_argument("--target-latency-ms", type=float, help="Server: the latency bound; "
+                   "SingleStream / MultiStream: the expected latency")
+    g.add_argument("--latency-percentile", type=float, help="target latency percentile (0-1)")
     g.add_argument("--min-duration", type=float, metavar="SECONDS", help="min_duration_ms / 1000")
     g.add_argument("--max-duration", type=float, metavar="SECONDS", help="max_duration_ms / 1000")
     g.add_argument("--min-query-count", type=int)
     g.add_argument("--max-query-count", type=int)
     g.add_argument("--samples-per-query", type=int, help="MultiStream samples per query")
-    g.add_argument("--performance-sample-count", type=int,
-                   help="samples kept in memory in performance mode (default min(64, count))")
+    g.add_argument("--performance-sample-count", type=int, help="default min(64, count)")
     p.add_argument("opts", nargs=argparse.REMAINDER, metavar="KEY VALUE",
                    help="config overrides, e.g. MODEL.WEIGHTS model.pth")
     return p

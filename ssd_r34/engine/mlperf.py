@@ -27,16 +27,11 @@ MLPERF_MODEL_NAME = "ssd-resnet34"  # in LoadGen's conf lines ("ssd-resnet34.Off
 
 
 class DatasetQSL:
-    """Query sample library: sample i is image i of the accuracy script's list of a
-    registered COCO-format data set; ``load_samples`` pre-processes into memory.
-
-    Args:
-        cfg: config (INPUT.* for the pre-processing: the evaluation mapper).
-        dataset_name: a registered data set with a COCO ``json_file`` in its metadata.
-        count: use only the first ``count`` images (None: all).
-        performance_sample_count: samples LoadGen keeps loaded in performance mode (default:
-            all, at most 64 as MLPerf's ssd-resnet34).
-    """
+    """Query sample library: sample i is image i of the accuracy script's list of
+    ``dataset_name`` (registered, with a COCO ``json_file``), the first ``count`` (None: all);
+    ``load_samples`` pre-processes into memory (the evaluation mapper of ``cfg``). LoadGen
+    keeps ``performance_sample_count`` loaded in performance mode (default all, at most 64
+    as MLPerf's ssd-resnet34)."""
 
     def __init__(self, cfg, dataset_name: str, count: Optional[int] = None,
                  performance_sample_count: Optional[int] = None):
@@ -150,7 +145,7 @@ class SUT:
             lg.QuerySamplesComplete(responses)  # copies the data; payloads may go after
 
     def stop(self) -> None:
-        for _ in self.workers:
+        for w in self.workers:
             self.queue.put(None)
         for w in self.workers:
             w.join()
@@ -239,17 +234,9 @@ def parse_summary(path: str) -> Dict[str, str]:
 # file's ``categories`` + 1 (the script's --use-inv-map maps it back); none: an empty record.
 def encode_records(qsl_idx: int, boxes: np.ndarray, scores: np.ndarray,
                    labels: np.ndarray) -> bytes:
-    """One sample's response data.
-
-    Args:
-        qsl_idx: LoadGen's sample index.
-        boxes: (M, 4) XYXY in [0, 1] of the original image (x1 / W, y1 / H, x2 / W, y2 / H).
-        scores: (M,).
-        labels: (M,) MLPerf labels (1-based, see :func:`label_map_for`).
-
-    Returns:
-        M * 7 float32 values as bytes (empty for M == 0).
-    """
+    """One sample's response data: M * 7 float32 values as bytes (empty for M == 0) from
+    LoadGen's sample index, boxes (M, 4) XYXY in [0, 1] of the original image, scores (M,)
+    and MLPerf labels (M,) (:func:`label_map_for`)."""
     boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
     out = np.empty((len(boxes), 7), dtype=np.float32)
     out[:, 0] = qsl_idx

@@ -62,8 +62,7 @@ def calibration_images(cfg, dataset: str = "", num_images: int = 0) -> Tuple[Ten
         raise ValueError(f"Data set {name!r} has {len(dicts)} images, fewer than the {n} asked "
                          "for (MODEL.SSD.INT8.CALIBRATION_IMAGES).")
     mapper = SSDDatasetMapper(cfg, is_train=False)
-    mean = torch.tensor(cfg.MODEL.PIXEL_MEAN).view(3, 1, 1)
-    std = torch.tensor(cfg.MODEL.PIXEL_STD).view(3, 1, 1)
+    mean, std = (torch.tensor(v).view(3, 1, 1) for v in (cfg.MODEL.PIXEL_MEAN, cfg.MODEL.PIXEL_STD))
     images = torch.stack([(mapper(dict(d))["image"].float() - mean) / std for d in dicts])
     return images, [d["file_name"] for d in dicts]
 
@@ -127,7 +126,7 @@ def _onnxruntime_int8(float_path: str, out_path: str, images: Tensor, per_channe
                             per_channel=per_channel, calibrate_method=methods[method],
                             # Convolutions, residual additions and pooling only: quantising
                             # the Concat / Reshape of the outputs too puts every class logit
-                            # under one 8-bit scale (AP 10.0 instead of 16.6, docs/int8.md).
+                            # under one 8-bit scale (a much lower AP, docs/int8.md).
                             op_types_to_quantize=["Conv", "Add", "MaxPool"],
                             nodes_to_exclude=excluded,
                             extra_options={"CalibTensorRangeSymmetric": False})
@@ -194,6 +193,7 @@ def calibrate(model: nn.Module, images: Tensor, out_dir: str, backend: str,
     if images.ndim != 4 or tuple(images.shape[-2:]) != tuple(model.input_size):
         raise ValueError(f"Calibration images must be (N, 3, {model.input_size[0]}, "
                          f"{model.input_size[1]}), got {tuple(images.shape)}.")
+    out_dir = os.path.abspath(out_dir)  # onnxruntime's route works in a temporary folder
     os.makedirs(out_dir, exist_ok=True)
     float_path = export_network_onnx(model, os.path.join(out_dir, "network_float32.onnx"))
     out_path = os.path.join(out_dir, INT8_FILES[backend])
