@@ -91,6 +91,14 @@ def test_calibration_is_reproducible(tiny, calibrated, tmp_path):
     assert c["scales"] != a["scales"]
 
 
+def test_calibration_into_a_relative_folder(tiny, tmp_path, monkeypatch):
+    """tools/calibrate.py --output out/int8: onnxruntime's route works in a temporary folder."""
+    cfg, _, model = tiny
+    monkeypatch.chdir(tmp_path)
+    meta = _calibrate(cfg, model, "out/int8")
+    assert (tmp_path / "out" / "int8" / meta["model_file"]).is_file()
+
+
 def test_int8_predictor_agrees_with_float32(tiny, calibrated):
     import numpy as np
 
