@@ -8,7 +8,7 @@ import torch
 
 from ..export import attach_backend, calibrate, calibration_images, reproduced_detections
 
-logger = logging.getLogger("ssd_r34.calibrate")
+logger = logging.getLogger(__name__)
 
 
 def get_parser():

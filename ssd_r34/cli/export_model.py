@@ -14,7 +14,7 @@ from ..export import (SSDExportModule, SSDMLPerfExportModule, compare_detections
                       export_mlperf_onnx, export_onnx, export_torchscript, load_exported)
 from . import args as cli
 
-logger = logging.getLogger("ssd_r34.export")
+logger = logging.getLogger(__name__)
 FILE_NAMES = {"torchscript": "model.ts", "onnx": "model.onnx"}
 
 

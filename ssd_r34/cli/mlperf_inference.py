@@ -9,7 +9,7 @@ import os
 from ..engine.mlperf import (MODES, SCENARIOS, DatasetQSL, build_backend, build_settings,
                              run_loadgen)
 
-logger = logging.getLogger("ssd_r34.mlperf")
+logger = logging.getLogger(__name__)
 
 
 def get_parser():
