@@ -5,34 +5,31 @@ import argparse
 import logging
 
 import torch
+from detectron2.data import DatasetCatalog
+from detectron2.modeling import build_model
 
+from ..checkpoint import SSDCheckpointer
+from ..data import SSDDatasetMapper, ensure_dataset
 from ..export import attach_backend, calibrate, calibration_images, reproduced_detections
+from . import args as cli
 
 logger = logging.getLogger(__name__)
 
 
 def get_parser():
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog="docs/int8.md")
+    p = cli.ArgumentParser(description=__doc__.split("\n\n")[0], epilog="docs/int8.md")
     p.add_argument("--config-file", required=True, metavar="FILE")
     p.add_argument("--output", required=True, metavar="DIR",
                    help="folder for the quantised network and calibration.json")
     p.add_argument("--check", type=int, default=0, metavar="N",
                    help="compare INT8 with float32 on N images of DATASETS.TEST[0]")
-    p.add_argument("opts", nargs=argparse.REMAINDER, metavar="KEY VALUE",
-                   help="config overrides, e.g. MODEL.WEIGHTS model.pth")
-    return p
+    return cli.add_common_arguments(p)
 
 
 def main(argv=None):
     args = argv if isinstance(argv, argparse.Namespace) else get_parser().parse_args(argv)
-    from detectron2.modeling import build_model
-    from detectron2.utils.logger import setup_logger
-
-    from ..checkpoint import SSDCheckpointer
-    from ..engine import setup_inference_cfg
-
-    setup_logger(name="ssd_r34")
-    cfg = setup_inference_cfg(args.config_file, args.opts)
+    cli.setup_tool_logger()
+    cfg = cli.inference_cfg(args)
     backend, int8 = cfg.MODEL.SSD.INFERENCE_BACKEND, cfg.MODEL.SSD.INT8
     if backend == "pytorch":
         raise SystemExit("Set MODEL.SSD.INFERENCE_BACKEND onnxruntime or openvino: INT8 runs in "
@@ -50,10 +47,6 @@ def main(argv=None):
     print(f"Use: MODEL.SSD.INFERENCE_BACKEND {backend} MODEL.SSD.INFERENCE_DTYPE int8 "
           f"MODEL.SSD.INT8.CALIBRATION_DIR {args.output}")
     if args.check:
-        from detectron2.data import DatasetCatalog
-
-        from ..data import SSDDatasetMapper, ensure_dataset
-
         name = cfg.DATASETS.TEST[0]
         ensure_dataset(name)
         mapper = SSDDatasetMapper(cfg, is_train=False)

@@ -149,10 +149,9 @@ def main_mlperf_io(args):
     PyTorch on the sample images (MLPerf's pre-processing), boxes compared in input pixels."""
     from ..data import read_image_cv2
     from ..data.transforms import cv2_float_preprocess_from_cfg
-    from ..engine import setup_inference_cfg
 
-    cfg = setup_inference_cfg(args.config_file, list(args.opts) + ["INPUT.RESIZE_IMPL",
-                                                                   "cv2-float"], device="cpu")
+    cfg = cli.inference_cfg(argparse.Namespace(**{**vars(args), "opts": list(args.opts) + [
+        "INPUT.RESIZE_IMPL", "cv2-float"]}), device="cpu")
     module = SSDMLPerfExportModule(SSDPredictor(cfg).model, batch_size=args.batch_size).eval()
     paths = sample_paths(cfg, args)
     images = [torch.from_numpy(cv2_float_preprocess_from_cfg(cfg, read_image_cv2(p)))

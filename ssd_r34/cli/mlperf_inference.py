@@ -8,13 +8,14 @@ import os
 
 from ..engine.mlperf import (MODES, SCENARIOS, DatasetQSL, build_backend, build_settings,
                              run_loadgen)
+from . import args as cli
 
 logger = logging.getLogger(__name__)
 
 
 def get_parser():
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                epilog="docs/mlperf_inference.md")
+    p = cli.ArgumentParser(description=__doc__.split("\n\n")[0],
+                           epilog="docs/mlperf_inference.md")
     p.add_argument("--config-file", required=True, metavar="FILE")
     p.add_argument("--dataset", required=True, help="a registered data set (coco_2017_val_mlperf)")
     p.add_argument("--scenario", required=True, choices=SCENARIOS)
@@ -40,9 +41,7 @@ def get_parser():
     g.add_argument("--max-query-count", type=int)
     g.add_argument("--samples-per-query", type=int, help="MultiStream samples per query")
     g.add_argument("--performance-sample-count", type=int, help="default min(64, count)")
-    p.add_argument("opts", nargs=argparse.REMAINDER, metavar="KEY VALUE",
-                   help="config overrides, e.g. MODEL.WEIGHTS model.pth")
-    return p
+    return cli.add_common_arguments(p)
 
 
 def loadgen_overrides(args):
@@ -68,13 +67,9 @@ def loadgen_overrides(args):
 def main(argv=None):
     """Returns (run_loadgen's dict with the run's settings, ok)."""
     args = argv if isinstance(argv, argparse.Namespace) else get_parser().parse_args(argv)
-    from detectron2.utils.logger import setup_logger
-
-    from ..engine import setup_inference_cfg
-
-    setup_logger(name="ssd_r34")
+    cli.setup_tool_logger()
     os.makedirs(args.output, exist_ok=True)
-    cfg = setup_inference_cfg(args.config_file, args.opts)
+    cfg = cli.inference_cfg(args)
     qsl = DatasetQSL(cfg, args.dataset, count=args.count,
                      performance_sample_count=args.performance_sample_count)
     backend = build_backend(args.backend, cfg, args)
