@@ -1,4 +1,4 @@
-"""INT8 and engine backends (ssd_r34/inference/): the network in ONNX Runtime / OpenVINO,
+"""INT8 and engine backends (ssd_r34/export/): the network in ONNX Runtime / OpenVINO,
 float32 and INT8 after post-training static calibration, with ssd_r34's own postprocess.
 
 A tiny config (64x64, strides 1) with random weights, BatchNorm statistics randomised and the
@@ -35,7 +35,7 @@ def tiny(tmp_path_factory):
     cfg = make_cfg(CONFIG, *TINY)
     model = build_model(cfg).eval()
     randomise_batchnorm(model)
-    from ssd_r34.inference import calibration_images
+    from ssd_r34.export import calibration_images
 
     images, _ = calibration_images(cfg)
     scale_heads(model, images)
@@ -55,7 +55,7 @@ def _inputs(cfg, n):
 
 
 def _share(ours, ref, iou=0.9):
-    from ssd_r34.inference import reproduced_detections
+    from ssd_r34.export import reproduced_detections
 
     m, t = reproduced_detections(ours, ref, iou)
     assert t > 0, "the float32 model made no detections: the comparison would be empty"
@@ -63,7 +63,7 @@ def _share(ours, ref, iou=0.9):
 
 
 def _calibrate(cfg, model, folder, backend="onnxruntime", dataset=""):
-    from ssd_r34.inference import calibrate, calibration_images
+    from ssd_r34.export import calibrate, calibration_images
 
     images, names = calibration_images(cfg, dataset)
     return calibrate(model, images, str(folder), backend, image_names=names)
@@ -89,6 +89,14 @@ def test_calibration_is_reproducible(tiny, calibrated, tmp_path):
     # ... and other images give other activation scales (the check above can fail).
     c = _calibrate(cfg, model, tmp_path / "c", dataset="shapes_val")
     assert c["scales"] != a["scales"]
+
+
+def test_calibration_into_a_relative_folder(tiny, tmp_path, monkeypatch):
+    """tools/calibrate.py --output out/int8: onnxruntime's route works in a temporary folder."""
+    cfg, _, model = tiny
+    monkeypatch.chdir(tmp_path)
+    meta = _calibrate(cfg, model, "out/int8")
+    assert (tmp_path / "out" / "int8" / meta["model_file"]).is_file()
 
 
 def test_int8_predictor_agrees_with_float32(tiny, calibrated):
@@ -126,7 +134,7 @@ def test_int8_predictor_agrees_with_float32(tiny, calibrated):
 @pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
 def test_float32_backend_gives_pytorch_detections(tiny, backend):
     from ssd_r34.export import compare_detections
-    from ssd_r34.inference import attach_backend
+    from ssd_r34.export import attach_backend
 
     cfg, _, model = tiny
     inputs = _inputs(cfg, 4)
@@ -150,7 +158,7 @@ def test_float32_backend_gives_pytorch_detections(tiny, backend):
 
 @pytest.mark.slow  # NNCF's calibration: tens of seconds
 def test_openvino_int8_runs_and_agrees(tiny, tmp_path):
-    from ssd_r34.inference import attach_backend
+    from ssd_r34.export import attach_backend
 
     cfg, _, model = tiny
     meta = _calibrate(cfg, model, tmp_path / "ov", backend="openvino")
@@ -173,7 +181,7 @@ def test_openvino_int8_runs_and_agrees(tiny, tmp_path):
 def test_bad_int8_settings_are_refused(tiny, calibrated, tmp_path):
     from detectron2.modeling import build_model
 
-    from ssd_r34.inference import attach_backend
+    from ssd_r34.export import attach_backend
 
     cfg, _, model = tiny
     with pytest.raises(ValueError, match="INFERENCE_BACKEND onnxruntime or openvino"):
@@ -203,7 +211,7 @@ def test_float_layers_stay_float32(tiny, tmp_path):
     import onnx
 
     cfg, _, model = tiny
-    from ssd_r34.inference import calibrate, calibration_images
+    from ssd_r34.export import calibrate, calibration_images
 
     images, _ = calibration_images(cfg)
     meta = calibrate(model, images, str(tmp_path / "q"), "onnxruntime",

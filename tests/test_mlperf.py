@@ -3,7 +3,7 @@ for bit, accuracy records as MLPerf's accuracy-coco.py reads them scored like De
 COCOEvaluator, LoadGen runs (accuracy and performance), the ONNX export in MLPerf's I/O
 convention, and the export check's comparison of tied detections."""
 import argparse
-import importlib.util
+import importlib
 import json
 import os
 
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import ROOT, damped_head_weights, make_cfg
+from conftest import damped_head_weights, make_cfg
 
 CONFIG = "configs/ssd_r34_shapes.yaml"
 TINY = ["INPUT.FIXED_SIZE", "(64, 64)", "MODEL.SSD.STRIDES", "[1, 1, 1, 1, 1, 1]",
@@ -19,11 +19,7 @@ TINY = ["INPUT.FIXED_SIZE", "(64, 64)", "MODEL.SSD.STRIDES", "[1, 1, 1, 1, 1, 1]
 
 
 def run_tool(name, argv):
-    spec = importlib.util.spec_from_file_location(f"tool_{name}",
-                                                  os.path.join(ROOT, "tools", f"{name}.py"))
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
-    return tool.main(tool.get_parser().parse_args(argv))
+    return importlib.import_module(f"ssd_r34.cli.{name}").main(argv)
 
 
 @pytest.fixture(scope="module")
@@ -167,7 +163,7 @@ def coco_evaluator_ap(name, dicts, outputs):
 
 def accuracy_log(image_list, dicts, outputs, label_map):
     """LoadGen-style accuracy log entries of the given detections."""
-    from ssd_r34.mlperf import encode_records
+    from ssd_r34.engine.mlperf import encode_records
 
     pos = {i: k for k, i in enumerate(image_list)}
     log = []
@@ -183,7 +179,7 @@ def accuracy_log(image_list, dicts, outputs, label_map):
 @pytest.mark.parametrize("remove_empty", [False, True])
 def test_accuracy_records_score_as_coco_evaluator(shapes_val, remove_empty):
     from ssd_r34.data import mlperf_image_ids
-    from ssd_r34.mlperf import label_map_for, load_coco, score_accuracy_log
+    from ssd_r34.engine.mlperf import label_map_for, load_coco, score_accuracy_log
 
     dicts, meta = shapes_val
     coco = load_coco(meta.json_file)
@@ -218,7 +214,7 @@ def test_mlperf_dataset_order_and_lazy_registration(shapes_val, tmp_path):
     from detectron2.data import DatasetCatalog, MetadataCatalog
 
     from ssd_r34.data import mlperf_image_ids, register_mlperf_coco
-    from ssd_r34.mlperf import load_coco
+    from ssd_r34.engine.mlperf import load_coco
 
     _, meta = shapes_val
     name = register_mlperf_coco("shapes_val_mlperf_test", meta.json_file, meta.image_root,
@@ -275,7 +271,7 @@ def test_loadgen_accuracy_run_scores_as_coco_evaluator(tmp_path, tiny_weights, s
     for k, stat in (("AP", 0), ("AP50", 1), ("AP75", 2)):
         assert abs(100 * acc["stats"][stat] - ref[k]) < 0.1, (k, acc["stats"], ref)
     # record by record: the detections of the model, normalised, labels 1-based
-    from ssd_r34.mlperf import decode_records
+    from ssd_r34.engine.mlperf import decode_records
 
     assert [d["image_id"] for d in inputs] == [d["image_id"] for d in dicts[:12]]
     total = 0
@@ -316,7 +312,7 @@ class _ConstantBackend:
                      "--min-query-count", "100", "--target-latency-ms", "3"])])
 def test_loadgen_performance_runs_are_valid_and_answer_every_sample_once(
         tmp_path, tiny_weights, scenario, extra):
-    from ssd_r34.mlperf import register_backend
+    from ssd_r34.engine.mlperf import register_backend
 
     register_backend("test-constant", _ConstantBackend)
     r, ok = run_tool("mlperf_inference", [
@@ -330,7 +326,7 @@ def test_loadgen_performance_runs_are_valid_and_answer_every_sample_once(
 
 
 def test_user_conf_and_overrides_reach_loadgen(tmp_path):
-    from ssd_r34.mlperf import build_settings
+    from ssd_r34.engine.mlperf import build_settings
 
     conf = tmp_path / "user.conf"
     conf.write_text("ssd-resnet34.Server.target_qps = 7.5\n*.Server.min_duration = 1234\n")
@@ -345,7 +341,7 @@ def test_onnx_mlperf_io_export_and_backend_match_pytorch(tmp_path, tiny_weights,
     import onnx
 
     from ssd_r34.data import SSDDatasetMapper
-    from ssd_r34.mlperf import OnnxRuntimeBackend, PyTorchBackend
+    from ssd_r34.engine.mlperf import OnnxRuntimeBackend, PyTorchBackend
 
     opts = [*TINY, "MODEL.WEIGHTS", tiny_weights]
     res = run_tool("export_model", ["--config-file", CONFIG, "--format", "onnx", "--mlperf-io",

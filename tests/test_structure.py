@@ -21,18 +21,14 @@ ALLOWED = {
     "modeling": {"layers", "config"},
     "data": {"layers", "config"},
     "checkpoint": {"layers", "config", "modeling"},
-    "export": {"layers", "config", "modeling"},
-    "inference": {"layers", "config", "modeling", "data", "export"},
-    "engine": {"layers", "config", "modeling", "data", "checkpoint", "export", "inference"},
+    "export": {"layers", "config", "modeling", "data"},
+    "engine": {"layers", "config", "modeling", "data", "checkpoint", "export"},
     # small top rooms: the model zoo, and the command lines (console scripts) on top of it
-    "model_zoo": {"layers", "config", "modeling", "data", "checkpoint", "export", "inference",
-                  "engine"},
-    "cli": {"layers", "config", "modeling", "data", "checkpoint", "export", "inference",
-            "engine", "model_zoo"},
-    "mlperf": {"layers", "config", "modeling", "data", "checkpoint", "export", "inference",
-               "engine"},
-    "": {"layers", "config", "modeling", "data", "checkpoint", "export", "inference", "engine",
-         "mlperf", "model_zoo", "cli"},
+    "model_zoo": {"layers", "config", "modeling", "data", "checkpoint", "export", "engine"},
+    "cli": {"layers", "config", "modeling", "data", "checkpoint", "export", "engine",
+            "model_zoo"},
+    "": {"layers", "config", "modeling", "data", "checkpoint", "export", "engine",
+         "model_zoo", "cli"},
 }
 FOREIGN = {"tools", "benchmarks", "tests", "reference_impl", "baseline", "_common", "conftest"}
 

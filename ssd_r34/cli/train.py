@@ -17,7 +17,7 @@ from detectron2.utils import comm
 from ..checkpoint import SSDCheckpointer
 from ..engine import SSDTrainer, setup
 from . import args as arguments
-from ..inference import attach_backend
+from ..export import attach_backend
 
 
 def main(args):

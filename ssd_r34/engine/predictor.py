@@ -12,7 +12,7 @@ from ..checkpoint import SSDCheckpointer
 from ..config import get_ssd_cfg, setup_cfg
 from ..data import dataset_metadata, register_dataset_files
 from ..data.transforms import build_ssd_augmentations, cv2_float_preprocess_from_cfg, resize_impl
-from ..inference import attach_backend
+from ..export import attach_backend
 
 logger = logging.getLogger(__name__)
 

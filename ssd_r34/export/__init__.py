@@ -1,10 +1,14 @@
-"""Export to TorchScript and ONNX (network + postprocessing in one graph), also in MLPerf
-inference's ONNX input / output convention."""
-from ..modeling.postprocessing import postprocess_single_image
-from .exporter import (MLPERF_OUTPUT_NAMES, SSDExportModule, SSDMLPerfExportModule,
-                       compare_detections, detections_to_instances, export_mlperf_onnx,
-                       export_onnx, export_torchscript, load_exported)
+"""The export room: what is exported (:mod:`.network`: TorchScript, ONNX, the network
+alone), who runs it (:mod:`.engines`: onnxruntime, openvino, MODEL.SSD.INFERENCE_BACKEND),
+INT8 (:mod:`.quantize`) and how two sets of detections compare (:mod:`.compare`)."""
+from .compare import compare_detections, reproduced_detections
+from .engines import BACKENDS, ENGINE_DTYPES, EngineNetwork, attach_backend, load_exported
+from .network import (SSDExportModule, SSDMLPerfExportModule, detections_to_instances,
+                      export_mlperf_onnx, export_network_onnx, export_onnx, export_torchscript)
+from .quantize import calibrate, calibration_images, load_calibration, network_digest
 
 __all__ = ["SSDExportModule", "SSDMLPerfExportModule", "export_torchscript", "export_onnx",
-           "export_mlperf_onnx", "load_exported", "detections_to_instances",
-           "compare_detections", "postprocess_single_image", "MLPERF_OUTPUT_NAMES"]
+           "export_mlperf_onnx", "export_network_onnx", "load_exported",
+           "detections_to_instances", "compare_detections", "reproduced_detections",
+           "EngineNetwork", "attach_backend", "calibrate", "calibration_images",
+           "load_calibration", "network_digest", "BACKENDS", "ENGINE_DTYPES"]

@@ -1,0 +1,174 @@
+"""What gets exported: the whole detector (:class:`SSDExportModule`), the same in MLPerf
+inference's I/O convention (:class:`SSDMLPerfExportModule`), or the network alone
+(:func:`export_network_onnx`, for the engines); :func:`_to_onnx` is the one ONNX writer.
+Inputs, outputs and their conventions: docs/export.md. Shapes: M detections, R default
+boxes, K classes."""
+import os
+import warnings
+from typing import Optional, Sequence, Tuple
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from detectron2.structures import Boxes, Instances
+
+from ..modeling.postprocessing import postprocess_single_image, rescale_detections
+
+INPUT_FORMATS = ("uint8", "normalized")
+OUTPUT_NAMES = ["boxes", "scores", "classes"]
+MLPERF_OUTPUT_NAMES = ["bboxes", "labels", "scores"]
+
+
+class SSDExportModule(nn.Module):
+    """A traceable single-image SSD: (1, 3, H, W) image -> boxes (M, 4) XYXY in input pixels
+    (unclipped), scores (M,) best first, classes (M,) int64 (contiguous ids).
+
+    Args:
+        model: a built SSD in eval mode (weights loaded).
+        input_format: "uint8" (raw 0-255 pixels, normalised inside with the model's
+            PIXEL_MEAN / PIXEL_STD) or "normalized" (float32, already normalised).
+    """
+
+    def __init__(self, model: nn.Module, input_format: str = "uint8"):
+        super().__init__()
+        if input_format not in INPUT_FORMATS:
+            raise ValueError(f"input_format must be one of {INPUT_FORMATS}, got {input_format!r}")
+        self.model, self.input_format, self.input_size = model, input_format, model.input_size
+        self.train(model.training)
+
+    def example_input(self, image: Optional[Tensor] = None) -> Tensor:
+        """A (1, 3, H, W) input of the right type (zeros when no image is given)."""
+        image = torch.zeros(1, 3, *self.input_size, dtype=torch.uint8) if image is None else image
+        return self.normalize(image) if self.input_format == "normalized" and \
+            image.dtype == torch.uint8 else image
+
+    def normalize(self, image: Tensor) -> Tensor:
+        m = self.model
+        return (image.to(m.pixel_mean.device).float() - m.pixel_mean) / m.pixel_std
+
+    def forward(self, image: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+        x = self.normalize(image) if self.input_format == "uint8" else image
+        loc, conf, anchors = self.model.forward_network(x)
+        return postprocess_single_image(self.model, loc, conf, anchors)
+
+
+class SSDMLPerfExportModule(nn.Module):
+    """SSD in the I/O convention of MLPerf inference's ssd-resnet34 ONNX model: image
+    (N, 3, H, W) float32 normalised as MLPerf's pre-processing leaves it -> bboxes (N, M, 4)
+    [x1, y1, x2, y2] in [0, 1] (clipped), labels (N, M) int64 contiguous id + 1, scores
+    (N, M) best first. N == 1: M dynamic; N > 1 (fixed at export): each image's list padded
+    to DETECTIONS_PER_IMAGE with score 0, label 0, an empty box."""
+
+    def __init__(self, model: nn.Module, batch_size: int = 1):
+        super().__init__()
+        self.model, self.batch_size, self.input_size = model, int(batch_size), model.input_size
+        self.train(model.training)
+
+    def example_input(self) -> Tensor:
+        return torch.zeros(self.batch_size, 3, *self.input_size)
+
+    def forward(self, image: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+        H, W = image.shape[-2:]
+        scale = torch.tensor([1.0 / W, 1.0 / H, 1.0 / W, 1.0 / H])
+        loc, conf, anchors = self.model.forward_network(image)
+        out = []
+        for i in range(image.shape[0]):
+            b, s, c = postprocess_single_image(self.model, loc[i:i + 1], conf[i:i + 1], anchors)
+            b, c = (b * scale.to(b.device)).clamp(0.0, 1.0), c + 1
+            pad = int(self.model.max_detections_per_image) - b.shape[0]
+            out.append((F.pad(b, (0, 0, 0, pad)), F.pad(c, (0, pad)), F.pad(s, (0, pad)))
+                       if image.shape[0] > 1 else (b, c, s))
+        return tuple(torch.stack(t) for t in zip(*out))
+
+
+class NetworkModule(nn.Module):
+    """Normalised (N, 3, H, W) images -> loc (N, R, 4), conf (N, R, K+1): the part of
+    :meth:`SSD.forward_network` an engine runs."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: Tensor) -> Tuple[Tensor, Tensor]:
+        return self.model.forward_network(images)[:2]
+
+
+def _check_eval(model: nn.Module):
+    if model.training:
+        raise ValueError("Export a model in eval mode (model.eval()): batch norm would use "
+                         "batch statistics and the graph would hold the training branch.")
+
+
+def _to_onnx(module: nn.Module, example: Tensor, path: str, input_name: str,
+             output_names: Sequence[str], dynamic_axes: Optional[dict], opset: int) -> str:
+    """The one ONNX writer: TorchScript-based (``dynamo=False``, where torchvision's NMS has
+    its NonMaxSuppression symbolic), constants folded (BatchNorm into the convolutions)."""
+    import torchvision  # noqa: F401  registers the ONNX symbolic of torchvision::nms
+
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, (example,), path, input_names=[input_name],
+                          output_names=list(output_names), opset_version=opset, dynamo=False,
+                          do_constant_folding=True, dynamic_axes=dynamic_axes)
+    return path
+
+
+def export_onnx(module: SSDExportModule, example: Tensor, path: str, opset: int = 17) -> str:
+    """Export ``module`` on ``example`` (1, 3, H, W) to ONNX at ``path``: input ``image``,
+    outputs ``boxes``, ``scores``, ``classes`` with a dynamic detections axis. Returns path."""
+    _check_eval(module.model)
+    return _to_onnx(module, example, path, "image", OUTPUT_NAMES,
+                    {n: {0: "detections"} for n in OUTPUT_NAMES}, opset)
+
+
+def export_mlperf_onnx(module: SSDMLPerfExportModule, example: Tensor, path: str,
+                       opset: int = 17) -> str:
+    """Export an :class:`SSDMLPerfExportModule` to ONNX at ``path`` (input ``image``,
+    outputs ``bboxes``, ``labels``, ``scores``; detections axis dynamic for batch 1)."""
+    _check_eval(module.model)
+    dynamic = {n: {1: "detections"} for n in MLPERF_OUTPUT_NAMES} if example.shape[0] == 1 \
+        else None
+    return _to_onnx(module, example, path, "image", MLPERF_OUTPUT_NAMES, dynamic, opset)
+
+
+def export_network_onnx(model: nn.Module, path: str, opset: int = 17) -> str:
+    """Export the network of an SSD (eval mode, weights loaded) to ONNX at ``path``, in
+    float32 whatever its INFERENCE_DTYPE.
+
+    Returns:
+        ``path``. The graph takes ``images`` (N, 3, H, W) float32 normalised, H x W =
+        INPUT.FIXED_SIZE, any N, and returns ``loc`` (N, R, 4), ``conf`` (N, R, K+1).
+    """
+    _check_eval(model)
+    dtype, model.inference_dtype = model.inference_dtype, None  # the engine quantises
+    try:
+        return _to_onnx(NetworkModule(model).eval(), torch.zeros(1, 3, *model.input_size),
+                        path, "images", ["loc", "conf"],
+                        {n: {0: "batch"} for n in ("images", "loc", "conf")}, opset)
+    finally:
+        model.inference_dtype = dtype
+
+
+def export_torchscript(module: SSDExportModule, example: Tensor, path: str) -> str:
+    """Trace ``module`` on ``example`` (1, 3, H, W) and save it to ``path`` (loadable with
+    ``torch.jit.load`` without ssd_r34 or Detectron2). Returns path."""
+    _check_eval(module.model)
+    with torch.no_grad(), warnings.catch_warnings():
+        # Python ints taken from tensor shapes (fixed input size), torch.jit's deprecation
+        # notice: expected; tools/export_model.py checks the graph against eager.
+        warnings.simplefilter("ignore")
+        traced = torch.jit.trace(module, (example,), check_trace=False)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    traced.save(path)
+    return path
+
+
+def detections_to_instances(boxes: Tensor, scores: Tensor, classes: Tensor,
+                            input_size: Sequence[int], height: int, width: int) -> Instances:
+    """Exported outputs (M, 4), (M,), (M,) -> Instances on the original ``height x width``
+    image (scaled by (W0 / W, H0 / H) and clipped, as ``rescale_detections``)."""
+    r = Instances((int(input_size[0]), int(input_size[1])), pred_boxes=Boxes(boxes.float()),
+                  scores=scores, pred_classes=classes.long())
+    return rescale_detections(r, height, width)
