@@ -19,9 +19,7 @@ from ssd_r34.checkpoint import (CheckpointFormatError, SSDCheckpointer, UnsafeCh
                                 reference_key_shapes)
 from ssd_r34.modeling.meta_arch import flatten_predictions
 
-sys.path.insert(0, os.path.join(ROOT, "tools"))
-import convert_mlperf_to_d2  # noqa: E402
-import convert_torchvision_resnet34  # noqa: E402
+from ssd_r34.cli import convert_mlperf_to_d2, convert_torchvision_resnet34
 
 
 @pytest.fixture(scope="module")
