@@ -263,11 +263,19 @@ def setup_cfg(args):
     cfg.merge_from_file(args.config_file)
     add_dataset_files(cfg, getattr(args, "dataset_coco", None), getattr(args, "dataset_voc", None))
     cfg.merge_from_list(list(args.opts or []))
-    if cfg.MODEL.DEVICE == "cpu" and cfg.MODEL.RESNETS.NORM == "SyncBN":
-        cfg.MODEL.RESNETS.NORM = "naiveSyncBN"
-        logger.warning("MODEL.DEVICE is cpu: MODEL.RESNETS.NORM SyncBN runs as naiveSyncBN.")
+    cfg.MODEL.RESNETS.NORM = norm_on(cfg.MODEL.DEVICE, cfg.MODEL.RESNETS.NORM)
     cfg.freeze()
     return cfg
+
+
+def norm_on(device: str, norm: str) -> str:
+    """The norm that runs MODEL.RESNETS.NORM ``norm`` on MODEL.DEVICE ``device``: SyncBN
+    (``torch.nn.SyncBatchNorm``, GPUs only) runs as Detectron2's naiveSyncBN on the CPU
+    (the same computation over any process group), with a warning."""
+    if device == "cpu" and norm == "SyncBN":
+        logger.warning("MODEL.DEVICE is cpu: MODEL.RESNETS.NORM SyncBN runs as naiveSyncBN.")
+        return "naiveSyncBN"
+    return norm
 
 
 # ---------------------------------------------------------------------------------------
