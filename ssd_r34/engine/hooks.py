@@ -1,5 +1,5 @@
-"""Training hooks of SSDTrainer: MLPerf-style evaluation and early stop, data-stream
-progress in checkpoints, and a check that every rank ends with the same weights."""
+"""Hooks of SSDTrainer: evaluation with an early stop, data-stream progress in checkpoints,
+and a check that every rank ends with the same weights."""
 import hashlib
 import logging
 import math
@@ -13,9 +13,6 @@ from detectron2.utils import comm
 from detectron2.utils.events import CommonMetricPrinter
 
 from ..data.loader import find_resumable_sampler
-
-__all__ = ["EvalAndStopHook", "DataProgressHook", "ReplicaCheckHook", "weights_digest",
-           "bbox_ap"]
 
 logger = logging.getLogger(__name__)
 
@@ -125,18 +122,13 @@ class EvalAndStopHook(EvalHook):
 
 
 class DataProgressHook(HookBase):
-    """Counts the images the training has consumed (SOLVER.IMS_PER_BATCH a step, all ranks
-    together) and stores that count and the data-stream seed in every checkpoint; on resume
-    the :class:`ResumableTrainingSampler` continues after them. Register it before the
-    checkpointer so that a checkpoint of iteration i counts step i."""
+    """Stores the images consumed (SOLVER.IMS_PER_BATCH a step) and the data-stream seed in
+    every checkpoint, for the resumable sampler to continue after them on resume. Register
+    it before the checkpointer, so that a checkpoint of iteration i counts step i."""
 
     def __init__(self, images_per_batch: int):
         self._images_per_batch = int(images_per_batch)
         self._consumed = 0
-
-    @property
-    def images_consumed(self) -> int:
-        return self._consumed
 
     def _sampler(self):
         trainer = getattr(self.trainer, "_trainer", self.trainer)
@@ -184,10 +176,9 @@ def weights_digest(tensors) -> str:
 
 
 class ReplicaCheckHook(HookBase):
-    """At the end of a finished training, logs a digest of the parameters and one of the
-    other state-dict entries (buffers) of the model; with several processes, compares them
-    across ranks and raises if the parameters differ (buffers that differ, e.g. per-rank BN
-    statistics with MODEL.RESNETS.NORM BN, only give a warning: rank 0's are saved)."""
+    """After a finished training, logs digests of the model's parameters and of its other
+    state-dict entries (buffers); with several processes, raises if the parameters differ
+    across ranks, warns if the buffers do (per-rank BN statistics: rank 0's are saved)."""
 
     def __init__(self, model):
         self._model = model
