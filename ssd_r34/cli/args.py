@@ -38,20 +38,14 @@ def split_overrides(argv):
     for i, token in enumerate(argv):
         if token == "--":
             break
-        if token == "--opts":
-            return argv[:i], argv[i + 1:]
-        if is_config_key(token):
-            return argv[:i], argv[i:]
+        if token == "--opts" or is_config_key(token):
+            return argv[:i], argv[i + (token == "--opts"):]
     return argv, []
 
 
 class ArgumentParser(argparse.ArgumentParser):
     """``argparse.ArgumentParser`` that splits the overrides off first (:func:`split_overrides`)
     into ``args.opts`` and checks they come in pairs."""
-
-    def __init__(self, *args, **kwargs):
-        kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
-        super().__init__(*args, **kwargs)
 
     def parse_known_args(self, args=None, namespace=None):
         head, tail = split_overrides(sys.argv[1:] if args is None else args)

@@ -31,12 +31,10 @@ def get_parser():
                      help="image files, folders (their images) or glob patterns")
     src.add_argument("--dataset", nargs="?", const="", metavar="NAME",
                      help="a registered data set; without NAME the config's DATASETS.TEST[0]")
-    p.add_argument("--num-images", type=int, default=6,
-                   help="with --dataset: how many of its first images (default 6; 0 for all)")
-    p.add_argument("--output", required=True, metavar="DIR",
-                   help="folder for the pictures and detections.json")
+    p.add_argument("--num-images", type=int, default=6, help="with --dataset (0: all)")
+    p.add_argument("--output", required=True, metavar="DIR", help="pictures, detections.json")
     p.add_argument("--confidence-threshold", type=float, default=0.3,
-                   help="minimum score to draw and write a detection (default 0.3)")
+                   help="minimum score of a detection drawn and written")
     p.add_argument("--scale", type=float, default=1.0, help="scale of the drawn pictures")
     p.add_argument("--montage", metavar="PNG", help="also all the pictures in one PNG")
     return cli.add_common_arguments(p)

@@ -47,6 +47,7 @@ def get_parser():
     """Detectron2's ``default_argument_parser`` with the data set options and bare overrides."""
     d2 = default_argument_parser()
     p = cli.ArgumentParser(description=__doc__.split("\n")[0], epilog=d2.epilog,
+                           formatter_class=d2.formatter_class,
                            parents=[d2], add_help=False)
     return cli.add_common_arguments(p)
 

@@ -12,22 +12,16 @@ from . import args as cli
 def get_parser():
     p = cli.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--config-file", default="ssd_r34_1200.yaml",
-                   help="the last stage (a file, or a model-zoo name); earlier ones follow "
-                        "REGIME.PREVIOUS_STAGE")
-    p.add_argument("--num-gpus", type=int, nargs="+", default=None,
-                   help="processes per stage: one number for all, or one per stage "
-                        "(default: each config's REGIME.NUM_GPUS)")
-    p.add_argument("--previous-iter", type=int, default=None,
-                   help="hand-over iteration for every stage (default: REGIME.PREVIOUS_ITER)")
-    p.add_argument("--output-root", default=None,
-                   help="stage N writes to OUTPUT_ROOT/<config name> (default: its OUTPUT_DIR)")
+                   help="the last stage (a file or a model-zoo name)")
+    p.add_argument("--num-gpus", type=int, nargs="+", help="processes: one, or one a stage "
+                   "(default: REGIME.NUM_GPUS)")
+    p.add_argument("--previous-iter", type=int, help="hand-over iteration (default: "
+                   "REGIME.PREVIOUS_ITER)")
+    p.add_argument("--output-root", help="stage N writes to OUTPUT_ROOT/<config name>")
     p.add_argument("--stage-opts", nargs=2, action="append", default=[],
-                   metavar=("N", "'KEY VALUE ...'"),
-                   help="overrides for stage N only (1-based), after the common ones, as one "
-                        "shell-quoted string; repeatable")
+                   metavar=("N", "'KEY VALUE ...'"), help="overrides of stage N (from 1)")
     p.add_argument("--full-stages", action="store_true",
-                   help="run every stage's own SOLVER.MAX_ITER, handing over the periodic "
-                        "checkpoint of the hand-over iteration")
+                   help="every stage's own SOLVER.MAX_ITER (hand over a periodic checkpoint)")
     p.add_argument("--resume", action="store_true",
                    help="skip finished stages (model_final.pth), resume the others")
     p.add_argument("--dist-url", default="auto", help="as train_net's (one machine)")
@@ -132,14 +126,6 @@ def command(path, num_gpus, opts, args):
     return cmd + list(getattr(args, "dataset_flags", [])) + list(opts)
 
 
-def finished(cfg):
-    try:
-        with open(os.path.join(cfg.OUTPUT_DIR, "last_checkpoint")) as f:
-            return f.read().strip() == "model_final.pth"
-    except OSError:
-        return False
-
-
 def main(argv=None):
     """Returns: 0, the failed stage's exit status, or 2 for a bad plan."""
     args = parse_args(argv)
@@ -155,7 +141,9 @@ def main(argv=None):
         print(shlex.join(cmd), flush=True)
         if args.dry_run:
             continue
-        if args.resume and finished(cfg):
+        last = os.path.join(cfg.OUTPUT_DIR, "last_checkpoint")
+        if args.resume and os.path.isfile(last) and open(last).read().strip() == \
+                "model_final.pth":
             print(f"# stage {i} already finished (model_final.pth): skipped", flush=True)
             continue
         rc = subprocess.call(cmd)

@@ -40,7 +40,7 @@ def setup_inference_cfg(config_file: str, opts=(), device: Optional[str] = None,
 
 
 def test_metadata(cfg):
-    """The metadata of DATASETS.TEST[0] with its class names (:func:`ssd_r34.data.dataset_metadata`).
+    """DATASETS.TEST[0]'s metadata with class names (:func:`ssd_r34.data.dataset_metadata`).
 
     Returns:
         detectron2.data.Metadata, or None (with a warning where a set is named) without such
