@@ -126,6 +126,15 @@ def command(path, num_gpus, opts, args):
     return cmd + list(getattr(args, "dataset_flags", [])) + list(opts)
 
 
+def finished(cfg):
+    """Whether the stage of ``cfg`` has saved model_final.pth."""
+    try:
+        with open(os.path.join(cfg.OUTPUT_DIR, "last_checkpoint")) as f:
+            return f.read().strip() == "model_final.pth"
+    except OSError:
+        return False
+
+
 def main(argv=None):
     """Returns: 0, the failed stage's exit status, or 2 for a bad plan."""
     args = parse_args(argv)
@@ -141,9 +150,7 @@ def main(argv=None):
         print(shlex.join(cmd), flush=True)
         if args.dry_run:
             continue
-        last = os.path.join(cfg.OUTPUT_DIR, "last_checkpoint")
-        if args.resume and os.path.isfile(last) and open(last).read().strip() == \
-                "model_final.pth":
+        if args.resume and finished(cfg):
             print(f"# stage {i} already finished (model_final.pth): skipped", flush=True)
             continue
         rc = subprocess.call(cmd)
