@@ -3,14 +3,13 @@ The detection and loss equivalence with the reference is in test_equivalence.py.
 import collections
 import os
 import pickle
-import sys
 
 import pytest
 import torch
 import torchvision
 
 import reference_impl as ref
-from conftest import ROOT, make_cfg
+from conftest import make_cfg
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.modeling import build_model
 from ssd_r34.checkpoint import (CheckpointFormatError, SSDCheckpointer, UnsafeCheckpointError,

@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import ROOT, damped_head_weights, make_cfg
+from conftest import damped_head_weights, make_cfg
 
 CONFIG = "configs/ssd_r34_shapes.yaml"
 SMALL = ["INPUT.FIXED_SIZE", "(96, 96)", "MODEL.SSD.STRIDES", "[1, 1, 2, 1, 1, 1]",
