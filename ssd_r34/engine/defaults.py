@@ -177,8 +177,12 @@ def setup(args):
     """
     cfg = setup_cfg(args)
     register_dataset_files(cfg)  # before default_setup: a bad entry fails before any output
-    for name in ("ssd_r34", "fvcore", "detectron2"):  # before default_setup's config dump
-        setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name=name)
+    # before default_setup's (colour-highlighted) config dump, with its very arguments: the
+    # loggers are cached by them
+    rank = comm.get_rank()
+    setup_logger(cfg.OUTPUT_DIR, distributed_rank=rank, name="ssd_r34")
+    setup_logger(cfg.OUTPUT_DIR, distributed_rank=rank, name="fvcore")
+    setup_logger(cfg.OUTPUT_DIR, distributed_rank=rank)
     plain_logs_off_terminal()
     default_setup(cfg, args)
     return cfg
