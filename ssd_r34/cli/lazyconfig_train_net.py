@@ -18,8 +18,7 @@ logger = logging.getLogger("ssd_r34")
 
 
 def _ensure_datasets(dataset_cfg):
-    names = dataset_cfg.names
-    for name in [names] if isinstance(names, str) else names:
+    for name in [dataset_cfg.names] if isinstance(dataset_cfg.names, str) else dataset_cfg.names:
         ensure_dataset(name)
 
 

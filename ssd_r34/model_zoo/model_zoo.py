@@ -29,9 +29,8 @@ def get_config_file(config_path: str) -> str:
     """Absolute path of a shipped config.
 
     Args:
-        config_path: a file name of ``configs/`` ("configs/" in front is allowed; no
-            extension means ``.yaml``).
-
+        config_path: a file name of ``configs/`` (the prefix "configs/" and the extension
+            ``.yaml`` are optional).
     Returns:
         str: the path, in the installed package or the source checkout.
     """
@@ -46,12 +45,8 @@ def get_config_file(config_path: str) -> str:
 
 def trained_weights(config_path: str, weights: Optional[str] = None) -> str:
     """The local file of a config's released weights: ``weights``, else the environment
-    variable (``SSD_R34_MLPERF_WEIGHTS``). Nothing is downloaded; a missing file raises an
-    error that says what to download.
-
-    Returns:
-        str: an existing path.
-    """
+    variable (``SSD_R34_MLPERF_WEIGHTS``). Nothing is downloaded: a missing file raises an
+    error that says what to download. Returns: str, an existing path."""
     stem = os.path.splitext(os.path.basename(config_path))[0]
     if stem not in _RELEASED:
         raise ValueError(
