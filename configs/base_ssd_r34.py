@@ -1,6 +1,8 @@
-"""SSD-ResNet34 (MLPerf) as a LazyConfig: the same model and defaults as Base-SSD-R34.yaml,
-built by LazyCall on ssd_r34's classes. The files beside this one change what the yaml
-files of the same name change (docs/lazyconfig.md)."""
+"""SSD-ResNet34 (MLPerf) as a LazyConfig, built from the yaml config of the same name: the
+yaml files are the one source of the settings, ``from_yaml`` maps their keys onto LazyCall
+of ssd_r34's classes (docs/lazyconfig.md). This file is Base-SSD-R34.yaml."""
+import os
+
 import torch
 from fvcore.common.param_scheduler import MultiStepParamScheduler
 
@@ -11,87 +13,84 @@ from detectron2.modeling.box_regression import Box2BoxTransform
 from detectron2.solver import WarmupParamScheduler
 from detectron2.solver.build import get_default_optimizer_params
 
+from ssd_r34.config import get_ssd_cfg
 from ssd_r34.data import SSDDatasetMapper, ssd_augmentations
 from ssd_r34.engine import SSDCOCOEvaluator
 from ssd_r34.modeling import SSD, SSDAnchorGenerator, SSDHead
 from ssd_r34.modeling.backbone import ssd_resnet34
 
-# INPUT.FIXED_SIZE and MODEL.SSD.STRIDES of this file (the 300x300 model); the other files
-# set each use of them (model.input_size, model.backbone.strides, model.head.stride, the
-# mappers' augmentations.size).
-model = L(SSD)(
-    backbone=L(ssd_resnet34)(strides=(1, 1, 2, 2, 2, 1), norm="BN", stem_out_channels=64,
-                             freeze_at=0, winograd=True),
-    head=L(SSDHead)(in_channels=[256, 512, 512, 256, 256, 256],
-                    num_anchors=[4, 6, 6, 6, 4, 4], num_classes=80, stride=1,
-                    sparse_backward=True),
-    anchor_generator=L(SSDAnchorGenerator)(
-        box_sizes=[21, 45, 99, 153, 207, 261, 315],
-        aspect_ratios=[[2], [2, 3], [2, 3], [2, 3], [2], [2]]),
-    box2box_transform=L(Box2BoxTransform)(weights=(10.0, 10.0, 5.0, 5.0)),
-    num_classes=80,
-    input_size=(300, 300),
-    iou_threshold=0.5,
-    neg_pos_ratio=3,
-    test_score_thresh=0.05,
-    test_topk_candidates=200,
-    test_nms_thresh=0.5,
-    max_detections_per_image=200,
-    channels_last=True,
-    fuse_bn_inference=True,
-    onednn_post_ops=True,
-    inference_dtype="float32",
-    # torchvision's ImageNet statistics, RGB, 0-255
-    pixel_mean=[123.675, 116.28, 103.53],
-    pixel_std=[58.395, 57.12, 57.375],
-)
+# channels of the backbone's six outputs (res4, extra0 .. extra4)
+CHANNELS = [256, 512, 512, 256, 256, 256]
 
-dataloader = dict(
-    train=L(build_detection_train_loader)(
-        dataset=L(get_detection_dataset_dicts)(names="coco_2017_train", filter_empty=True),
-        mapper=L(SSDDatasetMapper)(
-            is_train=True, image_format="RGB",
-            augmentations=L(ssd_augmentations)(size=(300, 300), is_train=True)),
-        total_batch_size=32,
-        num_workers=4,
-    ),
-    test=L(build_detection_test_loader)(
-        dataset=L(get_detection_dataset_dicts)(names="coco_2017_val", filter_empty=False),
-        mapper=L(SSDDatasetMapper)(
-            is_train=False, image_format="RGB",
-            augmentations=L(ssd_augmentations)(size=(300, 300), is_train=False)),
-        num_workers=4,
-    ),
-    evaluator=L(SSDCOCOEvaluator)(dataset_name="${..test.dataset.names}"),
-)
 
-# SGD lr 1e-3, momentum 0.9, weight decay 5e-4 on every parameter (Base-SSD-R34.yaml).
-optimizer = L(torch.optim.SGD)(
-    params=L(get_default_optimizer_params)(weight_decay_norm=5e-4),
-    lr=0.001,
-    momentum=0.9,
-    weight_decay=5e-4,
-)
+def from_yaml(name):
+    """(model, dataloader, optimizer, lr_multiplier, train) of the yaml config ``name``
+    (a file beside this one), as SSDTrainer builds them."""
+    cfg = get_ssd_cfg()
+    cfg.merge_from_file(os.path.join(os.path.dirname(__file__), name))
+    S, size = cfg.MODEL.SSD, list(cfg.INPUT.FIXED_SIZE)
+    model = L(SSD)(
+        backbone=L(ssd_resnet34)(strides=list(S.STRIDES), norm=cfg.MODEL.RESNETS.NORM,
+                                 stem_out_channels=cfg.MODEL.RESNETS.STEM_OUT_CHANNELS,
+                                 freeze_at=cfg.MODEL.BACKBONE.FREEZE_AT, winograd=S.WINOGRAD,
+                                 depth=cfg.MODEL.RESNETS.DEPTH),
+        head=L(SSDHead)(in_channels=CHANNELS,
+                        num_anchors=[2 + 2 * len(r) for r in S.DEFAULT_BOX_RATIOS],
+                        num_classes=S.NUM_CLASSES, stride=S.STRIDES[0],
+                        sparse_backward=S.SPARSE_HEAD_BACKWARD),
+        anchor_generator=L(SSDAnchorGenerator)(box_sizes=list(S.DEFAULT_BOX_SIZES),
+                                               aspect_ratios=list(S.DEFAULT_BOX_RATIOS)),
+        box2box_transform=L(Box2BoxTransform)(weights=tuple(S.BBOX_REG_WEIGHTS)),
+        num_classes=S.NUM_CLASSES, input_size=size, iou_threshold=S.IOU_THRESHOLD,
+        neg_pos_ratio=S.NEG_POS_RATIO, test_score_thresh=S.SCORE_THRESH_TEST,
+        test_topk_candidates=S.TOPK_CANDIDATES_TEST, test_nms_thresh=S.NMS_THRESH_TEST,
+        max_detections_per_image=cfg.TEST.DETECTIONS_PER_IMAGE,
+        channels_last=S.CHANNELS_LAST, fuse_bn_inference=S.FUSE_BN_INFERENCE,
+        onednn_post_ops=S.ONEDNN_POST_OPS, inference_dtype=S.INFERENCE_DTYPE,
+        pixel_mean=list(cfg.MODEL.PIXEL_MEAN), pixel_std=list(cfg.MODEL.PIXEL_STD))
 
-# lr x0.1 at 160k and 200k of 240k iterations, no warm-up.
-lr_multiplier = L(WarmupParamScheduler)(
-    scheduler=L(MultiStepParamScheduler)(values=[1.0, 0.1, 0.01],
-                                         milestones=[160000, 200000], num_updates=240000),
-    warmup_length=0.0,
-    warmup_factor=0.001,
-)
+    def loader(split, names, **kw):
+        train = split == "train"
+        return L(build_detection_train_loader if train else build_detection_test_loader)(
+            dataset=L(get_detection_dataset_dicts)(
+                names=names[0] if len(names) == 1 else list(names),
+                filter_empty=train and cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS),
+            mapper=L(SSDDatasetMapper)(
+                is_train=train, image_format=cfg.INPUT.FORMAT,
+                augmentations=L(ssd_augmentations)(
+                    size=size, is_train=train, crop=cfg.INPUT.SSD.CROP,
+                    flip=cfg.INPUT.RANDOM_FLIP == "horizontal",
+                    color_jitter=list(cfg.INPUT.SSD.COLOR_JITTER))),
+            num_workers=cfg.DATALOADER.NUM_WORKERS, **kw)
 
-train = dict(
-    output_dir="./output/ssd_r34_300",
-    init_checkpoint="",   # MLPerf / torchvision / Detectron2 files (SSDCheckpointer)
-    max_iter=240000,
-    amp=dict(enabled=False),
-    ddp=dict(broadcast_buffers=False, find_unused_parameters=False, fp16_compression=False),
-    checkpointer=dict(period=4000, max_to_keep=100),
-    eval_period=0,
-    # TEST.EVAL_ITERS: also evaluate after these numbers of iterations.
-    eval_iters=(),
-    log_period=20,
-    device="cuda",
-    seed=-1,
-)
+    dataloader = dict(
+        train=loader("train", cfg.DATASETS.TRAIN, total_batch_size=cfg.SOLVER.IMS_PER_BATCH),
+        test=loader("test", cfg.DATASETS.TEST or ("",)),
+        evaluator=L(SSDCOCOEvaluator)(dataset_name="${..test.dataset.names}"))
+
+    O = cfg.SOLVER
+    params = L(get_default_optimizer_params)(
+        base_lr=O.BASE_LR, weight_decay_norm=O.WEIGHT_DECAY_NORM,
+        bias_lr_factor=O.BIAS_LR_FACTOR, weight_decay_bias=O.WEIGHT_DECAY_BIAS)
+    optimizer = (L(torch.optim.AdamW)(params=params, lr=O.BASE_LR, betas=list(O.BETAS),
+                                      weight_decay=O.WEIGHT_DECAY)
+                 if O.OPTIMIZER == "AdamW" else
+                 L(torch.optim.SGD)(params=params, lr=O.BASE_LR, momentum=O.MOMENTUM,
+                                    nesterov=O.NESTEROV, weight_decay=O.WEIGHT_DECAY))
+    lr_multiplier = L(WarmupParamScheduler)(
+        scheduler=L(MultiStepParamScheduler)(
+            values=[O.GAMMA ** k for k in range(len(O.STEPS) + 1)], milestones=list(O.STEPS),
+            num_updates=O.MAX_ITER),
+        warmup_length=min(O.WARMUP_ITERS / O.MAX_ITER, 1.0), warmup_factor=O.WARMUP_FACTOR,
+        warmup_method=O.WARMUP_METHOD)
+    train = dict(
+        output_dir=cfg.OUTPUT_DIR, init_checkpoint=cfg.MODEL.WEIGHTS, max_iter=O.MAX_ITER,
+        amp=dict(enabled=O.AMP.ENABLED),
+        ddp=dict(broadcast_buffers=False, find_unused_parameters=False, fp16_compression=False),
+        checkpointer=dict(period=O.CHECKPOINT_PERIOD, max_to_keep=100),
+        eval_period=cfg.TEST.EVAL_PERIOD, eval_iters=list(cfg.TEST.EVAL_ITERS), log_period=20,
+        device=cfg.MODEL.DEVICE, seed=cfg.SEED)
+    return model, dataloader, optimizer, lr_multiplier, train
+
+
+model, dataloader, optimizer, lr_multiplier, train = from_yaml("Base-SSD-R34.yaml")

@@ -1,8 +1,5 @@
-"""Config keys of ssd_r34. Every key is documented where it is added.
-
-``add_ssd_config`` adds the keys, ``get_ssd_cfg`` gives a fresh config with them and
-``setup_cfg`` reads a config file with ``KEY VALUE`` overrides (what every tool does).
-"""
+"""Config keys of ssd_r34, each documented where it is added; ``setup_cfg`` reads a config
+file with ``KEY VALUE`` overrides, as every tool does."""
 import logging
 import os
 
@@ -10,33 +7,29 @@ from detectron2.config import CfgNode as CN
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["add_ssd_config", "get_ssd_cfg", "setup_cfg", "add_dataset_files"]
+__all__ = ["add_ssd_config", "get_ssd_cfg", "setup_cfg", "add_dataset_files", "norm_on"]
 
 
 def add_ssd_config(cfg):
     """Add the SSD-ResNet34 keys to a Detectron2 config (in place) and return it."""
     _C = cfg
 
-    # Detectron2's keys with SSD-ResNet34's values: the backbone is ResNet-34 only (other
-    # depths are refused when it is built), and the reference keeps 200 detections per image.
+    # Detectron2's keys with SSD-ResNet34's values: ResNet-34 only (other depths are refused
+    # when it is built); the reference keeps 200 detections per image.
     _C.MODEL.RESNETS.DEPTH = 34
     _C.TEST.DETECTIONS_PER_IMAGE = 200
 
     _C.MODEL.SSD = CN()
-    # Foreground classes (80 for COCO). The background class is implicit: the classifier
-    # has NUM_CLASSES + 1 outputs per default box, background last (Detectron2 style).
+    # Foreground classes (80 for COCO); the classifier has NUM_CLASSES + 1 outputs per
+    # default box, background last (Detectron2 style).
     _C.MODEL.SSD.NUM_CLASSES = 80
-    # The six strides of the MLPerf training reference: [head loc, head conf, extra block
-    # 0, 1, 2, 3].
-    # Head loc and conf strides must be equal. 300x300: [1, 1, 2, 2, 2, 1];
-    # 1200x1200 (MLPerf inference model): [3, 3, 2, 2, 2, 2].
+    # The MLPerf training reference's six strides: [head loc, head conf, extra block 0..3];
+    # loc and conf equal. 300x300: [1, 1, 2, 2, 2, 1]; 1200x1200: [3, 3, 2, 2, 2, 2].
     _C.MODEL.SSD.STRIDES = [1, 1, 2, 2, 2, 1]
-    # Default-box scales S (in pixels of a 300x300 image; scaled with the image size).
-    # Level l uses S[l] and S[l+1] (the SSD paper, Liu et al. 2016, section 2.2; the MLPerf
-    # reference's DefaultBoxes), so 7 numbers for 6 levels.
+    # Default-box scales S in pixels of a 300x300 image (scaled with the image); level l uses
+    # S[l] and S[l+1] (SSD paper, Liu et al. 2016, 2.2; the reference's DefaultBoxes).
     _C.MODEL.SSD.DEFAULT_BOX_SIZES = [21, 45, 99, 153, 207, 261, 315]
-    # Extra aspect ratios per level; each ratio r adds two boxes (r and 1/r) to the two
-    # square boxes, giving [4, 6, 6, 6, 4, 4] default boxes per location.
+    # Extra aspect ratios per level; ratio r adds boxes r and 1/r to the two square ones.
     _C.MODEL.SSD.DEFAULT_BOX_RATIOS = [[2], [2, 3], [2, 3], [2, 3], [2], [2]]
     # A default box is positive when its IoU with a ground truth is > this (strictly).
     _C.MODEL.SSD.IOU_THRESHOLD = 0.5
@@ -52,156 +45,102 @@ def add_ssd_config(cfg):
     _C.MODEL.SSD.NMS_THRESH_TEST = 0.5
     # Head, from SSD_HEAD_REGISTRY (ssd_r34/modeling/head.py).
     _C.MODEL.SSD.HEAD_NAME = "SSDHead"
-    # Run the network (training and inference) in channels-last memory format: faster
-    # convolutions on CPU (measured in benchmarks/, docs/speed.md) and tensor-core
-    # GPUs (not measured here); same results within float32 rounding.
+    # Speed options, each with the same results within float32 rounding (docs/speed.md):
+    # the network in channels-last memory format;
     _C.MODEL.SSD.CHANNELS_LAST = True
-    # Inference without autograd: fold the BatchNorms into the convolutions (a cached copy
-    # of the backbone, rebuilt when a weight changes). Same results within float32 rounding.
+    # inference without autograd: a cached backbone copy with BatchNorms folded into the
+    # convolutions (rebuilt when a weight changes);
     _C.MODEL.SSD.FUSE_BN_INFERENCE = True
-    # With FUSE_BN_INFERENCE, on CPU in float32: run each ReLU and residual addition of that
-    # copy inside its convolution (oneDNN post-ops, ssd_r34/layers/onednn.py). Same results within
-    # float32 rounding; ignored where PyTorch has no oneDNN.
+    # with it, on CPU in float32: ReLUs and residual additions as oneDNN post-ops
+    # (ssd_r34/layers/onednn.py; ignored without oneDNN);
     _C.MODEL.SSD.ONEDNN_POST_OPS = True
-    # Training on CPU in float32: the head convolutions' backward computes the gradients
-    # from the output locations that received one (positives and mined negatives, a few
-    # percent of them) instead of the whole maps (ssd_r34/layers/sparse_grad.py). Same gradients
-    # within float32 rounding. Not used on GPUs (it would need a host synchronisation).
+    # training on CPU in float32: the head's backward only at locations the loss reads
+    # (ssd_r34/layers/sparse_grad.py; not on GPUs);
     _C.MODEL.SSD.SPARSE_HEAD_BACKWARD = True
-    # On CPU in float32 and channels-last (training and inference without the oneDNN fused
-    # copy): the backbone's 3x3 stride-1 convolutions with >= 128 channels on both sides and
-    # 256 on one (res4's twelve) run by Winograd F(2x2, 3x3), 2.25x fewer multiplications,
-    # forward and backward (ssd_r34/layers/winograd.py; C++ transforms built with the machine's
-    # compiler on first use, the direct convolution where that fails). Same results within
-    # float32 rounding.
+    # on CPU in float32 and channels-last: res4's 3x3 convolutions by Winograd F(2x2, 3x3)
+    # (ssd_r34/layers/winograd.py; the direct convolution where its C++ build fails).
     _C.MODEL.SSD.WINOGRAD = True
-    # Inference precision of the network: "float32", or "bfloat16" / "float16" (autocast;
-    # needs hardware support, e.g. AMX / AVX512-BF16 CPUs or GPUs). Box decoding, softmax and
-    # NMS stay in float32. Not bit-exact: see docs/speed.md, "Speed options and their tolerances".
-    # "int8" runs the network quantised in an engine (MODEL.SSD.INFERENCE_BACKEND
-    # onnxruntime or openvino) with the calibration of MODEL.SSD.INT8.CALIBRATION_DIR
-    # (tools/calibrate.py; docs/int8.md); refused with the "pytorch" backend.
+    # Inference precision of the network: "float32", "bfloat16" / "float16" (autocast; box
+    # decoding, softmax and NMS stay float32; docs/speed.md), or "int8" in an engine
+    # (INFERENCE_BACKEND onnxruntime / openvino, INT8.CALIBRATION_DIR; docs/int8.md).
     _C.MODEL.SSD.INFERENCE_DTYPE = "float32"
-    # Who runs the network (backbone + heads) at inference: "pytorch" (ssd_r34 itself),
-    # "onnxruntime" or "openvino" (the network exported to ONNX and run by that engine,
-    # float32 or, with INFERENCE_DTYPE int8, quantised; openvino also takes bfloat16 on CPUs
-    # with bf16 instructions). Normalisation, default boxes, decoding, softmax, NMS and the
-    # rescaling stay ssd_r34's own float32 code, so every tool gives the usual Instances.
-    # Used by SSDPredictor, tools/train_net.py --eval-only, tools/demo.py and
-    # tools/calibrate.py (ssd_r34/inference/backends.py); training always runs PyTorch.
+    # Who runs backbone + heads at inference: "pytorch", "onnxruntime" or "openvino" (the
+    # network exported to ONNX; pre- and post-processing stay ssd_r34's, docs/int8.md).
+    # Training always runs PyTorch.
     _C.MODEL.SSD.INFERENCE_BACKEND = "pytorch"
     # Intra-op threads of the onnxruntime / openvino backend; 0 = torch's (one per core).
     _C.MODEL.SSD.BACKEND_THREADS = 0
     # Post-training static INT8 quantisation (tools/calibrate.py, docs/int8.md).
     _C.MODEL.SSD.INT8 = CN()
-    # Folder written by tools/calibrate.py (the quantised network and calibration.json with
-    # the backend, the weights' digest, the images and every scale); needed by
-    # INFERENCE_DTYPE int8, refused when it was made for other weights, input size or backend.
+    # Folder written by tools/calibrate.py; refused when made for other weights, input
+    # size or backend.
     _C.MODEL.SSD.INT8.CALIBRATION_DIR = ""
-    # Registered data set whose first CALIBRATION_IMAGES images (test pre-processing)
-    # calibrate the activation ranges; "" = DATASETS.TRAIN[0].
+    # Registered data set whose first CALIBRATION_IMAGES images calibrate the activation
+    # ranges; "" = DATASETS.TRAIN[0].
     _C.MODEL.SSD.INT8.CALIBRATION_DATASET = ""
     _C.MODEL.SSD.INT8.CALIBRATION_IMAGES = 32
     # Weights quantised per output channel (True) or per tensor (onnxruntime only).
     _C.MODEL.SSD.INT8.PER_CHANNEL = True
-    # Activation ranges: "minmax"; onnxruntime also "percentile" or "entropy" (histograms).
+    # Activation ranges: "minmax"; onnxruntime also "percentile" or "entropy".
     _C.MODEL.SSD.INT8.METHOD = "minmax"
-    # SSD module names whose layers stay float32 in the quantised network (module-name
-    # prefixes: "head" = the loc / conf convolutions, "backbone.stem" = the first
-    # convolution, "backbone.extra4" = the last extra block); () = quantise every layer.
-    # Read by tools/calibrate.py; the calibration folder records it.
+    # Module-name prefixes that stay float32 ("head", "backbone.stem", ...); () = none.
     _C.MODEL.SSD.INT8.FLOAT_LAYERS = ()
 
-    # Every image (train and test) is resized to exactly (height, width): SSD needs a
-    # fixed input size, and the aspect ratio is not kept (as in the reference).
+    # Every image is resized to exactly (height, width), aspect ratio not kept (reference).
     _C.INPUT.FIXED_SIZE = (1200, 1200)
-    # How evaluation and inference images are decoded and resized to INPUT.FIXED_SIZE
-    # (training always uses "pil"):
-    # "pil": Detectron2's read_image (PIL) and T.Resize (PIL bilinear on uint8); the model
-    #   normalises with MODEL.PIXEL_MEAN / PIXEL_STD (the MLPerf training reference's way).
-    # "cv2-float": the MLPerf inference harness's way (mlcommons/inference,
-    #   vision/classification_and_detection/python/dataset.py, maybe_resize +
-    #   pre_process_coco_resnet34): cv2.imread (BGR), float32, INPUT.FORMAT channel order,
-    #   cv2.resize INTER_LINEAR on the float image, / 255, - PIXEL_MEAN / 255, / (PIXEL_STD / 255).
-    #   The mapper hands the model this normalised float image (marked "image_normalized"),
-    #   which the model then does not normalise again. With the default PIXEL_MEAN / STD it
-    #   equals MLPerf's pre-processing bit for bit (tests/test_mlperf.py).
+    # Evaluation / inference decoding and resize (training always "pil"): "pil" (Detectron2's
+    # read_image and T.Resize, the training reference's) or "cv2-float" (the MLPerf inference
+    # harness's float32 OpenCV resize and normalisation, bit for bit; docs/data.md).
     _C.INPUT.RESIZE_IMPL = "pil"
     _C.INPUT.SSD = CN()
-    # SSD IoU-constrained random crop in training (the SSD paper's data augmentation; the
-    # MLPerf training reference's SSDCropping).
+    # SSD IoU-constrained random crop in training (the reference's SSDCropping).
     _C.INPUT.SSD.CROP = True
-    # Colour jitter in training: brightness, contrast, saturation, hue (torchvision's
-    # ColorJitter). All zero disables it.
+    # Training colour jitter: brightness, contrast, saturation, hue; all zero = none.
     _C.INPUT.SSD.COLOR_JITTER = (0.125, 0.5, 0.5, 0.05)
-    # Training: an image that cannot be read (missing, empty, truncated, not an image) stops
-    # training with an error naming the file and the data set. True: skip it instead (the
-    # loader draws another image, as for an image the crop left without boxes), with a
-    # warning naming the first few skipped files and a running count (docs/validation.md).
-    # Evaluation never skips.
+    # Training: skip unreadable images with a warning, instead of stopping with an error
+    # naming the file (docs/validation.md). Evaluation never skips.
     _C.INPUT.SSD.SKIP_UNREADABLE_IMAGES = False
 
-    # Optimizer: "SGD" (the MLPerf reference's, with SOLVER.MOMENTUM / WEIGHT_DECAY) or "AdamW"
-    # (uses SOLVER.BASE_LR, SOLVER.WEIGHT_DECAY and SOLVER.BETAS).
+    # Optimizer: "SGD" (the reference's) or "AdamW" (with SOLVER.BETAS).
     _C.SOLVER.OPTIMIZER = "SGD"
-    # AdamW betas.
     _C.SOLVER.BETAS = (0.9, 0.999)
-
-    # Mixed precision (with Detectron2's SOLVER.AMP.ENABLED): "float16" or "bfloat16".
-    # CUDA: Detectron2's AMPTrainer, with a GradScaler for float16 only. CPU: bfloat16
-    # autocast only (float16 is refused). Losses are computed in float32 either way.
+    # Mixed precision (SOLVER.AMP.ENABLED): "float16" (CUDA, with a GradScaler) or
+    # "bfloat16" (CUDA or CPU autocast). Losses stay float32.
     _C.SOLVER.AMP.DTYPE = "float16"
-    # At the end of training, every rank logs a SHA-256 digest of its parameters and
-    # buffers; with several processes the ranks compare them and raise if the parameters
-    # differ (differing buffers, e.g. per-rank BN statistics, only warn).
+    # At the end of training, compare digests of the weights across ranks: differing
+    # parameters raise, differing buffers (per-rank BN statistics) warn.
     _C.SOLVER.CHECK_REPLICAS = True
 
-    # MLPerf-style evaluation (the MLPerf training reference's --evaluation): also evaluate
-    # after each of these numbers of iterations (counted from 1, like TEST.EVAL_PERIOD),
-    # e.g. (120000, 160000).
+    # Also evaluate after each of these iteration counts (the reference's --evaluation).
     _C.TEST.EVAL_ITERS = ()
-    # Stop training at the first evaluation whose box AP reaches this (a fraction, as the
-    # MLPerf training reference's --threshold 0.212 and the MLPerf target; Detectron2 prints
-    # AP in percent). 0 = never stop early. Each evaluation records "target_reached" (0/1) in metrics.json.
+    # Stop at the first evaluation whose box AP reaches this fraction (the reference's
+    # --threshold 0.212); 0 = never. metrics.json records "target_reached" (0/1).
     _C.TEST.TARGET_AP = 0.0
 
-    # MLPerf training logs (mllog, package mlperf-logging; ssd_r34/engine/mlperf_logging.py,
-    # docs/mlperf_logging.md), written by rank 0 for `python -m
-    # mlperf_logging.compliance_checker --usage training --ruleset 1.0.0 LOG`.
+    # MLPerf training logs by rank 0 (ssd_r34/engine/mllog_hook.py, docs/mlperf_logging.md).
     _C.MLPERF = CN()
-    # The log file; "" = no log. A relative path is taken relative to OUTPUT_DIR.
+    # The log file, relative to OUTPUT_DIR unless absolute; "" = no log.
     _C.MLPERF.LOG_FILE = ""
-    # submission_division: "open" (any model or schedule) or "closed" (the checker then
-    # also requires the MLPerf SSD hyper-parameter rules and eval_accuracy >= 0.23).
+    # submission_division "open" or "closed" (the checker then applies the closed rules).
     _C.MLPERF.DIVISION = "open"
     # submission_status: "onprem", "cloud", "preview" or "research".
     _C.MLPERF.STATUS = "research"
-    # submission_org and submission_platform ("" = "<processes>x<device type>", e.g. 1xcpu).
+    # submission_org and submission_platform ("" = "<processes>x<device type>").
     _C.MLPERF.ORG = "ssd_r34"
     _C.MLPERF.PLATFORM = ""
-    # Your own data sets, registered by name in every process that sets up from this config
-    # (tools/train_net.py's workers too), so that DATASETS.TRAIN / DATASETS.TEST can name them.
-    # COCO json files: ((NAME, JSON_FILE, IMAGE_ROOT), ...), Detectron2's
-    # register_coco_instances; the command-line tools' --dataset-coco NAME JSON IMAGE_ROOT adds
-    # one (absolute paths). Category ids may be any integers (e.g. 7 and 9): they map to
-    # contiguous ids 0..K-1 in id order and back in results. docs/data.md, "Train on your own data".
+    # Your own data sets, registered in every process that sets up from this config
+    # (docs/data.md): COCO json files ((NAME, JSON_FILE, IMAGE_ROOT), ...), --dataset-coco;
     _C.DATASETS.COCO = ()
-    # Pascal VOC folders (Annotations/, ImageSets/Main/SPLIT.txt, JPEGImages/):
-    # ((NAME, DIRNAME, SPLIT), ...) with VOC's 20 classes, or (NAME, DIRNAME, SPLIT,
-    # "class_a,class_b,...") with your own; Detectron2's register_pascal_voc.
-    # --dataset-voc adds one.
+    # Pascal VOC folders ((NAME, DIRNAME, SPLIT[, "class_a,class_b"]), ...), --dataset-voc.
     _C.DATASETS.VOC = ()
 
     # The three-stage regime of the released 1200x1200 model (tools/train_regime.py).
     _C.REGIME = CN()
-    # GPUs (processes) this stage was trained on in the MLPerf training reference;
-    # train_regime.py launches the stage with this many unless told otherwise.
+    # Processes this stage ran on in the MLPerf training reference.
     _C.REGIME.NUM_GPUS = 1
-    # Config file of the stage this one starts from (relative to this config's folder);
-    # "" = a first stage (weights from MODEL.WEIGHTS as given).
+    # Config of the previous stage (relative to this one); "" = a first stage.
     _C.REGIME.PREVIOUS_STAGE = ""
-    # This stage starts from the previous stage's weights after this many of its
-    # iterations (weights only: fresh iteration counter, optimizer and schedule).
+    # Start from the previous stage's weights after this many of its iterations.
     _C.REGIME.PREVIOUS_ITER = 0
     return cfg
 
@@ -214,14 +153,14 @@ def get_ssd_cfg():
 
 
 def add_dataset_files(cfg, coco=None, voc=None):
-    """Append data sets named on a command line to DATASETS.COCO / DATASETS.VOC (in place).
+    """Append data sets named on a command line to DATASETS.COCO / DATASETS.VOC (in place),
+    with absolute paths.
 
     Args:
         cfg: a config, not frozen.
         coco: [(NAME, JSON_FILE, IMAGE_ROOT), ...] or None.
         voc: [(NAME, DIRNAME, SPLIT) or (NAME, DIRNAME, SPLIT, "a,b,..."), ...] or None.
     """
-
     if coco:
         cfg.DATASETS.COCO = tuple(tuple(e) for e in cfg.DATASETS.COCO) + tuple(
             (name, os.path.abspath(js), os.path.abspath(root)) for name, js, root in coco)
@@ -232,21 +171,23 @@ def add_dataset_files(cfg, coco=None, voc=None):
 
 
 def setup_cfg(args):
-    """Config from ``args.config_file`` and ``args.opts`` (``KEY VALUE`` overrides), frozen.
-
-    ``args.dataset_coco`` / ``args.dataset_voc`` (the tools' ``--dataset-coco`` /
-    ``--dataset-voc``, optional) are appended to DATASETS.COCO / DATASETS.VOC with absolute
-    paths, before the overrides.
-
-    With ``MODEL.DEVICE cpu``, ``MODEL.RESNETS.NORM SyncBN`` runs as Detectron2's
-    ``naiveSyncBN`` (the same computation over any process group; ``torch.nn.SyncBatchNorm``
-    runs on GPUs only)."""
+    """The frozen config of ``args.config_file``, ``args.dataset_coco`` / ``dataset_voc``
+    (optional, :func:`add_dataset_files`) and ``args.opts`` (``KEY VALUE`` overrides)."""
     cfg = get_ssd_cfg()
     cfg.merge_from_file(args.config_file)
     add_dataset_files(cfg, getattr(args, "dataset_coco", None), getattr(args, "dataset_voc", None))
     cfg.merge_from_list(list(args.opts or []))
-    if cfg.MODEL.DEVICE == "cpu" and cfg.MODEL.RESNETS.NORM == "SyncBN":
-        cfg.MODEL.RESNETS.NORM = "naiveSyncBN"
-        logger.warning("MODEL.DEVICE is cpu: MODEL.RESNETS.NORM SyncBN runs as naiveSyncBN.")
+    cfg.MODEL.RESNETS.NORM = norm_on(cfg.MODEL.DEVICE, cfg.MODEL.RESNETS.NORM)
     cfg.freeze()
     return cfg
+
+
+def norm_on(device: str, norm: str) -> str:
+    """MODEL.RESNETS.NORM ``norm`` as it runs on MODEL.DEVICE ``device``: SyncBN
+    (``torch.nn.SyncBatchNorm``, GPUs only) runs as Detectron2's naiveSyncBN on the CPU
+    (the same computation over any process group), with a warning."""
+    if device == "cpu" and norm == "SyncBN":
+        logger.warning("MODEL.DEVICE is cpu: MODEL.RESNETS.NORM SyncBN runs as naiveSyncBN.")
+        return "naiveSyncBN"
+    return norm
+

@@ -3,14 +3,13 @@ The detection and loss equivalence with the reference is in test_equivalence.py.
 import collections
 import os
 import pickle
-import sys
 
 import pytest
 import torch
 import torchvision
 
 import reference_impl as ref
-from conftest import ROOT, make_cfg
+from conftest import make_cfg
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.modeling import build_model
 from ssd_r34.checkpoint import (CheckpointFormatError, SSDCheckpointer, UnsafeCheckpointError,
@@ -19,9 +18,7 @@ from ssd_r34.checkpoint import (CheckpointFormatError, SSDCheckpointer, UnsafeCh
                                 reference_key_shapes)
 from ssd_r34.modeling.meta_arch import flatten_predictions
 
-sys.path.insert(0, os.path.join(ROOT, "tools"))
-import convert_mlperf_to_d2  # noqa: E402
-import convert_torchvision_resnet34  # noqa: E402
+from ssd_r34.cli import convert_mlperf_to_d2, convert_torchvision_resnet34
 
 
 @pytest.fixture(scope="module")

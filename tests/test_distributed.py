@@ -188,7 +188,9 @@ sys.meta_path.insert(0, _Finder())
 
 
 def subprocess_env(replica_dir=None):
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore",  # tools need ssd_r34
+               PYTHONPATH=os.pathsep.join([ROOT] + ([os.environ["PYTHONPATH"]]
+                                                    if os.environ.get("PYTHONPATH") else [])))
     env.setdefault("SSD_R34_DATASETS", os.environ["SSD_R34_DATASETS"])
     if replica_dir is not None:
         os.makedirs(replica_dir, exist_ok=True)

@@ -22,8 +22,7 @@ from ssd_r34.checkpoint import MLPerfCheckpoint, SSDCheckpointer, convert_mlperf
 from ssd_r34.modeling import meta_arch
 from ssd_r34.modeling.box_ops import batched_pairwise_iou
 
-sys.path.insert(0, os.path.join(ROOT, "tools"))
-import convert_mlperf_to_d2  # noqa: E402
+from ssd_r34.cli import convert_mlperf_to_d2
 
 MEAN = torch.tensor([123.675, 116.28, 103.53]).view(3, 1, 1)
 STD = torch.tensor([58.395, 57.12, 57.375]).view(3, 1, 1)
@@ -232,11 +231,11 @@ assert list(m.state_dict()) == list(r.state_dict()), "not the reference keys"
 torch.save(m, out_zip)
 torch.save(m, out_legacy, _use_new_zipfile_serialization=False)
 '''
-# Runs a tool in a process where the reference's `models` package does not exist.
-WITHOUT_MODELS = ("import importlib.util, runpy, sys; "
+# Runs the converter in a process where the reference's `models` package does not exist.
+WITHOUT_MODELS = ("import importlib.util, sys; "
                   "assert importlib.util.find_spec('models') is None, 'models importable'; "
                   "assert 'models' not in sys.modules; "
-                  "sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')")
+                  "from ssd_r34.cli.convert_mlperf_to_d2 import main; sys.exit(main(sys.argv[1:]))")
 
 
 def write_whole_module_files(r, folder):
@@ -279,9 +278,8 @@ def test_same_detections_1200_whole_module_pickle_converted_without_reference_co
     with pytest.raises(ModuleNotFoundError, match="models"):  # the ordinary way needs its code
         torch.load(whole, weights_only=False)
     out = str(tmp_path / "ssd1200_d2.pth")
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    proc = subprocess.run([sys.executable, "-c", WITHOUT_MODELS,
-                           os.path.join(ROOT, "tools/convert_mlperf_to_d2.py"), whole, out],
+    env = dict(os.environ, PYTHONPATH=ROOT)  # this checkout's ssd_r34, no reference code
+    proc = subprocess.run([sys.executable, "-c", WITHOUT_MODELS, whole, out],
                           cwd=tmp_path, env=env, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert "pickled whole nn.Module 'models.ssd_r34.SSD_R34'" in proc.stdout, proc.stdout
@@ -445,12 +443,12 @@ def test_training_continues_from_an_mlperf_checkpoint_and_round_trips(tmp_path, 
 
 
 def test_eval_only_with_mlperf_file_on_a_data_set_with_fewer_classes(tmp_path, whole_module):
-    """tools/train_net.py --eval-only with MODEL.WEIGHTS at a whole pickled MLPerf module of
+    """train_net --eval-only with MODEL.WEIGHTS at a whole pickled MLPerf module of
     80 COCO classes, evaluated on (12 images of) the 3-class shapes_val: detections of class
     ids >= 3 are ignored (COCOEvaluator would assert) and AP is reported."""
-    import train_net
     from detectron2.data import DatasetCatalog, MetadataCatalog
-    from detectron2.engine import default_argument_parser
+
+    from ssd_r34.cli import train_net
 
     name = "shapes_val_first12"
     if name not in DatasetCatalog.list():
@@ -461,10 +459,9 @@ def test_eval_only_with_mlperf_file_on_a_data_set_with_fewer_classes(tmp_path, w
             thing_classes=meta.thing_classes,
             thing_dataset_id_to_contiguous_id=meta.thing_dataset_id_to_contiguous_id)
     whole = whole_module[1]
-    args = default_argument_parser().parse_args([
+    res = train_net.main([
         "--config-file", os.path.join(ROOT, "configs/ssd_r34_shapes.yaml"), "--eval-only",
         "MODEL.WEIGHTS", whole, "MODEL.SSD.NUM_CLASSES", "80", "INPUT.FIXED_SIZE", "(96, 96)",
         "MODEL.SSD.STRIDES", "[1, 1, 2, 1, 1, 1]", "DATALOADER.NUM_WORKERS", "0",
         "DATASETS.TEST", f"('{name}',)", "OUTPUT_DIR", str(tmp_path / "eval")])
-    res = train_net.main(args)
     assert {"AP", "AP-circle", "AP-square", "AP-triangle"} <= set(res["bbox"])

@@ -75,7 +75,7 @@ def test_images_of_different_sizes_in_one_batch_are_refused(training):
 
 # ---- the tools, as subprocesses ------------------------------------------------------------------
 def run(tool, *args, timeout=600):
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore", PYTHONPATH=ROOT)
     proc = subprocess.run([sys.executable, os.path.join(ROOT, "tools", tool), *map(str, args)],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
     return proc.returncode, proc.stdout, proc.stderr

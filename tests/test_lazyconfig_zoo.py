@@ -139,13 +139,11 @@ def test_model_zoo_get_trained_converts_a_local_mlperf_file(tmp_path, monkeypatc
 
 
 def test_lazyconfig_train_net_trains_and_evaluates(tmp_path):
-    """tools/lazyconfig_train_net.py's code on the shapes LazyConfig, made tiny by overrides:
+    """ssd_r34.cli.lazyconfig_train_net on the shapes LazyConfig, made tiny by overrides:
     trains, evaluates after train.eval_iters and at the end, writes model_final."""
     import json
 
-    from detectron2.engine import default_argument_parser
-
-    from ssd_r34.cli import lazy_train
+    from ssd_r34.cli import lazyconfig_train_net
 
     tiny = ["model.input_size=[64,64]", "model.backbone.strides=[1,1,1,1,1,1]",
             "model.head.stride=1", "model.backbone.winograd=False",
@@ -154,12 +152,11 @@ def test_lazyconfig_train_net_trains_and_evaluates(tmp_path):
             "dataloader.train.total_batch_size=2", "dataloader.train.num_workers=0",
             "dataloader.test.num_workers=0", "train.max_iter=2", "train.eval_iters=[1]",
             "train.log_period=1", f"train.output_dir={tmp_path}"]
-    args = default_argument_parser().parse_args(
-        ["--config-file", os.path.join(ROOT, "configs", "ssd_r34_shapes.py"), *tiny])
+    argv = ["--config-file", os.path.join(ROOT, "configs", "ssd_r34_shapes.py"), *tiny]
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        trainer = lazy_train.main(args)
+        trainer = lazyconfig_train_net.main(argv)
     finally:
         torch.set_num_threads(threads)  # later tests run with the default thread count
     assert trainer.iter == 2

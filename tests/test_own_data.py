@@ -4,7 +4,7 @@ trained on with ``tools/train_net.py --num-gpus 2 --dataset-coco ...`` (two gloo
 CPU), evaluated, and run through ``demo.py --input`` and ``export_model.py``; class names and
 ids are checked in every output. Also: the Python recipe of docs/data.md, Pascal VOC folders,
 one override syntax in every tool, and errors that name the bad entry."""
-import importlib.util
+import importlib
 import json
 import os
 import re
@@ -89,11 +89,8 @@ def coco_flags(root, prefix="mine"):
 
 
 def load_tool(name):
-    spec = importlib.util.spec_from_file_location(f"tool_{name}",
-                                                  os.path.join(ROOT, "tools", f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """ssd_r34.cli.<name>: tools/<name>.py's code."""
+    return importlib.import_module(f"ssd_r34.cli.{name}")
 
 
 def run(cmd, cwd=ROOT, timeout=400):
@@ -152,12 +149,12 @@ def test_train_evaluate_demo_and_export_on_your_own_coco_set(own_set, tmp_path):
     # demo --input: this process has not loaded the set; names come from the json, and the
     # overrides follow --input's paths directly.
     demo = load_tool("demo")
-    res = demo.main(demo.get_parser().parse_args([
+    res = demo.main([
         "--config-file", CONFIG, "--dataset-coco", "mine_val", os.path.join(own_set, "val.json"),
         os.path.join(own_set, "imgs"), "--output", str(tmp_path / "demo"),
         "--confidence-threshold", "0", "--input", os.path.join(own_set, "imgs", "img4.jpg"),
         os.path.join(own_set, "imgs", "img5.png"), "MODEL.WEIGHTS", weights,
-        "DATASETS.TEST", "('mine_val',)", *TINY]))
+        "DATASETS.TEST", "('mine_val',)", *TINY])
     assert len(res["written"]) == 2
     dets = json.load(open(res["json"]))
     assert dets and {d["category_id"] for d in dets} <= {7, 9}
@@ -165,10 +162,10 @@ def test_train_evaluate_demo_and_export_on_your_own_coco_set(own_set, tmp_path):
 
     # export: the sample images are DATASETS.TEST[0]'s; classes.json maps the outputs
     export = load_tool("export_model")
-    res = export.main(export.get_parser().parse_args([
+    res = export.main([
         "--config-file", CONFIG, "--format", "onnx", "--output", str(tmp_path / "export"),
         "--num-samples", "2", *coco_flags(own_set), "--opts", "MODEL.WEIGHTS", weights,
-        "DATASETS.TEST", "('mine_val',)", *TINY]))
+        "DATASETS.TEST", "('mine_val',)", *TINY])
     assert res["ok"] and len(res["results"]) == 2
     assert json.load(open(res["classes"]))["classes"] == [
         {"id": i, "category_id": cid, "name": name} for i, (cid, name) in enumerate(CLASSES)]
@@ -323,10 +320,10 @@ def test_a_pascal_voc_folder_with_its_own_classes(own_set, tmp_path):
     (voc / "ImageSets" / "Main" / "val.txt").write_text("\n".join(ids) + "\n")
 
     vis = load_tool("visualize_data")
-    res = vis.main(vis.get_parser().parse_args([
+    res = vis.main([
         "--config-file", CONFIG, "--source", "annotation", "--output", str(tmp_path / "vis"),
         "--dataset-voc", "myvoc_val", str(voc), "val", "square,disc", "--dataset", "myvoc_val",
-        "INPUT.FIXED_SIZE", "(64, 64)"]))
+        "INPUT.FIXED_SIZE", "(64, 64)"])
     assert len(res["written"]) == 2
     dicts = DatasetCatalog.get("myvoc_val")
     assert [a["category_id"] for a in dicts[0]["annotations"]] == [0, 1]

@@ -39,12 +39,9 @@ def test_stage_configs_carry_the_seeds_regime():
 
 
 def _regime_in_process(capsys, *args):
-    import importlib.util
+    from ssd_r34.cli.train_regime import main
 
-    spec = importlib.util.spec_from_file_location("train_regime", REGIME)
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
-    rc = tool.main(list(args))
+    rc = main(list(args))
     captured = capsys.readouterr()
     return rc, captured.out + captured.err
 
@@ -52,7 +49,7 @@ def _regime_in_process(capsys, *args):
 def test_dry_run_prints_the_three_train_net_commands(capsys):
     rc, out = _regime_in_process(capsys, "--dry-run")
     assert rc == 0, out
-    cmds = [line for line in out.splitlines() if "train_net.py" in line]
+    cmds = [line for line in out.splitlines() if "-m ssd_r34.cli.train_net" in line]
     assert len(cmds) == 3
     assert "ssd_r34_300.yaml --num-gpus 1 SOLVER.MAX_ITER 24000" in cmds[0]
     assert ("ssd_r34_700.yaml --num-gpus 4 --dist-url auto SOLVER.MAX_ITER 24000 "

@@ -1,6 +1,6 @@
 """The user's tools on the built-in shapes set: demo, visualize_data, plot_metrics and
 export_model (TorchScript and ONNX against PyTorch), each checked for what it writes."""
-import importlib.util
+import importlib
 import json
 import math
 import os
@@ -11,23 +11,16 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import ROOT, damped_head_weights, make_cfg
+from conftest import damped_head_weights, make_cfg
 
 CONFIG = "configs/ssd_r34_shapes.yaml"
 SMALL = ["INPUT.FIXED_SIZE", "(96, 96)", "MODEL.SSD.STRIDES", "[1, 1, 2, 1, 1, 1]",
          "DATALOADER.NUM_WORKERS", "0"]
 
 
-def load_tool(name):
-    spec = importlib.util.spec_from_file_location(f"tool_{name}", os.path.join(ROOT, "tools", f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def run_tool(name, argv):
-    tool = load_tool(name)
-    return tool.main(tool.get_parser().parse_args(argv))
+    """ssd_r34.cli.<name>.main(argv): tools/<name>.py's code, in this process."""
+    return importlib.import_module(f"ssd_r34.cli.{name}").main(argv)
 
 
 @pytest.fixture(scope="module")

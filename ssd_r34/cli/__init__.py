@@ -1,3 +1,1 @@
-"""Command lines of the package (console scripts of pyproject.toml; tools/*.py call them):
-``ssd-r34-train`` (:mod:`.train`), ``ssd-r34-lazy-train`` (:mod:`.lazy_train`),
-``ssd-r34-convert-mlperf`` (:mod:`.convert_mlperf`)."""
+"""The command lines: ssd_r34/cli/<tool>.py is tools/<tool>.py's code (docs/tools.md)."""

@@ -1,53 +1,32 @@
-"""What every command line in tools/ shares: naming your own data sets (``--dataset-coco``,
-``--dataset-voc``), config overrides as bare ``KEY VALUE`` pairs after the options (as
-Detectron2's ``train_net.py``; ``--opts KEY VALUE`` is the same), and logs without colour
-codes where the output is not a terminal.
-
-A tool builds its parser as :class:`ArgumentParser` and calls :func:`add_common_arguments`::
-
-    p = args.ArgumentParser(description="...")
-    p.add_argument("--config-file", required=True)
-    cli.add_common_arguments(p)
-    args = p.parse_args()          # args.opts: the overrides; args.dataset_coco: [(N, J, R)]
-    cfg = cli.inference_cfg(args)  # or ssd_r34.engine.setup(args) for training
-"""
+"""What the command lines share: ``--dataset-coco`` / ``--dataset-voc``, config overrides as
+bare ``KEY VALUE`` pairs after the options (or after ``--opts``), Detectron2's launch and
+logs without colour codes off a terminal (docs/tools.md)."""
 import argparse
-import logging
 import re
 import sys
 
+from detectron2.engine import launch
 from detectron2.utils.logger import setup_logger
 
 from ..engine.defaults import plain_logs_off_terminal
 
-__all__ = ["ArgumentParser", "add_common_arguments", "add_dataset_arguments",
-           "add_override_arguments", "split_overrides", "dataset_flags", "inference_cfg",
-           "setup_tool_logger"]
-
 _KEY = re.compile(r"^[A-Z][A-Z0-9_]*(\.[A-Za-z0-9_]+)*$")
-_TOP_KEYS = None
-
-
-def _top_level_keys():
-    global _TOP_KEYS
-    if _TOP_KEYS is None:
-        from ..config import get_ssd_cfg
-
-        _TOP_KEYS = frozenset(get_ssd_cfg().keys())
-    return _TOP_KEYS
+_TOP_KEYS = []
 
 
 def is_config_key(token: str) -> bool:
     """True for a token that names a config key: ``SEED``, ``MODEL.WEIGHTS``, and also a
     mistyped ``MODEL.WEIGTHS`` (its first part is a key), so that a typo fails naming it."""
-    return bool(_KEY.match(token)) and token.split(".")[0] in _top_level_keys()
+    if not _TOP_KEYS:
+        from ..config import get_ssd_cfg
+
+        _TOP_KEYS.extend(get_ssd_cfg().keys())
+    return bool(_KEY.match(token)) and token.split(".")[0] in _TOP_KEYS
 
 
 def split_overrides(argv):
-    """Split a command line into (options, overrides) at ``--opts`` or at the first token
-    that names a config key (:func:`is_config_key`): everything from there on is
-    ``KEY VALUE`` pairs, even after an option that takes several values (``--input a.jpg
-    b.jpg MODEL.WEIGHTS model.pth``).
+    """Split a command line at ``--opts`` or at the first config key (:func:`is_config_key`),
+    also after an option that takes several values (``--input a.jpg MODEL.WEIGHTS m.pth``).
 
     Args:
         argv (list[str]): the arguments, without the program name.
@@ -59,21 +38,14 @@ def split_overrides(argv):
     for i, token in enumerate(argv):
         if token == "--":
             break
-        if token == "--opts":
-            return argv[:i], argv[i + 1:]
-        if is_config_key(token):
-            return argv[:i], argv[i:]
+        if token == "--opts" or is_config_key(token):
+            return argv[:i], argv[i + (token == "--opts"):]
     return argv, []
 
 
 class ArgumentParser(argparse.ArgumentParser):
-    """``argparse.ArgumentParser`` that splits the config overrides off first
-    (:func:`split_overrides`) and returns them as ``args.opts``; the options are parsed as
-    usual. ``formatter_class`` defaults to ``RawDescriptionHelpFormatter``."""
-
-    def __init__(self, *args, **kwargs):
-        kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
-        super().__init__(*args, **kwargs)
+    """``argparse.ArgumentParser`` that splits the overrides off first (:func:`split_overrides`)
+    into ``args.opts`` and checks they come in pairs."""
 
     def parse_known_args(self, args=None, namespace=None):
         head, tail = split_overrides(sys.argv[1:] if args is None else args)
@@ -88,54 +60,41 @@ class ArgumentParser(argparse.ArgumentParser):
         return ns, extra
 
 
-def add_dataset_arguments(parser):
-    """``--dataset-coco NAME JSON IMAGE_ROOT`` and ``--dataset-voc NAME DIR SPLIT
-    [CLASSES]`` (both repeatable), into ``args.dataset_coco`` / ``args.dataset_voc``:
-    lists appended to DATASETS.COCO / DATASETS.VOC by :func:`ssd_r34.config.setup_cfg`."""
-    group = parser.add_argument_group(
-        "your own data sets", "Registered in every process (DATASETS.COCO / DATASETS.VOC), "
-        "so that DATASETS.TRAIN / DATASETS.TEST can name them; see docs/data.md.")
+def add_override_arguments(parser):
+    """Trailing ``KEY VALUE`` pairs into ``args.opts`` (``--opts`` is an alias), unless the
+    parser has ``opts`` already."""
+    if not any(a.dest == "opts" for a in parser._actions):
+        parser.add_argument("opts", nargs=argparse.REMAINDER, default=[], metavar="KEY VALUE",
+                            help="config overrides after the options, e.g. MODEL.WEIGHTS m.pth")
+    return parser
+
+
+def add_common_arguments(parser):
+    """``--dataset-coco NAME JSON IMAGE_ROOT`` and ``--dataset-voc NAME DIR SPLIT [CLASSES]``
+    (repeatable; appended to DATASETS.COCO / DATASETS.VOC by :func:`ssd_r34.config.setup_cfg`)
+    and the overrides (:func:`add_override_arguments`)."""
+    group = parser.add_argument_group("your own data sets (docs/data.md)")
     group.add_argument("--dataset-coco", nargs=3, action="append", default=[],
                        metavar=("NAME", "JSON", "IMAGE_ROOT"),
                        help="a COCO-format json file and its image folder (repeatable)")
     group.add_argument("--dataset-voc", nargs="+", action="append", default=[],
                        metavar="NAME DIR SPLIT [CLASSES]",
-                       help="a Pascal VOC folder and split, with VOC's 20 classes or "
-                            "CLASSES as 'a,b,...' (repeatable)")
-    return parser
-
-
-def add_override_arguments(parser):
-    """The config overrides: trailing ``KEY VALUE`` pairs into ``args.opts`` (with
-    ``--opts`` as an alias); nothing is added where the parser already has ``opts``."""
-    if any(a.dest == "opts" for a in parser._actions):
-        return parser
-    parser.add_argument("opts", nargs=argparse.REMAINDER, default=[], metavar="KEY VALUE",
-                        help="config overrides after the options, e.g. MODEL.WEIGHTS model.pth "
-                             "(also accepted after --opts)")
-    return parser
-
-
-def add_common_arguments(parser):
-    """:func:`add_dataset_arguments` and :func:`add_override_arguments`."""
-    return add_override_arguments(add_dataset_arguments(parser))
+                       help="a Pascal VOC folder and split, CLASSES as 'a,b,...' (repeatable)")
+    return add_override_arguments(parser)
 
 
 def dataset_flags(args):
-    """The ``--dataset-coco`` / ``--dataset-voc`` options of ``args`` as a command line, to
-    pass them on to another tool (e.g. train_regime.py -> train_net.py)."""
+    """``args``' ``--dataset-coco`` / ``--dataset-voc`` as a command line for another tool."""
     out = []
-    for e in getattr(args, "dataset_coco", None) or []:
-        out += ["--dataset-coco", *e]
-    for e in getattr(args, "dataset_voc", None) or []:
-        out += ["--dataset-voc", *e]
+    for flag in ("coco", "voc"):
+        for e in getattr(args, f"dataset_{flag}", None) or []:
+            out += [f"--dataset-{flag}", *e]
     return out
 
 
 def inference_cfg(args, device=None):
-    """The frozen config of an inference tool (:func:`ssd_r34.engine.setup_inference_cfg`)
-    from ``args.config_file``, ``args.opts`` and the data set options, with the data sets
-    registered."""
+    """The frozen config of an inference tool from ``args`` (config_file, opts, data sets):
+    :func:`ssd_r34.engine.setup_inference_cfg`."""
     from ..engine.predictor import setup_inference_cfg
 
     return setup_inference_cfg(args.config_file, args.opts, device=device,
@@ -149,3 +108,10 @@ def setup_tool_logger():
     plain_logs_off_terminal()
 
 
+def launch_main(run, args):
+    """``run(args)`` under Detectron2's ``launch`` (``--num-gpus`` ...); with one process, in
+    this one, returning what ``run`` returns."""
+    if args.num_gpus * args.num_machines <= 1:
+        return run(args)
+    launch(run, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
+           dist_url=args.dist_url, args=(args,))

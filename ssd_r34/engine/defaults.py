@@ -4,13 +4,13 @@ import logging
 import os
 import re
 import time
-import weakref
+from unittest import mock
 
 import torch
-from torch.nn.parallel import DistributedDataParallel
 
 from detectron2.data import build_detection_test_loader, build_detection_train_loader
-from detectron2.engine import DefaultTrainer, TrainerBase, default_setup, hooks
+from detectron2.engine import DefaultTrainer, default_setup, hooks
+from detectron2.engine import defaults as d2_defaults
 from detectron2.solver import build_optimizer, get_default_optimizer_params
 from detectron2.solver.build import maybe_add_gradient_clipping
 from detectron2.utils import comm
@@ -27,57 +27,36 @@ from .mllog_hook import MLPerfLoggingHook, mlperf_log_path
 from .train_loop import build_step_trainer
 
 logger = logging.getLogger(__name__)
-
-__all__ = ["SSDTrainer", "create_ddp_model", "setup", "setup_cfg", "plain_logs_off_terminal"]
+_d2_create_ddp_model = d2_defaults.create_ddp_model
 
 
 def create_ddp_model(model, **kwargs):
-    """Detectron2's ``create_ddp_model``, but without device ids for a CPU model (gloo):
-    DistributedDataParallel refuses device ids for modules that are not on a GPU."""
-    if comm.get_world_size() == 1:
-        return model
-    if next(model.parameters()).device.type == "cuda":
-        kwargs.setdefault("device_ids", [comm.get_local_rank()])
-    return DistributedDataParallel(model, **kwargs)
+    """Detectron2's ``create_ddp_model``, without device ids for a CPU model (gloo), which
+    DistributedDataParallel refuses."""
+    if next(model.parameters()).device.type != "cuda":
+        kwargs.setdefault("device_ids", None)
+    return _d2_create_ddp_model(model, **kwargs)
 
 
 class SSDTrainer(DefaultTrainer):
-    """DefaultTrainer with the SSD data mappers, COCO evaluation, a configurable
-    optimizer (SOLVER.OPTIMIZER) and DDP on CPU as well as on GPUs.
-
-    For long and distributed runs it also has: mixed precision on CUDA (fp16 / bf16) and
-    CPU (bf16), SOLVER.AMP.*; evaluation after TEST.EVAL_ITERS and an early stop at
-    TEST.TARGET_AP (MLPerf style, recorded in metrics.json); crash-safe checkpoint files;
-    a data stream that ``--resume`` continues where the checkpoint was taken; and a check
-    that all ranks end with identical weights (SOLVER.CHECK_REPLICAS).
-    """
+    """DefaultTrainer with the SSD data mappers, COCO evaluation, SOLVER.OPTIMIZER, DDP on
+    CPU too, mixed precision on CUDA and CPU (SOLVER.AMP.*), evaluation after
+    TEST.EVAL_ITERS with an early stop at TEST.TARGET_AP, atomic checkpoints, a data stream
+    that ``--resume`` continues, a replica check (SOLVER.CHECK_REPLICAS) and MLPerf logs."""
 
     def __init__(self, cfg):
-        # Mirrors detectron2.engine.defaults.DefaultTrainer.__init__ (same steps, same order;
-        # tests/test_structure.py fails if upstream's signature or steps change). A copy
-        # because three of its lines differ and none is a method to override: DDP without
-        # device ids on CPU (upstream's create_ddp_model always passes them, which
-        # DistributedDataParallel refuses for CPU modules), the step trainer
-        # (build_step_trainer: CPU bfloat16 autocast, the float16 / bfloat16 choice on CUDA)
-        # and the checkpointer (SSDCheckpointer: MLPerf / torchvision files, atomic writes).
-        TrainerBase.__init__(self)
         self._init_time_ms = time.time() * 1e3  # MLPERF.LOG_FILE's init_start
-        if not logging.getLogger("detectron2").isEnabledFor(logging.INFO):
-            setup_logger()
-        cfg = DefaultTrainer.auto_scale_workers(cfg, comm.get_world_size())
-        model = self.build_model(cfg)
-        optimizer = self.build_optimizer(cfg, model)
-        data_loader = self.build_train_loader(cfg)
-        model = create_ddp_model(model, broadcast_buffers=False)
-        self._trainer = build_step_trainer(cfg, model, data_loader, optimizer)
-        self.scheduler = self.build_lr_scheduler(cfg, optimizer)
-        self.checkpointer = make_checkpointer_atomic(
-            SSDCheckpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self)))
-        self.start_iter = 0
-        self.max_iter = cfg.SOLVER.MAX_ITER
-        self.cfg = cfg
         self._stop_requested = False
-        self.register_hooks(self.build_hooks())
+        # DefaultTrainer.__init__ builds three pieces with module-level names, none a method
+        # to override: they are ours for the call (tests/test_structure.py watches upstream).
+        step = lambda model, data_loader, optimizer: build_step_trainer(  # noqa: E731
+            cfg, model, data_loader, optimizer)
+        with mock.patch.multiple(
+                d2_defaults, create_ddp_model=create_ddp_model,  # no device ids on CPU
+                SimpleTrainer=step, AMPTrainer=step,  # CPU bfloat16, fp16 / bf16 on CUDA
+                DetectionCheckpointer=lambda *a, **k: make_checkpointer_atomic(
+                    SSDCheckpointer(*a, **k))):  # MLPerf / torchvision files, atomic writes
+            super().__init__(cfg)
 
     @classmethod
     def build_optimizer(cls, cfg, model):
@@ -97,9 +76,8 @@ class SSDTrainer(DefaultTrainer):
 
     @classmethod
     def build_train_loader(cls, cfg):
-        """A loader whose progress is stored in checkpoints and continued by ``--resume``
-        (:mod:`ssd_r34.data.loader`) for DATALOADER.SAMPLER_TRAIN TrainingSampler;
-        Detectron2's own loader (restarting its stream on resume) for other samplers."""
+        """With DATALOADER.SAMPLER_TRAIN TrainingSampler, a loader whose progress checkpoints
+        keep (ssd_r34/data/loader.py); Detectron2's, restarting on resume, otherwise."""
         for name in cfg.DATASETS.TRAIN:
             ensure_dataset(name)
         names = list(cfg.DATASETS.TRAIN)
@@ -118,28 +96,24 @@ class SSDTrainer(DefaultTrainer):
     def build_test_loader(cls, cfg, dataset_name):
         register_dataset_files(cfg)
         ensure_dataset(dataset_name)
-        return build_detection_test_loader(cfg, dataset_name,
-                                           mapper=SSDDatasetMapper(cfg, is_train=False,
-                                                                  dataset_name=dataset_name))
+        mapper = SSDDatasetMapper(cfg, is_train=False, dataset_name=dataset_name)
+        return build_detection_test_loader(cfg, dataset_name, mapper=mapper)
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
         register_dataset_files(cfg)
         dataset_metadata(dataset_name)  # class names and category ids from the json if needed
-        if output_folder is None:
-            output_folder = os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
-        return SSDCOCOEvaluator(dataset_name, output_dir=output_folder)
+        return SSDCOCOEvaluator(dataset_name, output_dir=output_folder or os.path.join(
+            cfg.OUTPUT_DIR, "inference", dataset_name))
 
     def build_hooks(self):
-        """DefaultTrainer's hooks, with EvalHook replaced by :class:`EvalAndStopHook`
-        (TEST.EVAL_PERIOD, TEST.EVAL_ITERS, TEST.TARGET_AP), a :class:`DataProgressHook`
-        first (so that checkpoints count the step they are taken at) and a
-        :class:`ReplicaCheckHook` (SOLVER.CHECK_REPLICAS) and, on rank 0, an
-        :class:`MLPerfLoggingHook` last (MLPERF.LOG_FILE)."""
+        """DefaultTrainer's hooks with :class:`EvalAndStopHook` for its EvalHook, a
+        :class:`DataProgressHook` first (checkpoints count the step they are taken at), a
+        :class:`ReplicaCheckHook` and, on rank 0, an :class:`MLPerfLoggingHook` last."""
         cfg = self.cfg
         ret = super().build_hooks()
         path = mlperf_log_path(cfg)
-        mllog = (MLPerfLoggingHook(cfg, path, init_time_ms=getattr(self, "_init_time_ms", None))
+        mllog = (MLPerfLoggingHook(cfg, path, init_time_ms=self._init_time_ms)
                  if path and comm.is_main_process() else None)
 
         def test_and_save_results():
@@ -157,18 +131,13 @@ class SSDTrainer(DefaultTrainer):
         ret.insert(0, DataProgressHook(cfg.SOLVER.IMS_PER_BATCH))
         if cfg.SOLVER.CHECK_REPLICAS:
             ret.append(ReplicaCheckHook(self.model))
-        if mllog is not None:
-            ret.append(mllog)
-        return ret
+        return ret + ([mllog] if mllog is not None else [])
 
-    # ---- early stop ------------------------------------------------------------------
-    # Detectron2's training loop runs ``range(start_iter, max_iter)``. After
-    # :meth:`request_stop` the remaining iterations of that loop do nothing (no step, no
-    # hooks), and ``max_iter`` becomes the number of iterations run, so that the hooks'
-    # ``after_train`` sees a finished training.
+    # Early stop: Detectron2's loop runs range(start_iter, max_iter); after request_stop the
+    # remaining iterations do nothing, and max_iter becomes the iterations run, so that the
+    # hooks' after_train sees a finished training.
     def request_stop(self):
-        """End training after the current step (EvalAndStopHook calls this when the target
-        AP is reached); from ``before_train``, train no step at all."""
+        """End training after the current step (from ``before_train``: before any step)."""
         self._stop_requested = True
 
     def before_train(self):
@@ -199,22 +168,26 @@ class SSDTrainer(DefaultTrainer):
 
 
 def setup(args):
-    """:func:`ssd_r34.config.setup_cfg` + Detectron2's ``default_setup`` (logging, output
-    folder, seeds); ssd_r34's own messages go to the console and OUTPUT_DIR/log.txt too,
-    without colour codes in the file (nor on a stdout that is not a terminal); the data sets
-    of DATASETS.COCO / DATASETS.VOC (``--dataset-coco`` ...) are registered in this process."""
+    """:func:`ssd_r34.config.setup_cfg` + Detectron2's ``default_setup``, with ssd_r34's and
+    fvcore's messages in OUTPUT_DIR/log.txt too, plain off a terminal; DATASETS.COCO / VOC
+    are registered in this process.
+
+    Returns:
+        CfgNode: the frozen config.
+    """
     cfg = setup_cfg(args)
     register_dataset_files(cfg)  # before default_setup: a bad entry fails before any output
-    setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="ssd_r34")
-    # The loggers exist before default_setup logs the (colour-highlighted) config dump.
-    setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="fvcore")
-    setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank())
+    # before default_setup's (colour-highlighted) config dump, with its very arguments: the
+    # loggers are cached by them
+    rank = comm.get_rank()
+    setup_logger(cfg.OUTPUT_DIR, distributed_rank=rank, name="ssd_r34")
+    setup_logger(cfg.OUTPUT_DIR, distributed_rank=rank, name="fvcore")
+    setup_logger(cfg.OUTPUT_DIR, distributed_rank=rank)
     plain_logs_off_terminal()
     default_setup(cfg, args)
     return cfg
 
 
-# ---- plain logs ---------------------------------------------------------------------------
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
@@ -229,20 +202,15 @@ class _PlainFormatter(logging.Formatter):
         return _ANSI.sub("", self.inner.format(record))
 
 
-def _is_terminal(stream):
-    try:
-        return stream.isatty()
-    except (AttributeError, ValueError):
-        return False
-
-
 def plain_logs_off_terminal(names=("detectron2", "fvcore", "ssd_r34")):
     """Remove ANSI colour codes from what the loggers ``names`` write to anything but a
-    terminal: log files (Detectron2 colours the config dump of ``default_setup`` in the
-    message itself) and a redirected stdout (its coloured console formatter). Idempotent."""
+    terminal (log files, a redirected stdout). Idempotent."""
     for name in names:
         for h in logging.getLogger(name).handlers:
             stream = getattr(h, "stream", None)
-            if stream is None or _is_terminal(stream) or isinstance(h.formatter, _PlainFormatter):
-                continue
-            h.setFormatter(_PlainFormatter(h.formatter or logging.Formatter()))
+            try:
+                tty = stream is None or stream.isatty()
+            except (AttributeError, ValueError):
+                tty = False
+            if not tty and not isinstance(h.formatter, _PlainFormatter):
+                h.setFormatter(_PlainFormatter(h.formatter or logging.Formatter()))

@@ -5,15 +5,12 @@ from detectron2.evaluation import COCOEvaluator
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["SSDCOCOEvaluator"]
-
 
 class SSDCOCOEvaluator(COCOEvaluator):
-    """COCOEvaluator that ignores detections of class ids the data set does not have (the
-    80-class MLPerf model evaluated on the 3-class shapes set), with a warning, where
-    COCOEvaluator would stop on an assertion; and that evaluates json files without the
-    optional top-level ``"info"`` / ``"licenses"`` (pycocotools' ``COCO.loadRes`` copies
-    ``dataset["info"]`` and raises KeyError without it)."""
+    """COCOEvaluator that ignores, with a warning, detections of class ids the data set does
+    not have (the 80-class MLPerf model on the 3-class shapes set), where COCOEvaluator
+    asserts; and evaluates json files without the optional ``"info"`` / ``"licenses"``
+    (pycocotools' ``COCO.loadRes`` needs ``dataset["info"]``)."""
 
     def __init__(self, dataset_name, *args, **kwargs):
         super().__init__(dataset_name, *args, **kwargs)

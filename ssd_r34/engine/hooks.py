@@ -1,5 +1,5 @@
-"""Training hooks of SSDTrainer: MLPerf-style evaluation and early stop, data-stream
-progress in checkpoints, and a check that every rank ends with the same weights."""
+"""Hooks of SSDTrainer: evaluation with an early stop, data-stream progress in checkpoints,
+and a check that every rank ends with the same weights."""
 import hashlib
 import logging
 import math
@@ -7,16 +7,12 @@ import math
 import torch
 from torch.nn.parallel import DataParallel, DistributedDataParallel
 
-from detectron2.engine.hooks import PeriodicWriter
+from detectron2.engine.hooks import EvalHook, PeriodicWriter
 from detectron2.engine.train_loop import HookBase
-from detectron2.evaluation.testing import flatten_results_dict
 from detectron2.utils import comm
 from detectron2.utils.events import CommonMetricPrinter
 
 from ..data.loader import find_resumable_sampler
-
-__all__ = ["EvalAndStopHook", "DataProgressHook", "ReplicaCheckHook", "weights_digest",
-           "bbox_ap"]
 
 logger = logging.getLogger(__name__)
 
@@ -35,26 +31,26 @@ def bbox_ap(results):
     return None
 
 
-class EvalAndStopHook(HookBase):
-    """Detectron2's EvalHook (every ``eval_period`` iterations and after the last one) plus
-    evaluation after each iteration count in ``eval_iters`` (the MLPerf training
-    reference's ``--evaluation``)
-    and an early stop once box AP >= ``target_ap`` (a fraction, its ``--threshold``;
-    0 = off).
+class EvalAndStopHook(EvalHook):
+    """Detectron2's EvalHook (every ``eval_period`` iterations and after the last one), also
+    after each iteration count in ``eval_iters`` (the MLPerf training reference's
+    ``--evaluation``), with an early stop once box AP >= ``target_ap`` (a fraction, its
+    ``--threshold``; 0 = off).
 
-    Results go to the EventStorage (hence metrics.json) as EvalHook puts them, with a
-    ``target_reached`` scalar (0 or 1) at each evaluation when a target is set. Reaching
-    the target saves ``model_final`` and stops every rank; the iteration is kept in the
-    checkpoints, so ``--resume`` of a finished run does not train further.
+    Each evaluation with a target also records ``target_reached`` (0 or 1) in metrics.json.
+    Reaching the target saves ``model_final`` and stops every rank; the checkpoints keep the
+    iteration, so that ``--resume`` of a finished run does not train further.
     """
 
     def __init__(self, eval_period, eval_function, eval_iters=(), target_ap=0.0,
                  eval_after_train=True):
-        self._period = int(eval_period)
+        def evaluate():
+            self._results = eval_function()
+            return self._results
+
+        super().__init__(int(eval_period), evaluate, eval_after_train)
         self._iters = {int(i) for i in eval_iters}
         self._target = float(target_ap)
-        self._func = eval_function
-        self._eval_after_train = eval_after_train
         self._reached_iter = None  # iteration (0-based) after which the target was reached
         self._stopped_early = False
 
@@ -66,49 +62,35 @@ class EvalAndStopHook(HookBase):
                                "(ssd_r34.engine.SSDTrainer) to stop early.")
         request()
 
-    def _do_eval(self, final=False):
-        # Iterations done: the step just taken (after_step), or all of them (after_train).
-        done = self.trainer.iter if final else self.trainer.iter + 1
-        results = self._func()
+    def _do_eval(self):
+        self._results = None
+        super()._do_eval()  # evaluates, puts the results into the storage, synchronizes
+        done = min(self.trainer.iter + 1, self.trainer.max_iter)  # after_step or after_train
         reached = False
-        if results:
-            assert isinstance(results, dict), f"Eval function must return a dict, got {results}"
-            flattened = flatten_results_dict(results)
-            for k, v in flattened.items():
-                try:
-                    flattened[k] = float(v)
-                except Exception as e:
-                    raise ValueError(f"[EvalAndStopHook] eval_function should return a nested "
-                                     f"dict of float. Got '{k}: {v}' instead.") from e
-            self.trainer.storage.put_scalars(**flattened, smoothing_hint=False)
-            if self._target > 0:
-                ap = bbox_ap(results)
-                reached = ap is not None and not math.isnan(ap) and ap / 100.0 >= self._target
-                self.trainer.storage.put_scalar("target_reached", float(reached),
-                                                smoothing_hint=False)
-                logger.info(f"Evaluation after {done} iterations: box AP "
-                            f"{'n/a' if ap is None else f'{ap / 100:.4f}'}, target "
-                            f"{self._target:.4f}: {'reached' if reached else 'not reached'}.")
-            self._write_now()  # main process only: it alone has results and writers
-        # Evaluation may take different time among workers; start the next step together.
-        comm.synchronize()
-        if self._target > 0:
-            # Only the main process has the COCO results: it decides for everybody.
-            reached = bool(comm.all_gather(reached)[0])
-            if reached:
-                self._reached_iter = done - 1
-                if final:  # training is over; the checkpointer saved model_final already
-                    logger.info(f"Target AP {self._target} reached after {done} iterations.")
-                    return
-                logger.info(f"Target AP {self._target} reached after {done} iterations: "
-                            "saving model_final and stopping.")
-                self.trainer.checkpointer.save("model_final", iteration=done - 1)
-                self._request_stop()
+        if self._results and self._target > 0:  # the main process: it alone has results
+            ap = bbox_ap(self._results)
+            reached = ap is not None and not math.isnan(ap) and ap / 100.0 >= self._target
+            self.trainer.storage.put_scalar("target_reached", float(reached),
+                                            smoothing_hint=False)
+            logger.info(f"Evaluation after {done} iterations: box AP "
+                        f"{'n/a' if ap is None else f'{ap / 100:.4f}'}, target "
+                        f"{self._target:.4f}: {'reached' if reached else 'not reached'}.")
+        if self._results:
+            self._write_now()
+        if self._target > 0 and comm.all_gather(reached)[0]:  # rank 0 decides for all
+            self._reached_iter = done - 1
+            if done >= self.trainer.max_iter:  # over; the checkpointer saved model_final
+                logger.info(f"Target AP {self._target} reached after {done} iterations.")
+                return
+            logger.info(f"Target AP {self._target} reached after {done} iterations: "
+                        "saving model_final and stopping.")
+            self.trainer.checkpointer.save("model_final", iteration=done - 1)
+            self._request_stop()
 
     def _write_now(self):
-        """Write metrics.json (and TensorBoard) now: the writers keep only the latest value
-        of each scalar, so an evaluation followed by another one before the next periodic
-        write would otherwise never be recorded."""
+        """Write metrics.json (and TensorBoard) now: writers keep the latest value of each
+        scalar only, so an evaluation followed by another before the next periodic write
+        would not be recorded."""
         for h in getattr(self.trainer, "_hooks", []):
             if isinstance(h, PeriodicWriter):
                 for w in getattr(h, "_writers", []):
@@ -123,38 +105,30 @@ class EvalAndStopHook(HookBase):
 
     def after_step(self):
         next_iter = self.trainer.iter + 1
-        if (self._period > 0 and next_iter % self._period == 0) or next_iter in self._iters:
-            if next_iter != self.trainer.max_iter:  # the last one runs in after_train
-                self._do_eval()
+        if next_iter in self._iters and next_iter != self.trainer.max_iter and not (
+                self._period > 0 and next_iter % self._period == 0):
+            self._do_eval()
+        super().after_step()
 
     def after_train(self):
-        # Not after a failed training, nor twice after an early stop.
-        if (self._eval_after_train and not self._stopped_early
-                and self.trainer.iter + 1 >= self.trainer.max_iter):
-            self._do_eval(final=True)
-        del self._func  # a closure holding the trainer
+        self._eval_after_train &= not self._stopped_early  # not twice after an early stop
+        super().after_train()
 
     def state_dict(self):
-        return {"target_reached_iter": self._reached_iter} if self._reached_iter is not None \
-            else {}
+        return {} if self._reached_iter is None else {"target_reached_iter": self._reached_iter}
 
     def load_state_dict(self, state_dict):
         self._reached_iter = state_dict.get("target_reached_iter")
 
 
 class DataProgressHook(HookBase):
-    """Counts the images the training has consumed (SOLVER.IMS_PER_BATCH a step, all ranks
-    together) and stores that count and the data-stream seed in every checkpoint; on resume
-    the :class:`ResumableTrainingSampler` continues after them. Register it before the
-    checkpointer so that a checkpoint of iteration i counts step i."""
+    """Stores the images consumed (SOLVER.IMS_PER_BATCH a step) and the data-stream seed in
+    every checkpoint, for the resumable sampler to continue after them on resume. Register
+    it before the checkpointer, so that a checkpoint of iteration i counts step i."""
 
     def __init__(self, images_per_batch: int):
         self._images_per_batch = int(images_per_batch)
         self._consumed = 0
-
-    @property
-    def images_consumed(self) -> int:
-        return self._consumed
 
     def _sampler(self):
         trainer = getattr(self.trainer, "_trainer", self.trainer)
@@ -202,10 +176,9 @@ def weights_digest(tensors) -> str:
 
 
 class ReplicaCheckHook(HookBase):
-    """At the end of a finished training, logs a digest of the parameters and one of the
-    other state-dict entries (buffers) of the model; with several processes, compares them
-    across ranks and raises if the parameters differ (buffers that differ, e.g. per-rank BN
-    statistics with MODEL.RESNETS.NORM BN, only give a warning: rank 0's are saved)."""
+    """After a finished training, logs digests of the model's parameters and of its other
+    state-dict entries (buffers); with several processes, raises if the parameters differ
+    across ranks, warns if the buffers do (per-rank BN statistics: rank 0's are saved)."""
 
     def __init__(self, model):
         self._model = model

@@ -1,15 +1,7 @@
-"""MLPerf training logs (``mllog``, package ``mlperf-logging``) from SSDTrainer: the keys the
-MLPerf training SSD reference (mlcommons/training ``single_stage_detector/ssd/train.py``)
-logs, in the order MLPerf's compliance checker expects them
-(``python -m mlperf_logging.compliance_checker --usage training --ruleset 1.0.0 LOG``).
-
-Turned on by MLPERF.LOG_FILE; written by rank 0 only. Detectron2 counts iterations, MLPerf
-counts epochs: epoch ``e`` (from 1) covers training images ``[(e - 1) * S, e * S)`` of the
-stream, S = train_samples (the training set's size), SOLVER.IMS_PER_BATCH images a step.
-``epoch_start`` / ``epoch_stop`` mark whole epochs; an evaluation logs the epochs done so far
-(a fraction) as its ``epoch_num``; a block runs from the start (or an evaluation) to the next
-evaluation and counts the epochs it spans (``epoch_count``, a fraction too).
-"""
+"""MLPerf training logs (``mllog``, package mlperf-logging) of SSDTrainer: the keys of the MLPerf
+training SSD reference in the order its compliance checker expects (docs/mlperf_logging.md).
+Detectron2 counts iterations, MLPerf epochs: epoch e (from 1) covers training images
+[(e - 1) * S, e * S), S = train_samples."""
 import itertools
 import logging
 import math
@@ -21,8 +13,6 @@ from detectron2.engine.train_loop import HookBase
 from detectron2.utils import comm
 
 from ..data.loader import find_resumable_sampler
-
-__all__ = ["MLPerfLoggingHook", "bn_span", "mlperf_log_path"]
 
 logger = logging.getLogger(__name__)
 _counter = itertools.count()
@@ -47,11 +37,8 @@ def bn_span(cfg, world_size: int) -> int:
 
 
 class MLPerfLoggingHook(HookBase):
-    """Writes an MLPerf training log (``:::MLLOG {...}`` lines) of the run.
-
-    The trainer calls :meth:`eval_start` and :meth:`eval_stop` around each evaluation
-    (SSDTrainer does, in its evaluation function); everything else happens in the hook's
-    ``before_train`` / ``after_step`` / ``after_train``.
+    """Writes an MLPerf training log (``:::MLLOG {...}`` lines); the trainer calls
+    :meth:`eval_start` and :meth:`eval_stop` around each evaluation.
 
     Args:
         cfg: the training config (SOLVER.*, SEED, MODEL.RESNETS.NORM, MLPERF.*).
@@ -72,15 +59,11 @@ class MLPerfLoggingHook(HookBase):
                               "mlperf-logging==4.1.68` (or `pip install ssd_r34[mlperf]`), or "
                               "set MLPERF.LOG_FILE \"\" to train without the log.") from None
 
-        self._c = constants
-        self.cfg = cfg
-        self.path = path
-        self._train_samples = train_samples
-        self._eval_samples = eval_samples
+        self._c, self.cfg, self.path = constants, cfg, path
+        self._train_samples, self._eval_samples = train_samples, eval_samples
         self._init_time_ms = init_time_ms if init_time_ms is not None else time.time() * 1e3
         os.makedirs(os.path.dirname(os.path.abspath(path)) or ".", exist_ok=True)
-        # A logger of its own (not mllog's shared one): two trainers in one process write
-        # two files.
+        # A logger of its own, not mllog's shared one: two trainers write two files.
         self._logger = logging.getLogger(f"ssd_r34.mllog.{next(_counter)}")
         self._logger.propagate = False
         self._logger.setLevel(logging.INFO)
@@ -92,23 +75,13 @@ class MLPerfLoggingHook(HookBase):
         self._eval_epochs = None   # epochs done at the running evaluation
         self._status = None
 
-    # ---- helpers ----------------------------------------------------------------------
     def _event(self, key, value=None, metadata=None, **kw):
         self.mllogger.event(key=key, value=value, metadata=metadata, **kw)
 
-    def _count_train_samples(self) -> int:
-        trainer = getattr(self.trainer, "_trainer", self.trainer)
-        sampler = find_resumable_sampler(getattr(trainer, "data_loader", None))
-        if sampler is not None:
-            return int(sampler._size)
+    def _count(self, names) -> int:
         from detectron2.data import DatasetCatalog
 
-        return sum(len(DatasetCatalog.get(n)) for n in self.cfg.DATASETS.TRAIN)
-
-    def _count_eval_samples(self) -> int:
-        from detectron2.data import DatasetCatalog
-
-        return sum(len(DatasetCatalog.get(n)) for n in self.cfg.DATASETS.TEST)
+        return sum(len(DatasetCatalog.get(n)) for n in names)
 
     def _images(self, iters: int) -> int:
         return int(iters) * int(self.cfg.SOLVER.IMS_PER_BATCH)
@@ -118,13 +91,11 @@ class MLPerfLoggingHook(HookBase):
 
     def _next_eval_iter(self, done: int) -> int:
         """Iterations done at the next evaluation after ``done`` (the last one at most)."""
-        cfg, last = self.cfg, int(self.trainer.max_iter)
-        candidates = [last] + [i for i in cfg.TEST.EVAL_ITERS if done < int(i) < last]
-        period = int(cfg.TEST.EVAL_PERIOD)
+        last, period = int(self.trainer.max_iter), int(self.cfg.TEST.EVAL_PERIOD)
+        candidates = [last] + [int(i) for i in self.cfg.TEST.EVAL_ITERS if done < int(i) < last]
         if period > 0:
             candidates.append((done // period + 1) * period)
-        return min(i for i in candidates if i > done) if any(i > done for i in candidates) \
-            else last
+        return min([i for i in candidates if i > done] or [last])
 
     def _start_block(self, done: int):
         nxt = self._next_eval_iter(done)
@@ -140,16 +111,18 @@ class MLPerfLoggingHook(HookBase):
                               metadata={self._c.FIRST_EPOCH_NUM: self._epochs(done)})
             self._block_open = False
 
-    # ---- hook -------------------------------------------------------------------------
     def before_train(self):
         if not comm.is_main_process():
             return
         c, cfg = self._c, self.cfg
         world = comm.get_world_size()
         if self._train_samples is None:
-            self._train_samples = self._count_train_samples()
+            trainer = getattr(self.trainer, "_trainer", self.trainer)
+            sampler = find_resumable_sampler(getattr(trainer, "data_loader", None))
+            self._train_samples = int(sampler._size) if sampler is not None else \
+                self._count(cfg.DATASETS.TRAIN)
         if self._eval_samples is None:
-            self._eval_samples = self._count_eval_samples()
+            self._eval_samples = self._count(cfg.DATASETS.TEST)
         device = "gpu" if cfg.MODEL.DEVICE.startswith("cuda") else cfg.MODEL.DEVICE.split(":")[0]
         self._event(c.SUBMISSION_BENCHMARK, c.SSD)
         self._event(c.SUBMISSION_ORG, cfg.MLPERF.ORG or "ssd_r34")

@@ -16,18 +16,12 @@ from ..export import attach_backend
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["SSDPredictor", "setup_inference_cfg", "test_metadata"]
-
 
 def setup_inference_cfg(config_file: str, opts=(), device: Optional[str] = None,
                         dataset_coco=None, dataset_voc=None):
-    """A frozen config for the inference tools: ``config_file`` + ``KEY VALUE`` overrides,
-    with the data sets of DATASETS.COCO / DATASETS.VOC registered.
-
-    ``MODEL.DEVICE`` falls back to cpu (with a message) when the config asks for CUDA on a
-    machine without it, so that the COCO configs run as they are on a laptop.
-    ``dataset_coco`` / ``dataset_voc``: the tools' ``--dataset-coco`` / ``--dataset-voc``
-    entries, appended to DATASETS.COCO / DATASETS.VOC."""
+    """The frozen config of an inference tool: ``config_file``, ``KEY VALUE`` overrides and
+    the ``--dataset-coco`` / ``--dataset-voc`` entries, with those data sets registered;
+    MODEL.DEVICE cpu (with a message) where the config asks for CUDA and there is none."""
     from argparse import Namespace
 
     opts = list(opts or [])
@@ -46,16 +40,11 @@ def setup_inference_cfg(config_file: str, opts=(), device: Optional[str] = None,
 
 
 def test_metadata(cfg):
-    """The metadata of DATASETS.TEST[0] with its class names (read from its json's categories
-    if it has not been loaded; see :func:`ssd_r34.data.dataset_metadata`), after registering
-    DATASETS.COCO / DATASETS.VOC; None, with a warning when a name is given, when there is
-    no such registered set: then classes are the model's contiguous ids 0..K-1.
-
-    Args:
-        cfg: a config.
+    """DATASETS.TEST[0]'s metadata with class names (:func:`ssd_r34.data.dataset_metadata`).
 
     Returns:
-        detectron2.data.Metadata or None.
+        detectron2.data.Metadata, or None (with a warning where a set is named) without such
+        a registered set: classes are then the model's contiguous ids 0..K-1.
     """
     register_dataset_files(cfg)
     if not cfg.DATASETS.TEST:
@@ -77,12 +66,9 @@ def test_metadata(cfg):
 
 
 class SSDPredictor:
-    """Like Detectron2's ``DefaultPredictor``, with SSD's test pre-processing: the image is
-    converted to ``INPUT.FORMAT`` (RGB for the reference weights) and resized to exactly
-    ``INPUT.FIXED_SIZE`` (bilinear, aspect ratio not kept), as the evaluation mapper does;
-    the detections come back on the original image (scaled and clipped). With
-    INPUT.RESIZE_IMPL "cv2-float" the resize and normalisation are the MLPerf harness's
-    (float32 image, OpenCV bilinear; decoding is the caller's: use ``cv2.imread`` for MLPerf's).
+    """Detectron2's ``DefaultPredictor`` with SSD's test pre-processing (INPUT.FORMAT,
+    INPUT.FIXED_SIZE, INPUT.RESIZE_IMPL, as the evaluation mapper); detections come back on
+    the original image.
 
     Args:
         cfg: a config; ``MODEL.WEIGHTS`` is loaded (a random model when empty, with a warning).
@@ -106,8 +92,7 @@ class SSDPredictor:
         else:
             logger.warning("MODEL.WEIGHTS is empty: the predictor uses a randomly initialised "
                            "model (its detections mean nothing).")
-        # MODEL.SSD.INFERENCE_BACKEND / INFERENCE_DTYPE: the network in ONNX Runtime or
-        # OpenVINO, float32 or INT8 (ssd_r34/inference/); "pytorch" leaves the model as it is.
+        # MODEL.SSD.INFERENCE_BACKEND / INFERENCE_DTYPE ("pytorch": the model as it is)
         attach_backend(self.model, self.cfg)
         self.aug = T.AugmentationList(build_ssd_augmentations(cfg, is_train=False))
         self.cv2_float = resize_impl(cfg) == "cv2-float"

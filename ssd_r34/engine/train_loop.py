@@ -1,10 +1,7 @@
-"""The per-step trainer of SSDTrainer: plain, or mixed precision on CUDA (Detectron2's
-AMPTrainer, float16 with a GradScaler or bfloat16 without) or on CPU (bfloat16 autocast)."""
+"""The step trainer of SSDTrainer: plain, or mixed precision on CUDA or CPU."""
 import torch
 
 from detectron2.engine import AMPTrainer, SimpleTrainer
-
-__all__ = ["CPUAMPTrainer", "amp_dtype", "build_step_trainer"]
 
 _DTYPES = {"float16": torch.float16, "fp16": torch.float16,
            "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
@@ -20,11 +17,10 @@ def amp_dtype(cfg) -> torch.dtype:
 
 
 class CPUAMPTrainer(SimpleTrainer):
-    """Detectron2's AMPTrainer asserts CUDA; this is SimpleTrainer's step under
-    ``torch.autocast("cpu", dtype)``. bfloat16 keeps float32's exponent range, so it needs
-    no gradient scaling. The backward and the optimizer step inside the autocast region
-    compute what they would outside it: autocast casts the inputs of the forward's listed
-    ops only (tests/test_amp_eval.py compares the gradients with a forward-only region)."""
+    """SimpleTrainer's step under ``torch.autocast("cpu", dtype)`` (Detectron2's AMPTrainer
+    is CUDA's). bfloat16 keeps float32's exponent range: no gradient scaling. Backward and
+    optimizer step inside the region compute what they would outside it (autocast casts the
+    forward's listed ops only; tests/test_amp_eval.py)."""
 
     def __init__(self, model, data_loader, optimizer, precision=torch.bfloat16):
         super().__init__(model, data_loader, optimizer)
@@ -36,9 +32,8 @@ class CPUAMPTrainer(SimpleTrainer):
 
 
 def build_step_trainer(cfg, model, data_loader, optimizer):
-    """SimpleTrainer, or with SOLVER.AMP.ENABLED: on CUDA Detectron2's AMPTrainer in
-    SOLVER.AMP.DTYPE (a GradScaler for float16 only), on CPU :class:`CPUAMPTrainer`
-    (bfloat16 only: float16 on CPU is refused with a clear message)."""
+    """SimpleTrainer, or with SOLVER.AMP.ENABLED Detectron2's AMPTrainer in SOLVER.AMP.DTYPE
+    on CUDA (a GradScaler for float16 only), :class:`CPUAMPTrainer` (bfloat16) on CPU."""
     if not cfg.SOLVER.AMP.ENABLED:
         return SimpleTrainer(model, data_loader, optimizer)
     dtype = amp_dtype(cfg)

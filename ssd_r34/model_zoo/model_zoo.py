@@ -1,16 +1,10 @@
-"""``get_config_file`` / ``get_config`` / ``get`` as Detectron2's ``detectron2.model_zoo``,
-for ssd_r34's configs (yaml and LazyConfig ``.py``).
-
-The configs live in the repository's ``configs/``; an installed package carries a copy in
-``ssd_r34/configs/`` (setup.py copies them at build time), which is looked at first.
-"""
+"""``get_config_file`` / ``get_config`` / ``get`` as ``detectron2.model_zoo``, for ssd_r34's
+configs (yaml and LazyConfig ``.py``) and released weights (docs/model_zoo.md). The configs
+are the checkout's ``configs/``, or the copy an installed package carries (setup.py)."""
 import os
 from typing import List, Optional
 
 import torch
-
-__all__ = ["get", "get_config", "get_config_file", "list_configs", "trained_weights",
-           "MLPERF_1200_URL", "WEIGHTS_ENV"]
 
 # The MLPerf inference v0.5 SSD-ResNet34 weights (1200x1200, PyTorch), for ssd_r34_1200.*.
 MLPERF_1200_URL = "https://zenodo.org/record/3236545/files/resnet34-ssd1200.pytorch"
@@ -18,17 +12,14 @@ MLPERF_1200_URL = "https://zenodo.org/record/3236545/files/resnet34-ssd1200.pyto
 WEIGHTS_ENV = "SSD_R34_MLPERF_WEIGHTS"
 # config name (without extension) -> (weights URL, environment variable)
 _RELEASED = {"ssd_r34_1200": (MLPERF_1200_URL, WEIGHTS_ENV)}
-
-
-def _config_dirs() -> List[str]:
-    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    return [os.path.join(package, "configs"),  # installed package
-            os.path.join(os.path.dirname(package), "configs")]  # source checkout / editable
+_PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_CONFIG_DIRS = [os.path.join(_PACKAGE, "configs"),  # installed package
+                os.path.join(os.path.dirname(_PACKAGE), "configs")]  # source checkout
 
 
 def list_configs() -> List[str]:
     """Names of the shipped config files (``ssd_r34_1200.yaml``, ``ssd_r34_1200.py``, ...)."""
-    for d in _config_dirs():
+    for d in _CONFIG_DIRS:
         if os.path.isdir(d):
             return sorted(f for f in os.listdir(d) if f.endswith((".yaml", ".py")))
     return []
@@ -38,32 +29,24 @@ def get_config_file(config_path: str) -> str:
     """Absolute path of a shipped config.
 
     Args:
-        config_path: a file name of ``configs/`` (``"ssd_r34_1200.yaml"``,
-            ``"ssd_r34_shapes.py"``; ``"configs/"`` in front is allowed; no extension means
-            ``.yaml``).
-
+        config_path: a file name of ``configs/`` (the prefix "configs/" and the extension
+            ``.yaml`` are optional).
     Returns:
         str: the path, in the installed package or the source checkout.
     """
     name = config_path[len("configs/"):] if config_path.startswith("configs/") else config_path
-    if not name.endswith((".yaml", ".py")):
-        name += ".yaml"
-    for d in _config_dirs():
-        path = os.path.join(d, name)
-        if os.path.isfile(path):
-            return path
+    name += "" if name.endswith((".yaml", ".py")) else ".yaml"
+    for d in _CONFIG_DIRS:
+        if os.path.isfile(os.path.join(d, name)):
+            return os.path.join(d, name)
     raise RuntimeError(f"{config_path} is not a config of the ssd_r34 model zoo; available: "
                        f"{', '.join(list_configs()) or 'none (a broken installation)'}.")
 
 
 def trained_weights(config_path: str, weights: Optional[str] = None) -> str:
-    """The local file of a config's released weights: ``weights`` if given, else the
-    environment variable (``SSD_R34_MLPERF_WEIGHTS`` for ``ssd_r34_1200``). Nothing is
-    downloaded; a missing file raises an error that says what to download.
-
-    Returns:
-        str: an existing path (an MLPerf file, converted when loaded; or a Detectron2 one).
-    """
+    """The local file of a config's released weights: ``weights``, else the environment
+    variable (``SSD_R34_MLPERF_WEIGHTS``). Nothing is downloaded: a missing file raises an
+    error that says what to download. Returns: str, an existing path."""
     stem = os.path.splitext(os.path.basename(config_path))[0]
     if stem not in _RELEASED:
         raise ValueError(
@@ -85,34 +68,29 @@ def trained_weights(config_path: str, weights: Optional[str] = None) -> str:
     return path
 
 
-def _device(cfg_device: str) -> str:
-    return cfg_device if torch.cuda.is_available() or not cfg_device.startswith("cuda") \
-        else "cpu"
-
-
 def get_config(config_path: str, trained: bool = False, weights: Optional[str] = None):
-    """A config of the zoo: a ``CfgNode`` (``.yaml``, with the SSD keys) or an omegaconf
-    ``DictConfig`` (``.py``, LazyConfig). With ``trained=True`` its weights
-    (MODEL.WEIGHTS / ``train.init_checkpoint``) are the released file (:func:`trained_weights`).
-    On a machine without CUDA the device becomes cpu (and SyncBN naiveSyncBN)."""
+    """A zoo config: a ``CfgNode`` (``.yaml``) or a LazyConfig ``DictConfig`` (``.py``), on
+    the CPU where there is no CUDA; with ``trained=True`` its weights (MODEL.WEIGHTS /
+    ``train.init_checkpoint``) are the released file (:func:`trained_weights`)."""
+    from detectron2.config import LazyConfig
+
+    from ..config import get_ssd_cfg, norm_on
+
+    def device(name):
+        return "cpu" if name.startswith("cuda") and not torch.cuda.is_available() else name
+
     path = get_config_file(config_path)
     if path.endswith(".yaml"):
-        from ..config import get_ssd_cfg
-
         cfg = get_ssd_cfg()
         cfg.merge_from_file(path)
-        cfg.MODEL.DEVICE = _device(cfg.MODEL.DEVICE)
-        if cfg.MODEL.DEVICE == "cpu" and cfg.MODEL.RESNETS.NORM == "SyncBN":
-            cfg.MODEL.RESNETS.NORM = "naiveSyncBN"
+        cfg.MODEL.DEVICE = device(cfg.MODEL.DEVICE)
+        cfg.MODEL.RESNETS.NORM = norm_on(cfg.MODEL.DEVICE, cfg.MODEL.RESNETS.NORM)
         if trained:
             cfg.MODEL.WEIGHTS = trained_weights(config_path, weights)
         return cfg
-    from detectron2.config import LazyConfig
-
     cfg = LazyConfig.load(path)
-    cfg.train.device = _device(cfg.train.device)
-    if cfg.train.device == "cpu" and cfg.model.backbone.norm == "SyncBN":
-        cfg.model.backbone.norm = "naiveSyncBN"
+    cfg.train.device = device(cfg.train.device)
+    cfg.model.backbone.norm = norm_on(cfg.train.device, cfg.model.backbone.norm)
     if trained:
         cfg.train.init_checkpoint = trained_weights(config_path, weights)
     return cfg
@@ -121,8 +99,7 @@ def get_config(config_path: str, trained: bool = False, weights: Optional[str] =
 def get(config_path: str, trained: bool = False, device: Optional[str] = None,
         weights: Optional[str] = None) -> torch.nn.Module:
     """The model of a zoo config, in eval mode; with ``trained=True`` its released weights
-    are loaded (MLPerf files converted, ssd_r34/checkpoint). ``device`` defaults to the
-    config's (cpu where there is no CUDA).
+    (MLPerf files converted, ssd_r34/checkpoint/). ``device``: default the config's.
 
     Example::
 
@@ -134,16 +111,12 @@ def get(config_path: str, trained: bool = False, device: Optional[str] = None,
     from ..checkpoint import SSDCheckpointer
 
     cfg = get_config(config_path, trained=trained, weights=weights)
-    if not isinstance(cfg, CfgNode):  # LazyConfig
-        if device is not None:
-            cfg.train.device = device
-        model = instantiate(cfg.model).to(cfg.train.device)
-        path = cfg.train.init_checkpoint
+    if isinstance(cfg, CfgNode):
+        cfg.MODEL.DEVICE = device or cfg.MODEL.DEVICE
+        model, path = build_model(cfg), cfg.MODEL.WEIGHTS
     else:
-        if device is not None:
-            cfg.MODEL.DEVICE = device
-        model = build_model(cfg)
-        path = cfg.MODEL.WEIGHTS
+        cfg.train.device = device or cfg.train.device
+        model, path = instantiate(cfg.model).to(cfg.train.device), cfg.train.init_checkpoint
     if path:
         SSDCheckpointer(model).load(path)
     return model.eval()

@@ -1,16 +1,5 @@
-"""Convert an MLPerf SSD-ResNet34 checkpoint into a Detectron2 checkpoint for ssd_r34.
-
-    ssd-r34-convert-mlperf resnet34-ssd1200.pytorch ssd_r34_mlperf1200.pth
-    tools/train_net.py --config-file configs/ssd_r34_1200.yaml --eval-only \
-        MODEL.WEIGHTS ssd_r34_mlperf1200.pth
-
-Reads every file shape of the MLPerf reference: a bare state dict, the training reference's
-``{"model": ..., "label_map": ...}`` (``iter_N.pt``), either with ``module.`` prefixes, and
-the released ``resnet34-ssd1200.pytorch`` (a pickled whole nn.Module, read with a restricted
-unpickler: the reference code is not needed and nothing in the file is executed). Permutes
-the loc/conf channels and classes into ssd_r34's layout. The conversion is
-``ssd_r34.checkpoint``; MODEL.WEIGHTS may also point at the MLPerf file directly.
-"""
+"""Convert an MLPerf SSD-ResNet34 checkpoint (any of its four file shapes) into a Detectron2
+checkpoint for ssd_r34 (``ssd-r34-convert-mlperf``; docs/checkpoints.md)."""
 import argparse
 import sys
 
@@ -20,14 +9,19 @@ from ..checkpoint import (CheckpointFormatError, UnsafeCheckpointError,
                           convert_mlperf_state_dict, read_mlperf_checkpoint)
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def get_parser():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("input", help="MLPerf SSD-ResNet34 file (any of the four shapes)")
     parser.add_argument("output", help="Detectron2 checkpoint to write (.pth)")
     parser.add_argument("--num-classes", type=int, default=80,
                         help="foreground classes the file must have, as MODEL.SSD.NUM_CLASSES "
                              "(default 80, COCO); -1 accepts any count")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv=None):
+    """Returns: 0, or 1 when the file cannot be read."""
+    args = get_parser().parse_args(argv)
     try:
         ckpt = read_mlperf_checkpoint(args.input,
                                       None if args.num_classes < 0 else args.num_classes)
@@ -47,6 +41,6 @@ def main(argv=None):
     return 0
 
 
-def cli():
+def cli_main():
     """Console script ``ssd-r34-convert-mlperf``."""
     sys.exit(main())

@@ -1,0 +1,144 @@
+"""Run SSD-ResNet34 on images and draw the detections with Detectron2's Visualizer; writes
+the pictures and detections.json (docs/tools.md)."""
+import glob
+import json
+import logging
+import os
+import sys
+
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from detectron2.data import DatasetCatalog
+from detectron2.data.detection_utils import read_image
+from detectron2.utils.visualizer import ColorMode, Visualizer
+
+from ..data import ensure_dataset
+from ..engine import SSDPredictor
+from . import args as cli
+from .visualize_data import save_montage
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm")
+logger = logging.getLogger("ssd_r34.demo")
+
+
+def get_parser():
+    p = cli.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--config-file", required=True, metavar="FILE")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--input", nargs="+", metavar="PATH",
+                     help="image files, folders (their images) or glob patterns")
+    src.add_argument("--dataset", nargs="?", const="", metavar="NAME",
+                     help="a registered data set; without NAME the config's DATASETS.TEST[0]")
+    p.add_argument("--num-images", type=int, default=6, help="with --dataset (0: all)")
+    p.add_argument("--output", required=True, metavar="DIR", help="pictures, detections.json")
+    p.add_argument("--confidence-threshold", type=float, default=0.3,
+                   help="minimum score of a detection drawn and written")
+    p.add_argument("--scale", type=float, default=1.0, help="scale of the drawn pictures")
+    p.add_argument("--montage", metavar="PNG", help="also all the pictures in one PNG")
+    return cli.add_common_arguments(p)
+
+
+def expand_inputs(patterns):
+    """Files, folders (their image files, sorted) and glob patterns -> a list of paths.
+    A path that does not exist and matches nothing is kept: it is reported when read."""
+    paths = []
+    for pat in patterns:
+        if os.path.isdir(pat):
+            paths += sorted(os.path.join(pat, f) for f in os.listdir(pat)
+                            if f.lower().endswith(IMAGE_EXTENSIONS))
+        elif os.path.exists(pat):
+            paths.append(pat)
+        else:
+            matches = sorted(glob.glob(os.path.expanduser(pat)))
+            paths += [m for m in matches if os.path.isfile(m)] or [pat]
+    return paths
+
+
+def output_name(path, used):
+    """A new file name in ``used`` for ``path``'s picture (.png unless PNG / JPEG)."""
+    stem, ext = os.path.splitext(os.path.basename(path) or "image")
+    ext = ext if ext.lower() in (".png", ".jpg", ".jpeg") else ".png"
+    name, i = stem + ext, 1
+    while name in used:
+        name, i = f"{stem}_{i}{ext}", i + 1
+    used.add(name)
+    return name
+
+
+def instances_to_coco(instances, image_id, file_name, id_map, class_names):
+    """Instances -> COCO-style result dicts; ``id_map``: contiguous -> data set category id."""
+    out = []
+    for (x0, y0, x1, y1), s, c in zip(instances.pred_boxes.tensor.numpy().astype(float),
+                                      instances.scores.tolist(), instances.pred_classes.tolist()):
+        out.append({
+            "image_id": image_id, "file_name": file_name,
+            "category_id": int(id_map[c]) if id_map else int(c),
+            "category_name": class_names[c] if class_names and c < len(class_names) else str(c),
+            "bbox": [round(x0, 3), round(y0, 3), round(x1 - x0, 3), round(y1 - y0, 3)],
+            "score": round(float(s), 6)})
+    return out
+
+
+def main(argv=None):
+    """Returns: {"written": [pictures], "skipped": [unreadable], "json": path, "detections"}."""
+    args = get_parser().parse_args(argv)
+    cli.setup_tool_logger()
+    cfg = cli.inference_cfg(args)
+    test_name = cfg.DATASETS.TEST[0] if cfg.DATASETS.TEST else ""
+    if args.input is not None:
+        items = [{"file_name": p, "image_id": i + 1}
+                 for i, p in enumerate(expand_inputs(args.input))]
+    else:
+        name = args.dataset or test_name
+        if not name:
+            raise SystemExit("--dataset: give a name; the config has no DATASETS.TEST.")
+        ensure_dataset(name)
+        dicts = DatasetCatalog.get(name)
+        items = [{"file_name": d["file_name"], "image_id": d.get("image_id", i + 1)}
+                 for i, d in enumerate(dicts[: args.num_images] if args.num_images > 0 else dicts)]
+    if not items:
+        raise SystemExit("No input images.")
+
+    predictor = SSDPredictor(cfg, image_format="RGB")
+    metadata = predictor.metadata
+    class_names = getattr(metadata, "thing_classes", None) if metadata else None
+    if class_names and len(class_names) != cfg.MODEL.SSD.NUM_CLASSES:
+        logger.warning("%s has %d classes but MODEL.SSD.NUM_CLASSES is %d: labels may be wrong.",
+                       test_name, len(class_names), cfg.MODEL.SSD.NUM_CLASSES)
+    id_map = metadata.get("thing_dataset_id_to_contiguous_id", None) if metadata else None
+    id_map = {v: k for k, v in id_map.items()} if id_map else None
+
+    os.makedirs(args.output, exist_ok=True)
+    results, written, skipped, used, pictures = [], [], [], set(), []
+    for item in tqdm(items, desc="demo", unit="image", file=sys.stderr):
+        path = item["file_name"]
+        try:
+            image = read_image(path, format="RGB")
+        except Exception as e:  # PIL's UnidentifiedImageError, OSError, FileNotFoundError
+            reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+            tqdm.write(f"WARNING: skipping {path}: cannot read it as an image ({reason})",
+                       file=sys.stderr)
+            skipped.append(path)
+            continue
+        instances = predictor(image)["instances"].to("cpu")
+        instances = instances[instances.scores >= args.confidence_threshold]
+        results += instances_to_coco(instances, item["image_id"], path, id_map, class_names)
+        vis = Visualizer(image, metadata, scale=args.scale, instance_mode=ColorMode.IMAGE)
+        drawn = vis.draw_instance_predictions(instances).get_image()
+        written.append(os.path.join(args.output, output_name(path, used)))
+        Image.fromarray(np.ascontiguousarray(drawn)).save(written[-1])
+        if args.montage:
+            pictures.append((f"{os.path.basename(path)}: {len(instances)} detection(s)", drawn))
+    if args.montage and pictures:
+        save_montage(pictures, args.montage)
+        print(f"Montage of {len(pictures)} picture(s) written to {args.montage}")
+    json_path = os.path.join(args.output, "detections.json")
+    with open(json_path, "w") as f:  # a JSON list, one detection a line
+        f.write("[\n" + ",\n".join(json.dumps(d) for d in results) + "\n]\n")
+    print(f"{len(written)} image(s) with {len(results)} detection(s) (score >= "
+          f"{args.confidence_threshold}) written to {args.output}, detections in {json_path}"
+          + (f"; {len(skipped)} unreadable image(s) skipped" if skipped else ""))
+    return {"written": written, "skipped": skipped, "json": json_path, "detections": results}
+
