@@ -1,56 +1,26 @@
-"""The baseline the benchmarks compare ssd_r34 with: the MLPerf reference's algorithms.
-
-The algorithms themselves are not re-written here: they come from ``tests/reference_impl.py``
-(an independent, plain re-implementation of the reference from the spec, also used by the
-equivalence tests): the network ``ReferenceSSDR34``, the default boxes, the per-image encoder
-``reference_encode`` (spec section 5), the double-sort loss ``reference_loss`` (section 6) and
-the per-class loop with greedy Python NMS ``reference_decode`` (section 7).
-
-This module adds only what a reference-style *pipeline* needs on top of them:
-
-* ``ReferenceTrainTransform``: the reference's data loader work per image (spec section 8, the
-  MLPerf ``SSDCropping`` + ``SSDTransformer``): PIL SSD crop, horizontal flip, resize, torchvision
-  ``ColorJitter``, ``ToTensor``, ``Normalize``, then the per-image encoder.
-* ``reference_train_step`` and ``reference_inference``: forward + loss + backward, and
-  forward + decode + scaling to the original image.
-* ``copy_weights_to_reference``: loads an ssd_r34 model's weights into ``ReferenceSSDR34``
-  (module names of spec section 2, head channels permuted back to the reference's
-  coordinate-major / class-major order, background back to class 0), so that both run the
-  same network on the same inputs and the benchmarks can check that they agree.
-"""
-import os
+"""The baseline the benchmarks compare ssd_r34 with: the MLPerf reference's algorithms from
+reference/reference_impl.py (network, default boxes, encoder, loss, decoder), and what a
+reference-style pipeline adds on top (docs/speed.md, "What is compared"): the per-image
+training transform, a training step, end-to-end inference and ssd_r34's weights loaded into
+``ReferenceSSDR34``."""
 import random
-import sys
 
 import torch
 from PIL import Image
 from torchvision import transforms as TV
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                                "reference"))
-from reference_impl import (  # noqa: E402  (reference/ is put on the path just above)
-    NUM_DEFAULTS,
-    ReferenceSSDR34,
-    calc_iou_tensor,
-    default_boxes_ltrb,
-    reference_decode,
-    reference_default_boxes,
-    reference_encode,
-    reference_loss,
-)
+import _common  # noqa: F401  (puts reference/ on sys.path)
+from reference_impl import (NUM_DEFAULTS, ReferenceSSDR34, calc_iou_tensor, default_boxes_ltrb,
+                            reference_decode, reference_default_boxes, reference_encode,
+                            reference_loss)
 
 __all__ = ["ReferenceSSDR34", "reference_default_boxes", "default_boxes_ltrb", "reference_encode",
            "reference_loss", "reference_decode", "ReferenceTrainTransform", "reference_train_step",
            "reference_postprocess", "reference_inference", "copy_weights_to_reference",
-           "IMAGENET_MEAN", "IMAGENET_STD"]
+           "reference_model", "IMAGENET_MEAN", "IMAGENET_STD"]
 
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
-
-
-# --------------------------------------------------------------------------------------
-# Data: the reference's per-image transform (spec section 8)
-# --------------------------------------------------------------------------------------
 
 
 class ReferenceSSDCropping:
@@ -139,11 +109,6 @@ class ReferenceTrainTransform:
         return img, loc, lab
 
 
-# --------------------------------------------------------------------------------------
-# Training step and inference of the reference
-# --------------------------------------------------------------------------------------
-
-
 def reference_train_step(model, images, gloc, glabel, dboxes_xywh):
     """Forward, the reference loss (double-sort hard negative mining) and backward.
 
@@ -179,11 +144,6 @@ def reference_inference(model, images_uint8, dboxes_xywh, original_sizes):
         x = (images_uint8.float() / 255 - mean) / std
         ploc, plabel = model(x)
         return reference_postprocess(ploc, plabel, dboxes_xywh, original_sizes)
-
-
-# --------------------------------------------------------------------------------------
-# Same weights in both
-# --------------------------------------------------------------------------------------
 
 
 def _bn(dst, src):
@@ -243,3 +203,10 @@ def copy_weights_to_reference(ssd_model, ref_model):
         raise KeyError(f"no ssd_r34 weights for {sorted(missing)[:5]} ...")
     ref_model.load_state_dict({k: v.contiguous() for k, v in new.items()})
     return ref_model
+
+
+def reference_model(ssd_model, strides, size):
+    """``ReferenceSSDR34`` (81 classes, ``strides``) holding ``ssd_model``'s weights, and its
+    default boxes (xywh) at ``size``: (model, dboxes)."""
+    ref = copy_weights_to_reference(ssd_model, ReferenceSSDR34(81, strides))
+    return ref, reference_default_boxes(size, ref.head_output_sizes(size))
