@@ -10,7 +10,7 @@ from PIL import Image
 from torchvision import transforms as TV
 
 import _common  # noqa: F401  (puts reference/ on sys.path)
-from reference_impl import (NUM_DEFAULTS, ReferenceSSDR34, calc_iou_tensor, default_boxes_ltrb,
+from reference_impl import (ReferenceSSDR34, calc_iou_tensor, default_boxes_ltrb,
                             reference_decode, reference_default_boxes, reference_encode,
                             reference_loss)
 
@@ -146,62 +146,26 @@ def reference_inference(model, images_uint8, dboxes_xywh, original_sizes):
         return reference_postprocess(ploc, plabel, dboxes_xywh, original_sizes)
 
 
-def _bn(dst, src):
-    return {f"{dst}.{k}": f"{src}.{k}"
-            for k in ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")}
-
-
-def _name_map():
-    """reference key -> ssd_r34 key (spec section 2 vs ssd_r34's Detectron2 names)."""
-    m = {"model.layer1.0.weight": "backbone.stem.conv1.weight"}
-    m.update(_bn("model.layer1.1", "backbone.stem.conv1.norm"))
-    stages = [("model.layer1.4", "backbone.res2", 3), ("model.layer1.5", "backbone.res3", 4),
-              ("model.layer2.0", "backbone.res4", 6)]
-    for ref, ours, n in stages:
-        for i in range(n):
-            r, o = f"{ref}.{i}", f"{ours}.{i}"
-            for k in (1, 2):
-                m[f"{r}.conv{k}.weight"] = f"{o}.conv{k}.weight"
-                m.update(_bn(f"{r}.bn{k}", f"{o}.conv{k}.norm"))
-            m[f"{r}.downsample.0.weight"] = f"{o}.shortcut.weight"
-            m.update(_bn(f"{r}.downsample.1", f"{o}.shortcut.norm"))
-    for i in range(5):
-        for a, b in ((0, "conv1"), (2, "conv2")):
-            for k in ("weight", "bias"):
-                m[f"additional_blocks.{i}.{a}.{k}"] = f"backbone.extra{i}.{b}.{k}"
-    return m
-
-
-def _head_permutation(num_defaults, k, background_last):
-    """For reference channel j, the ssd_r34 channel it comes from."""
-    perm = []
-    for j in range(k * num_defaults):
-        c, a = divmod(j, num_defaults)  # reference: c * nd + a (coordinate / class major)
-        if background_last:  # ssd_r34's classes: foreground 0..K-2, background K-1
-            c = k - 1 if c == 0 else c - 1
-        perm.append(a * k + c)  # ssd_r34: a * k + c (anchor major)
-    return torch.tensor(perm)
-
-
 @torch.no_grad()
 def copy_weights_to_reference(ssd_model, ref_model):
-    """Load ``ssd_model``'s (ssd_r34) weights into ``ref_model`` (ReferenceSSDR34)."""
-    ours = ssd_model.state_dict()
-    target = ref_model.state_dict()
-    new = {}
-    for rk, ok in _name_map().items():
-        if rk in target and ok in ours:
-            new[rk] = ours[ok]
-    num_classes = ref_model.num_classes
-    for level, nd in enumerate(NUM_DEFAULTS):
-        for name, k, bg in (("loc", 4, False), ("conf", num_classes, True)):
-            perm = _head_permutation(nd, k, bg)
-            for p in ("weight", "bias"):
-                new[f"{name}.{level}.{p}"] = ours[f"head.{name}.{level}.{p}"][perm]
-    missing = set(target) - set(new)
-    if missing:
-        raise KeyError(f"no ssd_r34 weights for {sorted(missing)[:5]} ...")
-    ref_model.load_state_dict({k: v.contiguous() for k, v in new.items()})
+    """Load ``ssd_model``'s (ssd_r34) weights into ``ref_model`` (ReferenceSSDR34): ssd_r34's
+    own MLPerf conversion (``convert_mlperf_state_dict``: names, head channel order) run on
+    tensors of element indices gives, for each ssd_r34 element, its place in the reference's."""
+    from ssd_r34.checkpoint import MLPerfCheckpoint, convert_mlperf_state_dict
+
+    target = {k: v for k, v in ref_model.state_dict().items()
+              if not k.endswith("num_batches_tracked")}
+    index = {k: torch.arange(v.numel()).reshape(v.shape) for k, v in target.items()}
+    converted = convert_mlperf_state_dict(MLPerfCheckpoint(index, "indices",
+                                                           ref_model.num_classes))
+    ours, new = ssd_model.state_dict(), {}
+    for rk, (ok, idx) in zip(index, converted.items()):
+        new[rk] = torch.empty_like(target[rk])
+        new[rk].view(-1)[idx.reshape(-1)] = ours[ok].reshape(-1)
+        if ok.endswith("running_var"):  # BatchNorm's counter, as ssd_r34's
+            new[rk[:-len("running_var")] + "num_batches_tracked"] = \
+                ours[ok[:-len("running_var")] + "num_batches_tracked"]
+    ref_model.load_state_dict(new)
     return ref_model
 
 
