@@ -10,14 +10,8 @@ from PIL import Image
 from torchvision import transforms as TV
 
 import _common  # noqa: F401  (puts reference/ on sys.path)
-from reference_impl import (ReferenceSSDR34, calc_iou_tensor, default_boxes_ltrb,
-                            reference_decode, reference_default_boxes, reference_encode,
-                            reference_loss)
-
-__all__ = ["ReferenceSSDR34", "reference_default_boxes", "default_boxes_ltrb", "reference_encode",
-           "reference_loss", "reference_decode", "ReferenceTrainTransform", "reference_train_step",
-           "reference_postprocess", "reference_inference", "copy_weights_to_reference",
-           "reference_model", "IMAGENET_MEAN", "IMAGENET_STD"]
+from reference_impl import (ReferenceSSDR34, calc_iou_tensor, reference_decode,
+                            reference_default_boxes, reference_encode, reference_loss)
 
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]

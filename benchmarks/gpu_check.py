@@ -1,13 +1,11 @@
 #!/usr/bin/env python
-"""One command that checks every GPU path of ssd_r34 and measures it (docs/gpu.md: the
-phases, their checks, the outputs).
+"""One command that checks every GPU path of ssd_r34 and measures it (docs/gpu.md).
 
     python3 benchmarks/gpu_check.py --wheels wheels/gpu --output-dir $OUT   # on a CUDA machine
     python3 benchmarks/gpu_check.py --dry-run    # anywhere: the plan, the table's shape, the JSON
     python3 benchmarks/gpu_check.py --smoke      # on CPU: every phase, tiny sizes
 
-Each phase runs in its own process with a time budget. The parent imports only the standard
-library (and _common.py's table); the phases import torch in their own processes.
+Each phase runs in its own process with a time budget; only they import torch.
 """
 import argparse
 import gc
@@ -222,12 +220,10 @@ def write_outputs(results, output_dir):
 
 # ---- the parent: set-up, then each phase in a child process ---------------------------
 def child_env(args, site):
-    env = dict(os.environ)
-    paths = ([site] if site else []) + [ROOT] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH")
-                                                 else [])
-    env["PYTHONPATH"] = os.pathsep.join(paths)
+    env = dict(os.environ, PYTHONUNBUFFERED=os.environ.get("PYTHONUNBUFFERED", "1"))
+    paths = [site, ROOT, env.get("PYTHONPATH")]
+    env["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
     env.setdefault("SSD_R34_DATASETS", os.path.join(args.work_dir, "datasets"))
-    env.setdefault("PYTHONUNBUFFERED", "1")
     return env
 
 
@@ -305,12 +301,8 @@ def print_phase(name, ph, log_path):
               + (f": {c['detail']}" if c.get("detail") not in (None, "") else ""), flush=True)
     if ph.get("error"):
         print("    error: " + ph["error"].strip().splitlines()[-1][:300], flush=True)
-    if ph["status"] not in ("passed", "skipped") and log_path:
-        try:
-            with open(log_path, errors="replace") as f:
-                last = "".join(f.readlines()[-25:])
-        except OSError:
-            last = ""
+    if ph["status"] not in ("passed", "skipped") and log_path and os.path.exists(log_path):
+        last = "".join(open(log_path, errors="replace").readlines()[-25:])
         print("    ---- last lines of " + log_path + "\n" + last, flush=True)
 
 
@@ -413,19 +405,14 @@ def _cfg(config, *opts, device="cpu"):
     return make_cfg(config, *COMMON_OPTS, *opts, device=device)
 
 
-def _sync(torch, device):
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-
-
 def phase_environment(ph, args):
     import numpy
     import torch
 
     env = {"python": platform.python_version(), "torch": torch.__version__,
            "cuda": torch.version.cuda, "cuda_available": torch.cuda.is_available(),
-           "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available()
-           else None, "numpy": numpy.__version__}
+           "cudnn": torch.backends.cudnn.is_available() and torch.backends.cudnn.version() or None,
+           "numpy": numpy.__version__}
     for mod in ("torchvision", "detectron2", "fvcore", "pycocotools", "ssd_r34"):
         try:
             m = __import__(mod)
@@ -615,14 +602,12 @@ def _free_port():
 
 def _metrics(out_dir):
     """The rows of OUT_DIR/metrics.json with a total_loss."""
-    rows = []
-    if os.path.exists(os.path.join(out_dir, "metrics.json")):
-        with open(os.path.join(out_dir, "metrics.json")) as f:
-            for line in filter(None, map(str.strip, f)):
-                try:
-                    rows.append(json.loads(line))
-                except ValueError:
-                    pass
+    path, rows = os.path.join(out_dir, "metrics.json"), []
+    for line in open(path) if os.path.exists(path) else []:
+        try:
+            rows.append(json.loads(line))
+        except ValueError:  # a blank or half-written line
+            pass
     return [r for r in rows if "total_loss" in r]
 
 
@@ -700,14 +685,16 @@ def phase_train_runs(ph, args):
 
 
 def _time_loop(torch, device, fn, min_time, min_iters=3, max_iters=50, warmup=2):
+    """Seconds per call of ``fn``: at least ``min_iters`` calls and ``min_time`` seconds."""
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     for _ in range(warmup):
         fn()
-    _sync(torch, device)
+    sync()
     n, t0 = 0, time.perf_counter()
     while n < min_iters or (time.perf_counter() - t0 < min_time and n < max_iters):
         fn()
         n += 1
-    _sync(torch, device)
+    sync()
     return (time.perf_counter() - t0) / n
 
 
