@@ -24,24 +24,6 @@ from ssd_r34.inference import (attach_backend, calibrate, calibration_images,
                                reproduced_detections)
 
 
-class _Keep:
-    """Wraps an evaluator and keeps the outputs (to compare detections with float32)."""
-
-    def __init__(self, evaluator):
-        self.evaluator, self.outputs = evaluator, []
-
-    def reset(self):
-        self.outputs = []
-        self.evaluator.reset()
-
-    def process(self, inputs, outputs):
-        self.outputs += [o["instances"].to("cpu") for o in outputs]
-        self.evaluator.process(inputs, outputs)
-
-    def evaluate(self):
-        return self.evaluator.evaluate()
-
-
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--config-file", default="configs/ssd_r34_shapes.yaml")
@@ -92,10 +74,13 @@ def main(argv=None):
         m = build_model(c).eval()
         m.load_state_dict(model.state_dict())
         attach_backend(m, c)
-        keep = _Keep(SSDTrainer.build_evaluator(c, dataset, os.path.join(tmp.name, key)))
+        outputs = []  # kept to compare the detections with float32's
+        m.register_forward_hook(lambda _m, _i, out: outputs.extend(o["instances"].to("cpu")
+                                                                   for o in out))
+        evaluator = SSDTrainer.build_evaluator(c, dataset, os.path.join(tmp.name, key))
         with torch.no_grad():
-            bbox = inference_on_dataset(m, loader, keep)["bbox"]
-        results[key] = (label, bbox["AP"], bbox["AP50"], keep.outputs)
+            bbox = inference_on_dataset(m, loader, evaluator)["bbox"]
+        results[key] = (label, bbox["AP"], bbox["AP50"], outputs)
     fp32_ap, fp32_out = results["fp32"][1], results["fp32"][3]
     print(f"\n### COCO AP on {dataset} ({len(fp32_out)} images), {args.weights}\n")
     print(f"Calibration: first {args.calib_images} images of {cfg.DATASETS.TRAIN[0]}; "
