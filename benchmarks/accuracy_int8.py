@@ -89,7 +89,8 @@ def main(argv=None):
     rows = []
     for key, (label, ap, ap50, out) in results.items():
         m, t = reproduced_detections(out, fp32_out)
-        rows.append([label, f"{ap:.2f}", f"{ap50:.2f}", f"{100 * ap / fp32_ap:.1f}%",
+        share = f"{100 * ap / fp32_ap:.1f}%" if fp32_ap else "-"  # (untrained: AP 0)
+        rows.append([label, f"{ap:.2f}", f"{ap50:.2f}", share,
                      f"{100.0 * m / max(t, 1):.1f}% ({m}/{t})"])
     print(md_table(["precision / engine", "AP", "AP50", "AP / float32 AP",
                     "float32 detections reproduced (same class, IoU >= 0.9)"], rows, "lrrrr"))
