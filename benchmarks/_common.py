@@ -1,4 +1,6 @@
-"""Shared helpers of the benchmarks: paths, interleaved timing, the result table."""
+"""Shared helpers of the benchmarks: paths, model set-up, interleaved timing, Markdown tables,
+CPU flags. Imports torch only inside the functions that need it (gpu_check.py's parent
+process runs on the standard library)."""
 import argparse
 import gc
 import json
@@ -9,21 +11,62 @@ import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-for p in (ROOT, os.path.join(ROOT, "tests"), os.path.join(ROOT, "benchmarks")):
+for p in (ROOT, os.path.join(ROOT, "reference")):  # reference/: reference_impl.py
     if p not in sys.path:
         sys.path.insert(0, p)
 
-import torch  # noqa: E402
 
-
-def make_cfg(config, *opts):
+def make_cfg(config, *opts, device="cpu"):
+    """The ssd_r34 config of ``config`` (a path under the repository root) with ``opts``; BN
+    instead of SyncBN, so that nothing needs a process group."""
     from ssd_r34 import get_ssd_cfg
 
     cfg = get_ssd_cfg()
     cfg.merge_from_file(os.path.join(ROOT, config))
-    # SyncBN is BN on one process; say BN so that nothing needs a process group.
-    cfg.merge_from_list(["MODEL.DEVICE", "cpu", "MODEL.RESNETS.NORM", "BN", *opts])
+    cfg.merge_from_list(["MODEL.DEVICE", device, "MODEL.RESNETS.NORM", "BN", *opts])
     return cfg
+
+
+def normalized(model, images):
+    """uint8 images (N, 3, H, W) -> the model's normalised float32 input, on its device."""
+    return (images.to(model.device).float() - model.pixel_mean) / model.pixel_std
+
+
+def random_model(cfg, images=None, bn_seed=0):
+    """The eval-mode model of ``cfg`` with random weights (seed 0), randomised BatchNorm
+    statistics and, given uint8 ``images`` (N, 3, H, W), heads scaled to a trained model's
+    logit range on them (reference_impl's randomise_batchnorm and scale_heads)."""
+    import torch
+    from detectron2.modeling import build_model
+    from reference_impl import randomise_batchnorm, scale_heads
+
+    torch.manual_seed(0)
+    model = build_model(cfg).eval()
+    randomise_batchnorm(model, seed=bn_seed)
+    if images is not None:
+        scale_heads(model, normalized(model, images))
+    return model
+
+
+def synthetic_batch(size, batch, num_classes, seed=0):
+    """``batch`` training inputs: random uint8 images of ``size`` (H, W), 1-5 random
+    ground-truth boxes each (classes below ``num_classes``)."""
+    import torch
+    from detectron2.structures import Boxes, Instances
+
+    H, W = size
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(batch):
+        n = int(torch.randint(1, 6, (1,), generator=g))
+        xy = torch.rand(n, 2, generator=g) * torch.tensor([W * 0.7, H * 0.7])
+        wh = (torch.rand(n, 2, generator=g) * 0.4 + 0.05) * torch.tensor([W, H])
+        boxes = torch.cat([xy, torch.minimum(xy + wh, torch.tensor([W, H]))], 1)
+        image = torch.randint(0, 256, (3, H, W), generator=g, dtype=torch.uint8)
+        classes = torch.randint(0, num_classes, (n,), generator=g)
+        out.append({"image": image, "instances": Instances((H, W), gt_boxes=Boxes(boxes),
+                                                           gt_classes=classes)})
+    return out
 
 
 def cpu_flags():
@@ -39,8 +82,7 @@ def cpu_flags():
 
 def bf16_rows(args):
     """Whether to time the CPU bfloat16 rows: ``--bf16 on``, or ``auto`` on a CPU with bf16
-    instructions (avx512_bf16, amx_bf16). Elsewhere bfloat16 is emulated, 6-11x slower than
-    float32, and its rows would take most of ``make bench``."""
+    instructions (avx512_bf16, amx_bf16); elsewhere bfloat16 is emulated and slow."""
     flags = cpu_flags().split()
     return args.bf16 == "on" or (args.bf16 == "auto" and
                                  any(f in flags for f in ("avx512_bf16", "amx_bf16")))
@@ -61,6 +103,8 @@ def parser(description, repeats):
 
 
 def parse(p, argv=None):
+    import torch
+
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -93,9 +137,19 @@ def time_interleaved(fns, repeats, warmup=1):
 
 
 def environment():
+    import torch
+
     return (f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
             f"{os.cpu_count()} CPUs, {platform.processor() or platform.machine()}, "
             f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}")
+
+
+def md_table(header, rows, align=""):
+    """A Markdown table (one string): ``header`` and ``rows`` (lists of cells); ``align``: a
+    letter a column, "r" for right-aligned (numbers), anything else or none: left."""
+    sep = "|" + "".join("---:|" if a == "r" else "---|" for a in align.ljust(len(header)))
+    lines = ["| " + " | ".join(str(c) for c in row) + " |" for row in [header, *rows]]
+    return "\n".join([lines[0], sep, *lines[1:]])
 
 
 def report(title, times, baseline, target=None, unit="ms", per=1, notes=(), json_path=None,
@@ -113,21 +167,20 @@ def report(title, times, baseline, target=None, unit="ms", per=1, notes=(), json
           f"{os.getloadavg()[0]:.1f}.\n")
     cpu = getattr(times, "cpu", None)
     bcpu = statistics.median(cpu[baseline]) / per if cpu else None
-    print(f"| implementation | median ({unit}) | min ({unit}) | speed-up (median) "
-          f"| speed-up (min) |{f' CPU time, median ({unit}) | speed-up (CPU) |' if cpu else ''}")
-    print("|---|---:|---:|---:|---:|" + ("---:|---:|" if cpu else ""))
-    summary = {}
+    summary, rows = {}, []
     for name, ts in times.items():
         med, mn = statistics.median(ts) / per, min(ts) / per
         summary[name] = {"median_s": med, "min_s": mn, "speedup_median": bmed / med,
                          "speedup_min": bmin / mn, "samples_s": [t / per for t in ts]}
-        line = (f"| {name} | {med * scale:.1f} | {mn * scale:.1f} | {bmed / med:.2f}x | "
-                f"{bmin / mn:.2f}x |")
+        rows.append([name, f"{med * scale:.1f}", f"{mn * scale:.1f}", f"{bmed / med:.2f}x",
+                     f"{bmin / mn:.2f}x"])
         if cpu:
             c = statistics.median(cpu[name]) / per
             summary[name].update(cpu_median_s=c, speedup_cpu=bcpu / c)
-            line += f" {c * scale:.1f} | {bcpu / c:.2f}x |"
-        print(line)
+            rows[-1] += [f"{c * scale:.1f}", f"{bcpu / c:.2f}x"]
+    header = ["implementation", f"median ({unit})", f"min ({unit})", "speed-up (median)",
+              "speed-up (min)"] + ([f"CPU time, median ({unit})", "speed-up (CPU)"] if cpu else [])
+    print(md_table(header, rows, "l" + "r" * (len(header) - 1)))
     for n in notes:
         print(f"\n{n}")
     result = {"title": title, "baseline": baseline, "rows": summary}
@@ -155,31 +208,32 @@ def report(title, times, baseline, target=None, unit="ms", per=1, notes=(), json
     return result
 
 
+def detection_differences(pairs):
+    """ssd_r34.export.compare_detections over images. ``pairs``: per image (reference, other),
+    each (boxes (K, 4), scores (K,), classes (K,)). Returns (every detection paired with one
+    of its class, largest score difference, largest box difference in pixels)."""
+    from ssd_r34.export import compare_detections
+
+    same, dscore, dbox = True, 0.0, 0.0
+    for ref, other in pairs:
+        r = compare_detections(ref, other)
+        same &= r["same_classes"]
+        dscore, dbox = max(dscore, r["max_score_diff"]), max(dbox, r["max_box_diff"])
+    return same, dscore, dbox
+
+
 def compare_detections(ours, baseline):
-    """Compare ssd_r34 ``Instances`` (classes 0..79) with the baseline's (boxes, labels
-    1..80, scores) per image: the same number, and each baseline detection paired with an
-    ssd_r34 detection of its class (the closest box not yet paired; near-equal scores may
-    come in either order). Returns a one-line summary with the largest differences."""
-    n_ours = [len(r) for r in ours]
-    n_base = [len(b[0]) for b in baseline]
+    """ssd_r34 ``Instances`` (classes 0..79) against the baseline's (boxes, labels 1..80,
+    scores) per image: the same number, and each baseline detection paired with the closest
+    ssd_r34 detection of its class. Returns a one-line summary with the largest differences."""
+    n_ours, n_base = [len(r) for r in ours], [len(b[0]) for b in baseline]
     if n_ours != n_base:
         return f"detections per image: ssd_r34 {n_ours}, baseline {n_base} (DIFFER)"
-    dscore = dbox = 0.0
-    for r, (boxes, labels, scores) in zip(ours, baseline):
-        if not len(r):
-            continue
-        ob, os_, oc = r.pred_boxes.tensor.float(), r.scores.float(), r.pred_classes + 1
-        dist = (ob[:, None, :] - boxes[None].float()).abs().amax(dim=2)  # (ours, base)
-        dist[oc[:, None] != labels[None]] = float("inf")
-        used = torch.zeros(len(ob), dtype=torch.bool)
-        for j in scores.argsort(descending=True).tolist():
-            d = dist[:, j].masked_fill(used, float("inf"))
-            i = int(d.argmin())
-            if not torch.isfinite(d[i]):
-                return f"detections per image: {n_ours} on both sides, classes DIFFER"
-            used[i] = True
-            dbox = max(dbox, float(d[i]))
-            dscore = max(dscore, abs(float(os_[i]) - float(scores[j])))
+    same, dscore, dbox = detection_differences(
+        ((boxes, scores, labels - 1), (r.pred_boxes.tensor, r.scores, r.pred_classes))
+        for r, (boxes, labels, scores) in zip(ours, baseline))
+    if not same:
+        return f"detections per image: {n_ours} on both sides, classes DIFFER"
     return (f"detections per image: {n_ours} on both sides, paired by class; largest "
             f"difference: score {dscore:.2g}, box {dbox:.2g} px")
 

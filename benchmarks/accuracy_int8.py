@@ -3,13 +3,9 @@
     python benchmarks/accuracy_int8.py --config-file configs/ssd_r34_shapes.yaml \
         --weights output/demo/model_final.pth [--calib-images 32]
 
-Evaluates on DATASETS.TEST[0] (shapes_val for the shapes config) with Detectron2's
-``inference_on_dataset`` and ssd_r34's COCO evaluator: PyTorch float32 (defaults), PyTorch
-bfloat16 (autocast), ONNX Runtime and OpenVINO float32, and INT8 of both engines calibrated
-here (tools/calibrate.py's route) on the first --calib-images images of DATASETS.TRAIN[0], with
-the calibration choices given (--method, --per-tensor). Prints one Markdown table: AP, AP50,
-AP as a share of float32's (MLPerf's rule: >= 99%) and the share of float32 detections each
-reproduces (same class, IoU >= 0.9).
+On DATASETS.TEST[0], INT8 calibrated here on the first --calib-images images of
+DATASETS.TRAIN[0]. One Markdown table: AP, AP50, AP as a share of float32's (MLPerf's rule:
+>= 99%) and the share of float32 detections each row reproduces (docs/int8.md, "Accuracy").
 """
 import argparse
 import logging
@@ -18,7 +14,7 @@ import tempfile
 
 import torch
 
-from _common import make_cfg  # noqa: F401  (puts the repository root on sys.path)
+from _common import md_table
 from detectron2.evaluation import inference_on_dataset
 from detectron2.modeling import build_model
 
@@ -26,24 +22,6 @@ from ssd_r34.checkpoint import SSDCheckpointer
 from ssd_r34.engine import SSDTrainer, setup_inference_cfg
 from ssd_r34.inference import (attach_backend, calibrate, calibration_images,
                                reproduced_detections)
-
-
-class _Keep:
-    """Wraps an evaluator and keeps the outputs (to compare detections with float32)."""
-
-    def __init__(self, evaluator):
-        self.evaluator, self.outputs = evaluator, []
-
-    def reset(self):
-        self.outputs = []
-        self.evaluator.reset()
-
-    def process(self, inputs, outputs):
-        self.outputs += [o["instances"].to("cpu") for o in outputs]
-        self.evaluator.process(inputs, outputs)
-
-    def evaluate(self):
-        return self.evaluator.evaluate()
 
 
 def main(argv=None):
@@ -96,22 +74,26 @@ def main(argv=None):
         m = build_model(c).eval()
         m.load_state_dict(model.state_dict())
         attach_backend(m, c)
-        keep = _Keep(SSDTrainer.build_evaluator(c, dataset, os.path.join(tmp.name, key)))
+        outputs = []  # kept to compare the detections with float32's
+        m.register_forward_hook(lambda _m, _i, out: outputs.extend(o["instances"].to("cpu")
+                                                                   for o in out))
+        evaluator = SSDTrainer.build_evaluator(c, dataset, os.path.join(tmp.name, key))
         with torch.no_grad():
-            bbox = inference_on_dataset(m, loader, keep)["bbox"]
-        results[key] = (label, bbox["AP"], bbox["AP50"], keep.outputs)
+            bbox = inference_on_dataset(m, loader, evaluator)["bbox"]
+        results[key] = (label, bbox["AP"], bbox["AP50"], outputs)
     fp32_ap, fp32_out = results["fp32"][1], results["fp32"][3]
     print(f"\n### COCO AP on {dataset} ({len(fp32_out)} images), {args.weights}\n")
     print(f"Calibration: first {args.calib_images} images of {cfg.DATASETS.TRAIN[0]}; "
           f"float32 layers: {', '.join(float_layers) or 'none'}; "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads.\n")
-    print("| precision / engine | AP | AP50 | AP / float32 AP | float32 detections reproduced "
-          "(same class, IoU >= 0.9) |")
-    print("|---|---:|---:|---:|---:|")
+    rows = []
     for key, (label, ap, ap50, out) in results.items():
         m, t = reproduced_detections(out, fp32_out)
-        print(f"| {label} | {ap:.2f} | {ap50:.2f} | {100 * ap / fp32_ap:.1f}% | "
-              f"{100.0 * m / max(t, 1):.1f}% ({m}/{t}) |")
+        share = f"{100 * ap / fp32_ap:.1f}%" if fp32_ap else "-"  # (untrained: AP 0)
+        rows.append([label, f"{ap:.2f}", f"{ap50:.2f}", share,
+                     f"{100.0 * m / max(t, 1):.1f}% ({m}/{t})"])
+    print(md_table(["precision / engine", "AP", "AP50", "AP / float32 AP",
+                    "float32 detections reproduced (same class, IoU >= 0.9)"], rows, "lrrrr"))
     tmp.cleanup()
     return results
 

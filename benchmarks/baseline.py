@@ -1,56 +1,20 @@
-"""The baseline the benchmarks compare ssd_r34 with: the MLPerf reference's algorithms.
-
-The algorithms themselves are not re-written here: they come from ``tests/reference_impl.py``
-(an independent, plain re-implementation of the reference from the spec, also used by the
-equivalence tests): the network ``ReferenceSSDR34``, the default boxes, the per-image encoder
-``reference_encode`` (spec section 5), the double-sort loss ``reference_loss`` (section 6) and
-the per-class loop with greedy Python NMS ``reference_decode`` (section 7).
-
-This module adds only what a reference-style *pipeline* needs on top of them:
-
-* ``ReferenceTrainTransform``: the reference's data loader work per image (spec section 8, the
-  MLPerf ``SSDCropping`` + ``SSDTransformer``): PIL SSD crop, horizontal flip, resize, torchvision
-  ``ColorJitter``, ``ToTensor``, ``Normalize``, then the per-image encoder.
-* ``reference_train_step`` and ``reference_inference``: forward + loss + backward, and
-  forward + decode + scaling to the original image.
-* ``copy_weights_to_reference``: loads an ssd_r34 model's weights into ``ReferenceSSDR34``
-  (module names of spec section 2, head channels permuted back to the reference's
-  coordinate-major / class-major order, background back to class 0), so that both run the
-  same network on the same inputs and the benchmarks can check that they agree.
-"""
-import os
+"""The baseline the benchmarks compare ssd_r34 with: the MLPerf reference's algorithms from
+reference/reference_impl.py (network, default boxes, encoder, loss, decoder), and what a
+reference-style pipeline adds on top (docs/speed.md, "What is compared"): the per-image
+training transform, a training step, end-to-end inference and ssd_r34's weights loaded into
+``ReferenceSSDR34``."""
 import random
-import sys
 
 import torch
 from PIL import Image
 from torchvision import transforms as TV
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                                "reference"))
-from reference_impl import (  # noqa: E402  (reference/ is put on the path just above)
-    NUM_DEFAULTS,
-    ReferenceSSDR34,
-    calc_iou_tensor,
-    default_boxes_ltrb,
-    reference_decode,
-    reference_default_boxes,
-    reference_encode,
-    reference_loss,
-)
-
-__all__ = ["ReferenceSSDR34", "reference_default_boxes", "default_boxes_ltrb", "reference_encode",
-           "reference_loss", "reference_decode", "ReferenceTrainTransform", "reference_train_step",
-           "reference_postprocess", "reference_inference", "copy_weights_to_reference",
-           "IMAGENET_MEAN", "IMAGENET_STD"]
+import _common  # noqa: F401  (puts reference/ on sys.path)
+from reference_impl import (ReferenceSSDR34, calc_iou_tensor, reference_decode,
+                            reference_default_boxes, reference_encode, reference_loss)
 
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
-
-
-# --------------------------------------------------------------------------------------
-# Data: the reference's per-image transform (spec section 8)
-# --------------------------------------------------------------------------------------
 
 
 class ReferenceSSDCropping:
@@ -139,11 +103,6 @@ class ReferenceTrainTransform:
         return img, loc, lab
 
 
-# --------------------------------------------------------------------------------------
-# Training step and inference of the reference
-# --------------------------------------------------------------------------------------
-
-
 def reference_train_step(model, images, gloc, glabel, dboxes_xywh):
     """Forward, the reference loss (double-sort hard negative mining) and backward.
 
@@ -181,65 +140,31 @@ def reference_inference(model, images_uint8, dboxes_xywh, original_sizes):
         return reference_postprocess(ploc, plabel, dboxes_xywh, original_sizes)
 
 
-# --------------------------------------------------------------------------------------
-# Same weights in both
-# --------------------------------------------------------------------------------------
-
-
-def _bn(dst, src):
-    return {f"{dst}.{k}": f"{src}.{k}"
-            for k in ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")}
-
-
-def _name_map():
-    """reference key -> ssd_r34 key (spec section 2 vs ssd_r34's Detectron2 names)."""
-    m = {"model.layer1.0.weight": "backbone.stem.conv1.weight"}
-    m.update(_bn("model.layer1.1", "backbone.stem.conv1.norm"))
-    stages = [("model.layer1.4", "backbone.res2", 3), ("model.layer1.5", "backbone.res3", 4),
-              ("model.layer2.0", "backbone.res4", 6)]
-    for ref, ours, n in stages:
-        for i in range(n):
-            r, o = f"{ref}.{i}", f"{ours}.{i}"
-            for k in (1, 2):
-                m[f"{r}.conv{k}.weight"] = f"{o}.conv{k}.weight"
-                m.update(_bn(f"{r}.bn{k}", f"{o}.conv{k}.norm"))
-            m[f"{r}.downsample.0.weight"] = f"{o}.shortcut.weight"
-            m.update(_bn(f"{r}.downsample.1", f"{o}.shortcut.norm"))
-    for i in range(5):
-        for a, b in ((0, "conv1"), (2, "conv2")):
-            for k in ("weight", "bias"):
-                m[f"additional_blocks.{i}.{a}.{k}"] = f"backbone.extra{i}.{b}.{k}"
-    return m
-
-
-def _head_permutation(num_defaults, k, background_last):
-    """For reference channel j, the ssd_r34 channel it comes from."""
-    perm = []
-    for j in range(k * num_defaults):
-        c, a = divmod(j, num_defaults)  # reference: c * nd + a (coordinate / class major)
-        if background_last:  # ssd_r34's classes: foreground 0..K-2, background K-1
-            c = k - 1 if c == 0 else c - 1
-        perm.append(a * k + c)  # ssd_r34: a * k + c (anchor major)
-    return torch.tensor(perm)
-
-
 @torch.no_grad()
 def copy_weights_to_reference(ssd_model, ref_model):
-    """Load ``ssd_model``'s (ssd_r34) weights into ``ref_model`` (ReferenceSSDR34)."""
-    ours = ssd_model.state_dict()
-    target = ref_model.state_dict()
-    new = {}
-    for rk, ok in _name_map().items():
-        if rk in target and ok in ours:
-            new[rk] = ours[ok]
-    num_classes = ref_model.num_classes
-    for level, nd in enumerate(NUM_DEFAULTS):
-        for name, k, bg in (("loc", 4, False), ("conf", num_classes, True)):
-            perm = _head_permutation(nd, k, bg)
-            for p in ("weight", "bias"):
-                new[f"{name}.{level}.{p}"] = ours[f"head.{name}.{level}.{p}"][perm]
-    missing = set(target) - set(new)
-    if missing:
-        raise KeyError(f"no ssd_r34 weights for {sorted(missing)[:5]} ...")
-    ref_model.load_state_dict({k: v.contiguous() for k, v in new.items()})
+    """Load ``ssd_model``'s (ssd_r34) weights into ``ref_model`` (ReferenceSSDR34): ssd_r34's
+    own MLPerf conversion (``convert_mlperf_state_dict``: names, head channel order) run on
+    tensors of element indices gives, for each ssd_r34 element, its place in the reference's."""
+    from ssd_r34.checkpoint import MLPerfCheckpoint, convert_mlperf_state_dict
+
+    target = {k: v for k, v in ref_model.state_dict().items()
+              if not k.endswith("num_batches_tracked")}
+    index = {k: torch.arange(v.numel()).reshape(v.shape) for k, v in target.items()}
+    converted = convert_mlperf_state_dict(MLPerfCheckpoint(index, "indices",
+                                                           ref_model.num_classes))
+    ours, new = ssd_model.state_dict(), {}
+    for rk, (ok, idx) in zip(index, converted.items()):
+        new[rk] = torch.empty_like(target[rk])
+        new[rk].view(-1)[idx.reshape(-1)] = ours[ok].reshape(-1)
+        if ok.endswith("running_var"):  # BatchNorm's counter, as ssd_r34's
+            new[rk[:-len("running_var")] + "num_batches_tracked"] = \
+                ours[ok[:-len("running_var")] + "num_batches_tracked"]
+    ref_model.load_state_dict(new)
     return ref_model
+
+
+def reference_model(ssd_model, strides, size):
+    """``ReferenceSSDR34`` (81 classes, ``strides``) holding ``ssd_model``'s weights, and its
+    default boxes (xywh) at ``size``: (model, dboxes)."""
+    ref = copy_weights_to_reference(ssd_model, ReferenceSSDR34(81, strides))
+    return ref, reference_default_boxes(size, ref.head_output_sizes(size))

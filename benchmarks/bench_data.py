@@ -1,11 +1,8 @@
 """Training data mapper at 1200x1200, per image, from a 640x480 JPEG with 5 boxes.
 
-ssd_r34: ``SSDDatasetMapper(cfg, is_train=True)`` (read, SSD crop, flip, resize, colour
-jitter; uint8 CHW out, normalised later in the model, matched later on the whole batch).
-Baseline: the reference's per-image transform (PIL crop / flip / resize, torchvision
-ColorJitter, ToTensor, Normalize), without and with its per-image encoding of the targets
-against the 15130 default boxes (which the reference does in its data loader).
-Each timed sample maps the same image 8 times (fresh random draws each time).
+ssd_r34's ``SSDDatasetMapper(cfg, is_train=True)`` against the reference's per-image
+transform, without and with its per-image encoding of the targets (docs/speed.md, "What is
+compared"). Each timed sample maps the same image 8 times (fresh random draws each time).
 """
 import os
 import random

@@ -1,24 +1,18 @@
-"""Inference end to end at 1200x1200 (strides 3 3 2 2 2 2, 15130 boxes), batch 1 and 4.
+"""Inference end to end at 1200x1200 (strides 3 3 2 2 2 2), batch 1 and 4.
 
-From resized uint8 images to detections in the original image's pixels (480x640 here).
-ssd_r34: ``model(batched_inputs)`` in eval mode under ``torch.no_grad()`` with the default
-options (channels-last, BatchNorm folded into the convolutions, ReLU and residual additions as
-oneDNN post-ops), then (batch 1) the same without the post-ops and with every speed option
-off, and with ``MODEL.SSD.INFERENCE_DTYPE bfloat16`` (opt-in, not exact).
-Baseline: ToTensor + Normalize, ``ReferenceSSDR34`` forward, ``reference_decode`` (per-class
-loop, greedy Python NMS), scaling. Same weights (random, with BatchNorm statistics that are
-not the identity, heads scaled to a trained model's logit range and the class biases shifted
-until about 11000 (box, class) scores per image pass 0.05, spread over the 80 classes as in
-bench_postprocess), same images.
+From resized uint8 images to detections in the original image's pixels (480x640): ssd_r34's
+``model(batched_inputs)`` with its defaults, without the oneDNN post-ops, with every speed
+option off and with ``INFERENCE_DTYPE bfloat16``, against the reference's forward and decode;
+same weights, same images (docs/speed.md, "What is compared").
 """
 import torch
 
-from _common import (bf16_rows, compare_detections, compare_loosely, make_cfg, parse, parser,
-                     report, time_interleaved)
-from baseline import (ReferenceSSDR34, copy_weights_to_reference, reference_default_boxes,
-                      reference_inference)
-from reference_impl import randomise_batchnorm, scale_heads  # reference/: see baseline
+from _common import (bf16_rows, compare_detections, compare_loosely, make_cfg, normalized, parse,
+                     parser, random_model, report, time_interleaved)
+from baseline import reference_inference, reference_model
 from detectron2.modeling import build_model
+
+from ssd_r34.inference import attach_backend
 
 CONFIG = "configs/ssd_r34_1200.yaml"
 ORIGINAL = (480, 640)
@@ -69,18 +63,23 @@ def calibrate_scores(model, x, candidates=11000):
 
 
 def benchmark_model():
-    """The 1200x1200 model of the inference benchmarks, in eval mode: random weights (seed 0),
-    randomised BatchNorm statistics, heads scaled to a trained model's logit range and class
-    biases shifted by :func:`calibrate_scores`, all measured on one random image (seed 100)."""
-    torch.manual_seed(0)
-    model = build_model(make_cfg(CONFIG)).eval()
-    randomise_batchnorm(model)
+    """The 1200x1200 model of the inference benchmarks (``random_model``, heads scaled on one
+    random image of seed 100, class biases shifted by :func:`calibrate_scores`), eval mode."""
+    cfg = make_cfg(CONFIG)
     g = torch.Generator().manual_seed(100)
-    sample = torch.randint(0, 256, (1, 3, *model.input_size), generator=g, dtype=torch.uint8)
-    sample = (sample.float() - model.pixel_mean) / model.pixel_std
-    scale_heads(model, sample)
-    calibrate_scores(model, sample)
+    sample = torch.randint(0, 256, (1, 3, *cfg.INPUT.FIXED_SIZE), generator=g, dtype=torch.uint8)
+    model = random_model(cfg, sample)
+    calibrate_scores(model, normalized(model, sample))
     return model
+
+
+def variant(model, *opts):
+    """A CONFIG model with ``opts`` and ``model``'s weights, in eval mode, its engine attached
+    (MODEL.SSD.INFERENCE_BACKEND)."""
+    cfg = make_cfg(CONFIG, *opts)
+    m = build_model(cfg)
+    m.load_state_dict(model.state_dict())
+    return attach_backend(m, cfg)
 
 
 def main(argv=None):
@@ -90,17 +89,12 @@ def main(argv=None):
     args = parse(p, argv)
     ours = benchmark_model()
     H, W = ours.input_size
-    plain = build_model(make_cfg(CONFIG, "MODEL.SSD.CHANNELS_LAST", "False",
-                                 "MODEL.SSD.FUSE_BN_INFERENCE", "False")).eval()
-    plain.load_state_dict(ours.state_dict())
-    no_post_ops = build_model(make_cfg(CONFIG, "MODEL.SSD.ONEDNN_POST_OPS", "False")).eval()
-    no_post_ops.load_state_dict(ours.state_dict())
-    bf16 = build_model(make_cfg(CONFIG, "MODEL.SSD.INFERENCE_DTYPE", "bfloat16")).eval()
-    bf16.load_state_dict(ours.state_dict())
-    ref = ReferenceSSDR34(81, (3, 3, 2, 2, 2, 2)).eval()
-    copy_weights_to_reference(ours, ref)
-    dboxes = reference_default_boxes((H, W), ref.head_output_sizes((H, W)))
-
+    plain = variant(ours, "MODEL.SSD.CHANNELS_LAST", "False",
+                    "MODEL.SSD.FUSE_BN_INFERENCE", "False")
+    no_post_ops = variant(ours, "MODEL.SSD.ONEDNN_POST_OPS", "False")
+    bf16 = variant(ours, "MODEL.SSD.INFERENCE_DTYPE", "bfloat16")
+    ref, dboxes = reference_model(ours, (3, 3, 2, 2, 2, 2), (H, W))
+    ref.eval()
     results = {}
     for batch in [int(b) for b in args.batches.split(",")]:
         images, inputs = batch_inputs(batch, (H, W))
@@ -113,8 +107,7 @@ def main(argv=None):
 
         out_ours, out_base = run(ours)(), baseline()
         with torch.no_grad():
-            x = (images.float() - ours.pixel_mean) / ours.pixel_std
-            conf = ours.forward_network(x)[1]
+            conf = ours.forward_network(normalized(ours, images))[1]
         per_class = (conf.softmax(-1)[..., :-1] > 0.05).sum((0, 1)).float() / batch
         fns = {"baseline (reference forward + decode)": baseline, DEFAULTS: run(ours)}
         if batch == 1:
@@ -126,12 +119,10 @@ def main(argv=None):
         else:
             bf16_note = ("bfloat16 row not timed: --bf16 off, or no bf16 instructions on this "
                          "CPU (emulated, slow); --bf16 on forces it.")
-        repeats = args.repeats if batch == 1 else args.repeats_large
-        times = time_interleaved(fns, repeats)
+        times = time_interleaved(fns, args.repeats if batch == 1 else args.repeats_large)
         results[batch] = report(
             f"Inference end to end: {H}x{W}, batch {batch} (per image)", times,
-            next(iter(fns)), target=(DEFAULTS, 1.5),
-            per=batch,
+            next(iter(fns)), target=(DEFAULTS, 1.5), per=batch,
             notes=[f"{per_class.sum():.0f} (box, class) scores above 0.05 per image, in "
                    f"{int((per_class > 0).sum())} classes (median {per_class.median():.0f} a "
                    "class).",

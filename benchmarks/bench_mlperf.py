@@ -1,23 +1,20 @@
 #!/usr/bin/env python
 r"""LoadGen load on this machine: SingleStream and Offline performance runs, then a Server
 sweep for the highest target QPS that LoadGen calls VALID at a latency bound, and a run at
-twice that load; prints a table with LoadGen's figures and the harness's own count of
-samples issued, answered and answered twice.
+twice that load; a table with LoadGen's figures and the harness's own count of samples issued,
+answered and answered twice (docs/mlperf_inference.md, "Performance").
 
     benchmarks/bench_mlperf.py --config-file configs/ssd_r34_shapes.yaml --dataset shapes_val \
         --latency-ms 100 --qps 5 10 20 40 --output out/bench_mlperf MODEL.WEIGHTS model.pth
 
-One process builds the model and the query sample library once and runs every test
-(``ssd_r34.mlperf.run_loadgen``, what tools/mlperf_inference.py runs); each test's LoadGen
-logs go to ``--output/<test>``. Each row of the table corresponds to a
-tools/mlperf_inference.py run with the same options.
+One process runs every test with ``run_loadgen`` (what tools/mlperf_inference.py runs); each
+test's LoadGen logs go to ``--output/<test>``.
 """
 import argparse
 import os
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from _common import md_table
 
 
 def get_parser():
@@ -40,8 +37,6 @@ def get_parser():
 
 
 def main(args):
-    from tabulate import tabulate
-
     from ssd_r34.engine import setup_inference_cfg
     from ssd_r34.mlperf import DatasetQSL, build_backend, build_settings, run_loadgen
 
@@ -49,54 +44,51 @@ def main(args):
     qsl = DatasetQSL(cfg, args.dataset, count=args.count)
     backend = build_backend(args.backend, cfg, args)
     # a first estimate of the latency, for LoadGen's expected latency / QPS
-    qsl.load_samples(list(range(min(8, qsl.count))))
+    first = list(range(min(8, qsl.count)))
+    qsl.load_samples(first)
     backend.predict([qsl.get(0)])
     t = time.perf_counter()
-    for i in range(min(8, qsl.count)):
+    for i in first:
         backend.predict([qsl.get(i)])
-    latency = (time.perf_counter() - t) / min(8, qsl.count)
-    qsl.unload_samples(list(range(min(8, qsl.count))))
+    latency = (time.perf_counter() - t) / len(first)
+    qsl.unload_samples(first)
     print(f"one image: {1000 * latency:.1f} ms (estimate)")
-
-    rows = []
+    rows, ms = [], int(args.min_duration * 1000)
 
     def run(name, scenario, overrides, batch_size=1):
-        s = build_settings(scenario, "performance", None, overrides)
+        s = build_settings(scenario, "performance", None, {"min_duration_ms": ms, **overrides})
         r = run_loadgen(backend, qsl, scenario, "performance", os.path.join(args.output, name),
                         s, batch_size=batch_size, print_summary=False)
         sm = r["summary"]
-        rows.append([name, sm.get("Result is", "?"),
-                     sm.get("Completed samples per second", sm.get("Samples per second",
-                                                                   sm.get("QPS w/o loadgen overhead", ""))),
-                     sm.get("99.00 percentile latency (ns)", sm.get("90th percentile latency (ns)", "")),
-                     r["issued"], r["answered"], r["lost"], len(r["answered_twice"])])
+        rate = sm.get("Completed samples per second", sm.get(
+            "Samples per second", sm.get("QPS w/o loadgen overhead", "")))
+        p99 = sm.get("99.00 percentile latency (ns)", sm.get("90th percentile latency (ns)", ""))
+        rows.append([name, sm.get("Result is", "?"), rate, p99, r["issued"], r["answered"],
+                     r["lost"], len(r["answered_twice"])])
         print(rows[-1], flush=True)
         return sm.get("Result is") == "VALID"
 
-    ms = int(args.min_duration * 1000)
-    run("SingleStream", "SingleStream",
-        {"min_duration_ms": ms, "min_query_count": 100,
-         "single_stream_expected_latency_ns": int(latency * 1e9)})
-    run("Offline", "Offline", {"min_duration_ms": ms, "min_query_count": 1,
-                               "offline_expected_qps": 1.0 / latency}, args.batch_size)
+    def server(name, qps):
+        return run(name, "Server", {
+            "min_query_count": args.server_min_queries, "server_target_qps": qps,
+            "server_target_latency_ns": int(args.latency_ms * 1e6),
+            "server_target_latency_percentile": args.percentile})
+
+    run("SingleStream", "SingleStream", {"min_query_count": 100,
+                                         "single_stream_expected_latency_ns": int(latency * 1e9)})
+    run("Offline", "Offline", {"min_query_count": 1, "offline_expected_qps": 1.0 / latency},
+        args.batch_size)
     best = None
     for q in args.qps:
-        ok = run(f"Server_{q:g}qps", "Server", {
-            "min_duration_ms": ms, "min_query_count": args.server_min_queries,
-            "server_target_qps": q, "server_target_latency_ns": int(args.latency_ms * 1e6),
-            "server_target_latency_percentile": args.percentile})
-        if not ok:
+        if not server(f"Server_{q:g}qps", q):
             break
         best = q
     if best is not None:
-        run(f"Server_{2 * best:g}qps_(2x)", "Server", {
-            "min_duration_ms": ms, "min_query_count": args.server_min_queries,
-            "server_target_qps": 2 * best, "server_target_latency_ns": int(args.latency_ms * 1e6),
-            "server_target_latency_percentile": args.percentile})
-    print(tabulate(rows, headers=["test", "LoadGen result", "samples/s", "p99 (ns)", "issued",
-                                  "answered", "lost", "answered twice"]))
-    print(f"Highest Server target QPS VALID at p{100 * args.percentile:g} <= {args.latency_ms:g} ms:"
-          f" {best}")
+        server(f"Server_{2 * best:g}qps_(2x)", 2 * best)
+    print(md_table(["test", "LoadGen result", "samples/s", "p99 (ns)", "issued", "answered",
+                    "lost", "answered twice"], rows))
+    print(f"Highest Server target QPS VALID at p{100 * args.percentile:g} <= "
+          f"{args.latency_ms:g} ms: {best}")
 
 
 if __name__ == "__main__":

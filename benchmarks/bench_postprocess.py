@@ -1,11 +1,8 @@
 """Postprocess (spec section 7) at 1200x1200: 15130 default boxes x 81 classes per image.
 
-ssd_r34: ``SSD.inference`` (softmax, per-class top-k of all classes at once, one batched NMS)
-+ ``SSD.rescale``. Baseline: ``reference_decode`` (Python loop over the 80 classes, greedy NMS
-in Python) + scaling, from tests/reference_impl.py. Both get the same predictions, each in its
-own layout, made to look like a trained model's: per object a cluster of confident,
-overlapping boxes, and 30% of all boxes with 1-4 classes between 0.05 and 0.3 (so most
-classes have well over a hundred candidates above the 0.05 threshold, as on real images).
+ssd_r34's ``SSD.inference`` + ``SSD.rescale`` against the reference's ``reference_decode`` +
+scaling, on the same predictions, each in its own layout, shaped like a trained model's
+(docs/speed.md, "What is compared").
 """
 
 import torch

@@ -1,25 +1,15 @@
 """Training step at 300x300, batch 8: forward, matching, loss, backward (no optimiser step).
 
-ssd_r34: ``model(batched_inputs)`` in training mode from uint8 images and ground-truth
-``Instances``: normalisation, network (channels-last by default, res4's 3x3
-convolutions by Winograd F(2x2, 3x3)), batched matching of all images at once, loss with
-one-sort hard negative mining, then backward (the head convolutions' backward only at the
-locations the loss reads, by default).
-Baseline: ``ReferenceSSDR34`` forward, ``reference_loss`` (double-sort hard negative mining),
-backward, from normalised images and targets that the reference's data loader has already
-encoded one image at a time (so its matching is *not* in its timed step; a second row adds
-it). Both networks hold the same weights; the losses are checked equal.
+ssd_r34's ``model(batched_inputs)`` in training mode from uint8 images (defaults, and each
+speed option off in turn) against the reference's forward, double-sort loss and backward from
+targets its loader has already encoded (a second row adds that encoding); same weights, and
+the losses checked equal (docs/speed.md, "What is compared").
 """
 import torch
 
 from _common import bf16_rows, make_cfg, parse, parser, report, time_interleaved
-from baseline import (
-    ReferenceSSDR34,
-    copy_weights_to_reference,
-    reference_default_boxes,
-    reference_encode,
-    reference_train_step,
-)
+from baseline import (IMAGENET_MEAN, IMAGENET_STD, reference_encode, reference_model,
+                      reference_train_step)
 from detectron2.modeling import build_model
 from detectron2.structures import Boxes, Instances
 
@@ -61,18 +51,15 @@ def build_steps():
     plain = variant("MODEL.SSD.CHANNELS_LAST", "False")
     dense_head = variant("MODEL.SSD.SPARSE_HEAD_BACKWARD", "False")
     direct = variant("MODEL.SSD.WINOGRAD", "False")
-    ref = ReferenceSSDR34(81, (1, 1, 2, 2, 2, 1)).train()
-    copy_weights_to_reference(ours, ref)
+    ref, dboxes = reference_model(ours, (1, 1, 2, 2, 2, 1), SIZE)
 
     images, gts = make_batch()
     batched = [{"image": img, "instances": Instances((SIZE, SIZE), gt_boxes=Boxes(b),
                                                       gt_classes=c)}
                for img, (b, c) in zip(images, gts)]
     # The reference's loader output: normalised images, targets encoded per image.
-    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
-    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    mean, std = (torch.tensor(v).view(1, 3, 1, 1) for v in (IMAGENET_MEAN, IMAGENET_STD))
     x = (torch.stack(images).float() / 255 - mean) / std
-    dboxes = reference_default_boxes(SIZE, ref.head_output_sizes(SIZE))
 
     def encode_all():
         enc = [reference_encode(b / SIZE, c + 1, dboxes) for b, c in gts]

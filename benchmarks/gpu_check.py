@@ -5,32 +5,7 @@
     python3 benchmarks/gpu_check.py --dry-run    # anywhere: the plan, the table's shape, the JSON
     python3 benchmarks/gpu_check.py --smoke      # on CPU: every phase, tiny sizes
 
-Phases, each in its own process with a time budget (killed when it runs past it; the next
-phase runs regardless, and the failure is recorded):
-
-* ``setup``: with ``--wheels``, the wheels of ``make gpu-wheels`` installed offline
-  (``pip install --no-index --no-deps --target``) into WORK_DIR/site, put first on the
-  children's PYTHONPATH, so that the machine's own torch runs ssd_r34 and Detectron2;
-  then the versions and the device are recorded.
-* ``cuda_tests``: pytest on the tests marked ``cuda`` (tests/test_gpu*.py), one line per test.
-* ``correctness``: the 1200x1200 model on CUDA against the CPU model, same weights, same
-  images, TF32 off: network outputs within 1e-5 of their largest magnitude (the
-  channels-last tolerance of tests/test_speed_options.py), detections with the same classes,
-  boxes within 1e-2 px, scores within 3e-4 (``detections_within``); a training step's losses
-  (1e-5) and a head gradient (1e-4 / 1e-3).
-* ``train_runs``: tools/train_net.py --num-gpus 1 on the built-in shapes set, a few
-  iterations, with SOLVER.AMP.ENABLED True in float16 and in bfloat16, and with
-  MODEL.RESNETS.NORM SyncBN in a one-process NCCL group; each must end with finite losses
-  and a checkpoint that ``--resume`` continues from.
-* ``inference_speed``: images/s at 1200x1200, channels-last, batch 1, 8, 32, in float32,
-  bfloat16 and float16 (MODEL.SSD.INFERENCE_DTYPE): the network alone and end to end.
-* ``training_speed``: images/s of a training step (AMP float16, GradScaler) at 300x300 and
-  1200x1200 at the largest batch that fits (estimated from the memory of a small batch).
-
-Output: a Markdown table on stdout and in OUTPUT_DIR/gpu_check.md, everything in
-OUTPUT_DIR/gpu_check.json (format: ``SCHEMA`` below, ``empty_results``), one log per phase in
-OUTPUT_DIR/logs/. Exit status 0 when every phase passed. This file imports only the standard
-library; the phases import torch in their own processes.
+Each phase runs in its own process with a time budget; only they import torch.
 """
 import argparse
 import gc
@@ -46,16 +21,15 @@ import sys
 import time
 import traceback
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SCHEMA = "ssd_r34.gpu_check/1"
+from _common import ROOT, md_table
 
+SCHEMA = "ssd_r34.gpu_check/1"
 # (name, budget in seconds). setup + phases = 460 s: under 8 minutes with the start-up.
 SETUP_BUDGET = 45
 PHASES = [("cuda_tests", 80), ("correctness", 80), ("train_runs", 110),
           ("inference_speed", 70), ("training_speed", 75)]
 PHASE_NAMES = [n for n, _ in PHASES]
 TOTAL_BUDGET = SETUP_BUDGET + sum(b for _, b in PHASES)
-
 # Published figures beside which ours are printed (other hardware, other software).
 ANCHORS = [
     {"kind": "inference", "images_per_s": 990,
@@ -66,7 +40,6 @@ ANCHORS = [
      "what": "NVIDIA SSD300 v1.1 (ResNet-50 backbone) training, 1x A100, AMP (about)",
      "source": "github.com/NVIDIA/DeepLearningExamples PyTorch/Detection/SSD/README.md"},
 ]
-
 # Sizes of the two profiles: "gpu" (the real check) and "smoke" (CPU, tiny, for tests).
 TINY = ["INPUT.FIXED_SIZE", "(64, 64)", "MODEL.SSD.STRIDES", "[1, 1, 1, 1, 1, 1]"]
 PROFILES = {
@@ -96,8 +69,8 @@ PROFILES = {
                            "dtype": "float32", "min_time": 0.2},
     },
 }
-# Same for every profile: BN (one process), no C++ Winograd build for the CPU models.
-COMMON_OPTS = ["MODEL.RESNETS.NORM", "BN", "MODEL.SSD.WINOGRAD", "False"]
+# Same for every profile (with _common.make_cfg's BN): no C++ Winograd build for CPU models.
+COMMON_OPTS = ["MODEL.SSD.WINOGRAD", "False"]
 
 
 # ---- arguments ------------------------------------------------------------------------
@@ -152,34 +125,30 @@ def parse_args(argv=None):
 def budgets(args):
     """Phase -> seconds, scaled to --budget."""
     scale = args.budget / TOTAL_BUDGET
-    out = {"setup": SETUP_BUDGET * scale}
-    out.update({n: b * scale for n, b in PHASES if n in args.phases})
-    return out
+    return {"setup": SETUP_BUDGET * scale, **{n: b * scale for n, b in PHASES if n in args.phases}}
 
 
 # ---- results, table -------------------------------------------------------------------
 def empty_results(args, mode):
-    """The JSON document with every phase "not run" and no figures."""
+    """The JSON document ("gpu", "smoke" or "dry-run") with every phase "not run" and the
+    throughput rows of its profile without figures."""
     b = budgets(args)
+    inference, training = planned_rows("smoke" if mode == "smoke" else "gpu")
     return {
-        "schema": SCHEMA,
-        "mode": mode,  # "gpu", "smoke" or "dry-run"
+        "schema": SCHEMA, "mode": mode,
         "command": "benchmarks/gpu_check.py " + " ".join(sys.argv[1:]),
         "budget_s": round(args.budget, 1),
         "environment": {"python": platform.python_version()},
         "phases": {name: {"status": "not run", "seconds": None, "budget_s": round(b[name], 1),
                           "checks": [], "error": None}
                    for name in ["setup"] + list(args.phases)},
-        "cuda_tests": [],
-        "inference": [],
-        "training": [],
-        "anchors": ANCHORS,
+        "cuda_tests": [], "inference": inference, "training": training, "anchors": ANCHORS,
         "summary": {"passed": 0, "failed": 0, "skipped": 0, "not run": len(b)},
     }
 
 
 def planned_rows(profile):
-    """The throughput rows a run fills in (figures None)."""
+    """The throughput rows a run fills in (figures None): (inference, training)."""
     p = PROFILES[profile]
     inf = p["inference_speed"]
     rows = [{"size": inf["size"], "batch": b, "dtype": d, "channels_last": True,
@@ -202,11 +171,7 @@ def summarize(results):
 
 
 def _fmt(x, digits=0):
-    if x is None:
-        return "-"
-    if isinstance(x, float):
-        return f"{x:.{digits}f}"
-    return str(x)
+    return "-" if x is None else f"{x:.{digits}f}" if isinstance(x, float) else str(x)
 
 
 def render_table(results):
@@ -216,31 +181,21 @@ def render_table(results):
     if env.get("device_name") or env.get("torch"):
         lines += [", ".join(f"{k} {env[k]}" for k in ("device_name", "torch", "cuda", "cudnn",
                                                       "python") if env.get(k)), ""]
-    lines += ["| phase | status | seconds | budget s | checks passed | note |",
-              "|---|---|---|---|---|---|"]
-    for name, ph in results["phases"].items():
-        checks = ph.get("checks", [])
-        ok = sum(1 for c in checks if c.get("passed"))
-        note = (ph.get("error") or "").splitlines()[0][:70] if ph.get("error") else ""
-        lines.append(f"| {name} | {ph['status']} | {_fmt(ph.get('seconds'), 1)} | "
-                     f"{_fmt(ph.get('budget_s'), 0)} | {ok}/{len(checks)} | {note} |")
+    lines.append(md_table(["phase", "status", "seconds", "budget s", "checks passed", "note"], [
+        [name, ph["status"], _fmt(ph.get("seconds"), 1), _fmt(ph.get("budget_s"), 0),
+         f"{sum(1 for c in ph.get('checks', []) if c.get('passed'))}/{len(ph.get('checks', []))}",
+         (ph.get("error") or "").split("\n")[0][:70]] for name, ph in results["phases"].items()]))
     if results["cuda_tests"]:
-        lines += ["", "| test marked cuda | outcome |", "|---|---|"]
-        lines += [f"| {t['test']} | {t['outcome']} |" for t in results["cuda_tests"]]
-    lines += ["", "Inference, channels-last, images/s (random weights)", "",
-              "| size | batch | dtype | network | end to end | status |",
-              "|---|---|---|---|---|---|"]
-    for r in results["inference"]:
-        lines.append(f"| {r['size']} | {r['batch']} | {r['dtype']} | "
-                     f"{_fmt(r['network_images_per_s'])} | {_fmt(r['end_to_end_images_per_s'])} "
-                     f"| {r['status']} |")
-    lines += ["", "Training step, AMP, images/s (largest batch that fits)", "",
-              "| size | batch | dtype | images/s | peak GiB | status |",
-              "|---|---|---|---|---|---|"]
-    for r in results["training"]:
-        lines.append(f"| {r['size']} | {_fmt(r['batch'])} | {r['dtype']} | "
-                     f"{_fmt(r['images_per_s'])} | {_fmt(r['peak_memory_gib'], 1)} | "
-                     f"{r['status']} |")
+        lines += ["", md_table(["test marked cuda", "outcome"],
+                               [[t["test"], t["outcome"]] for t in results["cuda_tests"]])]
+    lines += ["", "Inference, channels-last, images/s (random weights)", "", md_table(
+        ["size", "batch", "dtype", "network", "end to end", "status"],
+        [[r["size"], r["batch"], r["dtype"], _fmt(r["network_images_per_s"]),
+          _fmt(r["end_to_end_images_per_s"]), r["status"]] for r in results["inference"]])]
+    lines += ["", "Training step, AMP, images/s (largest batch that fits)", "", md_table(
+        ["size", "batch", "dtype", "images/s", "peak GiB", "status"],
+        [[r["size"], _fmt(r["batch"]), r["dtype"], _fmt(r["images_per_s"]),
+          _fmt(r["peak_memory_gib"], 1), r["status"]] for r in results["training"]])]
     lines += ["", "Published anchors (other hardware and software):", ""]
     lines += [f"- {a['kind']}: ~{a['images_per_s']} images/s, {a['what']} ({a['source']})"
               for a in results["anchors"]]
@@ -252,6 +207,7 @@ def render_table(results):
 
 def write_outputs(results, output_dir):
     os.makedirs(output_dir, exist_ok=True)
+    summarize(results)
     table = render_table(results)
     tmp = os.path.join(output_dir, "gpu_check.json.tmp")
     with open(tmp, "w") as f:
@@ -264,13 +220,10 @@ def write_outputs(results, output_dir):
 
 # ---- the parent: set-up, then each phase in a child process ---------------------------
 def child_env(args, site):
-    env = dict(os.environ)
-    paths = ([site] if site else []) + [ROOT]
-    if env.get("PYTHONPATH"):
-        paths.append(env["PYTHONPATH"])
-    env["PYTHONPATH"] = os.pathsep.join(paths)
+    env = dict(os.environ, PYTHONUNBUFFERED=os.environ.get("PYTHONUNBUFFERED", "1"))
+    paths = [site, ROOT, env.get("PYTHONPATH")]
+    env["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
     env.setdefault("SSD_R34_DATASETS", os.path.join(args.work_dir, "datasets"))
-    env.setdefault("PYTHONUNBUFFERED", "1")
     return env
 
 
@@ -291,9 +244,8 @@ def install_wheels(wheels, site, log):
     if d2:
         cmds.append(pip + ["--find-links", wheels, "--python-version", "3.10",
                            "--implementation", "cp", "--only-binary=:all:", "sal-detectron2"])
-    has_pip = subprocess.run([sys.executable, "-m", "pip", "--version"],
-                             capture_output=True).returncode == 0
-    if has_pip:
+    if subprocess.run([sys.executable, "-m", "pip", "--version"],
+                      capture_output=True).returncode == 0:
         for cmd in cmds:
             log.write("$ " + " ".join(cmd) + "\n")
             log.flush()
@@ -314,11 +266,10 @@ def run_child(args, phase, budget, env, log_path, profile):
     out = os.path.join(args.work_dir, f"phase_{phase}.json")
     if os.path.exists(out):
         os.remove(out)
-    deadline = time.time() + budget
     cmd = [sys.executable, os.path.abspath(__file__), "--run-phase", phase, "--profile",
-           profile, "--phase-out", out, "--deadline", str(deadline), "--work-dir", args.work_dir]
-    t0 = time.time()
-    status, error = None, None
+           profile, "--phase-out", out, "--deadline", str(time.time() + budget),
+           "--work-dir", args.work_dir]
+    t0, status, error = time.time(), None, None
     with open(log_path, "w") as log:
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True)
@@ -342,73 +293,6 @@ def run_child(args, phase, budget, env, log_path, profile):
     return result
 
 
-def tail(path, n=25):
-    try:
-        with open(path, errors="replace") as f:
-            return "".join(f.readlines()[-n:])
-    except OSError:
-        return ""
-
-
-def run_all(args):
-    profile = "smoke" if args.smoke else "gpu"
-    results = empty_results(args, profile)
-    results["inference"], results["training"] = planned_rows(profile)
-    b = budgets(args)
-    os.makedirs(os.path.join(args.output_dir, "logs"), exist_ok=True)
-    os.makedirs(args.work_dir, exist_ok=True)
-    start = time.time()
-
-    # setup: wheels, then the environment (a child: the first import of torch and CUDA)
-    site = os.path.join(args.work_dir, "site") if args.wheels else None
-    setup = results["phases"]["setup"]
-    t0 = time.time()
-    log_path = os.path.join(args.output_dir, "logs", "setup.log")
-    try:
-        with open(log_path, "w") as log:
-            if args.wheels:
-                install_wheels(args.wheels, site, log)
-        env = child_env(args, site)
-        r = run_child(args, "environment", max(b["setup"] - (time.time() - t0), 30), env,
-                      os.path.join(args.output_dir, "logs", "environment.log"), profile)
-        results["environment"].update(r.get("environment", {}))
-        setup["checks"] = r.get("checks", [])
-        setup["status"], setup["error"] = r["status"], r.get("error")
-    except Exception as e:  # noqa: BLE001  recorded; the phases say what follows from it
-        setup["status"], setup["error"] = "failed", f"{type(e).__name__}: {e}"
-        env = child_env(args, site)
-    setup["seconds"] = round(time.time() - t0, 1)
-    print_phase("setup", setup, log_path)
-    # Phases are skipped only when torch said there is no GPU (not when set-up failed
-    # before asking: the phases then record their own errors).
-    no_cuda = profile == "gpu" and results["environment"].get("cuda_available") is False
-
-    for name in args.phases:
-        ph = results["phases"][name]
-        if no_cuda:
-            ph["status"] = "skipped"
-            ph["error"] = "no CUDA device (torch.cuda.is_available() is False); --smoke runs on CPU"
-            print_phase(name, ph, None)
-            continue
-        log_path = os.path.join(args.output_dir, "logs", f"{name}.log")
-        r = run_child(args, name, b[name], env, log_path, profile)
-        for key in ("cuda_tests", "inference", "training"):
-            if key in r:
-                results[key] = r.pop(key)
-        ph.update({k: v for k, v in r.items() if k in ph or k == "details"})
-        print_phase(name, ph, log_path)
-        summarize(results)
-        write_outputs(results, args.output_dir)  # a later kill keeps what is done
-    results["total_seconds"] = round(time.time() - start, 1)
-    summarize(results)
-    table = write_outputs(results, args.output_dir)
-    print()
-    print(table)
-    print(f"\nwritten: {os.path.join(args.output_dir, 'gpu_check.json')}, gpu_check.md, logs/ "
-          f"({results['total_seconds']:.0f} s in all)")
-    return 0 if results["summary"]["failed"] == 0 and not no_cuda else 1
-
-
 def print_phase(name, ph, log_path):
     print(f"[gpu_check] {name}: {ph['status'].upper()} ({_fmt(ph.get('seconds'), 1)} s)",
           flush=True)
@@ -417,24 +301,66 @@ def print_phase(name, ph, log_path):
               + (f": {c['detail']}" if c.get("detail") not in (None, "") else ""), flush=True)
     if ph.get("error"):
         print("    error: " + ph["error"].strip().splitlines()[-1][:300], flush=True)
-    if ph["status"] not in ("passed", "skipped") and log_path:
-        print("    ---- last lines of " + log_path + "\n" + tail(log_path), flush=True)
+    if ph["status"] not in ("passed", "skipped") and log_path and os.path.exists(log_path):
+        last = "".join(open(log_path, errors="replace").readlines()[-25:])
+        print("    ---- last lines of " + log_path + "\n" + last, flush=True)
+
+
+def run_all(args):
+    profile = "smoke" if args.smoke else "gpu"
+    results, b = empty_results(args, profile), budgets(args)
+    logs = os.path.join(args.output_dir, "logs")
+    os.makedirs(logs, exist_ok=True)
+    os.makedirs(args.work_dir, exist_ok=True)
+    start = time.time()
+    # setup: wheels, then the environment (a child: the first import of torch and CUDA)
+    site = os.path.join(args.work_dir, "site") if args.wheels else None
+    setup = results["phases"]["setup"]
+    try:
+        with open(os.path.join(logs, "setup.log"), "w") as log:
+            if args.wheels:
+                install_wheels(args.wheels, site, log)
+        env = child_env(args, site)
+        r = run_child(args, "environment", max(b["setup"] - (time.time() - start), 30), env,
+                      os.path.join(logs, "environment.log"), profile)
+        results["environment"].update(r.get("environment", {}))
+        setup.update(checks=r.get("checks", []), status=r["status"], error=r.get("error"))
+    except Exception as e:  # noqa: BLE001  recorded; the phases say what follows from it
+        setup["status"], setup["error"] = "failed", f"{type(e).__name__}: {e}"
+        env = child_env(args, site)
+    setup["seconds"] = round(time.time() - start, 1)
+    print_phase("setup", setup, os.path.join(logs, "setup.log"))
+    # Phases are skipped only when torch said there is no GPU (not when set-up failed
+    # before asking: the phases then record their own errors).
+    no_cuda = profile == "gpu" and results["environment"].get("cuda_available") is False
+    for name in args.phases:
+        ph = results["phases"][name]
+        if no_cuda:
+            ph["status"] = "skipped"
+            ph["error"] = "no CUDA device (torch.cuda.is_available() is False); --smoke runs on CPU"
+            print_phase(name, ph, None)
+            continue
+        log_path = os.path.join(logs, f"{name}.log")
+        r = run_child(args, name, b[name], env, log_path, profile)
+        for key in ("cuda_tests", "inference", "training"):
+            if key in r:
+                results[key] = r.pop(key)
+        ph.update({k: v for k, v in r.items() if k in ph or k == "details"})
+        print_phase(name, ph, log_path)
+        write_outputs(results, args.output_dir)  # a later kill keeps what is done
+    results["total_seconds"] = round(time.time() - start, 1)
+    print("\n" + write_outputs(results, args.output_dir))
+    print(f"\nwritten: {os.path.join(args.output_dir, 'gpu_check.json')}, gpu_check.md, logs/ "
+          f"({results['total_seconds']:.0f} s in all)")
+    return 0 if results["summary"]["failed"] == 0 and not no_cuda else 1
 
 
 def dry_run(args):
-    results = empty_results(args, "dry-run")
-    results["inference"], results["training"] = planned_rows("gpu")
-    for name, ph in results["phases"].items():
-        ph["status"] = "not run"
     b = budgets(args)
     print("[gpu_check] dry run: nothing is executed. Plan (phase, budget s):")
-    for name in ["setup"] + list(args.phases):
-        print(f"    {name:16s} {b[name]:6.0f}")
-    print(f"    {'total':16s} {sum(b.values()):6.0f}")
-    summarize(results)
-    table = write_outputs(results, args.output_dir)
-    print()
-    print(table)
+    for name, seconds in [*b.items(), ("total", sum(b.values()))]:
+        print(f"    {name:16s} {seconds:6.0f}")
+    print("\n" + write_outputs(empty_results(args, "dry-run"), args.output_dir))
     print(f"\nwritten: {os.path.join(args.output_dir, 'gpu_check.json')}")
     return 0
 
@@ -444,11 +370,10 @@ class Phase:
     """What a child fills in and writes to --phase-out after every change."""
 
     def __init__(self, args):
-        self.path = args.phase_out
+        self.path, self.work_dir = args.phase_out, args.work_dir
         self.deadline = args.deadline or (time.time() + 3600)
-        self.profile = PROFILES[args.profile]
-        self.profile_name = args.profile
-        self.work_dir = args.work_dir
+        self.profile, self.profile_name = PROFILES[args.profile], args.profile
+        self.device = self.profile["device"]
         self.data = {"status": "running", "checks": [], "error": None}
 
     def left(self):
@@ -462,54 +387,36 @@ class Phase:
 
     def save(self):
         if self.path:
-            tmp = self.path + ".tmp"
-            with open(tmp, "w") as f:
+            with open(self.path + ".tmp", "w") as f:
                 json.dump(self.data, f, default=str)
-            os.replace(tmp, self.path)
+            os.replace(self.path + ".tmp", self.path)
 
 
-def _torch_setup():
+def _torch():
     import torch
 
-    sys.path.insert(0, os.path.join(ROOT, "reference"))
     torch.backends.cudnn.benchmark = True
     return torch
 
 
 def _cfg(config, *opts, device="cpu"):
-    from ssd_r34 import get_ssd_cfg
+    from _common import make_cfg
 
-    cfg = get_ssd_cfg()
-    cfg.merge_from_file(os.path.join(ROOT, config))
-    cfg.merge_from_list(["MODEL.DEVICE", device, *COMMON_OPTS, *opts])
-    return cfg
-
-
-def _sync(torch, device):
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
+    return make_cfg(config, *COMMON_OPTS, *opts, device=device)
 
 
 def phase_environment(ph, args):
+    import numpy
     import torch
 
     env = {"python": platform.python_version(), "torch": torch.__version__,
            "cuda": torch.version.cuda, "cuda_available": torch.cuda.is_available(),
-           "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available()
-           else None}
-    import numpy
-
-    env["numpy"] = numpy.__version__
-    try:
-        import torchvision
-
-        env["torchvision"] = torchvision.__version__
-    except ImportError as e:
-        env["torchvision"] = f"missing ({e})"
-    for mod in ("detectron2", "fvcore", "pycocotools", "ssd_r34"):
+           "cudnn": torch.backends.cudnn.is_available() and torch.backends.cudnn.version() or None,
+           "numpy": numpy.__version__}
+    for mod in ("torchvision", "detectron2", "fvcore", "pycocotools", "ssd_r34"):
         try:
             m = __import__(mod)
-            env[mod] = os.path.dirname(m.__file__)
+            env[mod] = m.__version__ if mod == "torchvision" else os.path.dirname(m.__file__)
         except Exception as e:  # noqa: BLE001
             env[mod] = f"import failed: {type(e).__name__}: {e}"
     ph.data["environment"] = env
@@ -544,11 +451,10 @@ def phase_cuda_tests(ph, args):
                               timeout=max(ph.left() - 5, 5))
         out, rc = proc.stdout + proc.stderr, proc.returncode
     except subprocess.TimeoutExpired as e:
-        out, rc = (e.stdout or b"").decode(errors="replace") if isinstance(e.stdout, bytes) \
-            else (e.stdout or ""), None
+        out, rc = e.stdout or "", None
+        out = out.decode(errors="replace") if isinstance(out, bytes) else out
     print(out, flush=True)
-    tests = parse_pytest(out)
-    ph.data["cuda_tests"] = tests
+    tests = ph.data["cuda_tests"] = parse_pytest(out)
     summary = next((line.strip("= ") for line in reversed(out.splitlines())
                     if re.search(r"\d+ (passed|failed|skipped|error)", line)), "no summary")
     outcomes = [t["outcome"] for t in tests]
@@ -579,53 +485,11 @@ def parse_pytest(out):
     return tests
 
 
-def _scaled_model(torch, cfg, inputs=None):
-    """Random weights with non-trivial BatchNorm statistics and, given ``inputs`` (dicts with
-    an "image"), heads scaled so that logits and box deltas on them reach about 15, a trained
-    model's range (tests/test_speed_options.py's bfloat16 test; random heads give hundreds,
-    and softmax ties at 1.0 that make detection order arbitrary)."""
-    import reference_impl as ref
-    from detectron2.modeling import build_model
-
-    torch.manual_seed(0)
-    model = build_model(cfg)
-    ref.randomise_batchnorm(model, seed=1)
-    model.eval()
-    if inputs is not None:
-        ref.scale_heads(model, _normalized(model, [{"image": i["image"].to(model.device)}
-                                                    for i in inputs]))
-    return model
-
-
-def _normalized(model, inputs):
-    return torch_stack([(i["image"].float() - model.pixel_mean.to(i["image"].device))
-                        / model.pixel_std.to(i["image"].device) for i in inputs])
-
-
-def torch_stack(tensors):
-    import torch
-
-    return torch.stack(tensors)
-
-
-def _images(torch, n, size, seed=0):
+def _images(torch, n, size, seed=0, device="cpu"):
+    """``n`` random uint8 images (N, 3, size, size) and the model inputs for them."""
     g = torch.Generator().manual_seed(seed)
-    return [{"image": torch.randint(0, 256, (3, size, size), generator=g, dtype=torch.uint8),
-             "height": size, "width": size} for _ in range(n)]
-
-
-def _training_batch(torch, n, size, seed=5):
-    from detectron2.structures import Boxes, Instances
-
-    batch = _images(torch, n, size, seed)
-    g = torch.Generator().manual_seed(seed + 1)
-    for b in batch:
-        k = 3
-        xy = torch.rand(k, 2, generator=g) * size * 0.6
-        wh = size * (0.05 + torch.rand(k, 2, generator=g) * 0.3)
-        b["instances"] = Instances((size, size), gt_boxes=Boxes(torch.cat([xy, xy + wh], 1)),
-                                   gt_classes=torch.randint(0, 3, (k,), generator=g))
-    return batch
+    images = torch.randint(0, 256, (n, 3, size, size), generator=g, dtype=torch.uint8)
+    return images, [{"image": i.to(device), "height": size, "width": size} for i in images]
 
 
 def detections_within(a, b, box_tol=1e-2, score_tol=3e-4):
@@ -634,20 +498,16 @@ def detections_within(a, b, box_tol=1e-2, score_tol=3e-4):
     same counts and classes, the largest score and box differences. Boxes: 1e-2 px, as
     tests/test_speed_options.py for channels-last. Scores: the network tolerance (1e-5 of
     the largest logit, about 15 here) through the softmax, which moves a probability by at
-    most twice the largest logit change: 2 * 1e-5 * 15 = 3e-4. (The CPU tests' 1e-5 holds for
-    their saturated random heads, whose scores sit at 0 or 1.)"""
-    from ssd_r34.export import compare_detections
+    most twice the largest logit change: 2 * 1e-5 * 15 = 3e-4."""
+    from _common import detection_differences
 
-    out = {"same_counts_and_classes": True, "max_score_diff": 0.0, "max_box_diff": 0.0,
+    same, dscore, dbox = detection_differences(
+        ((x.pred_boxes.tensor, x.scores, x.pred_classes),
+         (y.pred_boxes.tensor, y.scores, y.pred_classes)) for x, y in zip(a, b))
+    out = {"same_counts_and_classes": same, "max_score_diff": dscore, "max_box_diff": dbox,
            "detections": [len(x) for x in a], "detections_other": [len(y) for y in b]}
-    for x, y in zip(a, b):
-        r = compare_detections((x.pred_boxes.tensor, x.scores, x.pred_classes),
-                               (y.pred_boxes.tensor, y.scores, y.pred_classes))
-        out["same_counts_and_classes"] &= r["same_classes"]
-        out["max_score_diff"] = max(out["max_score_diff"], r["max_score_diff"])
-        out["max_box_diff"] = max(out["max_box_diff"], r["max_box_diff"])
-    out["passed"] = (out["same_counts_and_classes"] and out["max_score_diff"] <= score_tol
-                     and out["max_box_diff"] <= box_tol and min(out["detections"]) > 0)
+    out["passed"] = (same and dscore <= score_tol and dbox <= box_tol
+                     and min(out["detections"]) > 0)
     return out
 
 
@@ -657,26 +517,25 @@ def phase_correctness(ph, args):
     comparison itself is exercised)."""
     import copy
 
-    torch = _torch_setup()
-    p = ph.profile["correctness"]
-    device = ph.profile["device"]
+    from _common import normalized, random_model, synthetic_batch
+
+    torch, p, device = _torch(), ph.profile["correctness"], ph.device
     if device == "cuda":  # compare float32 with float32, not TF32
         torch.backends.cuda.matmul.allow_tf32 = False
         torch.backends.cudnn.allow_tf32 = False
     other_opts = [] if device == "cuda" else [
         "MODEL.SSD.CHANNELS_LAST", "False", "MODEL.SSD.FUSE_BN_INFERENCE", "False",
         "MODEL.SSD.SPARSE_HEAD_BACKWARD", "False"]
-    inputs = _images(torch, p["images"], p["size"])
-    cpu = _scaled_model(torch, _cfg(p["config"], *p["opts"]), inputs)
-    x = _normalized(cpu, inputs)
-    dev = _scaled_model(torch, _cfg(p["config"], *p["opts"], *other_opts, device=device))
+    images, inputs = _images(torch, p["images"], p["size"])
+    cpu = random_model(_cfg(p["config"], *p["opts"]), images, bn_seed=1)
+    x = normalized(cpu, images)
+    dev = random_model(_cfg(p["config"], *p["opts"], *other_opts, device=device), bn_seed=1)
     dev.load_state_dict(cpu.state_dict())
     with torch.no_grad():
         want = cpu.forward_network(x)[:2]
         got = dev.forward_network(x.to(device))[:2]
     for name, w, g in zip(("box deltas", "class logits"), want, got):
-        diff = float((g.cpu() - w).abs().max())
-        scale = float(w.abs().max())
+        diff, scale = float((g.cpu() - w).abs().max()), float(w.abs().max())
         ph.check(f"{name}: {device} vs cpu within 1e-5 of their largest magnitude",
                  diff <= 1e-5 * scale, f"max diff {diff:.3g}, largest {scale:.3g}")
     with torch.no_grad():
@@ -688,9 +547,8 @@ def phase_correctness(ph, args):
     ph.check("detections: same counts and classes, scores 3e-4, boxes 1e-2 px", r["passed"],
              f"{r['detections']} detections; score diff {r['max_score_diff']:.2g}, box diff "
              f"{r['max_box_diff']:.2g} px")
-
     # a training step: losses and a head gradient
-    batch = _training_batch(torch, 2, p["size"])
+    batch = synthetic_batch((p["size"], p["size"]), 2, 3, seed=5)
     losses, grads = [], []
     for model, dv in ((cpu, "cpu"), (dev, device)):
         m = copy.deepcopy(model).train()
@@ -707,17 +565,9 @@ def phase_correctness(ph, args):
              ", ".join(f"{k} {losses[0][k]:.6g} vs {losses[1][k]:.6g}" for k in diffs))
     g0, g1 = grads
     gdiff = (g1 - g0).abs()
-    ok = bool((gdiff <= 1e-4 + 1e-3 * g0.abs()).all())
-    ph.check("head.conf.0.weight gradient within 1e-4 (+1e-3 relative)", ok,
+    ph.check("head.conf.0.weight gradient within 1e-4 (+1e-3 relative)",
+             bool((gdiff <= 1e-4 + 1e-3 * g0.abs()).all()),
              f"max diff {float(gdiff.max()):.3g}, largest {float(g0.abs().max()):.3g}")
-
-
-def _free_port():
-    import socket
-
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # Runs tools/train_net.py in a one-process group: Detectron2's launch() creates no group for
@@ -742,26 +592,29 @@ finally:
 """
 
 
+def _free_port():
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def _metrics(out_dir):
-    rows = []
-    path = os.path.join(out_dir, "metrics.json")
-    if os.path.exists(path):
-        with open(path) as f:
-            for line in f:
-                line = line.strip()
-                if line:
-                    try:
-                        rows.append(json.loads(line))
-                    except ValueError:
-                        pass
+    """The rows of OUT_DIR/metrics.json with a total_loss."""
+    path, rows = os.path.join(out_dir, "metrics.json"), []
+    for line in open(path) if os.path.exists(path) else []:
+        try:
+            rows.append(json.loads(line))
+        except ValueError:  # a blank or half-written line
+            pass
     return [r for r in rows if "total_loss" in r]
 
 
 def phase_train_runs(ph, args):
     """tools/train_net.py: float16 and bfloat16 AMP, SyncBN over NCCL; then --resume."""
     env = dict(os.environ, PYTHONWARNINGS="ignore")
-    p = ph.profile["train_runs"]
-    device = ph.profile["device"]
+    p, device = ph.profile["train_runs"], ph.device
     script = os.path.join(ROOT, "tools", "train_net.py")
     runs = {
         "amp_float16": ["SOLVER.AMP.ENABLED", "True", "SOLVER.AMP.DTYPE", "float16"],
@@ -780,7 +633,7 @@ def phase_train_runs(ph, args):
         out_dir = os.path.join(ph.work_dir, "runs", name)
         opts = ["--config-file", os.path.join(ROOT, "configs", "ssd_r34_shapes.yaml"),
                 "--num-gpus", "1", *(["--resume"] if resume else []),
-                "MODEL.DEVICE", device, "MODEL.SSD.WINOGRAD", "False", *p["opts"],
+                "MODEL.DEVICE", device, *COMMON_OPTS, *p["opts"],
                 "SOLVER.MAX_ITER", str(iters), "SOLVER.WARMUP_ITERS", "0",
                 "SOLVER.CHECKPOINT_PERIOD", "100000", "DATASETS.TEST", "()", "SEED", "3",
                 "OUTPUT_DIR", out_dir, *runs[name]]
@@ -802,8 +655,7 @@ def phase_train_runs(ph, args):
             print("$ " + " ".join(cmd[:2] if name == "syncbn" else cmd), flush=True)
             procs[name] = (subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log,
                                             stderr=subprocess.STDOUT), log, out_dir)
-        timeout = max(ph.left() / (2 if stage == "train" else 1) - 5, 10)
-        t_end = time.time() + timeout
+        t_end = time.time() + max(ph.left() / (2 if stage == "train" else 1) - 5, 10)
         for name, (proc, log, out_dir) in procs.items():
             try:
                 rc = proc.wait(timeout=max(t_end - time.time(), 1))
@@ -833,64 +685,74 @@ def phase_train_runs(ph, args):
 
 
 def _time_loop(torch, device, fn, min_time, min_iters=3, max_iters=50, warmup=2):
+    """Seconds per call of ``fn``: at least ``min_iters`` calls and ``min_time`` seconds."""
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     for _ in range(warmup):
         fn()
-    _sync(torch, device)
+    sync()
     n, t0 = 0, time.perf_counter()
     while n < min_iters or (time.perf_counter() - t0 < min_time and n < max_iters):
         fn()
         n += 1
-    _sync(torch, device)
+    sync()
     return (time.perf_counter() - t0) / n
 
 
-def phase_inference_speed(ph, args):
-    torch = _torch_setup()
-    p = ph.profile["inference_speed"]
-    device = ph.profile["device"]
-    rows = [{"size": p["size"], "batch": b, "dtype": d, "channels_last": True,
-             "network_images_per_s": None, "end_to_end_images_per_s": None,
-             "status": "not run"} for d in p["dtypes"] for b in p["batches"]]
-    ph.data["inference"] = rows
-    from ssd_r34.modeling.meta_arch import INFERENCE_DTYPES
-
-    cfg = _cfg(p["config"], *p["opts"], device=device)
-    model = _scaled_model(torch, cfg, _images(torch, 1, p["size"], seed=1))
+def _measure_rows(ph, key, rows, measure, min_left):
+    """``measure(row)`` for each row of the phase's ``key`` list while ``min_left`` seconds are
+    left; a failure is recorded in its row and the next one runs."""
+    torch = _torch()
+    ph.data[key] = rows
     for row in rows:
-        if ph.left() < 8:
+        if ph.left() < min_left:
             row["status"] = "skipped: time budget"
             continue
         try:
-            # the folded inference copy is rebuilt for the new dtype (its cache key holds it)
-            model.inference_dtype = INFERENCE_DTYPES[row["dtype"]]
-            n = row["batch"]
-            inputs = [{**i, "image": i["image"].to(device)}
-                      for i in _images(torch, n, p["size"], seed=1)]
-            x = _normalized(model, inputs)
-            with torch.no_grad():
-                t_net = _time_loop(torch, device, lambda: model.forward_network(x),
-                                   p["min_time"] / 2)
-                t_e2e = _time_loop(torch, device, lambda: model(inputs), p["min_time"] / 2)
-            row.update(network_images_per_s=round(n / t_net, 1),
-                       end_to_end_images_per_s=round(n / t_e2e, 1), status="ok")
-            print(f"inference {row}", flush=True)
+            measure(row)
+            row["status"] = "ok"
+            print(f"{key} {row}", flush=True)
         except Exception as e:  # noqa: BLE001  recorded, next configuration
             row["status"] = f"failed: {type(e).__name__}: {str(e)[:200]}"
             traceback.print_exc()
         finally:
-            inputs = x = None
-            if device == "cuda":
+            gc.collect()
+            if ph.device == "cuda":
                 torch.cuda.empty_cache()
         ph.save()
-    done = [r for r in rows if r["status"] == "ok"]
-    ph.check("every inference configuration measured", len(done) == len(rows),
-             f"{len(done)} of {len(rows)}")
+    done = sum(r["status"] == "ok" for r in rows)
+    return done == len(rows), f"{done} of {len(rows)}"
+
+
+def phase_inference_speed(ph, args):
+    from _common import normalized, random_model
+
+    from ssd_r34.modeling.meta_arch import INFERENCE_DTYPES
+
+    torch, p, device = _torch(), ph.profile["inference_speed"], ph.device
+    cfg = _cfg(p["config"], *p["opts"], device=device)
+    model = random_model(cfg, _images(torch, 1, p["size"], seed=1)[0], bn_seed=1)
+
+    def measure(row):
+        # the folded inference copy is rebuilt for the new dtype (its cache key holds it)
+        model.inference_dtype = INFERENCE_DTYPES[row["dtype"]]
+        n = row["batch"]
+        images, inputs = _images(torch, n, p["size"], seed=1, device=device)
+        x = normalized(model, images)
+        with torch.no_grad():
+            t_net = _time_loop(torch, device, lambda: model.forward_network(x), p["min_time"] / 2)
+            t_e2e = _time_loop(torch, device, lambda: model(inputs), p["min_time"] / 2)
+        row.update(network_images_per_s=round(n / t_net, 1),
+                   end_to_end_images_per_s=round(n / t_e2e, 1))
+
+    ph.check("every inference configuration measured",
+             *_measure_rows(ph, "inference", planned_rows(args.profile)[0], measure, 8))
 
 
 def _train_step_runner(torch, cfg, batch_size, size, device):
     """A trainer of build_step_trainer (AMPTrainer on CUDA) fed one batch over and over."""
     import itertools
 
+    from _common import synthetic_batch
     from detectron2.modeling import build_model
     from detectron2.utils.events import EventStorage
 
@@ -899,11 +761,10 @@ def _train_step_runner(torch, cfg, batch_size, size, device):
 
     torch.manual_seed(0)
     model = build_model(cfg).train()
-    batch = _training_batch(torch, batch_size, size)
-    for b in batch:
-        b["image"] = b["image"].to(device)
-    optimizer = SSDTrainer.build_optimizer(cfg, model)
-    trainer = build_step_trainer(cfg, model, itertools.repeat(batch), optimizer)
+    batch = synthetic_batch((size, size), batch_size, cfg.MODEL.SSD.NUM_CLASSES, seed=5)
+    batch = [{**b, "image": b["image"].to(device)} for b in batch]
+    trainer = build_step_trainer(cfg, model, itertools.repeat(batch),
+                                 SSDTrainer.build_optimizer(cfg, model))
     storage = EventStorage(0)
 
     def step():
@@ -915,86 +776,61 @@ def _train_step_runner(torch, cfg, batch_size, size, device):
 
 
 def phase_training_speed(ph, args):
-    torch = _torch_setup()
-    p = ph.profile["training_speed"]
-    device = ph.profile["device"]
-    rows = [{"size": size, "batch": None, "dtype": p["dtype"], "channels_last": True,
-             "images_per_s": None, "peak_memory_gib": None, "status": "not run"}
-            for _, _, size, _, _ in p["runs"]]
-    ph.data["training"] = rows
-    for row, (config, opts, size, probe, cap) in zip(rows, p["runs"]):
-        if ph.left() < 10:
-            row["status"] = "skipped: time budget"
-            continue
-        amp = p["dtype"] != "float32"  # float32: SimpleTrainer, no AMP
+    torch, p, device = _torch(), ph.profile["training_speed"], ph.device
+    cuda = device == "cuda"
+    runs = {size: (config, opts, probe, cap) for config, opts, size, probe, cap in p["runs"]}
+    amp = p["dtype"] != "float32"  # float32: SimpleTrainer, no AMP
+
+    def measure(row):
+        config, opts, probe, cap = runs[row["size"]]
         cfg = _cfg(config, *opts, "SOLVER.AMP.ENABLED", str(amp), "SOLVER.AMP.DTYPE",
                    p["dtype"] if amp else "float16", device=device)
-        try:
-            batch = probe
-            if device == "cuda":  # memory of the probe batch -> the largest that should fit
-                torch.cuda.empty_cache()
-                torch.cuda.reset_peak_memory_stats()
-                base = torch.cuda.memory_allocated()
-                trainer, step = _train_step_runner(torch, cfg, probe, size, device)
-                step()
-                step()
-                per_image = (torch.cuda.max_memory_allocated() - base) / probe
-                total = torch.cuda.get_device_properties(0).total_memory
-                fit = int(0.8 * (total - base) / max(per_image, 1))
-                batch = max(probe, min(cap, 2 ** int(math.log2(max(fit, 1)))))
-                trainer = step = None
-                gc.collect()
-                torch.cuda.empty_cache()
-                print(f"training {size}: {per_image / 2 ** 20:.0f} MiB per image -> batch "
-                      f"{batch}", flush=True)
-            while True:
-                oom = False
-                try:
-                    if device == "cuda":
-                        torch.cuda.reset_peak_memory_stats()
-                    trainer, step = _train_step_runner(torch, cfg, batch, size, device)
-                    t = _time_loop(torch, device, step, p["min_time"], min_iters=3,
-                                   max_iters=30)
-                    break
-                except torch.cuda.OutOfMemoryError:
-                    if batch <= probe:
-                        raise
-                    oom = True
-                if oom:  # outside the except block: its traceback held the activations
-                    step = trainer = None
-                    gc.collect()
-                    torch.cuda.empty_cache()
-                    batch //= 2
-                    print(f"out of memory: trying batch {batch}", flush=True)
-            row.update(batch=batch, images_per_s=round(batch / t, 1), status="ok",
-                       trainer=type(trainer).__name__)
-            if device == "cuda":
-                row["peak_memory_gib"] = round(torch.cuda.max_memory_allocated() / 2 ** 30, 1)
-            print(f"training {row}", flush=True)
-        except Exception as e:  # noqa: BLE001  recorded, next size
-            row["status"] = f"failed: {type(e).__name__}: {str(e)[:200]}"
-            traceback.print_exc()
-        finally:
-            step = trainer = None
-            if device == "cuda":
-                torch.cuda.empty_cache()
-        ph.save()
-    done = [r for r in rows if r["status"] == "ok"]
-    ph.check("every training size measured", len(done) == len(rows),
-             f"{len(done)} of {len(rows)}")
+        size, batch = row["size"], probe
+        if cuda:  # memory of the probe batch -> the largest that should fit
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats()
+            base = torch.cuda.memory_allocated()
+            step = _train_step_runner(torch, cfg, probe, size, device)[1]
+            step()
+            step()
+            per_image = (torch.cuda.max_memory_allocated() - base) / probe
+            fit = int(0.8 * (torch.cuda.get_device_properties(0).total_memory - base)
+                      / max(per_image, 1))
+            batch = max(probe, min(cap, 2 ** int(math.log2(max(fit, 1)))))
+            step = None
+            gc.collect()
+            torch.cuda.empty_cache()
+            print(f"training {size}: {per_image / 2 ** 20:.0f} MiB per image -> batch {batch}",
+                  flush=True)
+        while True:
+            try:
+                if cuda:
+                    torch.cuda.reset_peak_memory_stats()
+                trainer, step = _train_step_runner(torch, cfg, batch, size, device)
+                t = _time_loop(torch, device, step, p["min_time"], min_iters=3, max_iters=30)
+                break
+            except torch.cuda.OutOfMemoryError:
+                if batch <= probe:
+                    raise
+            # out of memory: outside the except block, whose traceback held the activations
+            trainer = step = None
+            gc.collect()
+            torch.cuda.empty_cache()
+            batch //= 2
+            print(f"out of memory: trying batch {batch}", flush=True)
+        row.update(batch=batch, images_per_s=round(batch / t, 1), trainer=type(trainer).__name__)
+        if cuda:
+            row["peak_memory_gib"] = round(torch.cuda.max_memory_allocated() / 2 ** 30, 1)
 
-
-PHASE_FUNCS = {"environment": phase_environment, "cuda_tests": phase_cuda_tests,
-               "correctness": phase_correctness, "train_runs": phase_train_runs,
-               "inference_speed": phase_inference_speed, "training_speed": phase_training_speed}
+    ph.check("every training size measured",
+             *_measure_rows(ph, "training", planned_rows(args.profile)[1], measure, 10))
 
 
 def run_phase(args):
-    sys.path.insert(0, ROOT)
     ph = Phase(args)
     ph.save()
     try:
-        PHASE_FUNCS[args.run_phase](ph, args)
+        globals()["phase_" + args.run_phase](ph, args)  # phase_environment, ...
         checks = ph.data["checks"]
         ph.data["status"] = "passed" if checks and all(c["passed"] for c in checks) else "failed"
     except Exception as e:  # noqa: BLE001  the parent records it and goes on
@@ -1009,9 +845,7 @@ def main(argv=None):
     args = parse_args(argv)
     if args.run_phase:
         return run_phase(args)
-    if args.dry_run:
-        return dry_run(args)
-    return run_all(args)
+    return dry_run(args) if args.dry_run else run_all(args)
 
 
 if __name__ == "__main__":

@@ -2,13 +2,10 @@
 
     python benchmarks/profile_int8.py [--size 1200] [--runs 2] [--calib-images 2]
 
-Exports the network of configs/ssd_r34_1200.yaml (random weights with randomised BatchNorm
-statistics, as bench_int8.py) at ``--size``, quantises it with ssd_r34's onnxruntime route
-(``calibrate``), runs both with ONNX Runtime's profiler on the same image and prints, for each,
-the time per image by operator type (the profiler's node events, after a warm-up run) and its
-share. On CPUs without VNNI / AMX the INT8 convolutions run on AVX2 instructions; the table
-shows how much of the INT8 network's time is still convolution and how much the quantise /
-dequantise steps add.
+The network of configs/ssd_r34_1200.yaml (random weights, randomised BatchNorm statistics) at
+``--size``, exported and quantised by ssd_r34's onnxruntime route (``calibrate``), both run
+under ONNX Runtime's profiler on the same image: time per image by operator type and its share
+(docs/int8.md).
 """
 import collections
 import json
@@ -17,10 +14,9 @@ import tempfile
 
 import torch
 
-from _common import cpu_flags, environment, make_cfg, parse, parser
+from _common import cpu_flags, environment, make_cfg, md_table, normalized, parse, parser, \
+    random_model
 from bench_inference import CONFIG
-from reference_impl import randomise_batchnorm
-from detectron2.modeling import build_model
 
 from ssd_r34.inference import calibrate, export_network_onnx
 
@@ -57,15 +53,11 @@ def main(argv=None):
     p.add_argument("--runs", type=int, default=2, help="profiled runs per network")
     p.add_argument("--calib-images", type=int, default=2)
     args = parse(p, argv)
-    torch.manual_seed(0)
-    size = ["INPUT.FIXED_SIZE", f"({args.size}, {args.size})"]
-    model = build_model(make_cfg(CONFIG, *size)).eval()
-    randomise_batchnorm(model)
+    model = random_model(make_cfg(CONFIG, "INPUT.FIXED_SIZE", f"({args.size}, {args.size})"))
     g = torch.Generator().manual_seed(7)
     H, W = model.input_size
-    calib = torch.randint(0, 256, (args.calib_images + 1, 3, H, W), generator=g,
-                          dtype=torch.uint8)
-    calib = (calib.float() - model.pixel_mean) / model.pixel_std
+    calib = normalized(model, torch.randint(0, 256, (args.calib_images + 1, 3, H, W),
+                                            generator=g, dtype=torch.uint8))
     threads = torch.get_num_threads()
     with tempfile.TemporaryDirectory() as tmp:
         fp32 = export_network_onnx(model, os.path.join(tmp, "fp32", "network.onnx"))
@@ -78,17 +70,12 @@ def main(argv=None):
     print(f"{environment()}; CPU flags: {cpu_flags()}; {args.runs} profiled runs each.\n")
     ops = sorted({o for t in tables.values() for o in t},
                  key=lambda o: -max(t.get(o, 0.0) for t in tables.values()))
-    names = list(tables)
-    print("| operator | " + " | ".join(f"{n}: ms (share)" for n in names) + " |")
-    print("|---|" + "---:|" * len(names))
     totals = {n: sum(t.values()) for n, t in tables.items()}
-    for op in ops:
-        cells = []
-        for n in names:
-            ms = tables[n].get(op, 0.0)
-            cells.append(f"{ms:.1f} ({100 * ms / totals[n]:.0f}%)" if ms else "")
-        print(f"| {op} | " + " | ".join(cells) + " |")
-    print("| total (node time) | " + " | ".join(f"{totals[n]:.1f}" for n in names) + " |")
+    rows = [[op] + [f"{t[op]:.1f} ({100 * t[op] / totals[n]:.0f}%)" if t.get(op) else ""
+                    for n, t in tables.items()] for op in ops]
+    rows.append(["total (node time)"] + [f"{totals[n]:.1f}" for n in tables])
+    print(md_table(["operator"] + [f"{n}: ms (share)" for n in tables], rows,
+                   "l" + "r" * len(tables)))
     return tables
 
 

@@ -1,15 +1,9 @@
-"""Where the training step's time goes (README "Where the training step's time goes").
+"""Where the training step's time goes (docs/speed.md, "Where the training step's time goes").
 
-Two tables, not part of ``make bench``:
-
-1. ``torch.profiler`` on one training step of bench_train_step.py (300x300, batch 8; the
-   median of three interleaved rounds) of the baseline, ssd_r34 without Winograd, without
-   the sparse head backward and with the defaults: time in oneDNN convolutions (forward and
-   backward), in the Winograd convolutions (ssd_r34/winograd.py, forward and backward), in
-   the sparse head backward, and the rest.
-2. Every convolution shape of that model at batch 8, forward and backward, in NCHW, in
-   channels-last (NHWC) and, for the convolutions MODEL.SSD.WINOGRAD runs, by Winograd
-   F(2x2, 3x3); interleaved rounds, median.
+Two tables, not part of ``make bench``: ``torch.profiler`` on one training step of
+bench_train_step.py (baseline, without Winograd, without the sparse head backward, defaults;
+median of three interleaved rounds), and every convolution shape of that model at batch 8,
+forward and backward, in NCHW, channels-last and (where MODEL.SSD.WINOGRAD applies) Winograd.
 
     python benchmarks/profile_train_step.py [--repeats 5]
 """
@@ -19,16 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch.profiler import profile
 
-from _common import environment, make_cfg, parse, parser, time_interleaved
-from bench_train_step import (
-    BASELINE,
-    BATCH,
-    DEFAULTS,
-    DENSE_HEAD,
-    DIRECT_CONV,
-    SIZE,
-    build_steps,
-)
+from _common import environment, make_cfg, md_table, parse, parser, time_interleaved
+from bench_train_step import BASELINE, BATCH, DEFAULTS, DENSE_HEAD, DIRECT_CONV, SIZE, build_steps
 from detectron2.modeling import build_model
 from ssd_r34.layers import WinogradConv2d
 from ssd_r34.layers.winograd import conv3x3_winograd, winograd_available
@@ -39,10 +25,9 @@ WINOGRAD = ("_Conv3x3Winograd", "_Conv3x3WinogradBackward")
 
 
 def profile_once(fn):
-    """(seconds in all ops; in oneDNN convolutions, forward + backward; in the Winograd
-    convolutions, forward + backward, with everything they call; in the sparse head backward,
-    ssd_r34/sparse_grad.py, with everything it calls) of one call. (Where the sparse backward
-    falls back to the dense one, that convolution is counted in both.)"""
+    """Seconds of one call: (all ops, oneDNN convolutions fwd + bwd, Winograd convolutions fwd +
+    bwd, the sparse head backward of ssd_r34/layers/sparse_grad.py; the last two with all they
+    call; where the sparse backward falls back to the dense one, it is counted in both)."""
     with profile() as prof:
         fn()
     events = prof.key_averages()
@@ -69,7 +54,7 @@ def conv_shapes():
     """[(name, input shape, weight shape, stride, padding, Winograd)] of the 300x300 model's
     convolutions at batch BATCH, one per distinct shape; Winograd is "used" where
     MODEL.SSD.WINOGRAD runs the convolution, "not used" for the backbone's other 3x3 stride-1
-    convolutions (too few channels to gain, ssd_r34/winograd.py), else None."""
+    convolutions (too few channels to gain, ssd_r34/layers/winograd.py), else None."""
     model = build_model(make_cfg("configs/ssd_r34_300.yaml", "MODEL.SSD.CHANNELS_LAST",
                                  "False")).train()
     seen, hooks = {}, []
@@ -116,21 +101,17 @@ def main(argv=None):
     fns = build_steps()
     print(f"\n### One training step, {SIZE}x{SIZE} batch {BATCH}: torch.profiler\n")
     print(f"{environment()}.\n")
-    print("| implementation | all ops (s) | oneDNN convolutions, fwd + bwd (s) "
-          "| Winograd convolutions, fwd + bwd (s) | sparse head backward (s) | the rest (s) |")
-    print("|---|---:|---:|---:|---:|---:|")
     profiled = profile_steps({name: fns[name]
                               for name in (BASELINE, DIRECT_CONV, DENSE_HEAD, DEFAULTS)})
-    for name, (total, conv, winograd, sparse) in profiled.items():
-        print(f"| {name} | {total:.2f} | {conv:.2f} | {winograd:.2f} | {sparse:.2f} | "
-              f"{total - conv - winograd - sparse:.2f} |")
-
+    print(md_table(["implementation", "all ops (s)", "oneDNN convolutions, fwd + bwd (s)",
+                    "Winograd convolutions, fwd + bwd (s)", "sparse head backward (s)",
+                    "the rest (s)"],
+                   [[name, *(f"{t:.2f}" for t in (total, conv, winograd, sparse,
+                                                  total - conv - winograd - sparse))]
+                    for name, (total, conv, winograd, sparse) in profiled.items()], "lrrrrr"))
     print(f"\n### Convolution forward + backward at batch {BATCH}: NCHW, channels-last and "
           f"Winograd (median of {args.repeats} interleaved rounds)\n")
-    print("| first module | input | weight | stride | NCHW (ms) | NHWC (ms) | NCHW / NHWC "
-          "| Winograd (ms) | NHWC / Winograd |")
-    print("|---|---|---|---|---:|---:|---:|---:|---:|")
-    sums = [0.0, 0.0, 0.0]
+    rows, sums = [], [0.0, 0.0, 0.0]
     for name, x_shape, w_shape, stride, padding, winograd in conv_shapes():
         needs_input_grad = not name.endswith("stem.conv1")  # the image needs no gradient
         steps = {fmt: layout_step(x_shape, w_shape, stride, padding, fmt, needs_input_grad)
@@ -144,16 +125,15 @@ def main(argv=None):
         wino = times.get("winograd", nhwc)
         for i, t in enumerate((nchw, nhwc, wino if winograd == "used" else nhwc)):
             sums[i] += t  # the Winograd sum: the defaults, Winograd where it is used
-        wino_cells = " | "
-        if winograd:
-            wino_cells = (f"{wino:.1f}{' (not used)' if winograd == 'not used' else ''} | "
-                          f"{nhwc / wino:.2f}")
-        print(f"| {name} | {'x'.join(map(str, x_shape))} | {'x'.join(map(str, w_shape))} | "
-              f"{stride[0]} | {nchw:.1f} | {nhwc:.1f} | {nchw / nhwc:.2f} | {wino_cells} |")
-    print(f"| all distinct shapes, once each (Winograd column: the defaults) | | | | "
-          f"{sums[0]:.1f} | {sums[1]:.1f} | {sums[0] / sums[1]:.2f} | {sums[2]:.1f} | "
-          f"{sums[1] / sums[2]:.2f} |")
-
+        wino_cells = ["", ""] if not winograd else [
+            f"{wino:.1f}{' (not used)' if winograd == 'not used' else ''}", f"{nhwc / wino:.2f}"]
+        rows.append([name, "x".join(map(str, x_shape)), "x".join(map(str, w_shape)), stride[0],
+                     f"{nchw:.1f}", f"{nhwc:.1f}", f"{nchw / nhwc:.2f}", *wino_cells])
+    rows.append(["all distinct shapes, once each (Winograd column: the defaults)", "", "", "",
+                 f"{sums[0]:.1f}", f"{sums[1]:.1f}", f"{sums[0] / sums[1]:.2f}",
+                 f"{sums[2]:.1f}", f"{sums[1] / sums[2]:.2f}"])
+    print(md_table(["first module", "input", "weight", "stride", "NCHW (ms)", "NHWC (ms)",
+                    "NCHW / NHWC", "Winograd (ms)", "NHWC / Winograd"], rows, "llllrrrrr"))
 
 if __name__ == "__main__":
     main()

@@ -3,12 +3,7 @@ each in its own process, then a summary of the speed-ups against their targets.
 
     python benchmarks/run_all.py [--quick] [--only postprocess,train,inference,data,int8]
 
-Each benchmark prints one Markdown table (median and min over interleaved rounds, and the
-speed-ups). Took 318-522 s on 2 CPU cores (README "Speed"); ``--quick`` runs fewer rounds. The
-benchmark processes run with OMP_WAIT_POLICY=PASSIVE unless told otherwise (see
-``--omp-wait-policy``): on a machine that other jobs keep busy, spinning OpenMP workers take
-the cores from the threads that have work, which hurts code made of many short tensor ops far
-more than the same network convolutions.
+How long it takes and what each benchmark compares: docs/speed.md.
 """
 import argparse
 import json
@@ -18,7 +13,8 @@ import sys
 import tempfile
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
+from _common import md_table
+
 BENCHES = {  # name -> (script, arguments, arguments with --quick)
     "postprocess": ("bench_postprocess.py", ["--repeats", "7"], ["--repeats", "3"]),
     "train": ("bench_train_step.py", ["--repeats", "7"], ["--repeats", "2"]),
@@ -28,6 +24,22 @@ BENCHES = {  # name -> (script, arguments, arguments with --quick)
     "int8": ("bench_int8.py", ["--repeats", "3", "--repeats-large", "2"],
              ["--repeats", "1", "--repeats-large", "1"]),
 }
+
+
+def run_bench(tree, name, quick, threads, out, env):
+    """Run benchmark ``name`` of the checkout ``tree``, its results added to the JSON file
+    ``out``; prints the command. Returns the exit status."""
+    script, full, short = BENCHES[name]
+    cmd = [sys.executable, os.path.join(tree, "benchmarks", script), "--json", out,
+           *(short if quick else full), *(["--threads", str(threads)] if threads else [])]
+    shown = [os.path.relpath(c) if c.endswith(".py") else c for c in cmd[1:]]
+    print(f"\n$ python {' '.join(shown)}", flush=True)
+    return subprocess.call(cmd, env=env, cwd=tree)
+
+
+def load_average():
+    return (f"load average (1, 5, 15 min) {', '.join(f'{x:.1f}' for x in os.getloadavg())} on "
+            f"{os.cpu_count()} CPUs")
 
 
 def main(argv=None):
@@ -46,40 +58,26 @@ def main(argv=None):
     args = p.parse_args(argv)
     start = time.time()
     env = dict(os.environ, OMP_WAIT_POLICY=args.omp_wait_policy)
-    print(f"OMP_WAIT_POLICY={args.omp_wait_policy}; load average (1, 5, 15 min) at the start: "
-          f"{', '.join(f'{x:.1f}' for x in os.getloadavg())} on {os.cpu_count()} CPUs.")
+    print(f"OMP_WAIT_POLICY={args.omp_wait_policy}; {load_average()} at the start.")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     with tempfile.TemporaryDirectory() as tmp:
-        out = args.json or os.path.join(tmp, "bench.json")
-        failed = []
-        for name in args.only.split(","):
-            script, full, quick = BENCHES[name]
-            cmd = [sys.executable, os.path.join(HERE, script), "--json", out,
-                   *(quick if args.quick else full),
-                   *(["--threads", str(args.threads)] if args.threads else [])]
-            shown = [os.path.relpath(c) if c.endswith(".py") else c for c in cmd[1:]]
-            print(f"\n$ python {' '.join(shown)}", flush=True)
-            if subprocess.call(cmd, env=env) != 0:
-                failed.append(name)
+        out = os.path.abspath(args.json or os.path.join(tmp, "bench.json"))
+        failed = [name for name in args.only.split(",")
+                  if run_bench(root, name, args.quick, args.threads, out, env) != 0]
         results = {}
         if os.path.exists(out):
             with open(out) as f:
                 results = json.load(f)
     print("\n### Summary: speed-ups against their targets\n")
-    print("| benchmark | target | ssd_r34 speed-up: wall median (wall min) | CPU time | |")
-    print("|---|---:|---:|---:|---|")
-    all_met = not failed
-    for key, r in results.items():
-        t = r.get("target")
-        if not t:
-            continue
-        all_met &= t["met"]
-        cpu = f"{t['speedup_cpu']:.2f}x" if t.get("speedup_cpu") else ""
-        print(f"| {r['title']} | >= {t['minimum']}x | {t['speedup_median']:.2f}x "
-              f"({t['speedup_min']:.2f}x) | {cpu} | {t['verdict']} |")
-    for name in failed:
-        print(f"| {name} | | | | FAILED to run |")
-    print(f"\nTotal time {time.time() - start:.0f} s; load average (1, 5, 15 min) now: "
-          f"{', '.join(f'{x:.1f}' for x in os.getloadavg())} on {os.cpu_count()} CPUs.")
+    targets = [(r["title"], r["target"]) for r in results.values() if r.get("target")]
+    print(md_table(["benchmark", "target", "ssd_r34 speed-up: wall median (wall min)",
+                    "CPU time", ""],
+                   [[title, f">= {t['minimum']}x",
+                     f"{t['speedup_median']:.2f}x ({t['speedup_min']:.2f}x)",
+                     f"{t['speedup_cpu']:.2f}x" if t.get("speedup_cpu") else "", t["verdict"]]
+                    for title, t in targets] + [[name, "", "", "", "FAILED to run"]
+                                                for name in failed], "lrrrl"))
+    print(f"\nTotal time {time.time() - start:.0f} s; {load_average()} now.")
     return 0 if not failed else 1
 
 
