@@ -242,7 +242,7 @@ def compare_loosely(ours, other, iou=0.9):
     """How many of ``other``'s detections (Instances) ``ours`` reproduces: same class, box IoU
     >= ``iou`` (``reproduced_detections``). For a lower-precision path, where the lists cannot
     be identical. Returns a one-line summary."""
-    from ssd_r34.inference import reproduced_detections
+    from ssd_r34.export import reproduced_detections
 
     matched, total, dscore = reproduced_detections(ours, other, iou, score_difference=True)
     return (f"{matched}/{total} detections reproduced (same class, IoU >= {iou}), largest "

@@ -20,7 +20,7 @@ from detectron2.modeling import build_model
 
 from ssd_r34.checkpoint import SSDCheckpointer
 from ssd_r34.engine import SSDTrainer, setup_inference_cfg
-from ssd_r34.inference import (attach_backend, calibrate, calibration_images,
+from ssd_r34.export import (attach_backend, calibrate, calibration_images,
                                reproduced_detections)
 
 

@@ -12,7 +12,7 @@ from _common import (bf16_rows, compare_detections, compare_loosely, make_cfg, n
 from baseline import reference_inference, reference_model
 from detectron2.modeling import build_model
 
-from ssd_r34.inference import attach_backend
+from ssd_r34.export import attach_backend
 
 CONFIG = "configs/ssd_r34_1200.yaml"
 ORIGINAL = (480, 640)

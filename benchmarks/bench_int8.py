@@ -18,7 +18,7 @@ from baseline import reference_inference, reference_model
 from bench_inference import ORIGINAL, batch_inputs, benchmark_model, detector, variant
 
 from ssd_r34.export import SSDExportModule, detections_to_instances, export_onnx
-from ssd_r34.inference import EngineNetwork, calibrate
+from ssd_r34.export import EngineNetwork, calibrate
 
 MLPERF_PER_CORE = 86.0 / 80  # images/s per core, MLPerf inference CPU result (INT8, Offline)
 BASELINE = "baseline (reference, float32)"
@@ -28,18 +28,7 @@ FP32 = "ssd_r34 float32 (defaults, PyTorch)"
 def run_full(engine, images, size):
     """The whole exported graph (``engine``, an EngineNetwork), one uint8 image per call:
     Instances on the ORIGINAL image."""
-    out = []
-    for img in images:
-        x = img[None].numpy()
-        if engine.backend == "onnxruntime":
-            res = engine._session.run(["boxes", "scores", "classes"], {"image": x})
-        else:
-            req = engine._openvino_request(tuple(x.shape))
-            req.infer({0: x})
-            res = [np.array(req.get_output_tensor(i).data, copy=True) for i in range(3)]
-        b, s, c = (torch.from_numpy(np.asarray(r)) for r in res)
-        out.append(detections_to_instances(b, s, c, size, *ORIGINAL))
-    return out
+    return [detections_to_instances(*engine(img[None]), size, *ORIGINAL) for img in images]
 
 
 def main(argv=None):

@@ -38,7 +38,7 @@ def get_parser():
 
 def main(args):
     from ssd_r34.engine import setup_inference_cfg
-    from ssd_r34.mlperf import DatasetQSL, build_backend, build_settings, run_loadgen
+    from ssd_r34.engine.mlperf import DatasetQSL, build_backend, build_settings, run_loadgen
 
     cfg = setup_inference_cfg(args.config_file, args.opts)
     qsl = DatasetQSL(cfg, args.dataset, count=args.count)

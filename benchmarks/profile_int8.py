@@ -18,7 +18,7 @@ from _common import cpu_flags, environment, make_cfg, md_table, normalized, pars
     random_model
 from bench_inference import CONFIG
 
-from ssd_r34.inference import calibrate, export_network_onnx
+from ssd_r34.export import calibrate, export_network_onnx
 
 
 def profile(path, image, runs, threads):
