@@ -9,7 +9,6 @@ import os
 import statistics
 import tempfile
 
-import numpy as np
 import torch
 
 from _common import (bf16_rows, compare_loosely, cpu_flags, md_table, normalized, parse, parser,
