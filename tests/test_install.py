@@ -45,7 +45,8 @@ def test_the_package_build_ships_the_configs_and_every_console_script_exists(tmp
     for name in configs:
         with open(package / "configs" / name) as a, open(os.path.join(ROOT, "configs", name)) as b:
             assert a.read() == b.read(), name
-    assert (package / "py.typed").exists() and (package / "layers" / "csrc" / "winograd.cpp").exists()
+    assert (package / "py.typed").exists()
+    assert (package / "layers" / "csrc" / "winograd.cpp").exists()
     with open(os.path.join(ROOT, "pyproject.toml"), "rb") as f:
         scripts = tomllib.load(f)["project"]["scripts"]
     assert {"ssd-r34-train", "ssd-r34-convert-mlperf"} <= set(scripts)

@@ -198,9 +198,9 @@ def test_the_register_coco_instances_recipe_of_the_docs_runs(own_set, tmp_path, 
     os.symlink(os.path.join(own_set, "train.json"), work / "a.json")
     os.symlink(os.path.join(own_set, "val.json"), work / "b.json")
     out_dir = str(tmp_path / "run")
-    stdout = run([sys.executable, str(script), "--config-file", CONFIG,
-                  "--num-gpus", str(processes), "--dist-url", f"tcp://127.0.0.1:{free_port()}", "DATASETS.TRAIN",
-                  "('mine_train',)", "DATASETS.TEST", "('mine_val',)", *TINY,
+    stdout = run([sys.executable, str(script), "--config-file", CONFIG, "--num-gpus",
+                  str(processes), "--dist-url", f"tcp://127.0.0.1:{free_port()}",
+                  "DATASETS.TRAIN", "('mine_train',)", "DATASETS.TEST", "('mine_val',)", *TINY,
                   "SOLVER.IMS_PER_BATCH", "2", "SOLVER.MAX_ITER", "1", "SOLVER.WARMUP_ITERS",
                   "0", "OUTPUT_DIR", out_dir], cwd=str(work))
     check_training_run(out_dir, stdout, world=processes)
