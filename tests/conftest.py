@@ -87,8 +87,8 @@ def default_threads(torch_threads):
 @pytest.fixture(scope="module")
 def one_thread():
     """One torch intra-op thread for a module of tiny models (``pytestmark =
-    pytest.mark.usefixtures("one_thread")``): as fast, and far faster on a busy machine (no
-    OpenMP threads waiting for each other). The count is restored after the module."""
+    pytest.mark.usefixtures("one_thread")``), whatever SSD_R34_TEST_THREADS says. The count
+    is restored after the module."""
     import torch
 
     n = torch.get_num_threads()
