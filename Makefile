@@ -15,7 +15,7 @@ DEPS := "setuptools<81" "numpy<2.4" "pycocotools==2.0.10" "fvcore==0.1.5.post202
 	"onnxscript==0.4.0" "opencv-python-headless==4.13.0.92" "hypothesis==6.170.15" \
 	"mlperf-logging==4.1.68" "mlcommons-loadgen==6.0.17" "openvino==2026.4.1" "nncf==3.4.0"
 
-.PHONY: setup demo test bench mutants clean-venv
+.PHONY: setup demo test test-slow test-all bench mutants clean-venv
 setup: $(VENV)/.ssd_r34_setup
 
 $(VENV)/.ssd_r34_setup: setup.py pyproject.toml Makefile
@@ -45,8 +45,21 @@ demo: setup
 		MODEL.WEIGHTS output/demo/model_final.pth
 	$(PY) tools/plot_metrics.py output/demo
 
+# `make test`: the fast suite (every behaviour once, in-process where it can be; minutes).
+# `make test-all`: that and the slow end-to-end cases marked `slow` (a fresh-venv install,
+# multi-process training, every LoadGen scenario, the full fuzzing and property runs, INT8
+# calibration with NNCF); `make test-slow` runs those alone (.ci/run: test, then test-slow).
+# docs/testing.md lists both sets and their times.
+PYTEST_ARGS ?=
 test: setup
-	$(PY) -m pytest tests -q
+	$(PY) -m pytest tests -q -m "not slow" $(PYTEST_ARGS)
+
+test-slow: setup
+	$(PY) -m pytest tests -q -m slow $(PYTEST_ARGS); rc=$$?; \
+		if [ $$rc -eq 5 ]; then echo "no slow test selected"; else exit $$rc; fi
+
+test-all: setup
+	$(PY) -m pytest tests -q $(PYTEST_ARGS)
 
 bench: setup
 	$(PY) benchmarks/run_all.py

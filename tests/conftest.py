@@ -12,6 +12,19 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "reference"))
 sys.path.insert(0, ROOT)
 
+# ---- shared config overrides (KEY VALUE lists for make_cfg and the tools' command lines) ----
+CONFIG = "configs/ssd_r34_shapes.yaml"
+# The tiny network: 64x64 input, stride 1 at every level (1616 default boxes).
+TINY_NET = ["INPUT.FIXED_SIZE", "(64, 64)", "MODEL.SSD.STRIDES", "[1, 1, 1, 1, 1, 1]"]
+# Direct convolutions: no C++ Winograd build (tests/test_winograd.py tests those).
+NO_WINOGRAD = ["MODEL.SSD.WINOGRAD", "False"]
+TINY = [*TINY_NET, *NO_WINOGRAD]
+# A short in-process training of the tiny network: no loader workers, batches of 2, no warm-up.
+TINY_TRAIN = [*TINY_NET, "DATALOADER.NUM_WORKERS", "0", "SOLVER.IMS_PER_BATCH", "2",
+              "SOLVER.WARMUP_ITERS", "0", "SOLVER.CHECKPOINT_PERIOD", "1000", "SEED", "1"]
+# The small network: 96x96, one stride 2 (a few steps of training find some shapes).
+SMALL = ["INPUT.FIXED_SIZE", "(96, 96)", "MODEL.SSD.STRIDES", "[1, 1, 2, 1, 1, 1]",
+         "DATALOADER.NUM_WORKERS", "0"]
 
 
 def make_cfg(config="configs/Base-SSD-R34.yaml", *opts):
@@ -46,14 +59,81 @@ def cfg_factory():
     return make_cfg
 
 
+@pytest.fixture(scope="session", autouse=True)
+def torch_threads():
+    """One torch intra-op thread for the session (SSD_R34_TEST_THREADS=N to change): the
+    tests run tiny models, which a second thread hardly speeds up, and on a busy or
+    CPU-limited machine OpenMP threads waiting for each other make them several times
+    slower. (Subprocesses get OMP_NUM_THREADS=1 from their tests.)"""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(int(os.environ.get("SSD_R34_TEST_THREADS", "1")))
+    yield n
+    torch.set_num_threads(n)
+
+
+@pytest.fixture
+def default_threads(torch_threads):
+    """torch's own thread count for one test (a float32 error bound measured with it)."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(torch_threads)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="module")
 def one_thread():
     """One torch intra-op thread for a module of tiny models (``pytestmark =
-    pytest.mark.usefixtures("one_thread")``): as fast, and far faster on a busy machine (no
-    OpenMP threads waiting for each other). The count is restored after the module."""
+    pytest.mark.usefixtures("one_thread")``), whatever SSD_R34_TEST_THREADS says. The count
+    is restored after the module."""
     import torch
 
     n = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="session")
+def shapes_val_4():
+    """The data set ``shapes_val_4`` (returned): the first 4 images of shapes_val, for an
+    evaluation in a second or two (all 200 take tens of seconds)."""
+    from detectron2.data import DatasetCatalog, MetadataCatalog
+
+    import ssd_r34  # noqa: F401  (registers shapes_val)
+
+    if "shapes_val_4" not in DatasetCatalog.list():
+        val = DatasetCatalog.get("shapes_val")
+        DatasetCatalog.register("shapes_val_4", lambda: val[:4])
+        meta = MetadataCatalog.get("shapes_val")
+        MetadataCatalog.get("shapes_val_4").set(
+            thing_classes=meta.thing_classes,
+            thing_dataset_id_to_contiguous_id=meta.thing_dataset_id_to_contiguous_id)
+    return "shapes_val_4"
+
+
+@pytest.fixture(scope="session")
+def short_run(tmp_path_factory, shapes_val_4):
+    """The trained model shared by the session: three SSDTrainer iterations of the SMALL
+    network (batches of 2), then the evaluation on ``shapes_val_4``. The folder holds
+    model_final.pth, config.yaml and metrics.json (losses, lr, bbox/AP and per-class APs).
+    Read it, do not write into it."""
+    import torch
+
+    from ssd_r34.engine import SSDTrainer
+
+    out = tmp_path_factory.mktemp("short_run")
+    torch.manual_seed(0)
+    cfg = make_cfg(CONFIG, *SMALL, "SOLVER.IMS_PER_BATCH", "2", "SOLVER.MAX_ITER", "3",
+                   "SOLVER.WARMUP_ITERS", "0", "TEST.EVAL_PERIOD", "3",
+                   "DATASETS.TEST", f"('{shapes_val_4}',)", "OUTPUT_DIR", str(out))
+    trainer = SSDTrainer(cfg)
+    trainer.resume_or_load(resume=False)
+    trainer.train()
+    assert (out / "model_final.pth").exists() and (out / "metrics.json").exists()
+    with open(out / "config.yaml", "w") as f:
+        f.write(cfg.dump())
+    return out

@@ -6,14 +6,12 @@ import math
 import pytest
 import torch
 
-from conftest import make_cfg
+from conftest import TINY_TRAIN, make_cfg
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-TINY = ["INPUT.FIXED_SIZE", "(64, 64)", "MODEL.SSD.STRIDES", "[1, 1, 1, 1, 1, 1]",
-        "DATALOADER.NUM_WORKERS", "0", "SOLVER.IMS_PER_BATCH", "2", "SOLVER.WARMUP_ITERS", "0",
-        "SOLVER.CHECKPOINT_PERIOD", "1000", "DATASETS.TEST", "()", "SEED", "1"]
+TINY = [*TINY_TRAIN, "DATASETS.TEST", "()"]
 
 
 def test_bf16_autocast_trains_on_cpu_with_float32_losses(tmp_path):

@@ -10,11 +10,9 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from conftest import make_cfg
+from conftest import NO_WINOGRAD, TINY_TRAIN, make_cfg
 
-TINY = ["INPUT.FIXED_SIZE", "(64, 64)", "MODEL.SSD.STRIDES", "[1, 1, 1, 1, 1, 1]",
-        "DATALOADER.NUM_WORKERS", "0", "SOLVER.IMS_PER_BATCH", "2", "SOLVER.WARMUP_ITERS", "0",
-        "SOLVER.CHECKPOINT_PERIOD", "1000", "SEED", "1", "MODEL.SSD.WINOGRAD", "False"]
+TINY = [*TINY_TRAIN, *NO_WINOGRAD]
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -9,13 +9,12 @@ import sys
 import pytest
 import torch
 
-from conftest import ROOT, make_cfg
+from conftest import ROOT, TINY_NET, make_cfg
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-TINY_MODEL = ["INPUT.FIXED_SIZE", "(64, 64)", "MODEL.SSD.STRIDES", "[1, 1, 1, 1, 1, 1]",
-              "MODEL.SSD.NUM_CLASSES", "3"]
+TINY_MODEL = [*TINY_NET, "MODEL.SSD.NUM_CLASSES", "3"]
 
 SMOOTH_LOSS = ["MODEL.SSD.NEG_POS_RATIO", "100000"]  # every negative counts: no mining
 
@@ -134,8 +133,7 @@ def test_naive_syncbn_statistics_match_one_process_on_the_concatenated_batch(tmp
 TRAIN_NET = os.path.join(ROOT, "tools", "train_net.py")
 # The built-in set at 64x64, a few steps, no evaluation (DATASETS.TEST empty).
 TINY_RUN = ["--config-file", os.path.join(ROOT, "configs", "ssd_r34_shapes.yaml"),
-            "MODEL.DEVICE", "cpu", "MODEL.RESNETS.NORM", "naiveSyncBN",
-            "INPUT.FIXED_SIZE", "(64, 64)", "MODEL.SSD.STRIDES", "[1, 1, 1, 1, 1, 1]",
+            "MODEL.DEVICE", "cpu", "MODEL.RESNETS.NORM", "naiveSyncBN", *TINY_NET,
             "DATALOADER.NUM_WORKERS", "0", "SOLVER.IMS_PER_BATCH", "4", "SOLVER.MAX_ITER", "3",
             "SOLVER.WARMUP_ITERS", "0", "SOLVER.CHECKPOINT_PERIOD", "1000", "DATASETS.TEST", "()",
             "SEED", "3"]
@@ -264,17 +262,15 @@ def check_identical_replicas(out_dir, outputs, world, replica_dir):
     # Every rank ends with the same parameters, and (naiveSyncBN) the same BN statistics ...
     assert len({d[2:] for d in digests.values()}) == 1, digests
     # ... which are what rank 0 saved.
-    params, buffers = saved_digests(os.path.join(out_dir, "model_final.pth"),
-                                    ["INPUT.FIXED_SIZE", "(64, 64)", "MODEL.SSD.STRIDES",
-                                     "[1, 1, 1, 1, 1, 1]"])
+    params, buffers = saved_digests(os.path.join(out_dir, "model_final.pth"), TINY_NET)
     assert (params, buffers) == digests[0][2:]
     log = open(os.path.join(out_dir, "log.txt")).read()
     assert f"Parameters identical on all {world} ranks." in log
 
 
-@pytest.mark.slow
 def test_two_processes_on_one_machine_end_with_identical_weights(tmp_path):
-    """--num-gpus 2 MODEL.DEVICE cpu: launch spawns two processes (gloo, no device ids)."""
+    """--num-gpus 2 MODEL.DEVICE cpu: launch spawns two processes (gloo, no device ids).
+    (The one multi-process test of `make test`; the others are marked slow.)"""
     out_dir = str(tmp_path / "run")
     replicas = str(tmp_path / "replicas")
     outputs = run_all([[sys.executable, TRAIN_NET, "--num-gpus", "2", "--dist-url",

@@ -12,10 +12,8 @@ import sys
 import pytest
 import torch
 
-from conftest import ROOT, make_cfg
+from conftest import ROOT, TINY, make_cfg
 
-TINY = ["INPUT.FIXED_SIZE", "(64, 64)", "MODEL.SSD.STRIDES", "[1, 1, 1, 1, 1, 1]",
-        "MODEL.SSD.WINOGRAD", "False"]  # (Winograd: tests/test_winograd.py)
 CONFIG = os.path.join(ROOT, "configs", "ssd_r34_shapes.yaml")
 
 

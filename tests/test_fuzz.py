@@ -3,7 +3,8 @@ mutated and truncated checkpoint files (zip archives, legacy pickles, pickled mo
 pickles carrying code) through the reader and the converters, and damaged state dicts through
 the MLPerf converter. Inference on NaN / inf network outputs ends, without NaN boxes.
 
-SSD_R34_FUZZ_CASES sets the number of file cases (default 400; e.g. 5000 for a longer run)."""
+SSD_R34_FUZZ_CASES sets the number of file cases of the slow run (default 400; e.g. 5000 for a
+longer run; the fast run has 100)."""
 import collections
 import json
 import os
@@ -15,28 +16,30 @@ import sys
 import pytest
 import torch
 
-from conftest import ROOT, make_cfg
+from conftest import ROOT, TINY, make_cfg
 from ssd_r34.checkpoint import (CheckpointFormatError, convert_mlperf_state_dict,
                                 find_mlperf_checkpoint, reference_key_shapes)
 
 CASES = int(os.environ.get("SSD_R34_FUZZ_CASES", "400"))
 
 
-def test_mutated_checkpoint_files_end_in_a_clear_error_or_a_load(tmp_path):
+# 100 file cases in `make test`, CASES in `make test-all`
+@pytest.mark.parametrize("cases", [100, pytest.param(CASES, marks=pytest.mark.slow)])
+def test_mutated_checkpoint_files_end_in_a_clear_error_or_a_load(tmp_path, cases):
     env = dict(os.environ, PYTHONWARNINGS="ignore")
     proc = subprocess.run([sys.executable, os.path.join(ROOT, "tests", "fuzz_checkpoints.py"),
-                           str(CASES), "0", str(tmp_path)], capture_output=True, text=True,
-                          env=env, timeout=60 + CASES)
+                           str(cases), "0", str(tmp_path)], capture_output=True, text=True,
+                          env=env, timeout=60 + cases)
     assert proc.returncode == 0, f"the reader crashed the process: {proc.stderr[-2000:]}"
     report = json.loads(proc.stdout.strip().splitlines()[-1])
     print(report)
     assert not report["executed"], "a payload ran"
     assert report["odd"] == [], report["odd"]
     outcomes = report["outcomes"]
-    assert sum(v for k, v in outcomes.items() if "converter" not in k) == CASES
+    assert sum(v for k, v in outcomes.items() if "converter" not in k) == cases
     # Every kind of outcome occurs: the fuzz reaches the loads, the refusals and the errors.
     assert outcomes["loaded"] >= 5 and outcomes["UnsafeCheckpointError"] >= 4
-    assert outcomes["CheckpointFormatError"] > CASES // 4
+    assert outcomes["CheckpointFormatError"] > cases // 4
 
 
 @pytest.fixture(scope="module")
@@ -101,10 +104,7 @@ def test_damaged_state_dicts_through_the_converter(reference_sd):
 def test_inference_on_non_finite_network_outputs_ends_without_nan_boxes(bad, monkeypatch):
     from detectron2.modeling import build_model
 
-    cfg = make_cfg("configs/ssd_r34_shapes.yaml", "INPUT.FIXED_SIZE", "(64, 64)",
-                   "MODEL.SSD.STRIDES", "[1, 1, 1, 1, 1, 1]", "MODEL.SSD.WINOGRAD", "False",
-                   "MODEL.SSD.SCORE_THRESH_TEST",
-                   "0.0")
+    cfg = make_cfg("configs/ssd_r34_shapes.yaml", *TINY, "MODEL.SSD.SCORE_THRESH_TEST", "0.0")
     model = build_model(cfg).eval()
     real = model.forward_network
 

@@ -17,15 +17,13 @@ import pytest
 import torch
 
 import reference_impl as ref
-from conftest import make_cfg
+from conftest import TINY_TRAIN, make_cfg
 from test_speed_options import assert_same_detections, copy_of, detect, images, make_plain
 
 pytestmark = [pytest.mark.cuda,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
 
-TINY = ["INPUT.FIXED_SIZE", "(64, 64)", "MODEL.SSD.STRIDES", "[1, 1, 1, 1, 1, 1]",
-        "DATALOADER.NUM_WORKERS", "0", "SOLVER.IMS_PER_BATCH", "2", "SOLVER.WARMUP_ITERS", "0",
-        "SOLVER.CHECKPOINT_PERIOD", "1000", "DATASETS.TEST", "()", "SEED", "1"]
+TINY = [*TINY_TRAIN, "DATASETS.TEST", "()"]
 
 
 # The CPU-only Winograd option would build its C++ transforms when a CPU model is built.

@@ -22,7 +22,40 @@ def run(cmd, cwd, env):
     return r.stdout
 
 
-@pytest.mark.slow
+def test_the_package_build_ships_the_configs_and_every_console_script_exists(tmp_path):
+    """The fast half of the install test below: setup.py's build_py (without the C++ build)
+    copies configs/ into the package with py.typed and the C++ source, and every console
+    script of pyproject.toml names a function of the package."""
+    import importlib
+    import tomllib
+
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("setup.py", "pyproject.toml", "README.md"):
+        shutil.copy(os.path.join(ROOT, name), src)
+    for name in ("ssd_r34", "configs"):
+        shutil.copytree(os.path.join(ROOT, name), src / name, ignore=SKIP)
+    env = dict(os.environ, SSD_R34_BUILD_EXT="0", PYTHONWARNINGS="ignore")
+    run([sys.executable, "setup.py", "-q", "build_py", "--build-lib", tmp_path / "lib"], src, env)
+    package = tmp_path / "lib" / "ssd_r34"
+    configs = sorted(f for f in os.listdir(os.path.join(ROOT, "configs"))
+                     if f.endswith((".yaml", ".py")))
+    assert "ssd_r34_1200.yaml" in configs and "ssd_r34_shapes.py" in configs
+    assert sorted(os.listdir(package / "configs")) == configs
+    for name in configs:
+        with open(package / "configs" / name) as a, open(os.path.join(ROOT, "configs", name)) as b:
+            assert a.read() == b.read(), name
+    assert (package / "py.typed").exists()
+    assert (package / "layers" / "csrc" / "winograd.cpp").exists()
+    with open(os.path.join(ROOT, "pyproject.toml"), "rb") as f:
+        scripts = tomllib.load(f)["project"]["scripts"]
+    assert {"ssd-r34-train", "ssd-r34-convert-mlperf"} <= set(scripts)
+    for name, target in scripts.items():
+        module, func = target.split(":")
+        assert callable(getattr(importlib.import_module(module), func)), name
+
+
+@pytest.mark.slow  # the build without a venv and the console scripts: the test above
 def test_non_editable_install_ships_configs_scripts_and_the_cpp_build(tmp_path):
     import reference_impl as ref
 

@@ -9,13 +9,11 @@ import json
 import pytest
 import torch
 
-from conftest import make_cfg
+from conftest import CONFIG, TINY_NET, make_cfg
 from reference_impl import randomise_batchnorm, scale_heads
 
-TINY = ["INPUT.FIXED_SIZE", "(64, 64)", "MODEL.SSD.STRIDES", "[1, 1, 1, 1, 1, 1]",
-        "DATASETS.TRAIN", "('shapes_train',)", "DATASETS.TEST", "('shapes_val',)",
+TINY = [*TINY_NET, "DATASETS.TRAIN", "('shapes_train',)", "DATASETS.TEST", "('shapes_val',)",
         "MODEL.SSD.INT8.CALIBRATION_IMAGES", "8", "MODEL.SSD.BACKEND_THREADS", "1"]
-CONFIG = "configs/ssd_r34_shapes.yaml"
 # INT8 (onnxruntime, per-channel, min-max, 8 images) reproduces at least this share of the
 # float32 detections (same class, IoU >= 0.9) on 16 shapes_val images of the tiny model
 # (measured: 62%; random weights give many near-tied low scores near the 0.05 threshold;

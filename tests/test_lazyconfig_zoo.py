@@ -138,9 +138,10 @@ def test_model_zoo_get_trained_converts_a_local_mlperf_file(tmp_path, monkeypatc
             assert torch.equal(got[k], v), f"{name}: {k}"
 
 
-def test_lazyconfig_train_net_trains_and_evaluates(tmp_path):
-    """ssd_r34.cli.lazyconfig_train_net on the shapes LazyConfig, made tiny by overrides:
-    trains, evaluates after train.eval_iters and at the end, writes model_final."""
+def test_lazyconfig_train_net_trains_and_evaluates(tmp_path, shapes_val_4):
+    """tools/lazyconfig_train_net.py's code on the shapes LazyConfig, made tiny by overrides:
+    trains, evaluates (on 4 images) after train.eval_iters and at the end, writes
+    model_final."""
     import json
 
     from ssd_r34.cli import lazyconfig_train_net
@@ -150,7 +151,9 @@ def test_lazyconfig_train_net_trains_and_evaluates(tmp_path):
             "dataloader.train.mapper.augmentations.size=[64,64]",
             "dataloader.test.mapper.augmentations.size=[64,64]",
             "dataloader.train.total_batch_size=2", "dataloader.train.num_workers=0",
-            "dataloader.test.num_workers=0", "train.max_iter=2", "train.eval_iters=[1]",
+            "dataloader.test.num_workers=0", f"dataloader.test.dataset.names={shapes_val_4}",
+            f"dataloader.evaluator.output_dir={tmp_path / 'eval'}",
+            "train.max_iter=2", "train.eval_iters=[1]",
             "train.log_period=1", f"train.output_dir={tmp_path}"]
     argv = ["--config-file", os.path.join(ROOT, "configs", "ssd_r34_shapes.py"), *tiny]
     threads = torch.get_num_threads()

@@ -11,11 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import damped_head_weights, make_cfg
+from conftest import CONFIG, NO_WINOGRAD, ROOT, TINY_NET, damped_head_weights, make_cfg
 
-CONFIG = "configs/ssd_r34_shapes.yaml"
-TINY = ["INPUT.FIXED_SIZE", "(64, 64)", "MODEL.SSD.STRIDES", "[1, 1, 1, 1, 1, 1]",
-        "DATALOADER.NUM_WORKERS", "0", "MODEL.SSD.WINOGRAD", "False"]
+TINY = [*TINY_NET, "DATALOADER.NUM_WORKERS", "0", *NO_WINOGRAD]
 
 
 def run_tool(name, argv):
@@ -303,11 +301,15 @@ class _ConstantBackend:
                 for _ in inputs]
 
 
+# MultiStream in `make test` (Offline: the accuracy runs above); all four in `make test-all`.
 @pytest.mark.parametrize("scenario,extra", [
-    ("SingleStream", ["--target-latency-ms", "1.5", "--min-query-count", "100"]),
-    ("Offline", ["--target-qps", "1000", "--batch-size", "8", "--min-query-count", "1"]),
-    ("Server", ["--target-qps", "50", "--target-latency-ms", "1000",
-                "--latency-percentile", "0.9", "--min-query-count", "150"]),
+    pytest.param("SingleStream", ["--target-latency-ms", "1.5", "--min-query-count", "100"],
+                 marks=pytest.mark.slow),
+    pytest.param("Offline", ["--target-qps", "1000", "--batch-size", "8", "--min-query-count",
+                             "1"], marks=pytest.mark.slow),
+    pytest.param("Server", ["--target-qps", "50", "--target-latency-ms", "1000",
+                            "--latency-percentile", "0.9", "--min-query-count", "150"],
+                 marks=pytest.mark.slow),
     ("MultiStream", ["--samples-per-query", "2", "--latency-percentile", "0.9",
                      "--min-query-count", "100", "--target-latency-ms", "3"])])
 def test_loadgen_performance_runs_are_valid_and_answer_every_sample_once(

@@ -9,13 +9,11 @@ import types
 
 import pytest
 
-from conftest import ROOT, make_cfg
+from conftest import NO_WINOGRAD, ROOT, TINY_TRAIN, make_cfg
 
 pytest.importorskip("mlperf_logging")
 
-TINY = ["INPUT.FIXED_SIZE", "(64, 64)", "MODEL.SSD.STRIDES", "[1, 1, 1, 1, 1, 1]",
-        "DATALOADER.NUM_WORKERS", "0", "SOLVER.IMS_PER_BATCH", "2", "SOLVER.WARMUP_ITERS", "2",
-        "SOLVER.CHECKPOINT_PERIOD", "1000", "SEED", "1", "MODEL.SSD.WINOGRAD", "False"]
+TINY = [*TINY_TRAIN, "SOLVER.WARMUP_ITERS", "2", *NO_WINOGRAD]
 
 
 def check(path):
@@ -35,12 +33,13 @@ def read_log(path):
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def test_short_run_log_passes_the_compliance_checker(tmp_path):
+def test_short_run_log_passes_the_compliance_checker(tmp_path, shapes_val_4):
     from ssd_r34.engine import SSDTrainer
     from ssd_r34.engine.mllog_hook import MLPerfLoggingHook
 
     cfg = make_cfg("configs/ssd_r34_shapes.yaml", *TINY, "SOLVER.MAX_ITER", "4",
                    "SOLVER.STEPS", "(3,)", "TEST.EVAL_ITERS", "(2,)",
+                   "DATASETS.TEST", f"('{shapes_val_4}',)",
                    "OUTPUT_DIR", str(tmp_path), "MLPERF.LOG_FILE", "mlperf.log")
     trainer = SSDTrainer(cfg)
     assert isinstance(trainer._hooks[-1], MLPerfLoggingHook)
@@ -58,7 +57,7 @@ def test_short_run_log_passes_the_compliance_checker(tmp_path):
     assert first["global_batch_size"]["value"] == 2
     assert first["model_bn_span"]["value"] == 2  # BN, one process
     assert first["train_samples"]["value"] == 1000  # shapes_train
-    assert first["eval_samples"]["value"] == 200  # shapes_val
+    assert first["eval_samples"]["value"] == 4  # shapes_val_4
     assert first["opt_base_learning_rate"]["value"] == cfg.SOLVER.BASE_LR
     assert first["opt_learning_rate_decay_boundary_epochs"]["value"] == [3 * 2 / 1000]
     assert first["seed"]["value"] == 1

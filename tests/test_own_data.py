@@ -17,16 +17,15 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from conftest import ROOT
+from conftest import NO_WINOGRAD, ROOT, TINY_NET
 
 CONFIG = os.path.join(ROOT, "configs", "ssd_r34_shapes.yaml")
 CATEGORIES = [{"id": 9, "name": "disc"}, {"id": 7, "name": "square"}]  # not in id order
 NAME_OF = {7: "square", 9: "disc"}
 # contiguous id -> (category id, name): classes in category-id order (load_coco_json's)
 CLASSES = [(7, "square"), (9, "disc")]
-TINY = ["MODEL.DEVICE", "cpu", "INPUT.FIXED_SIZE", "(64, 64)",
-        "MODEL.SSD.STRIDES", "[1, 1, 1, 1, 1, 1]", "DATALOADER.NUM_WORKERS", "0",
-        "MODEL.SSD.NUM_CLASSES", "2", "MODEL.SSD.WINOGRAD", "False"]  # no C++ build
+TINY = ["MODEL.DEVICE", "cpu", *TINY_NET, "DATALOADER.NUM_WORKERS", "0",
+        "MODEL.SSD.NUM_CLASSES", "2", *NO_WINOGRAD]
 SIZES = [(96, 72), (64, 80), (80, 80), (112, 64), (72, 96), (88, 64)]  # (width, height)
 ANSI = re.compile(r"\x1b\[")
 
@@ -126,17 +125,21 @@ def check_training_run(out_dir, stdout, world):
                                       "coco_instances_results.json"))
 
 
-@pytest.mark.slow
-def test_train_evaluate_demo_and_export_on_your_own_coco_set(own_set, tmp_path):
+# One process in `make test`; two (gloo) in `make test-all`.
+PROCESSES = [1, pytest.param(2, marks=pytest.mark.slow)]
+
+
+@pytest.mark.parametrize("processes", PROCESSES)
+def test_train_evaluate_demo_and_export_on_your_own_coco_set(own_set, tmp_path, processes):
     out_dir = str(tmp_path / "run")
     weights = os.path.join(out_dir, "model_final.pth")
     stdout = run([sys.executable, os.path.join(ROOT, "tools", "train_net.py"),
-                  "--config-file", CONFIG, "--num-gpus", "2",
+                  "--config-file", CONFIG, "--num-gpus", str(processes),
                   "--dist-url", f"tcp://127.0.0.1:{free_port()}", *coco_flags(own_set),
                   "DATASETS.TRAIN", "('mine_train',)", "DATASETS.TEST", "('mine_val',)", *TINY,
                   "SOLVER.IMS_PER_BATCH", "2", "SOLVER.MAX_ITER", "2", "SOLVER.WARMUP_ITERS",
                   "0", "SOLVER.CHECKPOINT_PERIOD", "1000", "OUTPUT_DIR", out_dir])
-    check_training_run(out_dir, stdout, world=2)
+    check_training_run(out_dir, stdout, world=processes)
     # The saved config names the sets (absolute paths): --eval-only from it needs no flag.
     from ssd_r34.config import get_ssd_cfg
 
@@ -179,8 +182,8 @@ def recipe_from_docs():
     return m.group(1)
 
 
-@pytest.mark.slow
-def test_the_register_coco_instances_recipe_of_the_docs_runs_on_two_processes(own_set, tmp_path):
+@pytest.mark.parametrize("processes", PROCESSES)
+def test_the_register_coco_instances_recipe_of_the_docs_runs(own_set, tmp_path, processes):
     code = recipe_from_docs()
     assert len([line for line in code.splitlines() if line.strip()]) <= 15
     script = tmp_path / "my_train.py"
@@ -192,12 +195,12 @@ def test_the_register_coco_instances_recipe_of_the_docs_runs_on_two_processes(ow
     os.symlink(os.path.join(own_set, "train.json"), work / "a.json")
     os.symlink(os.path.join(own_set, "val.json"), work / "b.json")
     out_dir = str(tmp_path / "run")
-    stdout = run([sys.executable, str(script), "--config-file", CONFIG, "--num-gpus", "2",
-                  "--dist-url", f"tcp://127.0.0.1:{free_port()}", "DATASETS.TRAIN",
-                  "('mine_train',)", "DATASETS.TEST", "('mine_val',)", *TINY,
+    stdout = run([sys.executable, str(script), "--config-file", CONFIG, "--num-gpus",
+                  str(processes), "--dist-url", f"tcp://127.0.0.1:{free_port()}",
+                  "DATASETS.TRAIN", "('mine_train',)", "DATASETS.TEST", "('mine_val',)", *TINY,
                   "SOLVER.IMS_PER_BATCH", "2", "SOLVER.MAX_ITER", "1", "SOLVER.WARMUP_ITERS",
                   "0", "OUTPUT_DIR", out_dir], cwd=str(work))
-    check_training_run(out_dir, stdout, world=2)
+    check_training_run(out_dir, stdout, world=processes)
 
 
 # ---- fast checks ------------------------------------------------------------------------

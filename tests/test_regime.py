@@ -63,7 +63,49 @@ def test_dry_run_prints_the_three_train_net_commands(capsys):
     assert rc == 2 and "one number or 3" in out
 
 
-@pytest.mark.slow
+def test_stages_run_in_order_a_failure_stops_the_chain_and_resume_skips_finished_ones(
+        tmp_path, capsys, monkeypatch):
+    """The runner without training: each stage's train_net.py command is recorded and, unless
+    it is told to fail, "finishes" (last_checkpoint names model_final.pth, as a finished
+    train_net.py leaves it). The real chain: the end-to-end test below."""
+    ran, fail = [], {}
+
+    def fake_call(cmd):
+        ran.append(cmd)
+        out_dir = cmd[cmd.index("OUTPUT_DIR") + 1]
+        if fail.get(out_dir):
+            return fail[out_dir]
+        os.makedirs(out_dir, exist_ok=True)
+        with open(os.path.join(out_dir, "last_checkpoint"), "w") as f:
+            f.write("model_final.pth")
+        return 0
+
+    monkeypatch.setattr(subprocess, "call", fake_call)
+    root = str(tmp_path)
+    dirs = [os.path.join(root, f"ssd_r34_{k}") for k in (300, 700, 1200)]
+    common = ["--num-gpus", "1", "--previous-iter", "2", "--output-root", root,
+              "SOLVER.MAX_ITER", "2"]
+    fail[dirs[1]] = 3
+    rc, out = _regime_in_process(capsys, *common)
+    assert rc == 3 and len(ran) == 2, out
+    assert "# stage 2 failed (exit status 3); fix and rerun with --resume" in out
+    for prev, cmd in zip(dirs, ran[1:]):  # each stage from the previous one's final weights
+        assert cmd[cmd.index("MODEL.WEIGHTS") + 1] == os.path.join(prev, "model_final.pth")
+    assert "--resume" not in ran[0]
+
+    del fail[dirs[1]]
+    ran.clear()
+    rc, out = _regime_in_process(capsys, "--resume", *common)
+    assert rc == 0, out
+    assert "# stage 1 already finished (model_final.pth): skipped" in out
+    assert [cmd[cmd.index("OUTPUT_DIR") + 1] for cmd in ran] == dirs[1:]
+    assert all("--resume" in cmd for cmd in ran)
+    ran.clear()
+    rc, out = _regime_in_process(capsys, "--resume", *common)
+    assert rc == 0 and not ran and out.count("already finished") == 3, out
+
+
+@pytest.mark.slow  # the runner's logic: the test above
 def test_the_regime_runs_end_to_end_on_the_built_in_set(tmp_path, capsys):
     """Three stages of 2 iterations (64x64, then 80x80, then 96x96 with other strides), each
     from the previous stage's final weights. Stage 3 has a zero learning rate: its

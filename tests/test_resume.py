@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import ROOT
+from conftest import ROOT, TINY_NET
 from test_distributed import TRAIN_NET, logged_digests, run_all, subprocess_env
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -149,8 +149,7 @@ def test_the_training_loader_continues_after_the_consumed_images_whatever_the_wo
 
 # ---- kill -9, --resume ----------------------------------------------------------------------
 RUN = ["--config-file", os.path.join(ROOT, "configs", "ssd_r34_shapes.yaml"),
-       "MODEL.DEVICE", "cpu", "INPUT.FIXED_SIZE", "(64, 64)",
-       "MODEL.SSD.STRIDES", "[1, 1, 1, 1, 1, 1]", "DATALOADER.NUM_WORKERS", "0",
+       "MODEL.DEVICE", "cpu", *TINY_NET, "DATALOADER.NUM_WORKERS", "0",
        "SOLVER.IMS_PER_BATCH", "2", "SOLVER.MAX_ITER", "8", "SOLVER.WARMUP_ITERS", "0",
        "SOLVER.STEPS", "(5,)", "DATASETS.TEST", "()", "SEED", "7"]
 
@@ -163,7 +162,51 @@ def _last_checkpoint(out_dir):
         return ""
 
 
-@pytest.mark.slow
+def test_a_training_stopped_after_a_checkpoint_resumes_to_the_weights_of_an_uninterrupted_run(
+        tmp_path):
+    """In-process, the kill -9 test below without its processes: a training that dies (an
+    exception) at iteration 5 of 8 after its checkpoint of iteration 3, resumed with
+    resume_or_load(resume=True), ends with the uninterrupted run's weights, bit for bit."""
+    from detectron2.engine import HookBase
+
+    from conftest import make_cfg
+    from ssd_r34.engine import SSDTrainer
+
+    class Died(Exception):
+        pass
+
+    class DieAt(HookBase):
+        def after_step(self):
+            if self.trainer.iter == 4:
+                raise Died
+
+    def trainer(out_dir, period):
+        torch.manual_seed(7)  # the same initial weights (train_net.py: SEED)
+        return SSDTrainer(make_cfg(RUN[1], *RUN[2:], "SOLVER.CHECKPOINT_PERIOD", str(period),
+                                   "OUTPUT_DIR", str(out_dir)))
+
+    straight = trainer(tmp_path / "straight", 1000)
+    straight.resume_or_load(resume=False)
+    straight.train()
+    dying = trainer(tmp_path / "died", 2)
+    dying.register_hooks([DieAt()])
+    dying.resume_or_load(resume=False)
+    with pytest.raises(Died):
+        dying.train()
+    assert _last_checkpoint(tmp_path / "died") == "model_0000003.pth"
+    resumed = trainer(tmp_path / "died", 2)
+    resumed.resume_or_load(resume=True)
+    assert resumed.start_iter == 4
+    resumed.train()
+    a = torch.load(tmp_path / "died" / "model_final.pth", weights_only=False)
+    b = torch.load(tmp_path / "straight" / "model_final.pth", weights_only=False)
+    assert a["iteration"] == b["iteration"] == 7
+    assert a["trainer"]["hooks"]["DataProgressHook"]["images_consumed"] == 16
+    for k in b["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+
+
+@pytest.mark.slow  # in-process: the test above
 def test_training_killed_with_sigkill_resumes_to_the_weights_of_an_uninterrupted_run(tmp_path):
     killed, straight = str(tmp_path / "killed"), str(tmp_path / "straight")
     env = subprocess_env()

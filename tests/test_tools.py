@@ -11,43 +11,12 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import damped_head_weights, make_cfg
-
-CONFIG = "configs/ssd_r34_shapes.yaml"
-SMALL = ["INPUT.FIXED_SIZE", "(96, 96)", "MODEL.SSD.STRIDES", "[1, 1, 2, 1, 1, 1]",
-         "DATALOADER.NUM_WORKERS", "0"]
+from conftest import CONFIG, ROOT, SMALL, damped_head_weights, make_cfg
 
 
 def run_tool(name, argv):
     """ssd_r34.cli.<name>.main(argv): tools/<name>.py's code, in this process."""
     return importlib.import_module(f"ssd_r34.cli.{name}").main(argv)
-
-
-@pytest.fixture(scope="module")
-def short_run(tmp_path_factory):
-    """Three training iterations at 96x96 with evaluation at the end on 4 validation
-    images: model_final.pth and metrics.json with losses, lr and bbox/AP."""
-    from detectron2.data import DatasetCatalog, MetadataCatalog
-
-    from ssd_r34.engine import SSDTrainer
-
-    out = tmp_path_factory.mktemp("short_run")
-    if "shapes_val_4" not in DatasetCatalog.list():
-        val = DatasetCatalog.get("shapes_val")
-        DatasetCatalog.register("shapes_val_4", lambda: val[:4])
-        meta = MetadataCatalog.get("shapes_val")
-        MetadataCatalog.get("shapes_val_4").set(
-            thing_classes=meta.thing_classes,
-            thing_dataset_id_to_contiguous_id=meta.thing_dataset_id_to_contiguous_id)
-    torch.manual_seed(0)
-    cfg = make_cfg(CONFIG, *SMALL, "SOLVER.IMS_PER_BATCH", "2", "SOLVER.MAX_ITER", "3",
-                   "SOLVER.WARMUP_ITERS", "0", "TEST.EVAL_PERIOD", "3",
-                   "DATASETS.TEST", "('shapes_val_4',)", "OUTPUT_DIR", str(out))
-    trainer = SSDTrainer(cfg)
-    trainer.resume_or_load(resume=False)
-    trainer.train()
-    assert (out / "model_final.pth").exists() and (out / "metrics.json").exists()
-    return out
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import make_cfg
+from conftest import TINY, make_cfg
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.modeling import build_model
 from detectron2.structures import BoxMode
@@ -25,8 +25,6 @@ from ssd_r34.data.loader import SeededMapDataset, load_train_dicts
 from ssd_r34.data.validation import DatasetError, UnreadableImageError, box_problem
 from ssd_r34.modeling.meta_arch import check_model_config
 
-TINY = ["INPUT.FIXED_SIZE", "(64, 64)", "MODEL.SSD.STRIDES", "[1, 1, 1, 1, 1, 1]",
-        "MODEL.SSD.WINOGRAD", "False"]  # no C++ build in these tests
 NO_AUG = ["INPUT.SSD.CROP", "False", "INPUT.RANDOM_FLIP", "none",
           "INPUT.SSD.COLOR_JITTER", "(0.0, 0.0, 0.0, 0.0)"]
 

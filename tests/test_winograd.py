@@ -95,6 +95,7 @@ def backbone_step(model, x):
     return feats, {k: p.grad for k, p in model.backbone.named_parameters()}, nodes
 
 
+@pytest.mark.usefixtures("default_threads")  # the bound below fails with one thread
 def test_training_backbone_within_float32_rounding():
     """A training step of the backbone with the option, against the same float32 model
     without it, both measured against float64: every feature map is as close as the direct

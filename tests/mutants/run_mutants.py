@@ -4,7 +4,8 @@
 Each mutant is a textual patch (one exact, unique piece of source replaced by another)
 that breaks one setting or convention. For each, the repository is copied to a temporary
 folder (the real tree is never edited), the patch is applied there, and the mutant's
-killing tests are run there with ``pytest -x``. A mutant is killed when a test fails.
+killing tests are run there with ``pytest -x -m "not slow"`` (those of ``make test``). A
+mutant is killed when a test fails.
 Before the mutants, the same tests run once on an unpatched copy, which must pass.
 
 Prints a table mutant -> killing test -> killed / SURVIVED and exits 1 if any mutant
@@ -154,7 +155,9 @@ def apply(mutant, tree):
 def run_pytest(tree, args, timeout):
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONDONTWRITEBYTECODE="1",
                PYTHONWARNINGS="ignore")
-    cmd = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "-rf", *args]
+    # -m "not slow": the killing tests are `make test`'s, so the fast suite alone kills each mutant
+    cmd = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "-rf",
+           "-m", "not slow", *args]
     try:
         proc = subprocess.run(cmd, cwd=tree, env=env, capture_output=True, text=True,
                               timeout=timeout)
