@@ -441,7 +441,7 @@ def phase_environment(ph, args):
 
 
 def phase_cuda_tests(ph, args):
-    files = sorted(f for f in glob.glob(os.path.join(ROOT, "tests", "test_*.py"))
+    files = sorted(f for f in glob.glob(os.path.join(ROOT, "tests", "*", "test_*.py"))
                    if "mark.cuda" in open(f).read())
     cmd = [sys.executable, "-m", "pytest", "-v", "-rfE", "-m", "cuda", "-p", "no:cacheprovider",
            *[os.path.relpath(f, ROOT) for f in files]]
@@ -496,7 +496,7 @@ def detections_within(a, b, box_tol=1e-2, score_tol=3e-4):
     """Per image, ssd_r34.export's compare_detections (each detection paired with the
     closest one of its class, so that near-equal scores may come out in either order): the
     same counts and classes, the largest score and box differences. Boxes: 1e-2 px, as
-    tests/test_speed_options.py for channels-last. Scores: the network tolerance (1e-5 of
+    tests/layers/test_speed_options.py for channels-last. Scores: the network tolerance (1e-5 of
     the largest logit, about 15 here) through the softmax, which moves a probability by at
     most twice the largest logit change: 2 * 1e-5 * 15 = 3e-4."""
     from _common import detection_differences

@@ -1,6 +1,8 @@
 """Independent, plain re-implementation of the MLPerf SSD-ResNet34 reference.
 
-Written from ``/work/shared/reference-spec.md`` alone (sections 1-7), for two uses:
+Written from the MLPerf references alone (mlcommons/training ``single_stage_detector/ssd``:
+default boxes, encoder, loss; mlcommons/inference ``models/ssd_r34.py``: the model), for two
+uses:
 
 * equivalence tests that compare the Detectron2 implementation (``ssd_r34``) with it;
 * the slow baseline in benchmarks.

@@ -16,7 +16,7 @@ sys.path.insert(0, ROOT)
 CONFIG = "configs/ssd_r34_shapes.yaml"
 # The tiny network: 64x64 input, stride 1 at every level (1616 default boxes).
 TINY_NET = ["INPUT.FIXED_SIZE", "(64, 64)", "MODEL.SSD.STRIDES", "[1, 1, 1, 1, 1, 1]"]
-# Direct convolutions: no C++ Winograd build (tests/test_winograd.py tests those).
+# Direct convolutions: no C++ Winograd build (tests/layers/test_winograd.py tests those).
 NO_WINOGRAD = ["MODEL.SSD.WINOGRAD", "False"]
 TINY = [*TINY_NET, *NO_WINOGRAD]
 # A short in-process training of the tiny network: no loader workers, batches of 2, no warm-up.

@@ -48,7 +48,7 @@ class SSDTrainer(DefaultTrainer):
         self._init_time_ms = time.time() * 1e3  # MLPERF.LOG_FILE's init_start
         self._stop_requested = False
         # DefaultTrainer.__init__ builds three pieces with module-level names, none a method
-        # to override: they are ours for the call (tests/test_structure.py watches upstream).
+        # to override: they are ours for the call (tests/package/test_structure.py watches upstream).
         step = lambda model, data_loader, optimizer: build_step_trainer(  # noqa: E731
             cfg, model, data_loader, optimizer)
         with mock.patch.multiple(

@@ -20,7 +20,7 @@ class CPUAMPTrainer(SimpleTrainer):
     """SimpleTrainer's step under ``torch.autocast("cpu", dtype)`` (Detectron2's AMPTrainer
     is CUDA's). bfloat16 keeps float32's exponent range: no gradient scaling. Backward and
     optimizer step inside the region compute what they would outside it (autocast casts the
-    forward's listed ops only; tests/test_amp_eval.py)."""
+    forward's listed ops only; tests/engine/test_amp_eval.py)."""
 
     def __init__(self, model, data_loader, optimizer, precision=torch.bfloat16):
         super().__init__(model, data_loader, optimizer)

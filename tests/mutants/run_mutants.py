@@ -42,7 +42,7 @@ class Mutant:
     tests: Tuple[str, ...]  # pytest arguments: files, node ids, -k expressions
 
 
-C = "tests/test_contracts.py"
+C = "tests/modeling/test_contracts.py"
 MUTANTS = [
     Mutant("nms_thresh_ignored", "NMS at 0.5 whatever MODEL.SSD.NMS_THRESH_TEST says",
            "ssd_r34/modeling/postprocessing.py",
@@ -105,7 +105,7 @@ MUTANTS = [
            "ssd_r34/engine/hooks.py",
            "h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())",
            "h.update(b\"\")",
-           ("tests/test_replica_check.py", "-k", "digest or value or every_parameter")),
+           ("tests/engine/test_replica_check.py", "-k", "digest or value or every_parameter")),
     Mutant("default_box_sizes_ignored", "default boxes of the reference's sizes whatever "
            "MODEL.SSD.DEFAULT_BOX_SIZES says", "ssd_r34/modeling/anchor_generator.py",
            "default_box_sizes(self.box_sizes, self.aspect_ratios, level,",
@@ -123,16 +123,16 @@ MUTANTS = [
     Mutant("check_replicas_ignored", "the replica check runs even with SOLVER.CHECK_REPLICAS "
            "False", "ssd_r34/engine/defaults.py",
            "if cfg.SOLVER.CHECK_REPLICAS:", "if True:",
-           ("tests/test_replica_check.py", "-k", "check_replicas_setting")),
+           ("tests/engine/test_replica_check.py", "-k", "check_replicas_setting")),
     Mutant("replica_mismatch_passes", "differing parameters across ranks do not raise",
            "ssd_r34/engine/hooks.py",
            "        if bad:\n            raise RuntimeError",
            "        if False:\n            raise RuntimeError",
-           ("tests/test_replica_check.py", "-k", "differs_on_one_rank")),
+           ("tests/engine/test_replica_check.py", "-k", "differs_on_one_rank")),
     Mutant("unknown_optimizer_is_sgd", "an unknown SOLVER.OPTIMIZER silently trains with SGD",
            "ssd_r34/engine/defaults.py",
            "if name == \"SGD\":", "if name != \"AdamW\":",
-           ("tests/test_error_branches.py", "-k", "unknown_optimizer")),
+           ("tests/cli/test_error_branches.py", "-k", "unknown_optimizer")),
 ]
 
 

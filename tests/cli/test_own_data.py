@@ -177,7 +177,7 @@ def test_train_evaluate_demo_and_export_on_your_own_coco_set(own_set, tmp_path, 
 def recipe_from_docs():
     """The Python recipe of docs/data.md (the code block after its marker)."""
     text = open(os.path.join(ROOT, "docs", "data.md")).read()
-    m = re.search(r"<!-- recipe: tests/test_own_data.py -->\s*```python\n(.*?)```", text, re.S)
+    m = re.search(r"<!-- recipe: tests/cli/test_own_data.py -->\s*```python\n(.*?)```", text, re.S)
     assert m, "docs/data.md lost its tested recipe"
     return m.group(1)
 

@@ -2,7 +2,7 @@
 input to fix, and the tools' untested options and failure paths, run as a user runs them
 (subprocesses, tiny configs): tools/analyze_model.py's summary, tools/export_model.py's
 failure exit and --num-samples / --opset, tools/visualize_data.py --dataset.
-(The replica mismatch error and warning: tests/test_replica_check.py.)"""
+(The replica mismatch error and warning: tests/engine/test_replica_check.py.)"""
 import math
 import os
 import re

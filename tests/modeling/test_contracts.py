@@ -6,10 +6,10 @@ sensitive to the key (the default value would give another result).
 
 Keys: MODEL.SSD.DEFAULT_BOX_SIZES, DEFAULT_BOX_RATIOS, IOU_THRESHOLD, BBOX_REG_WEIGHTS,
 SCORE_THRESH_TEST, NMS_THRESH_TEST, NEG_POS_RATIO, HEAD_NAME; INPUT.SSD.CROP,
-INPUT.SSD.COLOR_JITTER; SOLVER.BETAS. (SOLVER.CHECK_REPLICAS: tests/test_replica_check.py.)
+INPUT.SSD.COLOR_JITTER; SOLVER.BETAS. (SOLVER.CHECK_REPLICAS: tests/engine/test_replica_check.py.)
 
 Network outputs here are random tensors (the contracts are about what follows the network);
-the network itself is compared with the reference in tests/test_equivalence.py.
+the network itself is compared with the reference in tests/modeling/test_equivalence.py.
 """
 import functools
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import TINY, make_cfg
+from conftest import ROOT, TINY, make_cfg
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.modeling import build_model
 from detectron2.structures import BoxMode
@@ -97,7 +97,7 @@ def test_a_loader_setting_that_cannot_work_is_refused_naming_the_key(key, value,
 
 
 def test_every_shipped_config_passes_the_checks():
-    root = os.path.join(os.path.dirname(os.path.dirname(__file__)), "configs")
+    root = os.path.join(ROOT, "configs")
     names = [f for f in sorted(os.listdir(root)) if f.endswith(".yaml")]
     assert names
     for f in names:

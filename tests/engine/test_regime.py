@@ -110,7 +110,7 @@ def test_the_regime_runs_end_to_end_on_the_built_in_set(tmp_path, capsys):
     """Three stages of 2 iterations (64x64, then 80x80, then 96x96 with other strides), each
     from the previous stage's final weights. Stage 3 has a zero learning rate: its
     parameters must be exactly stage 2's, i.e. loaded, not re-initialised. (One process a
-    stage to save time here; several processes: tests/test_distributed.py.)"""
+    stage to save time here; several processes: tests/engine/test_distributed.py.)"""
     root = str(tmp_path)
     common = ["MODEL.DEVICE", "cpu", "DATASETS.TRAIN", "('shapes_train',)", "DATASETS.TEST", "()",
               "MODEL.SSD.NUM_CLASSES", "3", "DATALOADER.NUM_WORKERS", "0",

@@ -114,7 +114,7 @@ def test_model_zoo_config_files_and_errors(tmp_path, monkeypatch):
 
 def test_model_zoo_get_trained_converts_a_local_mlperf_file(tmp_path, monkeypatch):
     """trained=True for the 1200 model: a file in the MLPerf layout (the reference's module
-    names, as tests/test_checkpoint.py makes them) named by SSD_R34_MLPERF_WEIGHTS is
+    names, as tests/checkpoint/test_checkpoint.py makes them) named by SSD_R34_MLPERF_WEIGHTS is
     converted and loaded, for the yaml and the LazyConfig file alike."""
     import reference_impl as ref
 

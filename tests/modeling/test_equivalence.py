@@ -1,5 +1,5 @@
-"""ssd_r34 with converted MLPerf weights reproduces the reference (tests/reference_impl.py,
-written from the spec): the same detections at three sizes, the same training loss, and
+"""ssd_r34 with converted MLPerf weights reproduces the reference (reference/reference_impl.py,
+written from the MLPerf references): the same detections at three sizes, the same training loss, and
 training continues from converted weights. Each size reads a different file layout,
 including the whole pickled nn.Module read in a process where its classes do not exist."""
 import collections

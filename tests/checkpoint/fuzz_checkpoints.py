@@ -1,4 +1,4 @@
-"""Fuzz cases for the checkpoint reader (tests/test_fuzz.py runs this in a child process, so
+"""Fuzz cases for the checkpoint reader (tests/checkpoint/test_fuzz.py runs this in a child process, so
 that a crash of the process is seen as a failure instead of taking pytest down).
 
 ``python fuzz_checkpoints.py CASES SEED FOLDER`` writes CASES mutated or truncated checkpoint
@@ -22,7 +22,7 @@ import zipfile
 import torch
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.dirname(HERE))
+sys.path.insert(0, os.path.dirname(os.path.dirname(HERE)))  # the repository root
 
 from ssd_r34.checkpoint import (CheckpointFormatError, UnsafeCheckpointError,  # noqa: E402
                                 convert_mlperf_state_dict, convert_torchvision_resnet34,

@@ -5,7 +5,7 @@ per-class NMS by ``batched_nms`` off the CPU, Detectron2's AMPTrainer in float16
 the model between CPU and GPU, and export of a model on the GPU.
 
 CPU and GPU results are compared with TF32 off (``no_tf32``): network outputs within the
-channels-last tolerance of tests/test_speed_options.py, detections within
+channels-last tolerance of tests/layers/test_speed_options.py, detections within
 ``assert_close_detections``'s, on weights whose logits are in a
 trained model's range (``trained_range``: random heads saturate the softmax, and detections
 tied at score 1.0 come out in an arbitrary order)."""

@@ -11,7 +11,7 @@ import pytest
 import sys
 
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PACKAGE = os.path.join(ROOT, "ssd_r34")
 
 # room -> rooms it may import (besides itself). "" is the package's __init__.py.
@@ -158,7 +158,8 @@ def test_tools_do_not_import_each_other_and_benchmarks_do_not_import_tests():
             for m in _imports(os.path.join(ROOT, "tools", f)):
                 if m.split(".")[0] in tools | {"tools", "benchmarks", "tests"}:
                     wrong.append(f"tools/{f} imports {m}")
-    tests = {f[:-3] for f in os.listdir(os.path.join(ROOT, "tests")) if f.endswith(".py")}
+    tests = {f[:-3] for _, _, files in os.walk(os.path.join(ROOT, "tests")) for f in files
+             if f.endswith(".py")}
     for f in sorted(os.listdir(os.path.join(ROOT, "benchmarks"))):
         if f.endswith(".py"):
             for m in _imports(os.path.join(ROOT, "benchmarks", f)):

@@ -27,7 +27,7 @@ CASES = int(os.environ.get("SSD_R34_FUZZ_CASES", "400"))
 @pytest.mark.parametrize("cases", [100, pytest.param(CASES, marks=pytest.mark.slow)])
 def test_mutated_checkpoint_files_end_in_a_clear_error_or_a_load(tmp_path, cases):
     env = dict(os.environ, PYTHONWARNINGS="ignore")
-    proc = subprocess.run([sys.executable, os.path.join(ROOT, "tests", "fuzz_checkpoints.py"),
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "tests", "checkpoint", "fuzz_checkpoints.py"),
                            str(cases), "0", str(tmp_path)], capture_output=True, text=True,
                           env=env, timeout=60 + cases)
     assert proc.returncode == 0, f"the reader crashed the process: {proc.stderr[-2000:]}"

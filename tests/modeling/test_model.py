@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import reference_impl as ref
-from conftest import make_cfg
+from conftest import ROOT, make_cfg
 from detectron2.modeling import build_model
 from detectron2.structures import Boxes, Instances
 from ssd_r34.modeling.box_ops import match_default_boxes
@@ -183,8 +183,7 @@ def test_detections_per_image_is_detectron2s_key_and_the_old_one_is_unknown(tmp_
         make_cfg("configs/ssd_r34_300.yaml", "MODEL.SSD.DETECTIONS_PER_IMAGE", "9")
     old = tmp_path / "old.yaml"
     old.write_text("_BASE_: %s\nMODEL:\n  SSD:\n    DETECTIONS_PER_IMAGE: 9\n"
-                   % os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                                  "configs", "ssd_r34_300.yaml"))
+                   % os.path.join(ROOT, "configs", "ssd_r34_300.yaml"))
     with pytest.raises(KeyError, match="Non-existent config key: MODEL.SSD.DETECTIONS_PER_IMAGE"):
         make_cfg(str(old))
 

@@ -1,4 +1,4 @@
-"""MODEL.SSD.WINOGRAD (ssd_r34/winograd.py): the Winograd F(2x2, 3x3) convolution, forward and
+"""MODEL.SSD.WINOGRAD (ssd_r34/layers/winograd.py): the Winograd F(2x2, 3x3) convolution, forward and
 both gradients, stays within float32 rounding of the exact (float64) convolution, as the direct
 float32 convolution does; the backbone uses it where it should and falls back elsewhere; a
 failed build warns and leaves the direct convolution."""

@@ -73,7 +73,7 @@ def test_table_and_summary_of_a_filled_run():
     doc["inference"][0].update(network_images_per_s=812.5, end_to_end_images_per_s=640.0,
                                status="ok")
     doc["training"][1].update(batch=64, images_per_s=301.25, peak_memory_gib=101.3, status="ok")
-    doc["cuda_tests"] = [{"test": "tests/test_gpu.py::test_a", "outcome": "PASSED"}]
+    doc["cuda_tests"] = [{"test": "tests/layers/test_gpu.py::test_a", "outcome": "PASSED"}]
     statuses = ["passed", "passed", "timeout", "failed", "skipped", "not run"]
     for ph, status in zip(doc["phases"].values(), statuses):
         ph["status"] = status
@@ -85,40 +85,40 @@ def test_table_and_summary_of_a_filled_run():
     assert "| 1200 | 1 | float32 | 812 | 640 | ok |" in table
     assert "| 1200 | 64 | float16 | 301 | 101.3 | ok |" in table
     assert "| train_runs | failed | - | 110 | 1/2 | exit status 1 |" in table
-    assert "| tests/test_gpu.py::test_a | PASSED |" in table
+    assert "| tests/layers/test_gpu.py::test_a | PASSED |" in table
     assert "phases: 2 passed, 2 failed, 1 skipped, 1 not run" in table
 
 
 def test_pytest_verbose_lines_are_parsed():
     out = "\n".join([
-        "tests/test_gpu.py::test_x PASSED                                [ 14%]",
-        "tests/test_gpu.py::test_y[float16] FAILED                       [ 28%]",
-        "tests/test_gpu.py::test_z SKIPPED (needs a CUDA device)         [ 42%]",
-        "FAILED tests/test_gpu.py::test_y[float16] - AssertionError: boom",
+        "tests/layers/test_gpu.py::test_x PASSED                                [ 14%]",
+        "tests/layers/test_gpu.py::test_y[float16] FAILED                       [ 28%]",
+        "tests/layers/test_gpu.py::test_z SKIPPED (needs a CUDA device)         [ 42%]",
+        "FAILED tests/layers/test_gpu.py::test_y[float16] - AssertionError: boom",
         "1 failed, 1 passed, 1 skipped in 3.2s"])
     assert gpu_check.parse_pytest(out) == [
-        {"test": "tests/test_gpu.py::test_x", "outcome": "PASSED"},
-        {"test": "tests/test_gpu.py::test_y[float16]", "outcome": "FAILED"},
-        {"test": "tests/test_gpu.py::test_z", "outcome": "SKIPPED"}]
+        {"test": "tests/layers/test_gpu.py::test_x", "outcome": "PASSED"},
+        {"test": "tests/layers/test_gpu.py::test_y[float16]", "outcome": "FAILED"},
+        {"test": "tests/layers/test_gpu.py::test_z", "outcome": "SKIPPED"}]
 
 
 def test_pytest_summary_lines_are_parsed_with_skip_counts():
     out = "\n".join([
         "=========================== short test summary info ============================",
-        "PASSED tests/test_gpu.py::test_x",
-        "FAILED tests/test_gpu.py::test_y[float16] - AssertionError: boom",
-        "SKIPPED [5] tests/test_gpu.py:19: needs a CUDA device",
-        "ERROR tests/test_gpu.py::test_z - RuntimeError",
+        "PASSED tests/layers/test_gpu.py::test_x",
+        "FAILED tests/layers/test_gpu.py::test_y[float16] - AssertionError: boom",
+        "SKIPPED [5] tests/layers/test_gpu.py:19: needs a CUDA device",
+        "ERROR tests/layers/test_gpu.py::test_z - RuntimeError",
         "1 failed, 1 passed, 5 skipped, 1 error in 3.2s"])
     tests = gpu_check.parse_pytest(out)
     assert [t["outcome"] for t in tests] == ["PASSED", "FAILED"] + ["SKIPPED"] * 5 + ["ERROR"]
-    assert tests[1]["test"] == "tests/test_gpu.py::test_y[float16]"
+    assert tests[1]["test"] == "tests/layers/test_gpu.py::test_y[float16]"
 
 
 def count_cuda_tests():
     """Tests collected from the files with tests marked cuda."""
     out = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-m", "cuda",
-                          os.path.join("tests", "test_gpu.py")], cwd=ROOT, capture_output=True,
+                          os.path.join("tests", "layers", "test_gpu.py")], cwd=ROOT, capture_output=True,
                          text=True).stdout
     return sum(1 for line in out.splitlines() if "::" in line)
 
