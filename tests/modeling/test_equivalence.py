@@ -420,8 +420,10 @@ def test_training_continues_from_an_mlperf_checkpoint_and_round_trips(tmp_path, 
                    "0.001", "SOLVER.WARMUP_ITERS", "0", "SOLVER.MAX_ITER", "3",
                    "MODEL.WEIGHTS", src, "OUTPUT_DIR", str(tmp_path / "out"), "DATASETS.TEST", "()")
     trainer = SSDTrainer(cfg)
-    # a tool's setup_logger (an earlier test) stops ssd_r34's records at its own handlers
-    monkeypatch.setattr(logging.getLogger("ssd_r34"), "propagate", True)
+    # the message comes from fvcore's Checkpointer logger; a tool's setup_logger (an earlier
+    # test) stops fvcore's records at its own handlers, before caplog's
+    for name in ("fvcore", "ssd_r34"):
+        monkeypatch.setattr(logging.getLogger(name), "propagate", True)
     with caplog.at_level("INFO"):
         trainer.resume_or_load(resume=False)
     assert "converting it in memory" in caplog.text
