@@ -54,6 +54,29 @@ def damped_head_weights(cfg, folder):
     return path
 
 
+def conv_multiply_adds(model, size):
+    """Multiply-adds of every Conv2d of ``model``'s network on one (1, 3, *size) image,
+    counted from the output shapes: what fvcore's conv count should give."""
+    import math
+
+    import torch
+
+    macs = []
+
+    def hook(conv, _inputs, out):
+        macs.append(out.numel() * conv.in_channels // conv.groups * math.prod(conv.kernel_size))
+
+    handles = [m.register_forward_hook(hook) for m in model.modules()
+               if isinstance(m, torch.nn.Conv2d)]
+    try:
+        with torch.no_grad():
+            model.forward_network(torch.zeros(1, 3, *size))
+    finally:
+        for h in handles:
+            h.remove()
+    return sum(macs)
+
+
 @pytest.fixture
 def cfg_factory():
     return make_cfg

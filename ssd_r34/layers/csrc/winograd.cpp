@@ -1,4 +1,4 @@
-// Winograd F(2x2, 3x3) transforms for channels-last float32 maps on CPU (ssd_r34/winograd.py).
+// Winograd F(2x2, 3x3) transforms for channels-last float32 maps on CPU (ssd_r34/layers/winograd.py).
 // Tiles are numbered t = (n * TH + ty) * TW + tx; a transformed band of tiles [t0, t1) is a
 // (16, t1 - t0, channels) float32 tensor. Out-of-image pixels read as zero.
 #include <torch/extension.h>
