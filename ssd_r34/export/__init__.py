@@ -6,9 +6,3 @@ from .engines import BACKENDS, ENGINE_DTYPES, EngineNetwork, attach_backend, loa
 from .network import (SSDExportModule, SSDMLPerfExportModule, detections_to_instances,
                       export_mlperf_onnx, export_network_onnx, export_onnx, export_torchscript)
 from .quantize import calibrate, calibration_images, load_calibration, network_digest
-
-__all__ = ["SSDExportModule", "SSDMLPerfExportModule", "export_torchscript", "export_onnx",
-           "export_mlperf_onnx", "export_network_onnx", "load_exported",
-           "detections_to_instances", "compare_detections", "reproduced_detections",
-           "EngineNetwork", "attach_backend", "calibrate", "calibration_images",
-           "load_calibration", "network_digest", "BACKENDS", "ENGINE_DTYPES"]

@@ -1,6 +1,6 @@
-"""Two sets of detections compared: :func:`compare_detections` (the same detections up to
-rounding: an export against PyTorch) and :func:`reproduced_detections` (how many survive a
-lower precision: INT8 against float32). Both pair greedily (:func:`_greedy`)."""
+"""Two sets of detections compared: the same up to rounding (an export against PyTorch,
+:func:`compare_detections`) or how many survive a lower precision (INT8 against float32,
+:func:`reproduced_detections`). Both pair greedily (:func:`_greedy`)."""
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
@@ -10,7 +10,7 @@ INF = float("inf")
 
 def _greedy(cost: torch.Tensor, order: List[int]) -> List[Tuple[int, int]]:
     """Pairs (i, j) of a (R, O) cost (inf: not allowed): each row i, in ``order``, takes its
-    cheapest column not yet taken."""
+    cheapest free column."""
     used = torch.zeros(cost.shape[1], dtype=torch.bool)
     pairs = []
     for i in order:
@@ -24,13 +24,11 @@ def _greedy(cost: torch.Tensor, order: List[int]) -> List[Tuple[int, int]]:
 
 def compare_detections(ref, out, max_detections: Optional[int] = None,
                        score_tol: float = 1e-4) -> Dict[str, float]:
-    """Compare two sets of detections of one image as sets: each reference detection, best
-    first, is paired with the closest (largest coordinate difference) unpaired one of its
-    class, so that near-equal scores that come out in another order still pair up.
-
-    When both lists hold ``max_detections`` (cut at DETECTIONS_PER_IMAGE), the detections
-    tied with the lowest score (within ``score_tol``) may be other members of a tie the cut
-    went through: those are compared by number and score only (``tied_at_cut``).
+    """Compare two sets of detections of one image: each reference detection, best first,
+    pairs with the closest (largest coordinate difference) unpaired one of its class. When
+    both lists are full (``max_detections``), those tied with the lowest score (within
+    ``score_tol``) may be other members of a tie the cut went through: they are compared by
+    number and score only (``tied_at_cut``).
 
     Args:
         ref, out: (boxes (M, 4), scores (M,), classes (M,)) or Instances.
@@ -71,8 +69,7 @@ def compare_detections(ref, out, max_detections: Optional[int] = None,
     score_diff = max((float((rs[i] - os_[j]).abs()) for i, j in pairs), default=0.0)
     if not pairs and (len(rb) or len(ob)):
         box_diff = score_diff = INF
-    same = (len(pairs) == len(rb) == len(ob) and tail_ok
-            and torch.equal(torch.sort(rc).values, torch.sort(oc).values))
+    same = len(pairs) == len(rb) == len(ob) and tail_ok  # pairs are of one class
     return {"detections_ref": n_ref, "detections_export": n_out, "same_classes": bool(same),
             "max_box_diff": box_diff, "max_score_diff": score_diff, "tied_at_cut": tied}
 
@@ -83,13 +80,11 @@ def reproduced_detections(ours: Sequence, reference: Sequence, iou: float = 0.9,
     ``iou``, each of ours used once, reference detections in score order.
 
     Args:
-        ours, reference: lists of Instances (pred_boxes, scores, pred_classes), per image.
-        iou: the IoU a reproduced box needs.
+        ours, reference: lists of Instances, per image.
         score_difference: also return the largest score difference of a reproduced pair.
 
     Returns:
-        (reproduced, total reference detections), plus that largest score difference (float)
-        with ``score_difference``.
+        (reproduced, total reference detections[, that score difference]).
     """
     from detectron2.structures import pairwise_iou
 

@@ -1,8 +1,6 @@
-"""Who runs the network (MODEL.SSD.INFERENCE_BACKEND, INFERENCE_DTYPE): PyTorch, or an
-exported ONNX file in ONNX Runtime or OpenVINO (:class:`EngineNetwork`, the one place that
-opens them), float32, bfloat16 (openvino) or INT8 (:mod:`.quantize`). Everything else
-(normalisation, default boxes, decoding, NMS, rescaling) stays ssd_r34's own code in float32;
-docs/int8.md."""
+"""Who runs the network (MODEL.SSD.INFERENCE_BACKEND, INFERENCE_DTYPE): PyTorch, or the
+exported ONNX network in ONNX Runtime or OpenVINO (:class:`EngineNetwork`, the one place that
+opens them); the rest of the model stays ssd_r34's float32 code. docs/int8.md."""
 import logging
 import os
 import tempfile
@@ -40,8 +38,7 @@ class EngineNetwork:
         self.backend, self.path, self.precision = backend, path, precision
         self.threads = None if threads is None else int(threads) if threads > 0 else \
             torch.get_num_threads()
-        self.input_shape = None  # the file's input shape (onnxruntime; ints or axis names)
-        self._tmp = None  # a TemporaryDirectory holding ``path``, removed with this object
+        self.input_shape = None  # onnxruntime: the file's input shape (ints or axis names)
         if backend == "onnxruntime":
             import onnxruntime as ort
 
@@ -51,8 +48,8 @@ class EngineNetwork:
                 opts.intra_op_num_threads = self.threads
                 opts.inter_op_num_threads = 1
             self._session = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
-            self._input, self.input_shape = (self._session.get_inputs()[0].name,
-                                             self._session.get_inputs()[0].shape)
+            self._input, self.input_shape = self._session.get_inputs()[0].name, \
+                self._session.get_inputs()[0].shape
         elif backend == "openvino":
             import openvino as ov
 
@@ -78,8 +75,7 @@ class EngineNetwork:
         return self._compiled[shape]
 
     def __call__(self, x: Tensor) -> Tuple[Tensor, ...]:
-        """E.g. for the network: normalised (N, 3, H, W) images -> loc (N, R, 4),
-        conf (N, R, K+1)."""
+        """E.g. normalised (N, 3, H, W) images -> loc (N, R, 4), conf (N, R, K+1)."""
         a = x.detach().cpu().contiguous()
         a = (a.float() if a.is_floating_point() else a).numpy()
         if self.backend == "onnxruntime":
@@ -109,9 +105,9 @@ def load_exported(fmt: str, path: str):
 
 def attach_backend(model: nn.Module, cfg, check_digest: bool = True) -> nn.Module:
     """Give ``model`` (an SSD, weights loaded) the engine of MODEL.SSD.INFERENCE_BACKEND and
-    INFERENCE_DTYPE ("pytorch": none). Float32 / bfloat16: the network exported now into a
-    temporary folder; INT8: MODEL.SSD.INT8.CALIBRATION_DIR's, refused when made for another
-    backend, input size or other weights (``check_digest``).
+    INFERENCE_DTYPE ("pytorch": none): the network exported now, or for INT8
+    MODEL.SSD.INT8.CALIBRATION_DIR's, refused when made for another backend, input size or
+    other weights (``check_digest``).
 
     Returns:
         ``model``, in eval mode, its ``network_runner`` set (or None).
@@ -149,7 +145,7 @@ def attach_backend(model: nn.Module, cfg, check_digest: bool = True) -> nn.Modul
         net = EngineNetwork(backend, os.path.join(folder, meta["model_file"]),
                             ssd.BACKEND_THREADS, "int8")
     else:
-        tmp = tempfile.TemporaryDirectory(prefix="ssd_r34_network_")
+        tmp = tempfile.TemporaryDirectory(prefix="ssd_r34_network_")  # removed with ``net``
         net = EngineNetwork(backend, export_network_onnx(
             model, os.path.join(tmp.name, "network.onnx")), ssd.BACKEND_THREADS, dtype)
         net._tmp = tmp

@@ -1,8 +1,7 @@
 """What gets exported: the whole detector (:class:`SSDExportModule`), the same in MLPerf
-inference's I/O convention (:class:`SSDMLPerfExportModule`), or the network alone
+inference's I/O convention (:class:`SSDMLPerfExportModule`) or the network alone
 (:func:`export_network_onnx`, for the engines); :func:`_to_onnx` is the one ONNX writer.
-Inputs, outputs and their conventions: docs/export.md. Shapes: M detections, R default
-boxes, K classes."""
+docs/export.md. Shapes: M detections, R default boxes, K classes."""
 import os
 import warnings
 from typing import Optional, Sequence, Tuple
@@ -20,7 +19,20 @@ OUTPUT_NAMES = ["boxes", "scores", "classes"]
 MLPERF_OUTPUT_NAMES = ["bboxes", "labels", "scores"]
 
 
-class SSDExportModule(nn.Module):
+class NetworkModule(nn.Module):
+    """Normalised (N, 3, H, W) images -> loc (N, R, 4), conf (N, R, K+1): what engines run;
+    the base of the export modules (the SSD ``model``, whose train / eval mode it keeps)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model, self.input_size = model, model.input_size
+        self.train(model.training)
+
+    def forward(self, images: Tensor) -> Tuple[Tensor, Tensor]:
+        return self.model.forward_network(images)[:2]
+
+
+class SSDExportModule(NetworkModule):
     """A traceable single-image SSD: (1, 3, H, W) image -> boxes (M, 4) XYXY in input pixels
     (unclipped), scores (M,) best first, classes (M,) int64 (contiguous ids).
 
@@ -31,11 +43,10 @@ class SSDExportModule(nn.Module):
     """
 
     def __init__(self, model: nn.Module, input_format: str = "uint8"):
-        super().__init__()
+        super().__init__(model)
         if input_format not in INPUT_FORMATS:
             raise ValueError(f"input_format must be one of {INPUT_FORMATS}, got {input_format!r}")
-        self.model, self.input_format, self.input_size = model, input_format, model.input_size
-        self.train(model.training)
+        self.input_format = input_format
 
     def example_input(self, image: Optional[Tensor] = None) -> Tensor:
         """A (1, 3, H, W) input of the right type (zeros when no image is given)."""
@@ -53,7 +64,7 @@ class SSDExportModule(nn.Module):
         return postprocess_single_image(self.model, loc, conf, anchors)
 
 
-class SSDMLPerfExportModule(nn.Module):
+class SSDMLPerfExportModule(NetworkModule):
     """SSD in the I/O convention of MLPerf inference's ssd-resnet34 ONNX model: image
     (N, 3, H, W) float32 normalised as MLPerf's pre-processing leaves it -> bboxes (N, M, 4)
     [x1, y1, x2, y2] in [0, 1] (clipped), labels (N, M) int64 contiguous id + 1, scores
@@ -61,9 +72,8 @@ class SSDMLPerfExportModule(nn.Module):
     to DETECTIONS_PER_IMAGE with score 0, label 0, an empty box."""
 
     def __init__(self, model: nn.Module, batch_size: int = 1):
-        super().__init__()
-        self.model, self.batch_size, self.input_size = model, int(batch_size), model.input_size
-        self.train(model.training)
+        super().__init__(model)
+        self.batch_size = int(batch_size)
 
     def example_input(self) -> Tensor:
         return torch.zeros(self.batch_size, 3, *self.input_size)
@@ -82,18 +92,6 @@ class SSDMLPerfExportModule(nn.Module):
         return tuple(torch.stack(t) for t in zip(*out))
 
 
-class NetworkModule(nn.Module):
-    """Normalised (N, 3, H, W) images -> loc (N, R, 4), conf (N, R, K+1): the part of
-    :meth:`SSD.forward_network` an engine runs."""
-
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model
-
-    def forward(self, images: Tensor) -> Tuple[Tensor, Tensor]:
-        return self.model.forward_network(images)[:2]
-
-
 def _check_eval(model: nn.Module):
     if model.training:
         raise ValueError("Export a model in eval mode (model.eval()): batch norm would use "
@@ -106,6 +104,7 @@ def _to_onnx(module: nn.Module, example: Tensor, path: str, input_name: str,
     its NonMaxSuppression symbolic), constants folded (BatchNorm into the convolutions)."""
     import torchvision  # noqa: F401  registers the ONNX symbolic of torchvision::nms
 
+    _check_eval(module.model)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -115,22 +114,19 @@ def _to_onnx(module: nn.Module, example: Tensor, path: str, input_name: str,
     return path
 
 
-def export_onnx(module: SSDExportModule, example: Tensor, path: str, opset: int = 17) -> str:
-    """Export ``module`` on ``example`` (1, 3, H, W) to ONNX at ``path``: input ``image``,
-    outputs ``boxes``, ``scores``, ``classes`` with a dynamic detections axis. Returns path."""
-    _check_eval(module.model)
-    return _to_onnx(module, example, path, "image", OUTPUT_NAMES,
-                    {n: {0: "detections"} for n in OUTPUT_NAMES}, opset)
+def export_onnx(module: nn.Module, example: Tensor, path: str, opset: int = 17) -> str:
+    """Export an :class:`SSDExportModule` (outputs ``boxes``, ``scores``, ``classes``) or an
+    :class:`SSDMLPerfExportModule` (``bboxes``, ``labels``, ``scores``) on ``example`` to ONNX
+    at ``path``, input ``image``, the detections axis dynamic (MLPerf: at batch 1 only).
+    Returns path."""
+    mlperf = isinstance(module, SSDMLPerfExportModule)
+    names = MLPERF_OUTPUT_NAMES if mlperf else OUTPUT_NAMES
+    dynamic = None if mlperf and example.shape[0] > 1 else \
+        {n: {int(mlperf): "detections"} for n in names}
+    return _to_onnx(module, example, path, "image", names, dynamic, opset)
 
 
-def export_mlperf_onnx(module: SSDMLPerfExportModule, example: Tensor, path: str,
-                       opset: int = 17) -> str:
-    """Export an :class:`SSDMLPerfExportModule` to ONNX at ``path`` (input ``image``,
-    outputs ``bboxes``, ``labels``, ``scores``; detections axis dynamic for batch 1)."""
-    _check_eval(module.model)
-    dynamic = {n: {1: "detections"} for n in MLPERF_OUTPUT_NAMES} if example.shape[0] == 1 \
-        else None
-    return _to_onnx(module, example, path, "image", MLPERF_OUTPUT_NAMES, dynamic, opset)
+export_mlperf_onnx = export_onnx  # the name tools/export_model.py --mlperf-io and docs use
 
 
 def export_network_onnx(model: nn.Module, path: str, opset: int = 17) -> str:
@@ -141,11 +137,10 @@ def export_network_onnx(model: nn.Module, path: str, opset: int = 17) -> str:
         ``path``. The graph takes ``images`` (N, 3, H, W) float32 normalised, H x W =
         INPUT.FIXED_SIZE, any N, and returns ``loc`` (N, R, 4), ``conf`` (N, R, K+1).
     """
-    _check_eval(model)
     dtype, model.inference_dtype = model.inference_dtype, None  # the engine quantises
     try:
-        return _to_onnx(NetworkModule(model).eval(), torch.zeros(1, 3, *model.input_size),
-                        path, "images", ["loc", "conf"],
+        return _to_onnx(NetworkModule(model), torch.zeros(1, 3, *model.input_size), path,
+                        "images", ["loc", "conf"],
                         {n: {0: "batch"} for n in ("images", "loc", "conf")}, opset)
     finally:
         model.inference_dtype = dtype
@@ -156,9 +151,7 @@ def export_torchscript(module: SSDExportModule, example: Tensor, path: str) -> s
     ``torch.jit.load`` without ssd_r34 or Detectron2). Returns path."""
     _check_eval(module.model)
     with torch.no_grad(), warnings.catch_warnings():
-        # Python ints taken from tensor shapes (fixed input size), torch.jit's deprecation
-        # notice: expected; tools/export_model.py checks the graph against eager.
-        warnings.simplefilter("ignore")
+        warnings.simplefilter("ignore")  # shapes as Python ints (fixed size); deprecation
         traced = torch.jit.trace(module, (example,), check_trace=False)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     traced.save(path)

@@ -1,8 +1,6 @@
 """INT8 by post-training static quantisation, made once (:func:`calibrate`,
-tools/calibrate.py) and saved in a folder (MODEL.SSD.INT8.CALIBRATION_DIR) with
-``calibration.json``: the backend, a digest of the weights, the images used, every scale.
-Routes: onnxruntime's ``quantize_static`` (QDQ, MODEL.SSD.INT8.METHOD) and NNCF's
-``nncf.quantize`` for openvino; docs/int8.md."""
+tools/calibrate.py) into a folder (MODEL.SSD.INT8.CALIBRATION_DIR) with ``calibration.json``.
+Routes: onnxruntime's ``quantize_static`` (QDQ) and NNCF's ``nncf.quantize``; docs/int8.md."""
 import hashlib
 import json
 import os
@@ -16,7 +14,7 @@ from torch import Tensor, nn
 
 from .network import export_network_onnx
 
-METHODS = ("minmax", "percentile", "entropy")
+METHODS = {"minmax": "MinMax", "percentile": "Percentile", "entropy": "Entropy"}
 CALIBRATION_FILE = "calibration.json"
 INT8_FILES = {"onnxruntime": "network_int8.onnx", "openvino": "network_int8.xml"}
 
@@ -36,10 +34,10 @@ def calibration_images(cfg, dataset: str = "", num_images: int = 0) -> Tuple[Ten
     through the test pre-processing, normalised with PIXEL_MEAN / PIXEL_STD.
 
     Args:
-        cfg: the config (INPUT.*, MODEL.PIXEL_*; ``MODEL.SSD.INT8.CALIBRATION_DATASET`` /
-            ``CALIBRATION_IMAGES`` when the arguments are not given).
-        dataset: a registered data set name ("": the key, else DATASETS.TRAIN[0]).
-        num_images: how many (0: ``MODEL.SSD.INT8.CALIBRATION_IMAGES``).
+        cfg: the config.
+        dataset: a registered data set ("": MODEL.SSD.INT8.CALIBRATION_DATASET, else
+            DATASETS.TRAIN[0]).
+        num_images: how many (0: MODEL.SSD.INT8.CALIBRATION_IMAGES).
 
     Returns:
         (num_images, 3, H, W) float32 and the file names used (list of str).
@@ -84,7 +82,7 @@ def _float_nodes(onnx_path: str, float_layers: Sequence[str]) -> List[str]:
     refused."""
     import onnx
 
-    names = [n.name for n in onnx.load(onnx_path).graph.node]
+    names = [n.name for n in onnx.load(onnx_path).graph.node] if float_layers else []
     found = []
     for layer in float_layers:
         hits = [n for n in names if (_module_of(n) + ".").startswith(layer + ".")]
@@ -109,29 +107,19 @@ def _onnxruntime_int8(float_path: str, out_path: str, images: Tensor, per_channe
         def get_next(self):
             return next(self.items, None)
 
-    methods = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
-               "entropy": CalibrationMethod.Entropy}
-
-    with tempfile.TemporaryDirectory() as tmp:  # onnxruntime writes its augmented model here
-        cwd = os.getcwd()
-        os.chdir(tmp)
-        try:
-            # onnxruntime's recommended pre-processing: shape inference and graph
-            # optimisation (constant biases of the folded convolutions).
-            prepared = os.path.join(tmp, "prepared.onnx")
-            quant_pre_process(float_path, prepared, skip_symbolic_shape=True)
-            excluded = _float_nodes(prepared, float_layers) if float_layers else []
-            quantize_static(prepared, out_path, Reader(), quant_format=QuantFormat.QDQ,
-                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                            per_channel=per_channel, calibrate_method=methods[method],
-                            # Convolutions, residual additions and pooling only: quantising
-                            # the Concat / Reshape of the outputs too puts every class logit
-                            # under one 8-bit scale (a much lower AP, docs/int8.md).
-                            op_types_to_quantize=["Conv", "Add", "MaxPool"],
-                            nodes_to_exclude=excluded,
-                            extra_options={"CalibTensorRangeSymmetric": False})
-        finally:
-            os.chdir(cwd)
+    with tempfile.TemporaryDirectory() as tmp:
+        # onnxruntime's recommended pre-processing: shape inference and graph optimisation
+        prepared = os.path.join(tmp, "prepared.onnx")
+        quant_pre_process(float_path, prepared, skip_symbolic_shape=True)
+        quantize_static(prepared, out_path, Reader(), quant_format=QuantFormat.QDQ,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                        per_channel=per_channel,
+                        calibrate_method=CalibrationMethod[METHODS[method]],
+                        # Not the output Concat / Reshape: one 8-bit scale for every class
+                        # logit would lower the AP (docs/int8.md).
+                        op_types_to_quantize=["Conv", "Add", "MaxPool"],
+                        nodes_to_exclude=_float_nodes(prepared, float_layers),
+                        extra_options={"CalibTensorRangeSymmetric": False})
     return {i.name: onnx.numpy_helper.to_array(i).astype(np.float64).ravel().tolist()
             for i in onnx.load(out_path).graph.initializer if i.name.endswith("_scale")}
 
@@ -173,13 +161,9 @@ def calibrate(model: nn.Module, images: Tensor, out_dir: str, backend: str,
     Args:
         model: a built SSD in eval mode with its weights.
         images: (N, 3, H, W) normalised calibration images (:func:`calibration_images`).
-        out_dir: the folder to write.
-        backend: "onnxruntime" or "openvino".
-        per_channel: weights quantised per output channel (else per tensor; onnxruntime).
-        method: activation ranges: "minmax"; onnxruntime also "percentile", "entropy".
+        out_dir, backend: the folder to write; "onnxruntime" or "openvino".
+        per_channel, method, float_layers: MODEL.SSD.INT8.PER_CHANNEL, METHOD, FLOAT_LAYERS.
         image_names: recorded in calibration.json.
-        float_layers: SSD module names whose layers stay float32 (e.g. "head",
-            "backbone.stem"; ``MODEL.SSD.INT8.FLOAT_LAYERS``).
 
     Returns:
         The contents of calibration.json (``scales``: name -> quantisation scales, or for
@@ -189,11 +173,10 @@ def calibrate(model: nn.Module, images: Tensor, out_dir: str, backend: str,
         raise ValueError(f"INT8 calibration needs MODEL.SSD.INFERENCE_BACKEND onnxruntime or "
                          f"openvino, got {backend!r}.")
     if method not in METHODS:
-        raise ValueError(f"MODEL.SSD.INT8.METHOD must be one of {METHODS}, got {method!r}.")
+        raise ValueError(f"MODEL.SSD.INT8.METHOD must be one of {tuple(METHODS)}, got {method!r}.")
     if images.ndim != 4 or tuple(images.shape[-2:]) != tuple(model.input_size):
         raise ValueError(f"Calibration images must be (N, 3, {model.input_size[0]}, "
                          f"{model.input_size[1]}), got {tuple(images.shape)}.")
-    out_dir = os.path.abspath(out_dir)  # onnxruntime's route works in a temporary folder
     os.makedirs(out_dir, exist_ok=True)
     float_path = export_network_onnx(model, os.path.join(out_dir, "network_float32.onnx"))
     out_path = os.path.join(out_dir, INT8_FILES[backend])
