@@ -5,7 +5,7 @@ import logging
 import os
 import tempfile
 import warnings
-from typing import Dict, Optional, Tuple
+from typing import Optional, Tuple
 
 import numpy as np
 import torch
@@ -53,9 +53,8 @@ class EngineNetwork:
         elif backend == "openvino":
             import openvino as ov
 
-            self._core = ov.Core()
+            self._core, self._compiled = ov.Core(), {}  # input shape -> infer request
             self._model = self._core.read_model(path)
-            self._compiled: Dict[tuple, object] = {}
         else:
             raise ValueError(f"Unknown engine {backend!r}: one of {BACKENDS[1:]}")
 
@@ -70,8 +69,8 @@ class EngineNetwork:
                       "bf16" if self.precision == "bfloat16" else "f32"}
             if self.threads is not None:
                 config["INFERENCE_NUM_THREADS"] = self.threads
-            compiled = self._core.compile_model(model, "CPU", config)
-            self._compiled[shape] = compiled.create_infer_request()
+            self._compiled[shape] = self._core.compile_model(model, "CPU", config) \
+                .create_infer_request()
         return self._compiled[shape]
 
     def __call__(self, x: Tensor) -> Tuple[Tensor, ...]:
@@ -103,11 +102,11 @@ def load_exported(fmt: str, path: str):
     return torch.no_grad()(lambda image: tuple(model(image)))
 
 
-def attach_backend(model: nn.Module, cfg, check_digest: bool = True) -> nn.Module:
+def attach_backend(model: nn.Module, cfg) -> nn.Module:
     """Give ``model`` (an SSD, weights loaded) the engine of MODEL.SSD.INFERENCE_BACKEND and
     INFERENCE_DTYPE ("pytorch": none): the network exported now, or for INT8
     MODEL.SSD.INT8.CALIBRATION_DIR's, refused when made for another backend, input size or
-    other weights (``check_digest``).
+    other weights.
 
     Returns:
         ``model``, in eval mode, its ``network_runner`` set (or None).
@@ -136,7 +135,7 @@ def attach_backend(model: nn.Module, cfg, check_digest: bool = True) -> nn.Modul
             problems.append(f"it was made for {meta['backend']}, not {backend}")
         if tuple(meta["input_size"]) != tuple(model.input_size):
             problems.append(f"input size {meta['input_size']} != {list(model.input_size)}")
-        if check_digest and meta["weights_digest"] != network_digest(model):
+        if meta["weights_digest"] != network_digest(model):
             problems.append("the weights differ from those it was calibrated with")
         if problems:
             raise ValueError(f"INT8 calibration {folder!r} does not fit this model: "

@@ -15,8 +15,6 @@ from detectron2.structures import Boxes, Instances
 from ..modeling.postprocessing import postprocess_single_image, rescale_detections
 
 INPUT_FORMATS = ("uint8", "normalized")
-OUTPUT_NAMES = ["boxes", "scores", "classes"]
-MLPERF_OUTPUT_NAMES = ["bboxes", "labels", "scores"]
 
 
 class NetworkModule(nn.Module):
@@ -48,11 +46,9 @@ class SSDExportModule(NetworkModule):
             raise ValueError(f"input_format must be one of {INPUT_FORMATS}, got {input_format!r}")
         self.input_format = input_format
 
-    def example_input(self, image: Optional[Tensor] = None) -> Tensor:
-        """A (1, 3, H, W) input of the right type (zeros when no image is given)."""
-        image = torch.zeros(1, 3, *self.input_size, dtype=torch.uint8) if image is None else image
-        return self.normalize(image) if self.input_format == "normalized" and \
-            image.dtype == torch.uint8 else image
+    def example_input(self, image: Tensor) -> Tensor:
+        """A (1, 3, H, W) uint8 image as this module takes it."""
+        return self.normalize(image) if self.input_format == "normalized" else image
 
     def normalize(self, image: Tensor) -> Tensor:
         m = self.model
@@ -120,7 +116,7 @@ def export_onnx(module: nn.Module, example: Tensor, path: str, opset: int = 17) 
     at ``path``, input ``image``, the detections axis dynamic (MLPerf: at batch 1 only).
     Returns path."""
     mlperf = isinstance(module, SSDMLPerfExportModule)
-    names = MLPERF_OUTPUT_NAMES if mlperf else OUTPUT_NAMES
+    names = ["bboxes", "labels", "scores"] if mlperf else ["boxes", "scores", "classes"]
     dynamic = None if mlperf and example.shape[0] > 1 else \
         {n: {int(mlperf): "detections"} for n in names}
     return _to_onnx(module, example, path, "image", names, dynamic, opset)
