@@ -29,8 +29,7 @@ class EngineNetwork:
         backend: "onnxruntime" or "openvino".
         path: the model file.
         threads: intra-op threads (0: torch's, one per core; None: the engine's default).
-        precision: "float32", "int8" (a quantised file) or, openvino only, "bfloat16"
-            (``INFERENCE_PRECISION_HINT``; needs a CPU with bf16 instructions).
+        precision: "float32", "int8" (a quantised file) or, openvino only, "bfloat16".
     """
 
     def __init__(self, backend: str, path: str, threads: Optional[int] = 0,
@@ -90,8 +89,8 @@ class EngineNetwork:
 
 
 def load_exported(fmt: str, path: str):
-    """An exported model (:mod:`.network`) as ``runner(image) -> (boxes, scores, classes)``:
-    TorchScript with ``torch.jit.load``, ONNX with onnxruntime (CPU)."""
+    """An exported model (``fmt`` "torchscript" or "onnx", onnxruntime on CPU) as
+    ``runner(image) -> (boxes, scores, classes)``."""
     if fmt == "onnx":
         return EngineNetwork("onnxruntime", path, threads=None)
     if fmt != "torchscript":

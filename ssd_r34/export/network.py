@@ -1,7 +1,6 @@
-"""What gets exported: the whole detector (:class:`SSDExportModule`), the same in MLPerf
-inference's I/O convention (:class:`SSDMLPerfExportModule`) or the network alone
-(:func:`export_network_onnx`, for the engines); :func:`_to_onnx` is the one ONNX writer.
-docs/export.md. Shapes: M detections, R default boxes, K classes."""
+"""What gets exported (docs/export.md): the whole detector, also in MLPerf inference's I/O
+convention, or the network alone (for the engines); :func:`_to_onnx` is the one ONNX writer.
+Shapes: M detections, R default boxes, K classes."""
 import os
 import warnings
 from typing import Optional, Sequence, Tuple
@@ -36,8 +35,7 @@ class SSDExportModule(NetworkModule):
 
     Args:
         model: a built SSD in eval mode (weights loaded).
-        input_format: "uint8" (raw 0-255 pixels, normalised inside with the model's
-            PIXEL_MEAN / PIXEL_STD) or "normalized" (float32, already normalised).
+        input_format: "uint8" (raw pixels, normalised inside) or "normalized" (float32).
     """
 
     def __init__(self, model: nn.Module, input_format: str = "uint8"):
@@ -61,11 +59,10 @@ class SSDExportModule(NetworkModule):
 
 
 class SSDMLPerfExportModule(NetworkModule):
-    """SSD in the I/O convention of MLPerf inference's ssd-resnet34 ONNX model: image
-    (N, 3, H, W) float32 normalised as MLPerf's pre-processing leaves it -> bboxes (N, M, 4)
-    [x1, y1, x2, y2] in [0, 1] (clipped), labels (N, M) int64 contiguous id + 1, scores
-    (N, M) best first. N == 1: M dynamic; N > 1 (fixed at export): each image's list padded
-    to DETECTIONS_PER_IMAGE with score 0, label 0, an empty box."""
+    """SSD in MLPerf inference's ssd-resnet34 ONNX I/O convention: normalised (N, 3, H, W)
+    float32 -> bboxes (N, M, 4) XYXY in [0, 1], labels (N, M) int64 (contiguous id + 1),
+    scores (N, M) best first. For N > 1 (fixed at export) each list is padded to
+    DETECTIONS_PER_IMAGE with score 0, label 0, an empty box."""
 
     def __init__(self, model: nn.Module, batch_size: int = 1):
         super().__init__(model)
@@ -96,8 +93,7 @@ def _check_eval(model: nn.Module):
 
 def _to_onnx(module: nn.Module, example: Tensor, path: str, input_name: str,
              output_names: Sequence[str], dynamic_axes: Optional[dict], opset: int) -> str:
-    """The one ONNX writer: TorchScript-based (``dynamo=False``, where torchvision's NMS has
-    its NonMaxSuppression symbolic), constants folded (BatchNorm into the convolutions)."""
+    """The one ONNX writer, TorchScript-based (``dynamo=False``: NMS has a symbolic there)."""
     import torchvision  # noqa: F401  registers the ONNX symbolic of torchvision::nms
 
     _check_eval(module.model)
@@ -126,13 +122,9 @@ export_mlperf_onnx = export_onnx  # the name tools/export_model.py --mlperf-io a
 
 
 def export_network_onnx(model: nn.Module, path: str, opset: int = 17) -> str:
-    """Export the network of an SSD (eval mode, weights loaded) to ONNX at ``path``, in
-    float32 whatever its INFERENCE_DTYPE.
-
-    Returns:
-        ``path``. The graph takes ``images`` (N, 3, H, W) float32 normalised, H x W =
-        INPUT.FIXED_SIZE, any N, and returns ``loc`` (N, R, 4), ``conf`` (N, R, K+1).
-    """
+    """Export the network of an SSD (eval mode) to ONNX at ``path``, float32 whatever its
+    INFERENCE_DTYPE: ``images`` (N, 3, H, W) normalised, any N -> ``loc`` (N, R, 4), ``conf``
+    (N, R, K+1). Returns path."""
     dtype, model.inference_dtype = model.inference_dtype, None  # the engine quantises
     try:
         return _to_onnx(NetworkModule(model), torch.zeros(1, 3, *model.input_size), path,
@@ -156,8 +148,8 @@ def export_torchscript(module: SSDExportModule, example: Tensor, path: str) -> s
 
 def detections_to_instances(boxes: Tensor, scores: Tensor, classes: Tensor,
                             input_size: Sequence[int], height: int, width: int) -> Instances:
-    """Exported outputs (M, 4), (M,), (M,) -> Instances on the original ``height x width``
-    image (scaled by (W0 / W, H0 / H) and clipped, as ``rescale_detections``)."""
+    """Exported outputs (M, 4), (M,), (M,) -> Instances rescaled to the original ``height x
+    width`` image and clipped (``rescale_detections``)."""
     r = Instances((int(input_size[0]), int(input_size[1])), pred_boxes=Boxes(boxes.float()),
                   scores=scores, pred_classes=classes.long())
     return rescale_detections(r, height, width)

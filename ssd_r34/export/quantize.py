@@ -52,13 +52,12 @@ def calibration_images(cfg, dataset: str = "", num_images: int = 0) -> Tuple[Ten
         raise ValueError("No calibration data set: set MODEL.SSD.INT8.CALIBRATION_DATASET (or "
                          "DATASETS.TRAIN) to a registered data set.")
     n = int(num_images or cfg.MODEL.SSD.INT8.CALIBRATION_IMAGES)
-    if n <= 0:
-        raise ValueError(f"MODEL.SSD.INT8.CALIBRATION_IMAGES must be > 0, got {n}.")
     ensure_dataset(name)
-    dicts = DatasetCatalog.get(name)[:n]
-    if len(dicts) < n:
-        raise ValueError(f"Data set {name!r} has {len(dicts)} images, fewer than the {n} asked "
-                         "for (MODEL.SSD.INT8.CALIBRATION_IMAGES).")
+    dicts = DatasetCatalog.get(name)
+    if not 0 < n <= len(dicts):
+        raise ValueError(f"MODEL.SSD.INT8.CALIBRATION_IMAGES is {n}: set it from 1 to "
+                         f"{len(dicts)}, the number of images of {name!r}.")
+    dicts = dicts[:n]
     mapper = SSDDatasetMapper(cfg, is_train=False)
     mean, std = (torch.tensor(v).view(3, 1, 1) for v in (cfg.MODEL.PIXEL_MEAN, cfg.MODEL.PIXEL_STD))
     images = torch.stack([(mapper(dict(d))["image"].float() - mean) / std for d in dicts])
@@ -66,9 +65,8 @@ def calibration_images(cfg, dataset: str = "", num_images: int = 0) -> Tuple[Ten
 
 
 def _module_of(node_name: str) -> str:
-    """The SSD module an exported node belongs to: "/backbone/res2/res2.0/conv1/Conv" ->
-    "backbone.res2.0.conv1", "/head/loc.0/Conv" -> "head.loc.0" (the exporter repeats a
-    container's name in its children's scopes)."""
+    """The SSD module of an exported node: "/backbone/res2/res2.0/conv1/Conv" ->
+    "backbone.res2.0.conv1" (the exporter repeats a container's name in its children's)."""
     path: List[str] = []
     for part in node_name.strip("/").split("/")[:-1]:
         path.append(part[len(path[-1]) + 1:] if path and part.startswith(path[-1] + ".")
@@ -77,9 +75,8 @@ def _module_of(node_name: str) -> str:
 
 
 def _float_nodes(onnx_path: str, float_layers: Sequence[str]) -> List[str]:
-    """Names of the nodes of ``onnx_path`` inside the SSD modules ``float_layers`` (module
-    names or their prefixes, e.g. "head", "backbone.stem"); a name that matches no node is
-    refused."""
+    """Names of the nodes of ``onnx_path`` inside the SSD modules ``float_layers`` (names or
+    their prefixes, e.g. "head"); a name that matches no node is refused."""
     import onnx
 
     names = [n.name for n in onnx.load(onnx_path).graph.node] if float_layers else []
