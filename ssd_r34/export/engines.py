@@ -47,8 +47,8 @@ class EngineNetwork:
                 opts.intra_op_num_threads = self.threads
                 opts.inter_op_num_threads = 1
             self._session = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
-            self._input, self.input_shape = self._session.get_inputs()[0].name, \
-                self._session.get_inputs()[0].shape
+            self._input, self.input_shape = (self._session.get_inputs()[0].name,
+                                             self._session.get_inputs()[0].shape)
         elif backend == "openvino":
             import openvino as ov
 
@@ -68,8 +68,8 @@ class EngineNetwork:
                       "bf16" if self.precision == "bfloat16" else "f32"}
             if self.threads is not None:
                 config["INFERENCE_NUM_THREADS"] = self.threads
-            self._compiled[shape] = self._core.compile_model(model, "CPU", config) \
-                .create_infer_request()
+            compiled = self._core.compile_model(model, "CPU", config)
+            self._compiled[shape] = compiled.create_infer_request()
         return self._compiled[shape]
 
     def __call__(self, x: Tensor) -> Tuple[Tensor, ...]:

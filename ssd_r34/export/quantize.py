@@ -132,15 +132,14 @@ def _openvino_int8(float_path: str, out_path: str, images: Tensor, per_channel: 
     if not per_channel:
         raise ValueError("NNCF quantises weights per channel: MODEL.SSD.INT8.PER_CHANNEL must be "
                          "True with openvino.")
-    ignored = {}
-    if float_layers:  # an OpenVINO op is named after its ONNX node, maybe with a suffix
-        ignored["ignored_scope"] = nncf.IgnoredScope(patterns=[
-            "^" + re.escape(n) + "(/.*)?$" for n in _float_nodes(float_path, float_layers)],
-            validate=False)
+    # an OpenVINO op is named after its ONNX node, maybe with a suffix
+    ignored = nncf.IgnoredScope(patterns=["^" + re.escape(n) + "(/.*)?$"
+                                          for n in _float_nodes(float_path, float_layers)],
+                                validate=False)
     quantized = nncf.quantize(ov.Core().read_model(float_path),
                               nncf.Dataset([im[None].numpy() for im in images]),
                               subset_size=len(images), preset=nncf.QuantizationPreset.PERFORMANCE,
-                              fast_bias_correction=True, **ignored)
+                              fast_bias_correction=True, ignored_scope=ignored)
     ov.save_model(quantized, out_path, compress_to_fp16=False)
     ranges = {}  # FakeQuantize: input high - input low
     for op in (o for o in quantized.get_ordered_ops() if o.get_type_name() == "FakeQuantize"):
