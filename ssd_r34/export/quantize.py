@@ -170,9 +170,6 @@ def calibrate(model: nn.Module, images: Tensor, out_dir: str, backend: str,
                          f"openvino, got {backend!r}.")
     if method not in METHODS:
         raise ValueError(f"MODEL.SSD.INT8.METHOD must be one of {tuple(METHODS)}, got {method!r}.")
-    if images.ndim != 4 or tuple(images.shape[-2:]) != tuple(model.input_size):
-        raise ValueError(f"Calibration images must be (N, 3, {model.input_size[0]}, "
-                         f"{model.input_size[1]}), got {tuple(images.shape)}.")
     os.makedirs(out_dir, exist_ok=True)
     float_path = export_network_onnx(model, os.path.join(out_dir, "network_float32.onnx"))
     out_path = os.path.join(out_dir, INT8_FILES[backend])
