@@ -10,13 +10,9 @@ from .transforms import (SSDCropTransform, SSDRandomCrop, build_ssd_augmentation
 
 register_shapes()
 register_coco_2017_val_mlperf()
-
-
-def ensure_dataset(name: str) -> None:
-    """Make sure a data set's files exist before it is read (generates the built-in shapes
-    set on first use; nothing to do for other data sets)."""
-    ensure_shapes(name)
-
+# Make sure a data set's files exist before it is read (the built-in shapes set is generated
+# on first use; nothing to do for other data sets).
+ensure_dataset = ensure_shapes
 
 __all__ = ["SSDDatasetMapper", "SSDCropTransform", "SSDRandomCrop", "build_ssd_augmentations",
            "ssd_augmentations", "read_image_cv2", "ensure_dataset", "mlperf_image_ids",

@@ -10,7 +10,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 __all__ = ["SHAPES_CLASSES", "SHAPES_DIR", "SHAPES_SPLITS", "default_root", "generate_shapes",
-           "register_shapes", "ensure_shapes", "shapes_split_sizes", "shapes_json_file"]
+           "register_shapes", "ensure_shapes", "shapes_split_sizes"]
 
 SHAPES_CLASSES = ["circle", "square", "triangle"]
 # The folder under the root; its suffix is the generator's version.
@@ -32,18 +32,10 @@ def shapes_split_sizes():  # {"shapes_train": 1000, ...}
     return {f"shapes_{split}": n for split, (n, _) in SHAPES_SPLITS.items()}
 
 
-def shapes_json_file(root, split):  # exists iff the split is complete
-    return os.path.join(root, SHAPES_DIR, f"{split}.json")
-
-
 # Backgrounds are muted (channels <= BACKGROUND_MAX), shapes bright (>= SHAPE_MIN), so that
 # a from-scratch model finds the shapes within make demo's 600 iterations.
 BACKGROUND_MAX = 120
 SHAPE_MIN = 110
-
-
-def _colour(rng):
-    return rng.integers(0, 256, 3)
 
 
 def _background(rng, h, w):
@@ -63,20 +55,15 @@ def _background(rng, h, w):
     return noisy.astype(np.uint8), smooth
 
 
-def _contrasts(c, refs, min_dist=150):
-    c = c.astype(np.float32)
-    return all(float(np.abs(c - r).sum()) >= min_dist for r in refs)
-
-
 def _pick_colour(rng, refs):
     # A bright colour (channels >= SHAPE_MIN) at L1 >= 150 from every colour in refs, else
     # the most distant of 30 tries (bounded: generation never loops forever).
     best, best_d = None, -1.0
     for _ in range(30):
         c = rng.integers(SHAPE_MIN, 256, 3)
-        if _contrasts(c, refs):
+        d = min(float(np.abs(c.astype(np.float32) - r).sum()) for r in refs)
+        if d >= 150:
             return c
-        d = min(np.abs(c.astype(np.float32) - r).sum() for r in refs)
         if d > best_d:
             best, best_d = c, d
     return best
@@ -109,12 +96,12 @@ def _draw_image(rng, allow_empty):
     clutter = []  # colours of the clutter: the shapes' colours keep away from them
     for _ in range(int(rng.integers(1, 4))):  # clutter: thin lines (not objects)
         pts = [float(v) for v in rng.uniform(0, 1, 4) * [w, h, w, h]]
-        clutter.append(_colour(rng))
+        clutter.append(rng.integers(0, 256, 3))
         draw.line(pts, fill=tuple(int(v) for v in clutter[-1]), width=1)
     for _ in range(int(rng.integers(3, 10))):  # clutter: specks under 6 px (not objects)
         x, y = float(rng.uniform(0, w - 5)), float(rng.uniform(0, h - 5))
         sx, sy = (float(v) for v in rng.uniform(1, 4, 2))
-        clutter.append(_colour(rng))
+        clutter.append(rng.integers(0, 256, 3))
         fill = tuple(int(v) for v in clutter[-1])
         if rng.random() < 0.5:
             draw.rectangle([x, y, x + sx, y + sy], fill=fill)
@@ -146,22 +133,20 @@ def _draw_image(rng, allow_empty):
         visible = [vis & ~mask for vis in visible] + [mask]
         placed.append((cls, box, mask))
 
-    annotations, drawn = [], []  # drawn: (box, colour) of earlier shapes
+    annotations, drawn = [], []  # drawn: colours of the earlier shapes
     for cls, box, mask in placed:
         x0, y0, x1, y1 = box
         xs = [min(max(int(v), 0), w - 1) for v in (x0, (x0 + x1) / 2, x1)]
         ys = [min(max(int(v), 0), h - 1) for v in (y0, (y0 + y1) / 2, y1)]
         refs = [bg[y, x].astype(np.float32) for y in ys for x in xs]  # background under it
-        refs += [c.astype(np.float32) for _, c in drawn]  # and from the other shapes
-        refs += [c.astype(np.float32) for c in clutter]
+        refs += [c.astype(np.float32) for c in drawn + clutter]  # other shapes, clutter
         colour = tuple(int(v) for v in _pick_colour(rng, refs))
         _draw_shape(draw, cls, box, colour)
-        rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
-        left, top, right, bottom = cols[0], rows[0], cols[-1] + 1, rows[-1] + 1  # tight box
-        annotations.append({"category_id": cls + 1,
-                            "bbox": [float(left), float(top), float(right - left),
-                                     float(bottom - top)]})
-        drawn.append((box, np.array(colour)))
+        rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))  # tight box
+        annotations.append({"category_id": cls + 1, "bbox": [
+            float(cols[0]), float(rows[0]), float(cols[-1] + 1 - cols[0]),
+            float(rows[-1] + 1 - rows[0])]})
+        drawn.append(np.array(colour))
     return img, annotations
 
 
@@ -195,10 +180,8 @@ def generate_shapes(root, split, num_images, seed, allow_empty=None):
             images.append({"id": i + 1, "file_name": name, "height": img.height,
                            "width": img.width})
             for a in annos:
-                bw, bh = a["bbox"][2:]
-                annotations.append({"id": len(annotations) + 1, "image_id": i + 1,
-                                    "category_id": a["category_id"], "bbox": a["bbox"],
-                                    "area": bw * bh, "iscrowd": 0})
+                annotations.append({"id": len(annotations) + 1, "image_id": i + 1, **a,
+                                    "area": a["bbox"][2] * a["bbox"][3], "iscrowd": 0})
         coco = {"info": {"description": f"ssd_r34 shapes {split} (seed {seed})"},
                 "images": images, "annotations": annotations,
                 "categories": [{"id": i + 1, "name": n, "supercategory": "shape"}
@@ -251,7 +234,7 @@ def register_shapes(root=None, prefix="shapes"):
     from detectron2.data import DatasetCatalog, MetadataCatalog
 
     root = os.path.abspath(os.path.expanduser(os.fspath(root))) if root else default_root()
-    names = []
+    base, names = os.path.join(root, SHAPES_DIR), []
     for split, (num_images, seed) in SHAPES_SPLITS.items():
         name = f"{prefix}_{split}"
         names.append(name)
@@ -259,7 +242,7 @@ def register_shapes(root=None, prefix="shapes"):
             continue
         _REGISTERED[name] = (root, split, num_images, seed)
         DatasetCatalog.register(name, lambda name=name: _load(name))
-        MetadataCatalog.get(name).set(
-            thing_classes=list(SHAPES_CLASSES), json_file=shapes_json_file(root, split),
-            image_root=os.path.join(root, SHAPES_DIR, split), evaluator_type="coco")
+        MetadataCatalog.get(name).set(  # the json exists iff the split is complete
+            thing_classes=list(SHAPES_CLASSES), json_file=os.path.join(base, f"{split}.json"),
+            image_root=os.path.join(base, split), evaluator_type="coco")
     return names
