@@ -18,7 +18,7 @@ from detectron2.data.common import DatasetFromList
 from detectron2.data.samplers import TrainingSampler
 from detectron2.utils import comm
 
-from .validation import (DatasetError, UnreadableImageError, UnreadableImageReport,
+from .validation import (DatasetError, SkipUnreadableImages, UnreadableImageError,
                          check_dataset_dicts, check_dataset_metadata)
 
 __all__ = ["ResumableTrainingSampler", "SeededMapDataset", "SkipUnreadableImages",
@@ -78,7 +78,7 @@ class SeededMapDataset(Dataset):
         self._mapper, self._max_attempts = mapper, max_attempts
         self._names = [name for name, _ in spans or []]
         self._ends = list(itertools.accumulate(n for _, n in spans or []))
-        self._skip_unreadable, self._skipped = skip_unreadable, UnreadableImageReport()
+        self._skip_unreadable, self._skipped = skip_unreadable, SkipUnreadableImages()
 
     def __len__(self):
         return len(self._dataset)
@@ -103,21 +103,6 @@ class SeededMapDataset(Dataset):
             f"The mapper returned None {self._max_attempts} times in a row (images the "
             "augmentation left without boxes, or unreadable images skipped); check the data "
             f"set ({', '.join(self._names) or 'unnamed'}).")
-
-
-class SkipUnreadableImages:
-    """A mapper for Detectron2's own loaders that gives None for an unreadable image (the
-    loader draws another), counted and reported (INPUT.SSD.SKIP_UNREADABLE_IMAGES)."""
-
-    def __init__(self, mapper):
-        self._mapper, self._skipped = mapper, UnreadableImageReport()
-
-    def __call__(self, dataset_dict):
-        try:
-            return self._mapper(dataset_dict)
-        except UnreadableImageError as e:
-            self._skipped.skip(e)
-            return None
 
 
 def load_train_dicts(cfg) -> Tuple[List[Dict], List[Tuple[str, int]]]:

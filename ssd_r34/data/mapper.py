@@ -13,8 +13,8 @@ from detectron2.structures import Boxes, BoxMode, Instances
 
 from .transforms import (build_ssd_augmentations, cv2_float_params, cv2_float_preprocess,
                          read_image_cv2, resize_impl)
-from .validation import (MAX_LISTED, DatasetError, UnreadableImageError, bad_class_id,
-                         box_problem, describe_annotation, read_image)
+from .validation import (MAX_LISTED, DatasetError, UnreadableImageError, check_annotations,
+                         read_image)
 
 __all__ = ["SSDDatasetMapper"]
 
@@ -58,27 +58,19 @@ class SSDDatasetMapper:
                 "cv2_float": cv2_float_params(cfg) if resize_impl(cfg) == "cv2-float" else None}
 
     def _valid_annotations(self, record, h, w):  # non-crowd, with a valid box
-        annos = []
-        for j, a in enumerate(record.get("annotations", [])):
-            if a.get("iscrowd", 0) != 0:
-                continue
-            if self.num_classes is not None and bad_class_id(a, self.num_classes):
-                raise DatasetError(
-                    f"{describe_annotation(record, j)}: category_id {a.get('category_id')!r} "
-                    f"is outside [0, {self.num_classes}) (MODEL.SSD.NUM_CLASSES "
-                    f"{self.num_classes}). Set MODEL.SSD.NUM_CLASSES to the data set's class "
-                    "count or fix the id.").in_dataset(self.dataset_name)
-            why = box_problem(a["bbox"], a["bbox_mode"], w, h)
-            if why is None:
-                annos.append(a)
-                continue
+        annos, bad_ids, dropped = check_annotations(record, self.num_classes, w, h)
+        if bad_ids:
+            raise DatasetError(
+                f"{bad_ids[0]} (MODEL.SSD.NUM_CLASSES {self.num_classes}). Set "
+                "MODEL.SSD.NUM_CLASSES to the data set's class count or fix the id."
+            ).in_dataset(self.dataset_name)
+        where = f"data set '{self.dataset_name}': " if self.dataset_name else ""
+        for d in dropped:
             self._dropped += 1
             if self._dropped <= MAX_LISTED:
-                where = f"data set '{self.dataset_name}': " if self.dataset_name else ""
-                logger.warning(f"{where}dropped {describe_annotation(record, j)} ({why}: bbox "
-                               f"{list(a['bbox'])}; not repaired; {self._dropped} dropped so "
-                               "far by this mapper).")
-        return annos
+                logger.warning(f"{where}dropped {d}; not repaired; {self._dropped} dropped so "
+                               "far by this mapper.")
+        return [a for a in annos if a.get("iscrowd", 0) == 0]
 
     def _read(self, dataset_dict):
         try:

@@ -12,8 +12,8 @@ from detectron2.data import detection_utils as utils
 from detectron2.structures import BoxMode
 from detectron2.utils.file_io import PathManager
 
-__all__ = ["DatasetError", "UnreadableImageError", "box_problem", "check_dataset_metadata",
-           "check_dataset_dicts", "read_image"]
+__all__ = ["DatasetError", "UnreadableImageError", "box_problem", "check_annotations",
+           "check_dataset_metadata", "check_dataset_dicts", "read_image", "SkipUnreadableImages"]
 
 logger = logging.getLogger(__name__)
 
@@ -54,11 +54,6 @@ def describe_annotation(record: Dict, j: int) -> str:  # "<file>, annotation id 
     return f"{record.get('file_name', '?')}, {which}"
 
 
-def bad_class_id(annotation: Dict, num_classes: int) -> bool:  # not an int in [0, num_classes)
-    c = annotation.get("category_id")
-    return not isinstance(c, (int, np.integer)) or not 0 <= c < num_classes
-
-
 def box_problem(bbox: Sequence[float], bbox_mode, width: Optional[float] = None,
                 height: Optional[float] = None) -> Optional[str]:
     """Why an annotated box (in ``bbox_mode``, in an image of ``width`` x ``height`` if
@@ -83,6 +78,23 @@ def box_problem(bbox: Sequence[float], bbox_mode, width: Optional[float] = None,
             x1 <= 0 or y1 <= 0 or x0 >= width or y0 >= height):
         return "entirely outside the image"
     return None
+
+
+def check_annotations(record: Dict, num_classes: Optional[int], width=None, height=None):
+    """Sort a record's annotations into ``(valid, bad class ids, invalid boxes)``, the last
+    two as descriptions naming the file and annotation. Class ids must be in
+    ``[0, num_classes)`` (None: not checked); boxes pass :func:`box_problem`."""
+    valid, bad_ids, dropped = [], [], []
+    for j, a in enumerate(record.get("annotations") or []):
+        where, c = describe_annotation(record, j), a.get("category_id")
+        if num_classes is not None and (
+                not isinstance(c, (int, np.integer)) or not 0 <= c < num_classes):
+            bad_ids.append(f"{where}: category_id {c!r} is outside [0, {num_classes})")
+        elif (why := box_problem(a["bbox"], a["bbox_mode"], width, height)) is not None:
+            dropped.append(f"{where} ({why}: bbox {list(a['bbox'])})")
+        else:
+            valid.append(a)
+    return valid, bad_ids, dropped
 
 
 def check_dataset_metadata(name: str, num_classes: int) -> None:
@@ -112,18 +124,10 @@ def check_dataset_dicts(dicts: List[Dict], name: str, num_classes: int,
     bad_ids, dropped, out, emptied = [], [], [], 0
     for record in dicts:
         annos = record.get("annotations")
-        keep = []
-        for j, a in enumerate(annos or []):
-            where = describe_annotation(record, j)
-            if bad_class_id(a, num_classes):
-                bad_ids.append(f"{where}: category_id {a.get('category_id')!r}")
-                continue
-            why = box_problem(a["bbox"], a["bbox_mode"], record.get("width"),
-                              record.get("height"))
-            if why is None:
-                keep.append(a)
-            else:
-                dropped.append(f"{where} ({why}: bbox {list(a['bbox'])})")
+        keep, bad, invalid = check_annotations(record, num_classes, record.get("width"),
+                                               record.get("height"))
+        bad_ids += bad
+        dropped += invalid
         if annos and len(keep) != len(annos):
             record = dict(record, annotations=keep)
         if annos and filter_empty and not any(a.get("iscrowd", 0) == 0 for a in keep):
@@ -183,12 +187,20 @@ def read_image(file_name: str, format: str = "RGB") -> np.ndarray:
             "in training.", file_name) from e
 
 
-class UnreadableImageReport:
-    """Counts the unreadable images skipped in training (SKIP_UNREADABLE_IMAGES) and warns:
-    the first MAX_LISTED by name, then at 10, 100, 1000 ... skips (per worker process)."""
+class SkipUnreadableImages:
+    """A mapper for Detectron2's own loaders that gives None for an unreadable image (the
+    loader draws another); ``skip`` counts the skipped images (INPUT.SSD.SKIP_UNREADABLE_IMAGES)
+    and warns: the first MAX_LISTED by name, then at 10, 100, 1000 ... (per worker process)."""
 
-    def __init__(self):
-        self.count, self.files = 0, []
+    def __init__(self, mapper=None):
+        self._mapper, self.count, self.files = mapper, 0, []
+
+    def __call__(self, dataset_dict):
+        try:
+            return self._mapper(dataset_dict)
+        except UnreadableImageError as e:
+            self.skip(e)
+            return None
 
     def skip(self, error: UnreadableImageError) -> None:
         self.count += 1
