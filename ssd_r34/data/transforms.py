@@ -48,14 +48,12 @@ class SSDCropTransform(Transform):
         return out
 
 
-def _iou_with_rect(boxes: np.ndarray, rect) -> np.ndarray:  # (B,)
-    lt = np.maximum(boxes[:, :2], rect[:2])
-    rb = np.minimum(boxes[:, 2:], rect[2:])
-    wh = np.clip(rb - lt, 0, None)
+def iou_with_rect(boxes: np.ndarray, rect) -> np.ndarray:  # (B,) IoUs of (B, 4) boxes
+    rect = np.asarray(rect, dtype=np.float64)
+    wh = np.clip(np.minimum(boxes[:, 2:], rect[2:]) - np.maximum(boxes[:, :2], rect[:2]), 0, None)
     inter = wh[:, 0] * wh[:, 1]
     area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    area_r = (rect[2] - rect[0]) * (rect[3] - rect[1])
-    return inter / (area + area_r - inter)
+    return inter / (area + (rect[2] - rect[0]) * (rect[3] - rect[1]) - inter)
 
 
 class SSDRandomCrop(T.Augmentation):
@@ -83,7 +81,7 @@ class SSDRandomCrop(T.Augmentation):
             top = np.random.uniform(0, 1.0 - sh)
             rect = (left * w, top * h, (left + sw) * w, (top + sh) * h)
             crop = SSDCropTransform(*rect)
-            if (_iou_with_rect(boxes, np.array(rect)) > min_iou).all() and \
+            if (iou_with_rect(boxes, rect) > min_iou).all() and \
                     crop.centre_inside(boxes).any():
                 return crop
 

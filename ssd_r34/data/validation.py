@@ -149,17 +149,14 @@ def check_dataset_dicts(dicts: List[Dict], name: str, num_classes: int,
 
 
 def _to_8bit(image: Image.Image) -> Image.Image:
-    # 16/32-bit single-channel images -> 8-bit "L" by value / 257 (PIL's convert would clip
-    # at 255); "I" / "F" images whose values fit in 0..255 are kept as they are.
-    if image.mode.startswith("I;16"):
-        a = np.asarray(image, dtype=np.float64) / 257.0
-    elif image.mode in ("I", "F"):
-        a = np.asarray(image, dtype=np.float64)
-        if np.nanmax(a, initial=0) > 255:
-            a = np.clip(a, 0, 65535) / 257.0
-    else:
+    # 16/32-bit single-channel images -> 8-bit "L", 16-bit values by value / 257 (PIL's
+    # convert would clip at 255); "I" / "F" images whose values fit in 0..255 are kept.
+    if not (image.mode.startswith("I;16") or image.mode in ("I", "F")):
         return image
-    return Image.fromarray(np.clip(np.rint(np.nan_to_num(a)), 0, 255).astype(np.uint8), "L")
+    a = np.nan_to_num(np.asarray(image, dtype=np.float64))
+    if image.mode.startswith("I;16") or a.max(initial=0) > 255:
+        a = np.clip(a, 0, 65535) / 257.0
+    return Image.fromarray(np.clip(np.rint(a), 0, 255).astype(np.uint8))  # mode "L"
 
 
 def read_image(file_name: str, format: str = "RGB") -> np.ndarray:

@@ -4,6 +4,10 @@ folders (DATASETS.VOC), registered with Detectron2's ``register_coco_instances``
 import json
 import os
 
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data.datasets import register_coco_instances, register_pascal_voc
+from detectron2.data.datasets.pascal_voc import CLASS_NAMES as VOC_CLASSES
+
 from .shapes import ensure_shapes
 
 __all__ = ["register_dataset_files", "dataset_metadata"]
@@ -22,8 +26,6 @@ def _check_entry(key, entry, sizes):
 
 def _already(name, **expected):
     # True when name is registered with these metadata values; raises when as something else.
-    from detectron2.data import DatasetCatalog, MetadataCatalog
-
     if name not in DatasetCatalog.list():
         return False
     have = {k: MetadataCatalog.get(name).get(k, None) for k in expected}
@@ -36,9 +38,6 @@ def _already(name, **expected):
 def register_dataset_files(cfg):
     """Register the data sets of DATASETS.COCO and DATASETS.VOC (idempotent; a name already
     registered with other files is an error). Returns the names of the entries."""
-    from detectron2.data.datasets import register_coco_instances, register_pascal_voc
-    from detectron2.data.datasets.pascal_voc import CLASS_NAMES as VOC_CLASSES
-
     names = []
     for entry in cfg.DATASETS.COCO:
         _check_entry("DATASETS.COCO", entry, (3,))
@@ -72,8 +71,6 @@ def dataset_metadata(name):
     """The ``MetadataCatalog`` entry of a registered data set (None if not registered) with
     ``thing_classes`` and, for COCO json sets, ``thing_dataset_id_to_contiguous_id``, read
     from the json when the set has not been loaded yet (as ``load_coco_json`` sets them)."""
-    from detectron2.data import DatasetCatalog, MetadataCatalog
-
     if not name or name not in DatasetCatalog.list():
         return None
     ensure_shapes(name)

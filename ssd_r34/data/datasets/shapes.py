@@ -9,6 +9,11 @@ import tempfile
 import numpy as np
 from PIL import Image, ImageDraw
 
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data.datasets import load_coco_json
+
+from ..transforms import iou_with_rect
+
 __all__ = ["SHAPES_CLASSES", "SHAPES_DIR", "SHAPES_SPLITS", "default_root", "generate_shapes",
            "register_shapes", "ensure_shapes", "shapes_split_sizes"]
 
@@ -79,14 +84,6 @@ def _draw_shape(draw, cls, box, fill):
         draw.polygon([((x0 + x1) / 2, y0), (x1, y1), (x0, y1)], fill=fill)
 
 
-def _iou(a, b):
-    iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = iw * ih
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
-
-
 def _draw_image(rng, allow_empty):
     # One image: (PIL RGB image, [{"category_id", "bbox"}, ...]).
     w, h = (int(v) for v in rng.integers(160, 257, 2))
@@ -121,7 +118,7 @@ def _draw_image(rng, allow_empty):
         bw, bh = (long_side, long_side / aspect) if aspect >= 1 else (long_side * aspect, long_side)
         x0, y0 = rng.uniform(1, w - bw - 1), rng.uniform(1, h - bh - 1)
         box = (float(x0), float(y0), float(x0 + bw), float(y0 + bh))
-        if any(_iou(box, b) > 0.3 for _, b, _ in placed):
+        if placed and (iou_with_rect(np.array([b for _, b, _ in placed]), box) > 0.3).any():
             continue
         # the same shape on a mask (same rasteriser, same pixels as on the image)
         mask_img = Image.new("L", (w, h), 0)
@@ -219,20 +216,10 @@ def ensure_shapes(name):
     return generate_shapes(root, split, num_images, seed)
 
 
-def _load(name):
-    from detectron2.data.datasets import load_coco_json
-
-    json_file = ensure_shapes(name)
-    root, split, _, _ = _REGISTERED[name]
-    return load_coco_json(json_file, os.path.join(root, SHAPES_DIR, split), name)
-
-
 def register_shapes(root=None, prefix="shapes"):
     """Register ``<prefix>_train`` and ``<prefix>_val`` in Detectron2's catalogs (files made
     on first load; ``root``: default_root(), resolved now; registered names are skipped).
     Returns the names."""
-    from detectron2.data import DatasetCatalog, MetadataCatalog
-
     root = os.path.abspath(os.path.expanduser(os.fspath(root))) if root else default_root()
     base, names = os.path.join(root, SHAPES_DIR), []
     for split, (num_images, seed) in SHAPES_SPLITS.items():
@@ -241,7 +228,8 @@ def register_shapes(root=None, prefix="shapes"):
         if name in DatasetCatalog.list():
             continue
         _REGISTERED[name] = (root, split, num_images, seed)
-        DatasetCatalog.register(name, lambda name=name: _load(name))
+        DatasetCatalog.register(name, lambda name=name, split=split: load_coco_json(
+            ensure_shapes(name), os.path.join(base, split), name))
         MetadataCatalog.get(name).set(  # the json exists iff the split is complete
             thing_classes=list(SHAPES_CLASSES), json_file=os.path.join(base, f"{split}.json"),
             image_root=os.path.join(base, split), evaluator_type="coco")
