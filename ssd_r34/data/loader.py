@@ -1,8 +1,6 @@
 """A training data loader whose progress survives a restart (docs/data.md, "Resumable
-training loader"): :class:`ResumableTrainingSampler` yields ``TrainingSampler``'s index stream
-from any position, with a seed per position; :class:`SeededMapDataset` maps each sample with
-the random generators seeded from it, so its augmentation does not depend on what ran before
-it or on the number of workers."""
+training loader"): a seed per stream position, so a sample's augmentation depends neither on
+what ran before it nor on the number of workers."""
 import bisect
 import itertools
 import random
@@ -29,8 +27,8 @@ class ResumableTrainingSampler(TrainingSampler):
     """``TrainingSampler``'s stream (same seed, order and sharding over ranks) after its first
     ``start`` entries (all ranks together), as ``(sample_seed, index)`` pairs."""
 
-    def __init__(self, size: int, seed: int, shuffle: bool = True, start: int = 0):
-        super().__init__(int(size), shuffle=shuffle, seed=int(seed))
+    def __init__(self, size: int, seed: int, start: int = 0):
+        super().__init__(int(size), seed=int(seed))
         self.set_progress(seed, start)
 
     @property
@@ -52,16 +50,15 @@ class ResumableTrainingSampler(TrainingSampler):
 def _seeded_rngs(seed: int):
     # Seed random, numpy and torch's CPU generator; restore their states after.
     py_state, np_state = random.getstate(), np.random.get_state()
-    torch_state = torch.get_rng_state()
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.default_generator.manual_seed(seed)
-    try:
-        yield
-    finally:
-        random.setstate(py_state)
-        np.random.set_state(np_state)
-        torch.set_rng_state(torch_state)
+    with torch.random.fork_rng(devices=[]):
+        random.seed(seed)
+        np.random.seed(seed)
+        torch.default_generator.manual_seed(seed)
+        try:
+            yield
+        finally:
+            random.setstate(py_state)
+            np.random.set_state(np_state)
 
 
 class SeededMapDataset(Dataset):
@@ -106,10 +103,9 @@ class SeededMapDataset(Dataset):
 
 
 def load_train_dicts(cfg) -> Tuple[List[Dict], List[Tuple[str, int]]]:
-    """The records of DATASETS.TRAIN, each data set checked (``check_dataset_metadata``,
-    ``check_dataset_dicts``), and Detectron2's class histogram logged. (Detectron2's
-    ``get_detection_dataset_dicts`` asserts on an out-of-range id before a check could name
-    the data set, hence this function.)
+    """The records of DATASETS.TRAIN, each data set checked, and their class histogram
+    logged (Detectron2's ``get_detection_dataset_dicts`` would assert on an out-of-range id
+    before a check could name the data set).
 
     Returns:
         (records, [(data set name, number of its records)]).

@@ -27,11 +27,9 @@ class SSDDatasetMapper:
 
     In training, crowd annotations are ignored, boxes the crop drops or leaves empty are
     removed, and an image left with no box gives None (the loader draws another). Bad data
-    is named, never silently used (docs/validation.md): UnreadableImageError for an image,
-    DatasetError for a class id outside [0, MODEL.SSD.NUM_CLASSES), an invalid box dropped
-    with a warning. With INPUT.RESIZE_IMPL "cv2-float", evaluation images are pre-processed
-    as the MLPerf harness does (:func:`~ssd_r34.data.transforms.cv2_float_preprocess`):
-    ``"image"`` is float32, normalised, and ``"image_normalized"`` True.
+    is named, never silently used (docs/validation.md). With INPUT.RESIZE_IMPL "cv2-float",
+    evaluation images are pre-processed as the MLPerf harness does: ``"image"`` is float32,
+    normalised, and ``"image_normalized"`` True.
     """
 
     @configurable

@@ -3,6 +3,7 @@ training reference's ``SSDCropping`` and colour jitter), their config checks, an
 inference harness's pre-processing (INPUT.RESIZE_IMPL "cv2-float")."""
 import functools
 
+import cv2
 import numpy as np
 from PIL import Image
 from torchvision.transforms import ColorJitter
@@ -163,9 +164,8 @@ def build_ssd_augmentations(cfg, is_train: bool):
                              color_jitter=tuple(cfg.INPUT.SSD.COLOR_JITTER))
 
 
-# INPUT.RESIZE_IMPL "cv2-float": the MLPerf inference harness's pre-processing
 def resize_impl(cfg) -> str:
-    """INPUT.RESIZE_IMPL, checked."""
+    """INPUT.RESIZE_IMPL, checked ("cv2-float": the MLPerf harness's pre-processing)."""
     if cfg.INPUT.RESIZE_IMPL not in RESIZE_IMPLS:
         raise ValueError(f"INPUT.RESIZE_IMPL must be one of {RESIZE_IMPLS}, got "
                          f"{cfg.INPUT.RESIZE_IMPL!r}.")
@@ -175,8 +175,6 @@ def resize_impl(cfg) -> str:
 def read_image_cv2(file_name: str) -> np.ndarray:
     """``cv2.imread`` (BGR uint8), as the MLPerf harness decodes (OpenCV and PIL differ in the
     last bit of JPEGs). FileNotFoundError when OpenCV cannot read the file."""
-    import cv2
-
     image = cv2.imread(file_name)
     if image is None:
         raise FileNotFoundError(f"OpenCV cannot read the image {file_name!r} (missing, or not "
@@ -197,8 +195,6 @@ def cv2_float_preprocess(image: np.ndarray, size, mean, std, input_format: str =
     Returns:
         (3, H, W) float32, C-contiguous.
     """
-    import cv2
-
     if image.ndim != 3 or image.shape[2] != 3:
         raise ValueError(f"Expected an (H, W, 3) image, got shape {image.shape}")
     img = np.asarray(image, dtype=np.float32)
