@@ -8,6 +8,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 from PIL import Image
 
+from detectron2.data import MetadataCatalog
 from detectron2.data import detection_utils as utils
 from detectron2.structures import BoxMode
 from detectron2.utils.file_io import PathManager
@@ -48,12 +49,6 @@ class UnreadableImageError(DatasetError):
         self.file_name = file_name
 
 
-def describe_annotation(record: Dict, j: int) -> str:  # "<file>, annotation id <id>"
-    ann = record["annotations"][j]
-    which = f"annotation id {ann['id']}" if "id" in ann else f"annotation #{j}"
-    return f"{record.get('file_name', '?')}, {which}"
-
-
 def box_problem(bbox: Sequence[float], bbox_mode, width: Optional[float] = None,
                 height: Optional[float] = None) -> Optional[str]:
     """Why an annotated box (in ``bbox_mode``, in an image of ``width`` x ``height`` if
@@ -86,7 +81,8 @@ def check_annotations(record: Dict, num_classes: Optional[int], width=None, heig
     ``[0, num_classes)`` (None: not checked); boxes pass :func:`box_problem`."""
     valid, bad_ids, dropped = [], [], []
     for j, a in enumerate(record.get("annotations") or []):
-        where, c = describe_annotation(record, j), a.get("category_id")
+        which = f"annotation id {a['id']}" if "id" in a else f"annotation #{j}"
+        where, c = f"{record.get('file_name', '?')}, {which}", a.get("category_id")
         if num_classes is not None and (
                 not isinstance(c, (int, np.integer)) or not 0 <= c < num_classes):
             bad_ids.append(f"{where}: category_id {c!r} is outside [0, {num_classes})")
@@ -100,8 +96,6 @@ def check_annotations(record: Dict, num_classes: Optional[int], width=None, heig
 def check_dataset_metadata(name: str, num_classes: int) -> None:
     """Refuse (DatasetError) a data set whose ``thing_classes`` count differs from
     MODEL.SSD.NUM_CLASSES, naming its classes and the value to set."""
-    from detectron2.data import MetadataCatalog
-
     classes = MetadataCatalog.get(name).get("thing_classes", None)
     if classes is not None and len(classes) != num_classes:
         raise DatasetError(

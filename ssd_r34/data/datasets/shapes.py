@@ -74,14 +74,12 @@ def _pick_colour(rng, refs):
     return best
 
 
-def _draw_shape(draw, cls, box, fill):
+def _draw_shape(draw, cls, box, fill):  # SHAPES_CLASSES[cls] filling box
     x0, y0, x1, y1 = box
-    if cls == 0:
-        draw.ellipse([x0, y0, x1, y1], fill=fill)
-    elif cls == 1:
-        draw.rectangle([x0, y0, x1, y1], fill=fill)
-    else:
+    if cls == 2:
         draw.polygon([((x0 + x1) / 2, y0), (x1, y1), (x0, y1)], fill=fill)
+    else:
+        (draw.ellipse if cls == 0 else draw.rectangle)([x0, y0, x1, y1], fill=fill)
 
 
 def _draw_image(rng, allow_empty):
@@ -100,10 +98,7 @@ def _draw_image(rng, allow_empty):
         sx, sy = (float(v) for v in rng.uniform(1, 4, 2))
         clutter.append(rng.integers(0, 256, 3))
         fill = tuple(int(v) for v in clutter[-1])
-        if rng.random() < 0.5:
-            draw.rectangle([x, y, x + sx, y + sy], fill=fill)
-        else:
-            draw.ellipse([x, y, x + sx, y + sy], fill=fill)
+        (draw.rectangle if rng.random() < 0.5 else draw.ellipse)([x, y, x + sx, y + sy], fill=fill)
 
     n = 0 if allow_empty and rng.random() < 0.1 else int(rng.integers(1, 3))
     short = min(w, h)
@@ -193,12 +188,11 @@ def generate_shapes(root, split, num_images, seed, allow_empty=None):
             return json_file
         image_dir = os.path.join(base, split)
         names = [im["file_name"] for im in images]
-        if os.path.isdir(image_dir) and not _complete_image_dir(image_dir, names):
-            # a stale, incomplete folder (e.g. of other parameters, json deleted): move aside
-            with contextlib.suppress(OSError):
+        if not _complete_image_dir(image_dir, names):
+            with contextlib.suppress(OSError):  # a stale, incomplete folder: move it aside
                 os.rename(image_dir, os.path.join(tmp, "stale"))
-        with contextlib.suppress(OSError):  # a concurrent process won: same images
-            os.rename(tmp_images, image_dir)
+            with contextlib.suppress(OSError):  # or a concurrent process won: same images
+                os.rename(tmp_images, image_dir)
         if not _complete_image_dir(image_dir, names):
             raise RuntimeError(f"could not put the images of {split!r} into {image_dir}")
         os.replace(tmp_json, json_file)  # atomic; the json last: now the split is complete
