@@ -1,8 +1,9 @@
 """SSD data: mapper, augmentations, the resumable training loader, the built-in data sets
 (registered on import) and your own named in the config (docs/data.md)."""
-from .datasets import (dataset_metadata, ensure_shapes, mlperf_image_ids,
-                       register_coco_2017_val_mlperf, register_dataset_files,
-                       register_mlperf_coco, register_shapes)
+from .datasets.coco_mlperf import (mlperf_image_ids, register_coco_2017_val_mlperf,
+                                   register_mlperf_coco)
+from .datasets.files import dataset_metadata, register_dataset_files
+from .datasets.shapes import ensure_shapes, register_shapes
 from .loader import build_resumable_train_loader
 from .mapper import SSDDatasetMapper
 from .transforms import (SSDCropTransform, SSDRandomCrop, build_ssd_augmentations,

@@ -185,9 +185,8 @@ def read_image_cv2(file_name: str) -> np.ndarray:
 def cv2_float_preprocess(image: np.ndarray, size, mean, std, input_format: str = "BGR",
                          output_format: str = "RGB") -> np.ndarray:
     """MLPerf's ssd-resnet34 pre-processing (mlcommons/inference,
-    ``vision/classification_and_detection/python/dataset.py``: ``maybe_resize``, then
-    ``pre_process_coco_resnet34``): float32, ``output_format`` order, ``cv2.resize``
-    (INTER_LINEAR) on the float image, ``/ 255 - mean``, ``/ std``, channels first.
+    ``vision/classification_and_detection/python/dataset.py``, ``pre_process_coco_resnet34``):
+    ``cv2.resize`` (INTER_LINEAR) of the float image, ``/ 255 - mean``, ``/ std``.
 
     Args:
         image: (H0, W0, 3) uint8 in ``input_format`` ("BGR" as cv2.imread gives, or "RGB").

@@ -106,14 +106,12 @@ def check_dataset_metadata(name: str, num_classes: int) -> None:
 
 def check_dataset_dicts(dicts: List[Dict], name: str, num_classes: int,
                         filter_empty: bool = False) -> List[Dict]:
-    """Check a data set's records before training; returns the records to train on.
-    Annotations with an invalid box (:func:`box_problem`) are dropped from a copy of their
-    record and reported in one warning; with ``filter_empty``, so are records left without a
-    non-crowd annotation (DATALOADER.FILTER_EMPTY_ANNOTATIONS).
+    """The records to train on: annotations with an invalid box dropped from a copy of their
+    record, reported in one warning; with ``filter_empty`` (DATALOADER.FILTER_EMPTY_ANNOTATIONS)
+    so are records left without a non-crowd annotation.
 
     Raises:
-        DatasetError: class ids outside ``[0, num_classes)`` (crowd included), naming the
-            data set, the files, the annotations and MODEL.SSD.NUM_CLASSES.
+        DatasetError: class ids outside ``[0, num_classes)`` (crowd included).
     """
     bad_ids, dropped, out, emptied = [], [], [], 0
     for record in dicts:
