@@ -65,6 +65,9 @@ class SSDRandomCrop(T.Augmentation):
 
     MODES = (None, 0.1, 0.3, 0.5, 0.7, 0.9, -np.inf)
 
+    def __init__(self):  # an explicit signature for Augmentation's repr, "SSDRandomCrop()"
+        super().__init__()
+
     def get_transform(self, image, boxes):
         h, w = image.shape[:2]
         boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
