@@ -146,14 +146,12 @@ def _complete_image_dir(image_dir, file_names):
     return os.path.isdir(image_dir) and set(file_names) <= set(os.listdir(image_dir))
 
 
-def generate_shapes(root, split, num_images, seed, allow_empty=None):
+def generate_shapes(root, split, num_images, seed):
     """Write ``<root>/shapes_v2/<split>/NNNNN.jpg`` and ``<split>.json`` (COCO) unless the
-    json exists; returns its path. Deterministic in ``seed``; ``allow_empty`` (default: every
-    split but ``train``) lets about 10% of the images hold no object. Safe for concurrent
-    processes: each writes a private temporary folder, then renames the images, the json last.
+    json exists; returns its path. Deterministic in ``seed``; in every split but ``train``
+    about 10% of the images hold no object. Safe for concurrent processes: each writes a
+    private temporary folder, then renames the images, the json last.
     """
-    if allow_empty is None:
-        allow_empty = split != "train"
     base = os.path.join(os.fspath(root), SHAPES_DIR)
     json_file = os.path.join(base, f"{split}.json")
     if os.path.exists(json_file):
@@ -166,7 +164,7 @@ def generate_shapes(root, split, num_images, seed, allow_empty=None):
         os.makedirs(tmp_images)
         images, annotations = [], []
         for i in range(num_images):
-            img, annos = _draw_image(rng, allow_empty)
+            img, annos = _draw_image(rng, allow_empty=split != "train")
             name = f"{i:05d}.jpg"
             img.save(os.path.join(tmp_images, name), format="JPEG", quality=95)
             images.append({"id": i + 1, "file_name": name, "height": img.height,
