@@ -170,8 +170,8 @@ def build_ssd_augmentations(cfg, is_train: bool):
 def resize_impl(cfg) -> str:
     """INPUT.RESIZE_IMPL, checked ("cv2-float": the MLPerf harness's pre-processing)."""
     if cfg.INPUT.RESIZE_IMPL not in RESIZE_IMPLS:
-        raise ValueError(f"INPUT.RESIZE_IMPL must be one of {RESIZE_IMPLS}, got "
-                         f"{cfg.INPUT.RESIZE_IMPL!r}.")
+        refuse("INPUT.RESIZE_IMPL", cfg.INPUT.RESIZE_IMPL, f"must be one of {RESIZE_IMPLS}",
+               "pil")
     return cfg.INPUT.RESIZE_IMPL
 
 
