@@ -1,8 +1,9 @@
 """SSD data: mapper, augmentations, the resumable training loader, the built-in data sets
 (registered on import) and your own named in the config (docs/data.md)."""
-from .datasets import (dataset_metadata, ensure_shapes, mlperf_image_ids,
-                       register_coco_2017_val_mlperf, register_dataset_files,
-                       register_mlperf_coco, register_shapes)
+from .datasets.coco_mlperf import (mlperf_image_ids, register_coco_2017_val_mlperf,
+                                   register_mlperf_coco)
+from .datasets.files import dataset_metadata, register_dataset_files
+from .datasets.shapes import ensure_shapes, register_shapes
 from .loader import build_resumable_train_loader
 from .mapper import SSDDatasetMapper
 from .transforms import (SSDCropTransform, SSDRandomCrop, build_ssd_augmentations,
@@ -10,13 +11,9 @@ from .transforms import (SSDCropTransform, SSDRandomCrop, build_ssd_augmentation
 
 register_shapes()
 register_coco_2017_val_mlperf()
-
-
-def ensure_dataset(name: str) -> None:
-    """Make sure a data set's files exist before it is read (generates the built-in shapes
-    set on first use; nothing to do for other data sets)."""
-    ensure_shapes(name)
-
+# Make sure a data set's files exist before it is read (the built-in shapes set is generated
+# on first use; nothing to do for other data sets).
+ensure_dataset = ensure_shapes
 
 __all__ = ["SSDDatasetMapper", "SSDCropTransform", "SSDRandomCrop", "build_ssd_augmentations",
            "ssd_augmentations", "read_image_cv2", "ensure_dataset", "mlperf_image_ids",

@@ -1,10 +1,8 @@
 """A training data loader whose progress survives a restart (docs/data.md, "Resumable
-training loader"): :class:`ResumableTrainingSampler` yields ``TrainingSampler``'s index stream
-from any position, with a seed per position; :class:`SeededMapDataset` maps each sample with
-the random generators seeded from it, so its augmentation does not depend on what ran before
-it or on the number of workers."""
+training loader"): a seed per stream position, so a sample's augmentation depends neither on
+what ran before it nor on the number of workers."""
+import bisect
 import itertools
-import logging
 import random
 from contextlib import contextmanager
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -18,37 +16,24 @@ from detectron2.data.common import DatasetFromList
 from detectron2.data.samplers import TrainingSampler
 from detectron2.utils import comm
 
-from .validation import (DatasetError, UnreadableImageError, UnreadableImageReport,
-                         check_dataset_dicts, check_dataset_metadata, dataset_of)
+from .validation import (DatasetError, SkipUnreadableImages, UnreadableImageError,
+                         check_dataset_dicts, check_dataset_metadata)
 
 __all__ = ["ResumableTrainingSampler", "SeededMapDataset", "SkipUnreadableImages",
            "build_resumable_train_loader", "find_resumable_sampler", "load_train_dicts"]
-
-logger = logging.getLogger(__name__)
-
-
-def sample_seed(stream_seed: int, position: int) -> int:  # the seed of a stream position
-    return int(np.random.SeedSequence([int(stream_seed) & 0xFFFFFFFF, int(position)])
-               .generate_state(1)[0])
 
 
 class ResumableTrainingSampler(TrainingSampler):
     """``TrainingSampler``'s stream (same seed, order and sharding over ranks) after its first
     ``start`` entries (all ranks together), as ``(sample_seed, index)`` pairs."""
 
-    def __init__(self, size: int, seed: int, shuffle: bool = True, start: int = 0):
-        if size <= 0:
-            raise ValueError(f"ResumableTrainingSampler needs a non-empty data set, got {size}.")
-        super().__init__(int(size), shuffle=shuffle, seed=int(seed))
+    def __init__(self, size: int, seed: int, start: int = 0):
+        super().__init__(int(size), seed=int(seed))
         self.set_progress(seed, start)
 
     @property
     def seed(self) -> int:
         return self._seed
-
-    @property
-    def start(self) -> int:
-        return self._start
 
     def set_progress(self, seed: int, start: int) -> None:
         """Continue the stream seeded ``seed`` after ``start`` entries (new iterators)."""
@@ -57,23 +42,23 @@ class ResumableTrainingSampler(TrainingSampler):
     def _infinite_indices(self):
         stream = itertools.islice(super()._infinite_indices(), self._start, None)
         for position, index in enumerate(stream, self._start):
-            yield sample_seed(self._seed, position), index
+            seed = np.random.SeedSequence([self._seed & 0xFFFFFFFF, position])
+            yield int(seed.generate_state(1)[0]), index
 
 
 @contextmanager
 def _seeded_rngs(seed: int):
     # Seed random, numpy and torch's CPU generator; restore their states after.
     py_state, np_state = random.getstate(), np.random.get_state()
-    torch_state = torch.get_rng_state()
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.default_generator.manual_seed(seed)
-    try:
-        yield
-    finally:
-        random.setstate(py_state)
-        np.random.set_state(np_state)
-        torch.set_rng_state(torch_state)
+    with torch.random.fork_rng(devices=[]):
+        random.seed(seed)
+        np.random.seed(seed)
+        torch.default_generator.manual_seed(seed)
+        try:
+            yield
+        finally:
+            random.setstate(py_state)
+            np.random.set_state(np_state)
 
 
 class SeededMapDataset(Dataset):
@@ -86,11 +71,11 @@ class SeededMapDataset(Dataset):
     def __init__(self, dicts, mapper, max_attempts: int = 100,
                  spans: Optional[Sequence[Tuple[str, int]]] = None,
                  skip_unreadable: bool = False):
-        self._dataset = dicts if isinstance(dicts, DatasetFromList) else \
-            DatasetFromList(dicts, copy=False, serialize=True)
+        self._dataset = DatasetFromList(dicts, copy=False, serialize=True)
         self._mapper, self._max_attempts = mapper, max_attempts
-        self._spans, self._skip_unreadable = list(spans or []), skip_unreadable
-        self._skipped = UnreadableImageReport()
+        self._names = [name for name, _ in spans or []]
+        self._ends = list(itertools.accumulate(n for _, n in spans or []))
+        self._skip_unreadable, self._skipped = skip_unreadable, SkipUnreadableImages()
 
     def __len__(self):
         return len(self._dataset)
@@ -102,9 +87,8 @@ class SeededMapDataset(Dataset):
                 try:
                     out = self._mapper(self._dataset[index])
                 except DatasetError as e:
-                    name = dataset_of(self._spans, index)
-                    if name:
-                        e.in_dataset(name)
+                    span = bisect.bisect_right(self._ends, index)
+                    e.in_dataset(self._names[span] if span < len(self._names) else None)
                     if not (self._skip_unreadable and isinstance(e, UnreadableImageError)):
                         raise
                     self._skipped.skip(e)
@@ -115,35 +99,20 @@ class SeededMapDataset(Dataset):
         raise RuntimeError(
             f"The mapper returned None {self._max_attempts} times in a row (images the "
             "augmentation left without boxes, or unreadable images skipped); check the data "
-            f"set ({', '.join(n for n, _ in self._spans) or 'unnamed'}).")
-
-
-class SkipUnreadableImages:
-    """A mapper for Detectron2's own loaders that gives None for an unreadable image (the
-    loader draws another), counted and reported (INPUT.SSD.SKIP_UNREADABLE_IMAGES)."""
-
-    def __init__(self, mapper):
-        self._mapper, self._skipped = mapper, UnreadableImageReport()
-
-    def __call__(self, dataset_dict):
-        try:
-            return self._mapper(dataset_dict)
-        except UnreadableImageError as e:
-            self._skipped.skip(e)
-            return None
+            f"set ({', '.join(self._names) or 'unnamed'}).")
 
 
 def load_train_dicts(cfg) -> Tuple[List[Dict], List[Tuple[str, int]]]:
-    """The records of DATASETS.TRAIN, each data set checked (``check_dataset_metadata``,
-    ``check_dataset_dicts``), and Detectron2's class histogram logged. (Detectron2's
-    ``get_detection_dataset_dicts`` asserts on an out-of-range id before a check could name
-    the data set, hence this function.)
+    """The records of DATASETS.TRAIN, each data set checked, and their class histogram
+    logged (Detectron2's ``get_detection_dataset_dicts`` would assert on an out-of-range id
+    before a check could name the data set).
 
     Returns:
         (records, [(data set name, number of its records)]).
     """
     from detectron2.data import DatasetCatalog, MetadataCatalog
     from detectron2.data.build import print_instances_class_histogram
+    from detectron2.data.detection_utils import check_metadata_consistency
 
     names = [cfg.DATASETS.TRAIN] if isinstance(cfg.DATASETS.TRAIN, str) \
         else list(cfg.DATASETS.TRAIN)
@@ -157,17 +126,14 @@ def load_train_dicts(cfg) -> Tuple[List[Dict], List[Tuple[str, int]]]:
         records = DatasetCatalog.get(name)
         if len(records) == 0:
             raise DatasetError("it has no records.", dataset=name)
-        records = check_dataset_dicts(
-            list(records), name, num_classes,
-            filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS)
+        records = check_dataset_dicts(list(records), name, num_classes,
+                                      filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS)
         if not records:
             raise DatasetError("no image with a valid box is left (see the warning above).",
                                dataset=name)
         dicts += records
         spans.append((name, len(records)))
     if len(names) > 1:
-        from detectron2.data.detection_utils import check_metadata_consistency
-
         check_metadata_consistency("thing_classes", names)
     classes = MetadataCatalog.get(names[0]).get("thing_classes", None)
     if classes is not None and "annotations" in dicts[0]:
@@ -181,11 +147,10 @@ def build_resumable_train_loader(cfg, mapper):
     checked records; batches of SOLVER.IMS_PER_BATCH / world size, in stream order."""
     dicts, spans = load_train_dicts(cfg)
     seed = cfg.SEED if cfg.SEED >= 0 else comm.shared_random_seed()
-    sampler = ResumableTrainingSampler(len(dicts), seed=seed)
-    dataset = SeededMapDataset(dicts, mapper, spans=spans,
-                               skip_unreadable=cfg.INPUT.SSD.SKIP_UNREADABLE_IMAGES)
     return build_detection_train_loader(
-        dataset=dataset, mapper=None, sampler=sampler,
+        dataset=SeededMapDataset(dicts, mapper, spans=spans,
+                                 skip_unreadable=cfg.INPUT.SSD.SKIP_UNREADABLE_IMAGES),
+        mapper=None, sampler=ResumableTrainingSampler(len(dicts), seed=seed),
         total_batch_size=cfg.SOLVER.IMS_PER_BATCH, aspect_ratio_grouping=False,
         num_workers=cfg.DATALOADER.NUM_WORKERS)
 

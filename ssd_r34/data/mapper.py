@@ -1,7 +1,7 @@
 """The SSD dataset mapper: Detectron2 dataset dicts -> model inputs at INPUT.FIXED_SIZE."""
 import copy
 import logging
-from typing import List, Optional
+from typing import Optional
 
 import numpy as np
 import torch
@@ -11,10 +11,10 @@ from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
 from detectron2.structures import Boxes, BoxMode, Instances
 
-from .transforms import (build_ssd_augmentations, cv2_float_preprocess, read_image_cv2,
-                         resize_impl)
-from .validation import (MAX_LISTED, DatasetError, UnreadableImageError, box_problem,
-                         describe_annotation, read_image)
+from .transforms import (build_ssd_augmentations, cv2_float_params, cv2_float_preprocess,
+                         read_image_cv2, resize_impl)
+from .validation import (MAX_LISTED, DatasetError, UnreadableImageError, check_annotations,
+                         read_image)
 
 __all__ = ["SSDDatasetMapper"]
 
@@ -27,11 +27,9 @@ class SSDDatasetMapper:
 
     In training, crowd annotations are ignored, boxes the crop drops or leaves empty are
     removed, and an image left with no box gives None (the loader draws another). Bad data
-    is named, never silently used (docs/validation.md): UnreadableImageError for an image,
-    DatasetError for a class id outside [0, MODEL.SSD.NUM_CLASSES), an invalid box dropped
-    with a warning. With INPUT.RESIZE_IMPL "cv2-float", evaluation images are pre-processed
-    as the MLPerf harness does (:func:`~ssd_r34.data.transforms.cv2_float_preprocess`):
-    ``"image"`` is float32, normalised, and ``"image_normalized"`` True.
+    is named, never silently used (docs/validation.md). With INPUT.RESIZE_IMPL "cv2-float",
+    evaluation images are pre-processed as the MLPerf harness does: ``"image"`` is float32,
+    normalised, and ``"image_normalized"`` True.
     """
 
     @configurable
@@ -52,76 +50,60 @@ class SSDDatasetMapper:
 
     @classmethod
     def from_config(cls, cfg, is_train: bool = True, dataset_name: Optional[str] = None):
-        cv2_float = None
-        if resize_impl(cfg) == "cv2-float":
-            cv2_float = (tuple(cfg.INPUT.FIXED_SIZE),
-                         np.asarray(cfg.MODEL.PIXEL_MEAN, dtype=np.float64) / 255.0,
-                         np.asarray(cfg.MODEL.PIXEL_STD, dtype=np.float64) / 255.0)
         return {"is_train": is_train, "augmentations": build_ssd_augmentations(cfg, is_train),
                 "image_format": cfg.INPUT.FORMAT, "num_classes": cfg.MODEL.SSD.NUM_CLASSES,
-                "dataset_name": dataset_name, "cv2_float": cv2_float}
+                "dataset_name": dataset_name,
+                "cv2_float": cv2_float_params(cfg) if resize_impl(cfg) == "cv2-float" else None}
 
-    def _error(self, e: DatasetError) -> DatasetError:
-        return e.in_dataset(self.dataset_name) if self.dataset_name else e
+    def _valid_annotations(self, record, h, w):  # non-crowd, with a valid box
+        annos, bad_ids, dropped = check_annotations(record, self.num_classes, w, h)
+        if bad_ids:
+            raise DatasetError(
+                f"{bad_ids[0]} (MODEL.SSD.NUM_CLASSES {self.num_classes}). Set "
+                "MODEL.SSD.NUM_CLASSES to the data set's class count or fix the id."
+            ).in_dataset(self.dataset_name)
+        where = f"data set '{self.dataset_name}': " if self.dataset_name else ""
+        for d in dropped:
+            self._dropped += 1
+            if self._dropped <= MAX_LISTED:
+                logger.warning(f"{where}dropped {d}; not repaired; {self._dropped} dropped so "
+                               "far by this mapper.")
+        return [a for a in annos if a.get("iscrowd", 0) == 0]
 
-    def _valid_annotations(self, record, image_hw) -> List[dict]:  # non-crowd, valid box
-        h, w = image_hw
-        annos = []
-        for j, a in enumerate(record.get("annotations", [])):
-            if a.get("iscrowd", 0) != 0:
-                continue
-            c = a.get("category_id")
-            if self.num_classes is not None and (
-                    not isinstance(c, (int, np.integer)) or not 0 <= c < self.num_classes):
-                raise self._error(DatasetError(
-                    f"{describe_annotation(record, j)}: category_id {c!r} is outside [0, "
-                    f"{self.num_classes}) (MODEL.SSD.NUM_CLASSES {self.num_classes}). Set "
-                    "MODEL.SSD.NUM_CLASSES to the data set's class count or fix the id."))
-            why = box_problem(a["bbox"], a["bbox_mode"], w, h)
-            if why is not None:
-                self._dropped += 1
-                if self._dropped <= MAX_LISTED:
-                    where = f"data set '{self.dataset_name}': " if self.dataset_name else ""
-                    logger.warning(f"{where}dropped {describe_annotation(record, j)} ({why}: "
-                                   f"bbox {list(a['bbox'])}; not repaired; {self._dropped} "
-                                   "dropped so far by this mapper).")
-                continue
-            annos.append(a)
-        return annos
+    def _read(self, dataset_dict):
+        try:
+            if self.cv2_float is None:
+                image = read_image(dataset_dict["file_name"], format=self.image_format)
+            else:
+                image = read_image_cv2(dataset_dict["file_name"])
+        except FileNotFoundError as e:  # from OpenCV
+            raise UnreadableImageError(str(e), dataset_dict["file_name"], self.dataset_name)
+        except UnreadableImageError as e:
+            raise e.in_dataset(self.dataset_name)
+        utils.check_image_size(dataset_dict, image)
+        return image
 
     def __call__(self, dataset_dict):
         dataset_dict = copy.deepcopy(dataset_dict)
+        image = self._read(dataset_dict)
+        annos = self._valid_annotations(dataset_dict, *image.shape[:2]) if self.is_train else []
+        dataset_dict.pop("annotations", None)
         if self.cv2_float is not None:
-            try:
-                image = read_image_cv2(dataset_dict["file_name"])
-            except FileNotFoundError as e:
-                raise self._error(UnreadableImageError(str(e), dataset_dict["file_name"]))
-            utils.check_image_size(dataset_dict, image)
-            size, mean, std = self.cv2_float
-            dataset_dict.pop("annotations", None)
             dataset_dict["image"] = torch.from_numpy(cv2_float_preprocess(
-                image, size, mean, std, "BGR", self.image_format))
+                image, *self.cv2_float, "BGR", self.image_format))
             dataset_dict["image_normalized"] = True
             return dataset_dict
-        try:
-            image = read_image(dataset_dict["file_name"], format=self.image_format)
-        except UnreadableImageError as e:
-            raise self._error(e)
-        utils.check_image_size(dataset_dict, image)
-        annos = self._valid_annotations(dataset_dict, image.shape[:2]) if self.is_train else []
-        dataset_dict.pop("annotations", None)
         boxes = np.array([BoxMode.convert(a["bbox"], a["bbox_mode"], BoxMode.XYXY_ABS)
                           for a in annos], dtype=np.float64).reshape(-1, 4)
         aug_input = T.AugInput(image, boxes=boxes)
         transforms = self.augmentations(aug_input)
-        image = aug_input.image
-        h, w = image.shape[:2]
-        dataset_dict["image"] = torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1)))
+        h, w = aug_input.image.shape[:2]
+        dataset_dict["image"] = torch.as_tensor(
+            np.ascontiguousarray(aug_input.image.transpose(2, 0, 1)))
         if not self.is_train:
             return dataset_dict
 
-        boxes = transforms.apply_box(boxes) if len(boxes) else boxes
-        boxes = boxes.clip(0, [w, h, w, h])
+        boxes = transforms.apply_box(boxes).clip(0, [w, h, w, h]) if len(boxes) else boxes
         keep = (boxes[:, 2] - boxes[:, 0] > 1e-5) & (boxes[:, 3] - boxes[:, 1] > 1e-5)
         if not keep.any():
             return None

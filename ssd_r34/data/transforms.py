@@ -3,6 +3,7 @@ training reference's ``SSDCropping`` and colour jitter), their config checks, an
 inference harness's pre-processing (INPUT.RESIZE_IMPL "cv2-float")."""
 import functools
 
+import cv2
 import numpy as np
 from PIL import Image
 from torchvision.transforms import ColorJitter
@@ -15,15 +16,15 @@ from ..layers import check_fixed_size, check_numbers, refuse
 
 __all__ = ["SSDCropTransform", "SSDRandomCrop", "RandomColorJitter", "check_input_config",
            "build_ssd_augmentations", "RESIZE_IMPLS", "resize_impl", "read_image_cv2",
-           "cv2_float_preprocess", "cv2_float_preprocess_from_cfg"]
+           "cv2_float_params", "cv2_float_preprocess", "cv2_float_preprocess_from_cfg"]
 
 RESIZE_IMPLS = ("pil", "cv2-float")
 
 
 class SSDCropTransform(Transform):
-    """Crop to the float rectangle (x0, y0, x1, y1) (the image is cut at the integer parts,
-    as the reference does). A box whose centre is not strictly inside becomes empty
-    (0, 0, 0, 0), to be filtered out; the others are clipped to the rectangle."""
+    """Crop to the float rectangle (x0, y0, x1, y1), the image cut at the integer parts as the
+    reference does. A box whose centre is not strictly inside becomes (0, 0, 0, 0), to be
+    filtered out; the others are clipped to the rectangle."""
 
     def __init__(self, x0: float, y0: float, x1: float, y1: float):
         super().__init__()
@@ -34,10 +35,7 @@ class SSDCropTransform(Transform):
         return img[self.iy0:self.iy1, self.ix0:self.ix1]
 
     def apply_coords(self, coords: np.ndarray) -> np.ndarray:
-        coords = np.asarray(coords, dtype=np.float64).copy()
-        coords[:, 0] -= self.ix0
-        coords[:, 1] -= self.iy0
-        return coords
+        return np.asarray(coords, dtype=np.float64) - [self.ix0, self.iy0]
 
     def centre_inside(self, boxes: np.ndarray) -> np.ndarray:  # (B,) bool
         cx = (boxes[:, 0] + boxes[:, 2]) / 2
@@ -46,26 +44,17 @@ class SSDCropTransform(Transform):
 
     def apply_box(self, box: np.ndarray) -> np.ndarray:
         box = np.asarray(box, dtype=np.float64).reshape(-1, 4)
-        keep = self.centre_inside(box)
-        out = np.stack([
-            box[:, 0].clip(self.x0, self.x1) - self.ix0, box[:, 1].clip(self.y0, self.y1) - self.iy0,
-            box[:, 2].clip(self.x0, self.x1) - self.ix0, box[:, 3].clip(self.y0, self.y1) - self.iy0,
-        ], axis=1)
-        out[~keep] = 0
+        out = box.clip([self.x0, self.y0] * 2, [self.x1, self.y1] * 2) - [self.ix0, self.iy0] * 2
+        out[~self.centre_inside(box)] = 0
         return out
 
-    def apply_segmentation(self, segmentation: np.ndarray) -> np.ndarray:
-        return self.apply_image(segmentation)
 
-
-def _iou_with_rect(boxes: np.ndarray, rect) -> np.ndarray:
-    lt = np.maximum(boxes[:, :2], rect[:2])
-    rb = np.minimum(boxes[:, 2:], rect[2:])
-    wh = np.clip(rb - lt, 0, None)
+def iou_with_rect(boxes: np.ndarray, rect) -> np.ndarray:  # (B,) IoUs of (B, 4) boxes
+    rect = np.asarray(rect, dtype=np.float64)
+    wh = np.clip(np.minimum(boxes[:, 2:], rect[2:]) - np.maximum(boxes[:, :2], rect[:2]), 0, None)
     inter = wh[:, 0] * wh[:, 1]
     area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    area_r = (rect[2] - rect[0]) * (rect[3] - rect[1])
-    return inter / (area + area_r - inter)
+    return inter / (area + (rect[2] - rect[0]) * (rect[3] - rect[1]) - inter)
 
 
 class SSDRandomCrop(T.Augmentation):
@@ -76,9 +65,8 @@ class SSDRandomCrop(T.Augmentation):
 
     MODES = (None, 0.1, 0.3, 0.5, 0.7, 0.9, -np.inf)
 
-    def __init__(self, min_scale: float = 0.3, max_aspect: float = 2.0):
+    def __init__(self):  # an explicit signature for Augmentation's repr, "SSDRandomCrop()"
         super().__init__()
-        self._init(locals())
 
     def get_transform(self, image, boxes):
         h, w = image.shape[:2]
@@ -89,16 +77,16 @@ class SSDRandomCrop(T.Augmentation):
             min_iou = self.MODES[np.random.randint(len(self.MODES))]
             if min_iou is None:
                 return NoOpTransform()
-            sw = np.random.uniform(self.min_scale, 1.0)
-            sh = np.random.uniform(self.min_scale, 1.0)
-            if not 1 / self.max_aspect <= sw / sh <= self.max_aspect:
+            sw = np.random.uniform(0.3, 1.0)
+            sh = np.random.uniform(0.3, 1.0)
+            if not 0.5 <= sw / sh <= 2.0:
                 continue
             left = np.random.uniform(0, 1.0 - sw)
             top = np.random.uniform(0, 1.0 - sh)
-            crop = SSDCropTransform(left * w, top * h, (left + sw) * w, (top + sh) * h)
-            if not (_iou_with_rect(boxes, np.array([crop.x0, crop.y0, crop.x1, crop.y1])) > min_iou).all():
-                continue
-            if crop.centre_inside(boxes).any():
+            rect = (left * w, top * h, (left + sw) * w, (top + sh) * h)
+            crop = SSDCropTransform(*rect)
+            if (iou_with_rect(boxes, rect) > min_iou).all() and \
+                    crop.centre_inside(boxes).any():
                 return crop
 
 
@@ -133,8 +121,7 @@ def ssd_augmentations(*, size, is_train: bool, crop: bool = True, flip: bool = T
     ``LazyCall(ssd_augmentations)``): ``size`` INPUT.FIXED_SIZE, ``crop`` INPUT.SSD.CROP,
     ``flip`` INPUT.RANDOM_FLIP == "horizontal", ``color_jitter`` INPUT.SSD.COLOR_JITTER.
     Training: crop, flip, resize, jitter (the reference's order); evaluation: the resize."""
-    height, width = size
-    resize = T.Resize((int(height), int(width)))  # PIL bilinear, as the reference
+    resize = T.Resize((int(size[0]), int(size[1])))  # PIL bilinear, as the reference
     if not is_train:
         return [resize]
     augs = []
@@ -155,11 +142,9 @@ def check_input_config(cfg) -> None:
         ValueError: naming the first bad key, with a good value.
     """
     check_fixed_size(cfg)
-    if not isinstance(cfg.INPUT.SSD.CROP, bool):
-        refuse("INPUT.SSD.CROP", cfg.INPUT.SSD.CROP, "must be True or False", "True")
-    if not isinstance(cfg.INPUT.SSD.SKIP_UNREADABLE_IMAGES, bool):
-        refuse("INPUT.SSD.SKIP_UNREADABLE_IMAGES", cfg.INPUT.SSD.SKIP_UNREADABLE_IMAGES,
-               "must be True or False", "False")
+    for key, good in (("CROP", "True"), ("SKIP_UNREADABLE_IMAGES", "False")):
+        if not isinstance(cfg.INPUT.SSD[key], bool):
+            refuse(f"INPUT.SSD.{key}", cfg.INPUT.SSD[key], "must be True or False", good)
     jitter = check_numbers(
         "INPUT.SSD.COLOR_JITTER", cfg.INPUT.SSD.COLOR_JITTER, 4,
         "(brightness, contrast, saturation, hue): brightness, contrast and saturation >= 0, "
@@ -182,21 +167,17 @@ def build_ssd_augmentations(cfg, is_train: bool):
                              color_jitter=tuple(cfg.INPUT.SSD.COLOR_JITTER))
 
 
-# ----------------------------------------------------------------------------------------
-# INPUT.RESIZE_IMPL "cv2-float": the MLPerf inference harness's pre-processing
 def resize_impl(cfg) -> str:
-    """INPUT.RESIZE_IMPL, checked."""
-    impl = cfg.INPUT.RESIZE_IMPL
-    if impl not in RESIZE_IMPLS:
-        raise ValueError(f"INPUT.RESIZE_IMPL must be one of {RESIZE_IMPLS}, got {impl!r}.")
-    return impl
+    """INPUT.RESIZE_IMPL, checked ("cv2-float": the MLPerf harness's pre-processing)."""
+    if cfg.INPUT.RESIZE_IMPL not in RESIZE_IMPLS:
+        refuse("INPUT.RESIZE_IMPL", cfg.INPUT.RESIZE_IMPL, f"must be one of {RESIZE_IMPLS}",
+               "pil")
+    return cfg.INPUT.RESIZE_IMPL
 
 
 def read_image_cv2(file_name: str) -> np.ndarray:
     """``cv2.imread`` (BGR uint8), as the MLPerf harness decodes (OpenCV and PIL differ in the
     last bit of JPEGs). FileNotFoundError when OpenCV cannot read the file."""
-    import cv2
-
     image = cv2.imread(file_name)
     if image is None:
         raise FileNotFoundError(f"OpenCV cannot read the image {file_name!r} (missing, or not "
@@ -207,9 +188,8 @@ def read_image_cv2(file_name: str) -> np.ndarray:
 def cv2_float_preprocess(image: np.ndarray, size, mean, std, input_format: str = "BGR",
                          output_format: str = "RGB") -> np.ndarray:
     """MLPerf's ssd-resnet34 pre-processing (mlcommons/inference,
-    ``vision/classification_and_detection/python/dataset.py``: ``maybe_resize``, then
-    ``pre_process_coco_resnet34``): float32, ``output_format`` order, ``cv2.resize``
-    (INTER_LINEAR) on the float image, ``/ 255 - mean``, ``/ std``, channels first.
+    ``vision/classification_and_detection/python/dataset.py``, ``pre_process_coco_resnet34``):
+    ``cv2.resize`` (INTER_LINEAR) of the float image, ``/ 255 - mean``, ``/ std``.
 
     Args:
         image: (H0, W0, 3) uint8 in ``input_format`` ("BGR" as cv2.imread gives, or "RGB").
@@ -217,24 +197,24 @@ def cv2_float_preprocess(image: np.ndarray, size, mean, std, input_format: str =
     Returns:
         (3, H, W) float32, C-contiguous.
     """
-    import cv2
-
     if image.ndim != 3 or image.shape[2] != 3:
         raise ValueError(f"Expected an (H, W, 3) image, got shape {image.shape}")
     img = np.asarray(image, dtype=np.float32)
     if input_format != output_format:
         img = np.ascontiguousarray(img[:, :, ::-1])  # a channel swap, as cv2.cvtColor
-    height, width = int(size[0]), int(size[1])
-    img = cv2.resize(img, (width, height), interpolation=cv2.INTER_LINEAR)
+    img = cv2.resize(img, (int(size[1]), int(size[0])), interpolation=cv2.INTER_LINEAR)
     img = img / np.float32(255.0) - np.asarray(mean, dtype=np.float32)
     img = img / np.asarray(std, dtype=np.float32)
     return np.ascontiguousarray(img.transpose(2, 0, 1))
 
 
+def cv2_float_params(cfg):
+    """``(size, mean, std)`` of :func:`cv2_float_preprocess`: INPUT.FIXED_SIZE and
+    MODEL.PIXEL_MEAN / PIXEL_STD / 255 (the defaults give MLPerf's float32 constants)."""
+    return (tuple(cfg.INPUT.FIXED_SIZE), np.asarray(cfg.MODEL.PIXEL_MEAN, np.float64) / 255.0,
+            np.asarray(cfg.MODEL.PIXEL_STD, np.float64) / 255.0)
+
+
 def cv2_float_preprocess_from_cfg(cfg, image: np.ndarray, input_format: str = "BGR") -> np.ndarray:
-    """:func:`cv2_float_preprocess` with INPUT.FIXED_SIZE, INPUT.FORMAT and MODEL.PIXEL_MEAN
-    / PIXEL_STD / 255 (the defaults give MLPerf's float32 constants exactly)."""
-    mean = np.asarray(cfg.MODEL.PIXEL_MEAN, dtype=np.float64) / 255.0
-    std = np.asarray(cfg.MODEL.PIXEL_STD, dtype=np.float64) / 255.0
-    return cv2_float_preprocess(image, cfg.INPUT.FIXED_SIZE, mean, std, input_format,
-                                cfg.INPUT.FORMAT)
+    """:func:`cv2_float_preprocess` with :func:`cv2_float_params` and INPUT.FORMAT."""
+    return cv2_float_preprocess(image, *cv2_float_params(cfg), input_format, cfg.INPUT.FORMAT)

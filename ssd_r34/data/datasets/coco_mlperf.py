@@ -6,6 +6,13 @@ import io
 import os
 from typing import List
 
+from pycocotools.coco import COCO
+
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data.datasets import load_coco_json
+from detectron2.data.datasets.builtin_meta import _get_builtin_metadata
+from detectron2.utils.file_io import PathManager
+
 __all__ = ["mlperf_image_ids", "load_mlperf_coco_json", "register_mlperf_coco",
            "register_coco_2017_val_mlperf"]
 
@@ -30,10 +37,6 @@ def mlperf_image_ids(coco, remove_empty: bool) -> List[int]:
 def load_mlperf_coco_json(json_file: str, image_root: str, dataset_name: str,
                           remove_empty: bool = True):
     """Detectron2 dataset dicts (``load_coco_json``) in MLPerf's order."""
-    from detectron2.data.datasets import load_coco_json
-    from detectron2.utils.file_io import PathManager
-    from pycocotools.coco import COCO
-
     for path, what in ((json_file, "annotation file"), (image_root, "image folder")):
         if not os.path.exists(path):
             raise FileNotFoundError(
@@ -50,8 +53,6 @@ def register_mlperf_coco(name: str, json_file: str, image_root: str, metadata=No
                          remove_empty: bool = True) -> str:
     """Register a COCO-format data set in MLPerf's order (lazy); its metadata gets
     ``mlperf_remove_empty_images`` (the harness names the accuracy-script flags from it)."""
-    from detectron2.data import DatasetCatalog, MetadataCatalog
-
     if name in DatasetCatalog.list():
         return name
     DatasetCatalog.register(name, lambda: load_mlperf_coco_json(json_file, image_root, name,
@@ -66,8 +67,6 @@ def register_mlperf_coco(name: str, json_file: str, image_root: str, metadata=No
 def register_coco_2017_val_mlperf(root=None) -> str:
     """Register ``coco_2017_val_mlperf`` under ``root`` (default ``$DETECTRON2_DATASETS``,
     else ``datasets``), with Detectron2's COCO metadata (80 classes and their id map)."""
-    from detectron2.data.datasets.builtin_meta import _get_builtin_metadata
-
     root = os.path.expanduser(root or os.getenv("DETECTRON2_DATASETS", "datasets"))
     return register_mlperf_coco(
         "coco_2017_val_mlperf", os.path.join(root, "coco/annotations/instances_val2017.json"),

@@ -2,14 +2,15 @@
 folders (DATASETS.VOC), registered with Detectron2's ``register_coco_instances`` /
 ``register_pascal_voc`` in every process that sets up from the config (docs/data.md)."""
 import json
-import logging
 import os
+
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data.datasets import register_coco_instances, register_pascal_voc
+from detectron2.data.datasets.pascal_voc import CLASS_NAMES as VOC_CLASSES
 
 from .shapes import ensure_shapes
 
-logger = logging.getLogger(__name__)
-
-__all__ = ["register_dataset_files", "dataset_metadata", "json_categories"]
+__all__ = ["register_dataset_files", "dataset_metadata"]
 
 _FORMS = {"DATASETS.COCO": "(NAME, JSON_FILE, IMAGE_ROOT)",
           "DATASETS.VOC": "(NAME, DIRNAME, SPLIT) or (NAME, DIRNAME, SPLIT, 'class_a,class_b')"}
@@ -25,12 +26,9 @@ def _check_entry(key, entry, sizes):
 
 def _already(name, **expected):
     # True when name is registered with these metadata values; raises when as something else.
-    from detectron2.data import DatasetCatalog, MetadataCatalog
-
     if name not in DatasetCatalog.list():
         return False
-    meta = MetadataCatalog.get(name)
-    have = {k: meta.get(k, None) for k in expected}
+    have = {k: MetadataCatalog.get(name).get(k, None) for k in expected}
     if have != expected:
         raise ValueError(f"Data set {name!r} is already registered as something else ({have}), "
                          f"not as {expected}: give your data set another name.")
@@ -40,27 +38,21 @@ def _already(name, **expected):
 def register_dataset_files(cfg):
     """Register the data sets of DATASETS.COCO and DATASETS.VOC (idempotent; a name already
     registered with other files is an error). Returns the names of the entries."""
-    from detectron2.data.datasets import register_coco_instances, register_pascal_voc
-    from detectron2.data.datasets.pascal_voc import CLASS_NAMES as VOC_CLASSES
-
     names = []
     for entry in cfg.DATASETS.COCO:
         _check_entry("DATASETS.COCO", entry, (3,))
-        name, json_file, image_root = entry
-        json_file, image_root = os.path.abspath(json_file), os.path.abspath(image_root)
-        if not os.path.isfile(json_file):
-            raise FileNotFoundError(f"DATASETS.COCO {name!r}: the json file {json_file} does not "
-                                    "exist.")
-        if not os.path.isdir(image_root):
-            raise FileNotFoundError(f"DATASETS.COCO {name!r}: the image folder {image_root} does "
-                                    "not exist.")
+        name, json_file, image_root = entry[0], *map(os.path.abspath, entry[1:])
+        for path, what, exists in ((json_file, "json file", os.path.isfile),
+                                   (image_root, "image folder", os.path.isdir)):
+            if not exists(path):
+                raise FileNotFoundError(f"DATASETS.COCO {name!r}: the {what} {path} does not "
+                                        "exist.")
         if not _already(name, json_file=json_file, image_root=image_root):
             register_coco_instances(name, {}, json_file, image_root)
         names.append(name)
     for entry in cfg.DATASETS.VOC:
         _check_entry("DATASETS.VOC", entry, (3, 4))
-        name, dirname, split = entry[:3]
-        dirname = os.path.abspath(dirname)
+        name, dirname, split = entry[0], os.path.abspath(entry[1]), entry[2]
         classes = [c.strip() for c in entry[3].split(",")] if len(entry) == 4 else \
             list(VOC_CLASSES)
         split_file = os.path.join(dirname, "ImageSets", "Main", f"{split}.txt")
@@ -75,29 +67,21 @@ def register_dataset_files(cfg):
     return names
 
 
-def json_categories(json_file):
-    """A COCO json's categories, sorted by id: ``[{"id": 7, "name": ...}, ...]``."""
-    with open(json_file) as f:
-        cats = json.load(f).get("categories")
-    if not cats:
-        raise ValueError(f"{json_file} has no \"categories\": a COCO json lists its classes "
-                         "as [{\"id\": 1, \"name\": \"cat\"}, ...].")
-    return sorted(cats, key=lambda c: c["id"])
-
-
 def dataset_metadata(name):
     """The ``MetadataCatalog`` entry of a registered data set (None if not registered) with
     ``thing_classes`` and, for COCO json sets, ``thing_dataset_id_to_contiguous_id``, read
     from the json when the set has not been loaded yet (as ``load_coco_json`` sets them)."""
-    from detectron2.data import DatasetCatalog, MetadataCatalog
-
     if not name or name not in DatasetCatalog.list():
         return None
     ensure_shapes(name)
     meta = MetadataCatalog.get(name)
     json_file = meta.get("json_file", None)
     if json_file and not meta.get("thing_classes", None) and os.path.isfile(json_file):
-        cats = json_categories(json_file)
+        with open(json_file) as f:
+            cats = sorted(json.load(f).get("categories") or [], key=lambda c: c["id"])
+        if not cats:
+            raise ValueError(f"{json_file} has no \"categories\": a COCO json lists its "
+                             "classes as [{\"id\": 1, \"name\": \"cat\"}, ...].")
         meta.thing_classes = [c["name"] for c in cats]
         meta.thing_dataset_id_to_contiguous_id = {c["id"]: i for i, c in enumerate(cats)}
     return meta

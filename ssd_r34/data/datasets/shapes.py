@@ -9,8 +9,13 @@ import tempfile
 import numpy as np
 from PIL import Image, ImageDraw
 
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data.datasets import load_coco_json
+
+from ..transforms import iou_with_rect
+
 __all__ = ["SHAPES_CLASSES", "SHAPES_DIR", "SHAPES_SPLITS", "default_root", "generate_shapes",
-           "register_shapes", "ensure_shapes", "shapes_split_sizes", "shapes_json_file"]
+           "register_shapes", "ensure_shapes", "shapes_split_sizes"]
 
 SHAPES_CLASSES = ["circle", "square", "triangle"]
 # The folder under the root; its suffix is the generator's version.
@@ -32,18 +37,10 @@ def shapes_split_sizes():  # {"shapes_train": 1000, ...}
     return {f"shapes_{split}": n for split, (n, _) in SHAPES_SPLITS.items()}
 
 
-def shapes_json_file(root, split):  # exists iff the split is complete
-    return os.path.join(root, SHAPES_DIR, f"{split}.json")
-
-
 # Backgrounds are muted (channels <= BACKGROUND_MAX), shapes bright (>= SHAPE_MIN), so that
 # a from-scratch model finds the shapes within make demo's 600 iterations.
 BACKGROUND_MAX = 120
 SHAPE_MIN = 110
-
-
-def _colour(rng):
-    return rng.integers(0, 256, 3)
 
 
 def _background(rng, h, w):
@@ -63,41 +60,26 @@ def _background(rng, h, w):
     return noisy.astype(np.uint8), smooth
 
 
-def _contrasts(c, refs, min_dist=150):
-    c = c.astype(np.float32)
-    return all(float(np.abs(c - r).sum()) >= min_dist for r in refs)
-
-
 def _pick_colour(rng, refs):
     # A bright colour (channels >= SHAPE_MIN) at L1 >= 150 from every colour in refs, else
     # the most distant of 30 tries (bounded: generation never loops forever).
     best, best_d = None, -1.0
     for _ in range(30):
         c = rng.integers(SHAPE_MIN, 256, 3)
-        if _contrasts(c, refs):
+        d = min(float(np.abs(c.astype(np.float32) - r).sum()) for r in refs)
+        if d >= 150:
             return c
-        d = min(np.abs(c.astype(np.float32) - r).sum() for r in refs)
         if d > best_d:
             best, best_d = c, d
     return best
 
 
-def _draw_shape(draw, cls, box, fill):
+def _draw_shape(draw, cls, box, fill):  # SHAPES_CLASSES[cls] filling box
     x0, y0, x1, y1 = box
-    if cls == 0:
-        draw.ellipse([x0, y0, x1, y1], fill=fill)
-    elif cls == 1:
-        draw.rectangle([x0, y0, x1, y1], fill=fill)
-    else:
+    if cls == 2:
         draw.polygon([((x0 + x1) / 2, y0), (x1, y1), (x0, y1)], fill=fill)
-
-
-def _iou(a, b):
-    iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = iw * ih
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
+    else:
+        (draw.ellipse if cls == 0 else draw.rectangle)([x0, y0, x1, y1], fill=fill)
 
 
 def _draw_image(rng, allow_empty):
@@ -109,17 +91,14 @@ def _draw_image(rng, allow_empty):
     clutter = []  # colours of the clutter: the shapes' colours keep away from them
     for _ in range(int(rng.integers(1, 4))):  # clutter: thin lines (not objects)
         pts = [float(v) for v in rng.uniform(0, 1, 4) * [w, h, w, h]]
-        clutter.append(_colour(rng))
+        clutter.append(rng.integers(0, 256, 3))
         draw.line(pts, fill=tuple(int(v) for v in clutter[-1]), width=1)
     for _ in range(int(rng.integers(3, 10))):  # clutter: specks under 6 px (not objects)
         x, y = float(rng.uniform(0, w - 5)), float(rng.uniform(0, h - 5))
         sx, sy = (float(v) for v in rng.uniform(1, 4, 2))
-        clutter.append(_colour(rng))
+        clutter.append(rng.integers(0, 256, 3))
         fill = tuple(int(v) for v in clutter[-1])
-        if rng.random() < 0.5:
-            draw.rectangle([x, y, x + sx, y + sy], fill=fill)
-        else:
-            draw.ellipse([x, y, x + sx, y + sy], fill=fill)
+        (draw.rectangle if rng.random() < 0.5 else draw.ellipse)([x, y, x + sx, y + sy], fill=fill)
 
     n = 0 if allow_empty and rng.random() < 0.1 else int(rng.integers(1, 3))
     short = min(w, h)
@@ -134,7 +113,7 @@ def _draw_image(rng, allow_empty):
         bw, bh = (long_side, long_side / aspect) if aspect >= 1 else (long_side * aspect, long_side)
         x0, y0 = rng.uniform(1, w - bw - 1), rng.uniform(1, h - bh - 1)
         box = (float(x0), float(y0), float(x0 + bw), float(y0 + bh))
-        if any(_iou(box, b) > 0.3 for _, b, _ in placed):
+        if placed and (iou_with_rect(np.array([b for _, b, _ in placed]), box) > 0.3).any():
             continue
         # the same shape on a mask (same rasteriser, same pixels as on the image)
         mask_img = Image.new("L", (w, h), 0)
@@ -146,22 +125,20 @@ def _draw_image(rng, allow_empty):
         visible = [vis & ~mask for vis in visible] + [mask]
         placed.append((cls, box, mask))
 
-    annotations, drawn = [], []  # drawn: (box, colour) of earlier shapes
+    annotations, drawn = [], []  # drawn: colours of the earlier shapes
     for cls, box, mask in placed:
         x0, y0, x1, y1 = box
         xs = [min(max(int(v), 0), w - 1) for v in (x0, (x0 + x1) / 2, x1)]
         ys = [min(max(int(v), 0), h - 1) for v in (y0, (y0 + y1) / 2, y1)]
         refs = [bg[y, x].astype(np.float32) for y in ys for x in xs]  # background under it
-        refs += [c.astype(np.float32) for _, c in drawn]  # and from the other shapes
-        refs += [c.astype(np.float32) for c in clutter]
+        refs += [c.astype(np.float32) for c in drawn + clutter]  # other shapes, clutter
         colour = tuple(int(v) for v in _pick_colour(rng, refs))
         _draw_shape(draw, cls, box, colour)
-        rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
-        left, top, right, bottom = cols[0], rows[0], cols[-1] + 1, rows[-1] + 1  # tight box
-        annotations.append({"category_id": cls + 1,
-                            "bbox": [float(left), float(top), float(right - left),
-                                     float(bottom - top)]})
-        drawn.append((box, np.array(colour)))
+        rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))  # tight box
+        annotations.append({"category_id": cls + 1, "bbox": [
+            float(cols[0]), float(rows[0]), float(cols[-1] + 1 - cols[0]),
+            float(rows[-1] + 1 - rows[0])]})
+        drawn.append(np.array(colour))
     return img, annotations
 
 
@@ -169,14 +146,12 @@ def _complete_image_dir(image_dir, file_names):
     return os.path.isdir(image_dir) and set(file_names) <= set(os.listdir(image_dir))
 
 
-def generate_shapes(root, split, num_images, seed, allow_empty=None):
+def generate_shapes(root, split, num_images, seed):
     """Write ``<root>/shapes_v2/<split>/NNNNN.jpg`` and ``<split>.json`` (COCO) unless the
-    json exists; returns its path. Deterministic in ``seed``; ``allow_empty`` (default: every
-    split but ``train``) lets about 10% of the images hold no object. Safe for concurrent
-    processes: each writes a private temporary folder, then renames the images, the json last.
+    json exists; returns its path. Deterministic in ``seed``; in every split but ``train``
+    about 10% of the images hold no object. Safe for concurrent processes: each writes a
+    private temporary folder, then renames the images, the json last.
     """
-    if allow_empty is None:
-        allow_empty = split != "train"
     base = os.path.join(os.fspath(root), SHAPES_DIR)
     json_file = os.path.join(base, f"{split}.json")
     if os.path.exists(json_file):
@@ -189,16 +164,14 @@ def generate_shapes(root, split, num_images, seed, allow_empty=None):
         os.makedirs(tmp_images)
         images, annotations = [], []
         for i in range(num_images):
-            img, annos = _draw_image(rng, allow_empty)
+            img, annos = _draw_image(rng, allow_empty=split != "train")
             name = f"{i:05d}.jpg"
             img.save(os.path.join(tmp_images, name), format="JPEG", quality=95)
             images.append({"id": i + 1, "file_name": name, "height": img.height,
                            "width": img.width})
             for a in annos:
-                bw, bh = a["bbox"][2:]
-                annotations.append({"id": len(annotations) + 1, "image_id": i + 1,
-                                    "category_id": a["category_id"], "bbox": a["bbox"],
-                                    "area": bw * bh, "iscrowd": 0})
+                annotations.append({"id": len(annotations) + 1, "image_id": i + 1, **a,
+                                    "area": a["bbox"][2] * a["bbox"][3], "iscrowd": 0})
         coco = {"info": {"description": f"ssd_r34 shapes {split} (seed {seed})"},
                 "images": images, "annotations": annotations,
                 "categories": [{"id": i + 1, "name": n, "supercategory": "shape"}
@@ -213,12 +186,11 @@ def generate_shapes(root, split, num_images, seed, allow_empty=None):
             return json_file
         image_dir = os.path.join(base, split)
         names = [im["file_name"] for im in images]
-        if os.path.isdir(image_dir) and not _complete_image_dir(image_dir, names):
-            # a stale, incomplete folder (e.g. of other parameters, json deleted): move aside
-            with contextlib.suppress(OSError):
+        if not _complete_image_dir(image_dir, names):
+            with contextlib.suppress(OSError):  # a stale, incomplete folder: move it aside
                 os.rename(image_dir, os.path.join(tmp, "stale"))
-        with contextlib.suppress(OSError):  # a concurrent process won: same images
-            os.rename(tmp_images, image_dir)
+            with contextlib.suppress(OSError):  # or a concurrent process won: same images
+                os.rename(tmp_images, image_dir)
         if not _complete_image_dir(image_dir, names):
             raise RuntimeError(f"could not put the images of {split!r} into {image_dir}")
         os.replace(tmp_json, json_file)  # atomic; the json last: now the split is complete
@@ -236,30 +208,21 @@ def ensure_shapes(name):
     return generate_shapes(root, split, num_images, seed)
 
 
-def _load(name):
-    from detectron2.data.datasets import load_coco_json
-
-    json_file = ensure_shapes(name)
-    root, split, _, _ = _REGISTERED[name]
-    return load_coco_json(json_file, os.path.join(root, SHAPES_DIR, split), name)
-
-
 def register_shapes(root=None, prefix="shapes"):
     """Register ``<prefix>_train`` and ``<prefix>_val`` in Detectron2's catalogs (files made
     on first load; ``root``: default_root(), resolved now; registered names are skipped).
     Returns the names."""
-    from detectron2.data import DatasetCatalog, MetadataCatalog
-
     root = os.path.abspath(os.path.expanduser(os.fspath(root))) if root else default_root()
-    names = []
+    base, names = os.path.join(root, SHAPES_DIR), []
     for split, (num_images, seed) in SHAPES_SPLITS.items():
         name = f"{prefix}_{split}"
         names.append(name)
         if name in DatasetCatalog.list():
             continue
         _REGISTERED[name] = (root, split, num_images, seed)
-        DatasetCatalog.register(name, lambda name=name: _load(name))
-        MetadataCatalog.get(name).set(
-            thing_classes=list(SHAPES_CLASSES), json_file=shapes_json_file(root, split),
-            image_root=os.path.join(root, SHAPES_DIR, split), evaluator_type="coco")
+        DatasetCatalog.register(name, lambda name=name, split=split: load_coco_json(
+            ensure_shapes(name), os.path.join(base, split), name))
+        MetadataCatalog.get(name).set(  # the json exists iff the split is complete
+            thing_classes=list(SHAPES_CLASSES), json_file=os.path.join(base, f"{split}.json"),
+            image_root=os.path.join(base, split), evaluator_type="coco")
     return names
