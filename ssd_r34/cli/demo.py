@@ -82,15 +82,14 @@ def main(argv=None):
     cli.setup_tool_logger()
     cfg = cli.inference_cfg(args)
     if args.input is not None:
-        items = [{"file_name": p, "image_id": i + 1}
-                 for i, p in enumerate(expand_inputs(args.input))]
+        items = [(p, i + 1) for i, p in enumerate(expand_inputs(args.input))]
     else:
         name = args.dataset or (cfg.DATASETS.TEST[0] if cfg.DATASETS.TEST else "")
         if not name:
             raise SystemExit("--dataset: give a name; the config has no DATASETS.TEST.")
         ensure_dataset(name)
         dicts = DatasetCatalog.get(name)
-        items = [{"file_name": d["file_name"], "image_id": d.get("image_id", i + 1)}
+        items = [(d["file_name"], d.get("image_id", i + 1))  # (path, image_id)
                  for i, d in enumerate(dicts[: args.num_images] if args.num_images > 0 else dicts)]
     if not items:
         raise SystemExit("No input images.")
@@ -99,8 +98,7 @@ def main(argv=None):
     classes = cli.class_table(cfg, predictor.metadata)
     os.makedirs(args.output, exist_ok=True)
     results, written, skipped, used, pictures = [], [], [], set(), []
-    for item in tqdm(items, desc="demo", unit="image", file=sys.stderr):
-        path = item["file_name"]
+    for path, image_id in tqdm(items, desc="demo", unit="image", file=sys.stderr):
         try:
             image = read_image(path, format="RGB")
         except Exception as e:  # PIL's UnidentifiedImageError, OSError, FileNotFoundError
@@ -111,7 +109,7 @@ def main(argv=None):
             continue
         instances = predictor(image)["instances"].to("cpu")
         instances = instances[instances.scores >= args.confidence_threshold]
-        results += instances_to_coco(instances, item["image_id"], path, classes)
+        results += instances_to_coco(instances, image_id, path, classes)
         vis = Visualizer(image, predictor.metadata, scale=args.scale, instance_mode=ColorMode.IMAGE)
         drawn = vis.draw_instance_predictions(instances).get_image()
         written.append(os.path.join(args.output, output_name(path, used)))
