@@ -10,7 +10,10 @@ import sys
 from detectron2.engine import launch
 from detectron2.utils.logger import setup_logger
 
+from ..config import get_ssd_cfg
 from ..engine.defaults import plain_logs_off_terminal
+from ..engine.predictor import setup_inference_cfg
+from ..model_zoo import get_config_file
 
 _KEY = re.compile(r"^[A-Z][A-Z0-9_]*(\.[A-Za-z0-9_]+)*$")
 _TOP_KEYS = []
@@ -20,8 +23,6 @@ def is_config_key(token: str) -> bool:
     """True for a token whose first part is a top-level config key (``SEED``,
     ``MODEL.WEIGHTS``, also a mistyped ``MODEL.WEIGTHS``, so that the typo fails naming it)."""
     if not _TOP_KEYS:
-        from ..config import get_ssd_cfg
-
         _TOP_KEYS.extend(get_ssd_cfg().keys())
     return bool(_KEY.match(token)) and token.split(".")[0] in _TOP_KEYS
 
@@ -82,16 +83,12 @@ def resolve_config_file(path: str) -> str:
     """``path`` if it exists, else the model-zoo config of that name."""
     if not path or os.path.exists(path):
         return path
-    from ..model_zoo import get_config_file
-
     return get_config_file(path)
 
 
 def inference_cfg(args, device=None):
     """The frozen config of an inference tool from ``args`` (config_file, opts, data sets):
     :func:`ssd_r34.engine.setup_inference_cfg`."""
-    from ..engine.predictor import setup_inference_cfg
-
     return setup_inference_cfg(args.config_file, args.opts, device=device,
                                dataset_coco=args.dataset_coco, dataset_voc=args.dataset_voc)
 

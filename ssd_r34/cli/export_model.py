@@ -6,7 +6,13 @@ import os
 import time
 
 import torch
+from tabulate import tabulate
 
+from detectron2.data import DatasetCatalog
+from detectron2.data.detection_utils import read_image
+
+from ..data import ensure_dataset, read_image_cv2
+from ..data.transforms import cv2_float_preprocess_from_cfg
 from ..engine import SSDPredictor
 from ..export import (SSDExportModule, SSDMLPerfExportModule, compare_detections,
                       export_mlperf_onnx, export_onnx, export_torchscript, load_exported)
@@ -41,10 +47,6 @@ def get_parser():
 def sample_paths(cfg, args):
     if args.sample_image:
         return list(args.sample_image)
-    from detectron2.data import DatasetCatalog
-
-    from ..data import ensure_dataset
-
     if not cfg.DATASETS.TEST:
         raise SystemExit("Give --sample-image: the config has no DATASETS.TEST.")
     ensure_dataset(cfg.DATASETS.TEST[0])
@@ -65,8 +67,6 @@ def check(checks, args, name, max_detections):
     """Per image (path, PyTorch's and the export's (boxes (M, 4) in input pixels, scores,
     classes), their seconds): compare_detections + ``ok``, printed as a table; (results,
     all ok)."""
-    from tabulate import tabulate
-
     rows, results = [], []
     for path, ref, out, t_ref, t_out in checks:
         r = compare_detections(ref, out, max_detections=max_detections, score_tol=args.score_tol)
@@ -100,9 +100,6 @@ def main(argv=None):
     predictor = SSDPredictor(cfg, image_format="RGB")
     paths, (H, W), res = sample_paths(cfg, args), cfg.INPUT.FIXED_SIZE, {}
     if args.mlperf_io:
-        from ..data import read_image_cv2
-        from ..data.transforms import cv2_float_preprocess_from_cfg
-
         n, name = args.batch_size, "onnx (MLPerf I/O)"
         module = SSDMLPerfExportModule(predictor.model, batch_size=n).eval()
         images = [torch.from_numpy(cv2_float_preprocess_from_cfg(cfg, read_image_cv2(p)))
@@ -119,8 +116,6 @@ def main(argv=None):
             (b, c, s), keep = o, o[2][j] > 0
             return b[j][keep].double() * scale, s[j][keep], c[j][keep]
     else:
-        from detectron2.data.detection_utils import read_image
-
         name = args.format
         module = SSDExportModule(predictor.model, input_format=args.input_type).eval()
         batches = [([p], module.example_input(predictor.preprocess(read_image(
