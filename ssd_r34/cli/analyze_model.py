@@ -3,7 +3,7 @@ Detectron2's tools/analyze_model.py; docs/tools.md)."""
 import json
 import os
 
-from ..config import get_ssd_cfg
+from ..config import setup_cfg
 from ..modeling.analysis import analyze_model
 from . import args as cli
 
@@ -15,19 +15,16 @@ def get_parser():
                    default=["parameter", "flop", "activation"])
     p.add_argument("--depth", type=int, default=2, help="module depth of the tables")
     p.add_argument("--format", choices=["summary", "table", "json"], default="summary")
-    return cli.add_override_arguments(p)
+    return cli.add_common_arguments(p, datasets=False)
 
 
 def main(argv=None):
     """Returns: 0."""
     args = get_parser().parse_args(argv)
-    cfg = get_ssd_cfg()
-    cfg.merge_from_file(args.config_file)
     # Counting runs on one CPU process: SyncBN is plain BN there (same parameters and FLOPs).
-    cfg.merge_from_list(["MODEL.DEVICE", "cpu", "MODEL.RESNETS.NORM", "BN",
-                         "MODEL.SSD.FUSE_BN_INFERENCE", "False", *args.opts])
-    cfg.freeze()
-    res = analyze_model(cfg, args.tasks, args.depth)
+    args.opts = ["MODEL.DEVICE", "cpu", "MODEL.RESNETS.NORM", "BN",
+                 "MODEL.SSD.FUSE_BN_INFERENCE", "False", *args.opts]
+    res = analyze_model(setup_cfg(args), args.tasks, args.depth)
     if args.format == "json":
         print(json.dumps({k: v for k, v in res.items() if not k.endswith("_table")}, indent=1))
         return 0

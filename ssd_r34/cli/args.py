@@ -2,34 +2,34 @@
 bare ``KEY VALUE`` pairs after the options (or after ``--opts``), Detectron2's launch and
 logs without colour codes off a terminal (docs/tools.md)."""
 import argparse
+import logging
+import os
 import re
 import sys
 
 from detectron2.engine import launch
 from detectron2.utils.logger import setup_logger
 
+from ..config import get_ssd_cfg
 from ..engine.defaults import plain_logs_off_terminal
+from ..engine.predictor import setup_inference_cfg
+from ..model_zoo import get_config_file
 
 _KEY = re.compile(r"^[A-Z][A-Z0-9_]*(\.[A-Za-z0-9_]+)*$")
 _TOP_KEYS = []
 
 
 def is_config_key(token: str) -> bool:
-    """True for a token that names a config key: ``SEED``, ``MODEL.WEIGHTS``, and also a
-    mistyped ``MODEL.WEIGTHS`` (its first part is a key), so that a typo fails naming it."""
+    """True for a token whose first part is a top-level config key (``SEED``,
+    ``MODEL.WEIGHTS``, also a mistyped ``MODEL.WEIGTHS``, so that the typo fails naming it)."""
     if not _TOP_KEYS:
-        from ..config import get_ssd_cfg
-
         _TOP_KEYS.extend(get_ssd_cfg().keys())
     return bool(_KEY.match(token)) and token.split(".")[0] in _TOP_KEYS
 
 
 def split_overrides(argv):
-    """Split a command line at ``--opts`` or at the first config key (:func:`is_config_key`),
-    also after an option that takes several values (``--input a.jpg MODEL.WEIGHTS m.pth``).
-
-    Args:
-        argv (list[str]): the arguments, without the program name.
+    """Split a command line at ``--opts`` or at the first config key, also after an option
+    that takes several values (``--input a.jpg MODEL.WEIGHTS m.pth``).
 
     Returns:
         (list[str], list[str]): the options, and the overrides (without ``--opts``).
@@ -44,8 +44,8 @@ def split_overrides(argv):
 
 
 class ArgumentParser(argparse.ArgumentParser):
-    """``argparse.ArgumentParser`` that splits the overrides off first (:func:`split_overrides`)
-    into ``args.opts`` and checks they come in pairs."""
+    """Splits the overrides off first (:func:`split_overrides`) into ``args.opts`` and checks
+    they come in pairs."""
 
     def parse_known_args(self, args=None, namespace=None):
         head, tail = split_overrides(sys.argv[1:] if args is None else args)
@@ -60,46 +60,52 @@ class ArgumentParser(argparse.ArgumentParser):
         return ns, extra
 
 
-def add_override_arguments(parser):
-    """Trailing ``KEY VALUE`` pairs into ``args.opts`` (``--opts`` is an alias), unless the
-    parser has ``opts`` already."""
+def add_common_arguments(parser, datasets=True):
+    """The repeatable ``--dataset-coco NAME JSON IMAGE_ROOT`` and ``--dataset-voc NAME DIR
+    SPLIT [CLASSES]`` (``datasets``; appended to DATASETS.COCO / DATASETS.VOC by
+    :func:`ssd_r34.config.setup_cfg`), and trailing ``KEY VALUE`` overrides into
+    ``args.opts`` unless the parser has ``opts`` already."""
+    if datasets:
+        group = parser.add_argument_group("your own data sets (docs/data.md)")
+        group.add_argument("--dataset-coco", nargs=3, action="append", default=[],
+                           metavar=("NAME", "JSON", "IMAGE_ROOT"),
+                           help="a COCO-format json file and its image folder (repeatable)")
+        group.add_argument("--dataset-voc", nargs="+", action="append", default=[],
+                           metavar="NAME DIR SPLIT [CLASSES]", help="a Pascal VOC folder and "
+                           "split, CLASSES as 'a,b,...' (repeatable)")
     if not any(a.dest == "opts" for a in parser._actions):
         parser.add_argument("opts", nargs=argparse.REMAINDER, default=[], metavar="KEY VALUE",
                             help="config overrides after the options, e.g. MODEL.WEIGHTS m.pth")
     return parser
 
 
-def add_common_arguments(parser):
-    """``--dataset-coco NAME JSON IMAGE_ROOT`` and ``--dataset-voc NAME DIR SPLIT [CLASSES]``
-    (repeatable; appended to DATASETS.COCO / DATASETS.VOC by :func:`ssd_r34.config.setup_cfg`)
-    and the overrides (:func:`add_override_arguments`)."""
-    group = parser.add_argument_group("your own data sets (docs/data.md)")
-    group.add_argument("--dataset-coco", nargs=3, action="append", default=[],
-                       metavar=("NAME", "JSON", "IMAGE_ROOT"),
-                       help="a COCO-format json file and its image folder (repeatable)")
-    group.add_argument("--dataset-voc", nargs="+", action="append", default=[],
-                       metavar="NAME DIR SPLIT [CLASSES]",
-                       help="a Pascal VOC folder and split, CLASSES as 'a,b,...' (repeatable)")
-    return add_override_arguments(parser)
-
-
-def dataset_flags(args):
-    """``args``' ``--dataset-coco`` / ``--dataset-voc`` as a command line for another tool."""
-    out = []
-    for flag in ("coco", "voc"):
-        for e in getattr(args, f"dataset_{flag}", None) or []:
-            out += [f"--dataset-{flag}", *e]
-    return out
+def resolve_config_file(path: str) -> str:
+    """``path`` if it exists, else the model-zoo config of that name."""
+    if not path or os.path.exists(path):
+        return path
+    return get_config_file(path)
 
 
 def inference_cfg(args, device=None):
     """The frozen config of an inference tool from ``args`` (config_file, opts, data sets):
     :func:`ssd_r34.engine.setup_inference_cfg`."""
-    from ..engine.predictor import setup_inference_cfg
-
     return setup_inference_cfg(args.config_file, args.opts, device=device,
-                               dataset_coco=getattr(args, "dataset_coco", None),
-                               dataset_voc=getattr(args, "dataset_voc", None))
+                               dataset_coco=args.dataset_coco, dataset_voc=args.dataset_voc)
+
+
+def class_table(cfg, metadata):
+    """[{"id": contiguous id, "category_id": the data set's id (else id), "name": ...}] per
+    output class (MODEL.SSD.NUM_CLASSES), with a warning where the metadata has another count."""
+    names = list(metadata.get("thing_classes", None) or []) if metadata else []
+    m = metadata.get("thing_dataset_id_to_contiguous_id", None) if metadata else None
+    to_dataset = {v: k for k, v in (m or {}).items()}
+    if names and len(names) != cfg.MODEL.SSD.NUM_CLASSES:
+        logging.getLogger(__name__).warning(
+            "%s has %d classes but MODEL.SSD.NUM_CLASSES is %d: labels may be wrong.",
+            cfg.DATASETS.TEST[0], len(names), cfg.MODEL.SSD.NUM_CLASSES)
+    return [{"id": i, "category_id": int(to_dataset.get(i, i)),
+             "name": names[i] if i < len(names) else str(i)}
+            for i in range(cfg.MODEL.SSD.NUM_CLASSES)]
 
 
 def setup_tool_logger():

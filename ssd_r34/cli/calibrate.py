@@ -1,7 +1,6 @@
 """Calibrate the INT8 network once (post-training static quantisation of the network of
 MODEL.SSD.INFERENCE_BACKEND), saved in --output; --check N compares it with float32 on N
 images of DATASETS.TEST[0]. Usage: docs/int8.md."""
-import argparse
 import logging
 
 import torch
@@ -27,7 +26,7 @@ def get_parser():
 
 
 def main(argv=None):
-    args = argv if isinstance(argv, argparse.Namespace) else get_parser().parse_args(argv)
+    args = get_parser().parse_args(argv)
     cli.setup_tool_logger()
     cfg = cli.inference_cfg(args)
     backend, int8 = cfg.MODEL.SSD.INFERENCE_BACKEND, cfg.MODEL.SSD.INT8
@@ -53,8 +52,8 @@ def main(argv=None):
         inputs = [mapper(dict(d)) for d in DatasetCatalog.get(name)[: args.check]]
         int8_cfg = cfg.clone()
         int8_cfg.defrost()
-        int8_cfg.MODEL.SSD.INFERENCE_DTYPE = "int8"
-        int8_cfg.MODEL.SSD.INT8.CALIBRATION_DIR = args.output
+        int8_cfg.merge_from_list(["MODEL.SSD.INFERENCE_DTYPE", "int8",
+                                  "MODEL.SSD.INT8.CALIBRATION_DIR", args.output])
         with torch.no_grad():
             ref = [o["instances"] for o in model(inputs)]
             out = [o["instances"] for o in attach_backend(model, int8_cfg)(inputs)]

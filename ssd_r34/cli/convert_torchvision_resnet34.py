@@ -37,6 +37,6 @@ def main(argv=None):
           "num_batches_tracked.")
     torch.save({"model": state_dict, "__author__": "torchvision ResNet-34 (converted by ssd_r34)"},
                args.output)
-    print(f"Wrote {args.output}: backbone initialisation for ssd_r34 (stage 1: "
-          f"tools/train_net.py --config-file configs/ssd_r34_300.yaml MODEL.WEIGHTS {args.output}).")
+    print(f"Wrote {args.output}: backbone initialisation for ssd_r34 (stage 1: tools/train_net.py "
+          f"--config-file configs/ssd_r34_300.yaml MODEL.WEIGHTS {args.output}).")
     return 0

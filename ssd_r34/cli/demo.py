@@ -2,7 +2,6 @@
 the pictures and detections.json (docs/tools.md)."""
 import glob
 import json
-import logging
 import os
 import sys
 
@@ -20,7 +19,6 @@ from . import args as cli
 from .visualize_data import save_montage
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm")
-logger = logging.getLogger("ssd_r34.demo")
 
 
 def get_parser():
@@ -67,18 +65,15 @@ def output_name(path, used):
     return name
 
 
-def instances_to_coco(instances, image_id, file_name, id_map, class_names):
-    """Instances -> COCO-style result dicts; ``id_map``: contiguous -> data set category id."""
-    out = []
-    for (x0, y0, x1, y1), s, c in zip(instances.pred_boxes.tensor.numpy().astype(float),
-                                      instances.scores.tolist(), instances.pred_classes.tolist()):
-        out.append({
-            "image_id": image_id, "file_name": file_name,
-            "category_id": int(id_map[c]) if id_map else int(c),
-            "category_name": class_names[c] if class_names and c < len(class_names) else str(c),
-            "bbox": [round(x0, 3), round(y0, 3), round(x1 - x0, 3), round(y1 - y0, 3)],
-            "score": round(float(s), 6)})
-    return out
+def instances_to_coco(instances, image_id, file_name, classes):
+    """Instances -> COCO-style result dicts; ``classes``: :func:`ssd_r34.cli.args.class_table`."""
+    boxes = instances.pred_boxes.tensor.double().tolist()
+    return [{"image_id": image_id, "file_name": file_name,
+             "category_id": classes[c]["category_id"], "category_name": classes[c]["name"],
+             "bbox": [round(x0, 3), round(y0, 3), round(x1 - x0, 3), round(y1 - y0, 3)],
+             "score": round(s, 6)}
+            for (x0, y0, x1, y1), s, c in zip(boxes, instances.scores.tolist(),
+                                              instances.pred_classes.tolist())]
 
 
 def main(argv=None):
@@ -86,34 +81,24 @@ def main(argv=None):
     args = get_parser().parse_args(argv)
     cli.setup_tool_logger()
     cfg = cli.inference_cfg(args)
-    test_name = cfg.DATASETS.TEST[0] if cfg.DATASETS.TEST else ""
     if args.input is not None:
-        items = [{"file_name": p, "image_id": i + 1}
-                 for i, p in enumerate(expand_inputs(args.input))]
+        items = [(p, i + 1) for i, p in enumerate(expand_inputs(args.input))]
     else:
-        name = args.dataset or test_name
+        name = args.dataset or (cfg.DATASETS.TEST[0] if cfg.DATASETS.TEST else "")
         if not name:
             raise SystemExit("--dataset: give a name; the config has no DATASETS.TEST.")
         ensure_dataset(name)
         dicts = DatasetCatalog.get(name)
-        items = [{"file_name": d["file_name"], "image_id": d.get("image_id", i + 1)}
+        items = [(d["file_name"], d.get("image_id", i + 1))  # (path, image_id)
                  for i, d in enumerate(dicts[: args.num_images] if args.num_images > 0 else dicts)]
     if not items:
         raise SystemExit("No input images.")
 
     predictor = SSDPredictor(cfg, image_format="RGB")
-    metadata = predictor.metadata
-    class_names = getattr(metadata, "thing_classes", None) if metadata else None
-    if class_names and len(class_names) != cfg.MODEL.SSD.NUM_CLASSES:
-        logger.warning("%s has %d classes but MODEL.SSD.NUM_CLASSES is %d: labels may be wrong.",
-                       test_name, len(class_names), cfg.MODEL.SSD.NUM_CLASSES)
-    id_map = metadata.get("thing_dataset_id_to_contiguous_id", None) if metadata else None
-    id_map = {v: k for k, v in id_map.items()} if id_map else None
-
+    classes = cli.class_table(cfg, predictor.metadata)
     os.makedirs(args.output, exist_ok=True)
     results, written, skipped, used, pictures = [], [], [], set(), []
-    for item in tqdm(items, desc="demo", unit="image", file=sys.stderr):
-        path = item["file_name"]
+    for path, image_id in tqdm(items, desc="demo", unit="image", file=sys.stderr):
         try:
             image = read_image(path, format="RGB")
         except Exception as e:  # PIL's UnidentifiedImageError, OSError, FileNotFoundError
@@ -124,8 +109,8 @@ def main(argv=None):
             continue
         instances = predictor(image)["instances"].to("cpu")
         instances = instances[instances.scores >= args.confidence_threshold]
-        results += instances_to_coco(instances, item["image_id"], path, id_map, class_names)
-        vis = Visualizer(image, metadata, scale=args.scale, instance_mode=ColorMode.IMAGE)
+        results += instances_to_coco(instances, image_id, path, classes)
+        vis = Visualizer(image, predictor.metadata, scale=args.scale, instance_mode=ColorMode.IMAGE)
         drawn = vis.draw_instance_predictions(instances).get_image()
         written.append(os.path.join(args.output, output_name(path, used)))
         Image.fromarray(np.ascontiguousarray(drawn)).save(written[-1])

@@ -1,7 +1,6 @@
 """Train or evaluate a LazyConfig (configs/*.py) as Detectron2's lazyconfig_train_net.py, with
 ssd_r34's checkpointer, DDP and evaluation hook (``ssd-r34-lazy-train``; docs/lazyconfig.md)."""
 import logging
-import os
 
 from detectron2.config import LazyConfig, instantiate
 from detectron2.engine import (AMPTrainer, SimpleTrainer, default_argument_parser,
@@ -70,10 +69,7 @@ def do_train(args, cfg):
 
 def run(args):
     """Detectron2's ``main(args)``, in every process. Returns: the results or the trainer."""
-    if not os.path.exists(args.config_file):
-        from ..model_zoo import get_config_file
-
-        args.config_file = get_config_file(args.config_file)
+    args.config_file = cli.resolve_config_file(args.config_file)
     cfg = LazyConfig.apply_overrides(LazyConfig.load(args.config_file), args.opts)
     default_setup(cfg, args)
     if args.eval_only:

@@ -22,7 +22,7 @@ def get_parser():
 
 
 def main(argv=None):
-    args = argv if isinstance(argv, argparse.Namespace) else get_parser().parse_args(argv)
+    args = get_parser().parse_args(argv)
     annotations = args.annotations or os.path.join(args.coco_dir,
                                                    "annotations/instances_val2017.json")
     if not os.path.exists(annotations):

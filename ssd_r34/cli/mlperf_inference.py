@@ -1,7 +1,6 @@
 """Run SSD-ResNet34 under MLPerf's LoadGen (scenarios SingleStream, MultiStream, Server,
 Offline; modes performance and accuracy); LoadGen's logs go into --output. Usage:
 docs/mlperf_inference.md."""
-import argparse
 import json
 import logging
 import os
@@ -66,7 +65,7 @@ def loadgen_overrides(args):
 
 def main(argv=None):
     """Returns (run_loadgen's dict with the run's settings, ok)."""
-    args = argv if isinstance(argv, argparse.Namespace) else get_parser().parse_args(argv)
+    args = get_parser().parse_args(argv)
     cli.setup_tool_logger()
     os.makedirs(args.output, exist_ok=True)
     cfg = cli.inference_cfg(args)

@@ -43,37 +43,30 @@ def plot(series, out_path, title=""):
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
 
-    fig, (ax_loss, ax_lr, ax_ap) = plt.subplots(1, 3, figsize=(15, 4.2))
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
     last_it = max(its[-1][0] for its in series.values() if its)
-
-    def draw(ax, keys):
+    panels = (("training loss", LOSSES, "no loss in metrics.json"), ("learning rate", ("lr",), ""),
+              ("box AP (DATASETS.TEST)", APS,
+               "no evaluation in metrics.json\n(TEST.EVAL_PERIOD > 0 logs AP)"))
+    for ax, (name, keys, missing) in zip(axes, panels):
         keys = [k for k in keys if series.get(k)]
         for k in keys:
             ax.plot(*zip(*series[k]), label=k, marker="o", markersize=3)
-        return keys
-
-    if draw(ax_loss, LOSSES):
-        losses = [v for k in LOSSES for _, v in series.get(k, []) if v > 0]
-        if losses and max(losses) / min(losses) > 20:
-            ax_loss.set_yscale("log")
-        ax_loss.legend()
-    else:
-        ax_loss.text(0.5, 0.5, "no loss in metrics.json", ha="center", transform=ax_loss.transAxes)
-    if draw(ax_lr, ["lr"]):
-        ax_lr.ticklabel_format(axis="y", style="sci", scilimits=(-2, 2))
-    if draw(ax_ap, APS):
-        ax_ap.legend()
-        ax_ap.set_ylabel("%")
-    else:
-        ax_ap.text(0.5, 0.5, "no evaluation in metrics.json\n(TEST.EVAL_PERIOD > 0 logs AP)",
-                   ha="center", va="center", transform=ax_ap.transAxes)
-    for ax, name in ((ax_loss, "training loss"), (ax_lr, "learning rate"),
-                     (ax_ap, "box AP (DATASETS.TEST)")):
+        if keys and missing:  # a legend, except for the one lr curve
+            ax.legend()
+        elif missing:
+            ax.text(0.5, 0.5, missing, ha="center", va="center", transform=ax.transAxes)
         ax.set_title(name)
         ax.set_xlabel("iteration")
         ax.set_xlim(left=0, right=max(last_it * 1.03, 1))
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
+    losses = [v for k in LOSSES for _, v in series.get(k, []) if v > 0]
+    if losses and max(losses) / min(losses) > 20:
+        axes[0].set_yscale("log")
+    if series.get("lr"):
+        axes[1].ticklabel_format(axis="y", style="sci", scilimits=(-2, 2))
+    axes[2].set_ylabel("%")
     if title:
         fig.suptitle(title)
     fig.tight_layout()
@@ -95,9 +88,8 @@ def main(argv=None):
     if not series:
         raise SystemExit(f"{path} has no metrics.")
     out = args.output or os.path.join(os.path.dirname(path), "metrics.png")
-    title = args.title if args.title is not None else os.path.basename(
-        os.path.dirname(os.path.abspath(path)))
-    plot(series, out, title)
+    plot(series, out, os.path.basename(os.path.dirname(os.path.abspath(path)))
+         if args.title is None else args.title)
     last = {k: v[-1] for k, v in series.items() if k in LOSSES + APS + ("lr",)}
     print(f"Wrote {out}; last values: " + ", ".join(
         f"{k} {v:.4g} (iter {i})" for k, (i, v) in sorted(last.items())))

@@ -1,7 +1,5 @@
 """Train or evaluate SSD-ResNet34 with Detectron2's command line (``ssd-r34-train``,
 tools/train_net.py; docs/tools.md)."""
-import os
-
 from detectron2.engine import default_argument_parser
 from detectron2.evaluation import verify_results
 from detectron2.utils import comm
@@ -34,15 +32,6 @@ def run(args):
     return trainer.train()
 
 
-def resolve_config_file(path: str) -> str:
-    """``path`` if it exists, else the model-zoo config of that name."""
-    if not path or os.path.exists(path):
-        return path
-    from ..model_zoo import get_config_file
-
-    return get_config_file(path)
-
-
 def get_parser():
     """Detectron2's ``default_argument_parser`` with the data set options and bare overrides."""
     d2 = default_argument_parser()
@@ -53,15 +42,16 @@ def get_parser():
 
 
 def main(argv=None):
+    """Returns: what :func:`run` returns (None with several processes)."""
     args = get_parser().parse_args(argv)
-    args.config_file = resolve_config_file(args.config_file)
+    args.config_file = cli.resolve_config_file(args.config_file)
     return cli.launch_main(run, args)
 
 
 def cli_main():
-    """Console script ``ssd-r34-train``."""
+    """Console script ``ssd-r34-train`` and train_regime's ``python -m ssd_r34.cli.train_net``."""
     main()
 
 
-if __name__ == "__main__":  # train_regime's stages: python -m ssd_r34.cli.train_net
-    main()
+if __name__ == "__main__":
+    cli_main()

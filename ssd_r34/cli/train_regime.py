@@ -30,21 +30,15 @@ def get_parser():
 
 
 def parse_args(argv=None):
-    """The parsed options, with ``stage_opts`` as [[N, KEY, VALUE, ...]] and ``dataset_flags``."""
+    """The parsed options, with ``stage_opts`` as [[N, KEY, VALUE, ...]]."""
     p = get_parser()
     args = p.parse_args(argv)
-    from .train_net import resolve_config_file
-
-    args.config_file = resolve_config_file(args.config_file)
-    args.dataset_flags = cli.dataset_flags(args)
-    stage_opts = []
-    for n, opts in args.stage_opts:
-        opts = shlex.split(opts)
+    args.config_file = cli.resolve_config_file(args.config_file)
+    args.stage_opts = [[n] + shlex.split(opts) for n, opts in args.stage_opts]
+    for n, *opts in args.stage_opts:
         if not n.isdigit() or len(opts) % 2:
             p.error(f"--stage-opts needs a stage number and a string of KEY VALUE pairs, got "
                     f"{n} {opts}")
-        stage_opts.append([n] + opts)
-    args.stage_opts = stage_opts
     return args
 
 
@@ -93,12 +87,11 @@ def plan(args):
             raise ValueError(f"--stage-opts {so[0]}: there are {n} stages")
         user[int(so[0])] += so[1:]
     # handover[i]: stage i (> 1) starts from stage i - 1 after this many iterations.
-    handover = {}
-    for i in range(2, n + 1):
-        handover[i] = args.previous_iter or load_cfg(chain[i - 1], user[i]).REGIME.PREVIOUS_ITER
-        if handover[i] <= 0:
-            raise ValueError(f"{chain[i - 1]}: REGIME.PREVIOUS_ITER must be > 0 (or give "
-                             "--previous-iter)")
+    handover = {i: args.previous_iter or load_cfg(chain[i - 1], user[i]).REGIME.PREVIOUS_ITER
+                for i in range(2, n + 1)}
+    bad = [chain[i - 1] for i, it in handover.items() if it <= 0]
+    if bad:
+        raise ValueError(f"{bad[0]}: REGIME.PREVIOUS_ITER must be > 0 (or give --previous-iter)")
     stages = []
     for i, path in enumerate(chain, 1):
         opts = []
@@ -123,7 +116,10 @@ def command(path, num_gpus, opts, args):
         cmd += ["--dist-url", args.dist_url]
     if args.resume:
         cmd.append("--resume")
-    return cmd + list(getattr(args, "dataset_flags", [])) + list(opts)
+    for flag in ("coco", "voc"):  # the data sets, as given
+        for e in getattr(args, f"dataset_{flag}"):
+            cmd += [f"--dataset-{flag}", *e]
+    return cmd + list(opts)
 
 
 def finished(cfg):

@@ -71,16 +71,6 @@ def draw_mapped(out, metadata, image_format, scale):
         labels=labels, boxes=inst.gt_boxes.tensor.numpy()).get_image()
 
 
-def map_with_retry(mapper, d, tries=100):
-    """The mapper returns None when the crop leaves no box (the loader then draws another
-    image); here the same image is drawn again."""
-    for _ in range(tries):
-        out = mapper(d)
-        if out is not None:
-            return out
-    raise RuntimeError(f"The training mapper returned no box {tries} times for {d['file_name']}")
-
-
 def main(argv=None):
     """Returns: {"written": [PNG paths], "crop_grid": its path or None}."""
     args = get_parser().parse_args(argv)
@@ -95,8 +85,12 @@ def main(argv=None):
     torch.manual_seed(args.seed)  # torchvision's ColorJitter parameters
     mapper = SSDDatasetMapper(cfg, is_train=True)
 
-    def mapped(d, scale):
-        return draw_mapped(map_with_retry(mapper, d), metadata, cfg.INPUT.FORMAT, scale)
+    def mapped(d, scale):  # None when the crop leaves no box: the same image drawn again
+        for _ in range(100):
+            out = mapper(d)
+            if out is not None:
+                return draw_mapped(out, metadata, cfg.INPUT.FORMAT, scale)
+        raise RuntimeError(f"The training mapper returned no box 100 times for {d['file_name']}")
 
     os.makedirs(args.output, exist_ok=True)
     written = []
