@@ -1,8 +1,6 @@
-"""MLPerf inference on LoadGen (``mlcommons-loadgen``, imported when a test runs): a query
-sample library over a registered data set (:class:`DatasetQSL`), a system under test over a
-backend (:class:`SUT`, :func:`build_backend`), and the accuracy records MLPerf's
-``accuracy-coco.py`` reads (mlcommons/inference, vision/classification_and_detection/tools/)
-with its scoring re-implemented. docs/mlperf_inference.md. Shapes: N images, M detections."""
+"""MLPerf inference on LoadGen (``mlcommons-loadgen``): a query sample library, a system
+under test over a backend, and the accuracy records of MLPerf's ``accuracy-coco.py`` with its
+scoring re-implemented. docs/mlperf_inference.md. Shapes: N images, M detections."""
 import contextlib
 import io
 import json
@@ -28,10 +26,8 @@ MLPERF_MODEL_NAME = "ssd-resnet34"  # in LoadGen's conf lines ("ssd-resnet34.Off
 
 class DatasetQSL:
     """Query sample library: sample i is image i of the accuracy script's list of
-    ``dataset_name`` (registered, with a COCO ``json_file``), the first ``count`` (None: all);
-    ``load_samples`` pre-processes into memory (the evaluation mapper of ``cfg``). LoadGen
-    keeps ``performance_sample_count`` loaded in performance mode (default all, at most 64
-    as MLPerf's ssd-resnet34)."""
+    ``dataset_name`` (with a COCO ``json_file``), the first ``count`` (None: all), loaded by
+    ``cfg``'s evaluation mapper; ``performance_sample_count`` default min(count, 64)."""
 
     def __init__(self, cfg, dataset_name: str, count: Optional[int] = None,
                  performance_sample_count: Optional[int] = None):
@@ -72,32 +68,19 @@ class DatasetQSL:
             self.samples.pop(i, None)
 
     def get(self, index: int) -> Dict:
-        if index not in self.samples:
-            raise RuntimeError(f"Sample {index} was queried but not loaded (LoadGen calls "
-                               "load_samples first).")
-        return self.samples[index]
+        return self.samples[index]  # LoadGen loads a sample before querying it
 
     def records(self, index: int, detections) -> bytes:
         boxes, scores, classes = detections
         keep = classes < len(self.label_map)  # a model with more classes than the data set
         return encode_records(index, boxes[keep], scores[keep], self.label_map[classes[keep]])
 
-    def construct(self):
-        import mlperf_loadgen as lg
-
-        return lg.ConstructQSL(self.count, self.performance_sample_count, self.load_samples,
-                               self.unload_samples)
-
 
 class SUT:
-    """System under test: a queue of batches (Offline: ``batch_size`` samples; else what one
-    call brings), ``threads`` workers running ``backend`` (:func:`build_backend`) and
-    answering each sample with its accuracy records, in every mode.
-
-    LoadGen's response ids are unique among outstanding samples (it may reuse one after its
-    answer): a sample is lost if still ``pending`` at the end, answered twice if answered
-    while not pending.
-    """
+    """System under test: ``threads`` workers run ``backend`` on queued batches (Offline:
+    ``batch_size`` samples; else one call's) and answer each sample with its accuracy records.
+    A sample is lost if still ``pending`` at the end, answered twice if answered while not
+    pending (LoadGen reuses a response id only after its answer)."""
 
     def __init__(self, backend, qsl: DatasetQSL, scenario: str, batch_size: int = 1,
                  threads: int = 1):
@@ -150,11 +133,6 @@ class SUT:
         for w in self.workers:
             w.join()
 
-    def construct(self):
-        import mlperf_loadgen as lg
-
-        return lg.ConstructSUT(self.issue_queries, lambda: None)
-
 
 def build_settings(scenario: str, mode: str, user_conf: Optional[str] = None,
                    overrides: Optional[Dict] = None):
@@ -203,7 +181,9 @@ def run_loadgen(backend, qsl: DatasetQSL, scenario: str, mode: str, output_dir: 
     log.log_output.copy_summary_to_stdout = bool(print_summary)
     log.enable_trace = False
     sut = SUT(backend, qsl, scenario, batch_size=batch_size, threads=threads)
-    sut_handle, qsl_handle = sut.construct(), qsl.construct()
+    sut_handle = lg.ConstructSUT(sut.issue_queries, lambda: None)
+    qsl_handle = lg.ConstructQSL(qsl.count, qsl.performance_sample_count, qsl.load_samples,
+                                 qsl.unload_samples)
     t = time.perf_counter()
     try:
         lg.StartTestWithLogSettings(sut_handle, qsl_handle,
