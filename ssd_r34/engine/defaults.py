@@ -47,8 +47,8 @@ class SSDTrainer(DefaultTrainer):
     def __init__(self, cfg):
         self._init_time_ms = time.time() * 1e3  # MLPERF.LOG_FILE's init_start
         self._stop_requested = False
-        # DefaultTrainer.__init__ builds three pieces with module-level names, none a method
-        # to override: they are ours for the call (tests/package/test_structure.py watches upstream).
+        # DefaultTrainer.__init__ builds these by module-level names, not methods: they are
+        # ours for the call (tests/package/test_structure.py watches upstream).
         step = lambda model, data_loader, optimizer: build_step_trainer(  # noqa: E731
             cfg, model, data_loader, optimizer)
         with mock.patch.multiple(
@@ -78,9 +78,9 @@ class SSDTrainer(DefaultTrainer):
     def build_train_loader(cls, cfg):
         """With DATALOADER.SAMPLER_TRAIN TrainingSampler, a loader whose progress checkpoints
         keep (ssd_r34/data/loader.py); Detectron2's, restarting on resume, otherwise."""
-        for name in cfg.DATASETS.TRAIN:
-            ensure_dataset(name)
         names = list(cfg.DATASETS.TRAIN)
+        for name in names:
+            ensure_dataset(name)
         mapper = SSDDatasetMapper(cfg, is_train=True,
                                   dataset_name=names[0] if len(names) == 1 else None)
         if cfg.DATALOADER.SAMPLER_TRAIN == "TrainingSampler":

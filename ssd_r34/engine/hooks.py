@@ -20,15 +20,9 @@ logger = logging.getLogger(__name__)
 def bbox_ap(results):
     """Box AP (Detectron2's percent) from DefaultTrainer.test results (one data set, or the
     first of several), or None."""
-    if not isinstance(results, dict):
-        return None
-    if isinstance(results.get("bbox"), dict):
-        return results["bbox"].get("AP")
-    for value in results.values():
-        ap = bbox_ap(value) if isinstance(value, dict) else None
-        if ap is not None:
-            return ap
-    return None
+    if results and "bbox" not in results:  # {data set: its results}
+        results = next(iter(results.values()))
+    return (results or {}).get("bbox", {}).get("AP")
 
 
 class EvalAndStopHook(EvalHook):
@@ -54,14 +48,6 @@ class EvalAndStopHook(EvalHook):
         self._reached_iter = None  # iteration (0-based) after which the target was reached
         self._stopped_early = False
 
-    def _request_stop(self):
-        self._stopped_early = True
-        request = getattr(self.trainer, "request_stop", None)
-        if request is None:
-            raise RuntimeError("EvalAndStopHook needs a trainer with request_stop() "
-                               "(ssd_r34.engine.SSDTrainer) to stop early.")
-        request()
-
     def _do_eval(self):
         self._results = None
         super()._do_eval()  # evaluates, puts the results into the storage, synchronizes
@@ -79,13 +65,13 @@ class EvalAndStopHook(EvalHook):
             self._write_now()
         if self._target > 0 and comm.all_gather(reached)[0]:  # rank 0 decides for all
             self._reached_iter = done - 1
-            if done >= self.trainer.max_iter:  # over; the checkpointer saved model_final
-                logger.info(f"Target AP {self._target} reached after {done} iterations.")
-                return
-            logger.info(f"Target AP {self._target} reached after {done} iterations: "
-                        "saving model_final and stopping.")
-            self.trainer.checkpointer.save("model_final", iteration=done - 1)
-            self._request_stop()
+            over = done >= self.trainer.max_iter  # then the checkpointer saved model_final
+            logger.info(f"Target AP {self._target} reached after {done} iterations"
+                        + ("." if over else ": saving model_final and stopping."))
+            if not over:
+                self.trainer.checkpointer.save("model_final", iteration=done - 1)
+                self._stopped_early = True
+                self.trainer.request_stop()  # SSDTrainer's
 
     def _write_now(self):
         """Write metrics.json (and TensorBoard) now: writers keep the latest value of each
@@ -101,7 +87,8 @@ class EvalAndStopHook(EvalHook):
         if self._target > 0 and self._reached_iter is not None:
             logger.info(f"The checkpoint reached the target AP {self._target} after "
                         f"{self._reached_iter + 1} iterations: not training further.")
-            self._request_stop()
+            self._stopped_early = True
+            self.trainer.request_stop()
 
     def after_step(self):
         next_iter = self.trainer.iter + 1
@@ -139,9 +126,7 @@ class DataProgressHook(HookBase):
 
     def state_dict(self):
         sampler = self._sampler()
-        if sampler is None:
-            return {}
-        return {"images_consumed": self._consumed, "seed": sampler.seed}
+        return {} if sampler is None else {"images_consumed": self._consumed, "seed": sampler.seed}
 
     def load_state_dict(self, state_dict):
         sampler = self._sampler()
@@ -156,10 +141,6 @@ class DataProgressHook(HookBase):
         self._consumed = int(state_dict["images_consumed"])
         sampler.set_progress(state_dict["seed"], self._consumed)
         logger.info(f"Data stream (seed {sampler.seed}) resumes after {self._consumed} images.")
-
-
-def _unwrap(model):
-    return model.module if isinstance(model, (DistributedDataParallel, DataParallel)) else model
 
 
 def weights_digest(tensors) -> str:
@@ -187,7 +168,9 @@ class ReplicaCheckHook(HookBase):
         trainer = self.trainer
         if trainer.iter < trainer.max_iter:  # failed training: other ranks may be gone
             return
-        model = _unwrap(self._model)
+        model = self._model
+        if isinstance(model, (DistributedDataParallel, DataParallel)):
+            model = model.module
         state = model.state_dict()  # what a checkpoint holds (no non-persistent buffers)
         names = {n for n, _ in model.named_parameters()}
         params = weights_digest({k: v for k, v in state.items() if k in names})

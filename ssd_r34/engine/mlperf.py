@@ -141,18 +141,14 @@ def build_settings(scenario: str, mode: str, user_conf: Optional[str] = None,
     then ``overrides`` (TestSettings attribute -> value; durations in ms, latencies in ns)."""
     import mlperf_loadgen as lg
 
-    if scenario not in SCENARIOS:
-        raise ValueError(f"scenario must be one of {SCENARIOS}, got {scenario!r}")
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-    s = lg.TestSettings()
-    if user_conf:
-        if not os.path.exists(user_conf):
-            raise FileNotFoundError(f"No user.conf {user_conf}")
-        if s.FromConfig(user_conf, MLPERF_MODEL_NAME, scenario) != 0:
-            raise ValueError(f"LoadGen could not read {user_conf} (see its log above).")
-    else:
-        s.FromConfig("", MLPERF_MODEL_NAME, scenario, 0)  # mlperf.conf only
+    if scenario not in SCENARIOS or mode not in MODES:
+        raise ValueError(f"scenario must be one of {SCENARIOS}, mode one of {MODES}; got "
+                         f"{scenario!r}, {mode!r}")
+    if user_conf and not os.path.exists(user_conf):
+        raise FileNotFoundError(f"No user.conf {user_conf}")
+    s = lg.TestSettings()  # conf_type 0: LoadGen's mlperf.conf only, 1: and a user.conf
+    if s.FromConfig(user_conf or "", MLPERF_MODEL_NAME, scenario, int(bool(user_conf))) != 0:
+        raise ValueError(f"LoadGen could not read {user_conf} (see its log above).")
     s.scenario = getattr(lg.TestScenario, scenario)
     s.mode = lg.TestMode.AccuracyOnly if mode == "accuracy" else lg.TestMode.PerformanceOnly
     for key, value in ((k, v) for k, v in (overrides or {}).items() if v is not None):
@@ -218,12 +214,9 @@ def encode_records(qsl_idx: int, boxes: np.ndarray, scores: np.ndarray,
     LoadGen's sample index, boxes (M, 4) XYXY in [0, 1] of the original image, scores (M,)
     and MLPerf labels (M,) (:func:`label_map_for`)."""
     boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-    out = np.empty((len(boxes), 7), dtype=np.float32)
-    out[:, 0] = qsl_idx
-    out[:, 1:5] = boxes[:, [1, 0, 3, 2]]  # ymin, xmin, ymax, xmax
-    out[:, 5] = np.asarray(scores, dtype=np.float64).reshape(len(boxes))
-    out[:, 6] = np.asarray(labels).reshape(len(boxes))
-    return out.tobytes()
+    rows = np.column_stack([np.full(len(boxes), qsl_idx), boxes[:, [1, 0, 3, 2]],  # y first
+                            np.reshape(scores, -1), np.reshape(labels, -1)])
+    return rows.astype(np.float32).tobytes()
 
 
 def decode_records(data: bytes) -> np.ndarray:
@@ -334,9 +327,9 @@ def score_accuracy_log(results: Sequence[Dict], coco, use_inv_map: bool = False,
             "dupes": len(results) - len(seen), "mismatched": mismatched}
 
 
-# ---- backends: ``backend.predict(inputs) -> [(boxes, scores, classes), ...]``, inputs the QSL's
-# samples, per image boxes (M, 4) XYXY in [0, 1] of the original image (clipped), scores (M,)
-# best first, classes (M,) contiguous ids, as numpy arrays.
+# ---- backends: ``predict(inputs) -> [(boxes, scores, classes), ...]`` on the QSL's samples,
+# numpy per image: boxes (M, 4) XYXY in [0, 1] of the original image (clipped), scores (M,) best
+# first, classes (M,) contiguous ids.
 Detections = Tuple[np.ndarray, np.ndarray, np.ndarray]
 _REGISTERED: Dict[str, Callable] = {}
 
@@ -348,9 +341,8 @@ def register_backend(name: str, factory: Callable) -> Callable:
 
 
 def build_backend(name: str, cfg, args=None):
-    """The backend of ``--backend name``: one added by :func:`register_backend`, or one of
-    ``ssd_r34.export.BACKENDS``: "pytorch" (:class:`PyTorchBackend`, the config as it is),
-    "openvino" (the same with MODEL.SSD.INFERENCE_BACKEND openvino), "onnxruntime" (the whole
+    """The backend of ``--backend name``: a registered one, "pytorch" (:class:`PyTorchBackend`),
+    "openvino" (the same with MODEL.SSD.INFERENCE_BACKEND openvino) or "onnxruntime" (the whole
     model in MLPerf's I/O convention, :class:`OnnxRuntimeBackend`)."""
     from ..export import BACKENDS
 

@@ -1,5 +1,6 @@
 """SSDPredictor: Detectron2's DefaultPredictor for SSD (one image in, detections out)."""
 import logging
+from types import SimpleNamespace
 from typing import Dict, List, Optional
 
 import numpy as np
@@ -22,8 +23,6 @@ def setup_inference_cfg(config_file: str, opts=(), device: Optional[str] = None,
     """The frozen config of an inference tool: ``config_file``, ``KEY VALUE`` overrides and
     the ``--dataset-coco`` / ``--dataset-voc`` entries, with those data sets registered;
     MODEL.DEVICE cpu (with a message) where the config asks for CUDA and there is none."""
-    from argparse import Namespace
-
     opts = list(opts or [])
     if device is not None:
         opts += ["MODEL.DEVICE", device]
@@ -33,8 +32,8 @@ def setup_inference_cfg(config_file: str, opts=(), device: Optional[str] = None,
         if probe.MODEL.DEVICE.startswith("cuda"):
             logger.warning("No CUDA device: running on the CPU (MODEL.DEVICE cpu).")
             opts += ["MODEL.DEVICE", "cpu"]
-    cfg = setup_cfg(Namespace(config_file=config_file, opts=opts, dataset_coco=dataset_coco,
-                              dataset_voc=dataset_voc))
+    cfg = setup_cfg(SimpleNamespace(config_file=config_file, opts=opts,
+                                    dataset_coco=dataset_coco, dataset_voc=dataset_voc))
     register_dataset_files(cfg)
     return cfg
 
@@ -85,15 +84,13 @@ class SSDPredictor:
     def __init__(self, cfg, image_format: str = "BGR"):
         self.cfg = cfg.clone()
         self.model = build_model(self.cfg)
-        self.model.eval()
         self.metadata = test_metadata(cfg)
         if cfg.MODEL.WEIGHTS:
             SSDCheckpointer(self.model).load(cfg.MODEL.WEIGHTS)
         else:
             logger.warning("MODEL.WEIGHTS is empty: the predictor uses a randomly initialised "
                            "model (its detections mean nothing).")
-        # MODEL.SSD.INFERENCE_BACKEND / INFERENCE_DTYPE ("pytorch": the model as it is)
-        attach_backend(self.model, self.cfg)
+        attach_backend(self.model, self.cfg)  # eval mode; MODEL.SSD.INFERENCE_BACKEND / DTYPE
         self.aug = T.AugmentationList(build_ssd_augmentations(cfg, is_train=False))
         self.cv2_float = resize_impl(cfg) == "cv2-float"
         self.model_format = cfg.INPUT.FORMAT
@@ -113,9 +110,8 @@ class SSDPredictor:
             x = cv2_float_preprocess_from_cfg(self.cfg, original_image, self.image_format)
             return {"image": torch.from_numpy(x), "height": height, "width": width,
                     "image_normalized": True}
-        aug_input = T.AugInput(np.ascontiguousarray(image))
-        self.aug(aug_input)
-        image = torch.as_tensor(np.ascontiguousarray(aug_input.image.transpose(2, 0, 1)))
+        image = T.apply_augmentations(self.aug, np.ascontiguousarray(image))[0]
+        image = torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1)))
         return {"image": image, "height": height, "width": width}
 
     def __call__(self, original_image: np.ndarray) -> Dict:
