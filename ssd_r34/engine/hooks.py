@@ -36,13 +36,12 @@ class EvalAndStopHook(EvalHook):
     iteration, so that ``--resume`` of a finished run does not train further.
     """
 
-    def __init__(self, eval_period, eval_function, eval_iters=(), target_ap=0.0,
-                 eval_after_train=True):
+    def __init__(self, eval_period, eval_function, eval_iters=(), target_ap=0.0):
         def evaluate():
             self._results = eval_function()
             return self._results
 
-        super().__init__(int(eval_period), evaluate, eval_after_train)
+        super().__init__(int(eval_period), evaluate)
         self._iters = {int(i) for i in eval_iters}
         self._target = float(target_ap)
         self._reached_iter = None  # iteration (0-based) after which the target was reached
@@ -77,11 +76,10 @@ class EvalAndStopHook(EvalHook):
         """Write metrics.json (and TensorBoard) now: writers keep the latest value of each
         scalar only, so an evaluation followed by another before the next periodic write
         would not be recorded."""
-        for h in getattr(self.trainer, "_hooks", []):
-            if isinstance(h, PeriodicWriter):
-                for w in getattr(h, "_writers", []):
-                    if not isinstance(w, CommonMetricPrinter):
-                        w.write()
+        for h in self.trainer._hooks:
+            for w in h._writers if isinstance(h, PeriodicWriter) else ():
+                if not isinstance(w, CommonMetricPrinter):
+                    w.write()
 
     def before_train(self):
         if self._target > 0 and self._reached_iter is not None:
@@ -134,22 +132,20 @@ class DataProgressHook(HookBase):
             logger.warning("The data stream restarts from its beginning (no resumable "
                            "sampler, or a checkpoint without data progress).")
             return
-        trainer = getattr(self.trainer, "_trainer", self.trainer)
-        if getattr(trainer, "_data_loader_iter_obj", None) is not None:
-            logger.warning("The data loader has already started: resuming its progress only "
-                           "takes effect for a new iterator.")
         self._consumed = int(state_dict["images_consumed"])
         sampler.set_progress(state_dict["seed"], self._consumed)
         logger.info(f"Data stream (seed {sampler.seed}) resumes after {self._consumed} images.")
 
 
+def _unwrap(model):
+    return model.module if isinstance(model, (DistributedDataParallel, DataParallel)) else model
+
+
 def weights_digest(tensors) -> str:
     """SHA-256 (hex) of named tensors, ``dict`` or iterable of (name, tensor), in name order:
     equal digests mean bit-identical values."""
-    items = sorted(tensors.items() if isinstance(tensors, dict) else tensors,
-                   key=lambda kv: kv[0])
     h = hashlib.sha256()
-    for name, t in items:
+    for name, t in sorted(dict(tensors).items()):
         t = t.detach().to("cpu").contiguous()
         h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
         h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
@@ -168,9 +164,7 @@ class ReplicaCheckHook(HookBase):
         trainer = self.trainer
         if trainer.iter < trainer.max_iter:  # failed training: other ranks may be gone
             return
-        model = self._model
-        if isinstance(model, (DistributedDataParallel, DataParallel)):
-            model = model.module
+        model = _unwrap(self._model)
         state = model.state_dict()  # what a checkpoint holds (no non-persistent buffers)
         names = {n for n, _ in model.named_parameters()}
         params = weights_digest({k: v for k, v in state.items() if k in names})

@@ -21,7 +21,6 @@ logger = logging.getLogger(__name__)
 
 SCENARIOS = ("SingleStream", "MultiStream", "Server", "Offline")
 MODES = ("performance", "accuracy")
-MLPERF_MODEL_NAME = "ssd-resnet34"  # in LoadGen's conf lines ("ssd-resnet34.Offline.x = y")
 
 
 class DatasetQSL:
@@ -147,7 +146,7 @@ def build_settings(scenario: str, mode: str, user_conf: Optional[str] = None,
     if user_conf and not os.path.exists(user_conf):
         raise FileNotFoundError(f"No user.conf {user_conf}")
     s = lg.TestSettings()  # conf_type 0: LoadGen's mlperf.conf only, 1: and a user.conf
-    if s.FromConfig(user_conf or "", MLPERF_MODEL_NAME, scenario, int(bool(user_conf))) != 0:
+    if s.FromConfig(user_conf or "", "ssd-resnet34", scenario, int(bool(user_conf))) != 0:
         raise ValueError(f"LoadGen could not read {user_conf} (see its log above).")
     s.scenario = getattr(lg.TestScenario, scenario)
     s.mode = lg.TestMode.AccuracyOnly if mode == "accuracy" else lg.TestMode.PerformanceOnly
@@ -225,10 +224,9 @@ def decode_records(data: bytes) -> np.ndarray:
 
 
 def label_map_for(metadata, coco) -> np.ndarray:
-    """Detectron2 contiguous class id -> MLPerf label (K,) int64: the position of the class's
-    category in the annotation file's ``categories`` + 1 (without
-    ``thing_dataset_id_to_contiguous_id`` in ``metadata``: contiguous id i is category
-    ``coco.getCatIds()[i]``)."""
+    """Detectron2 contiguous class id -> MLPerf label (K,) int64: the position of its category
+    in the annotation file's ``categories`` + 1 (contiguous id i is ``coco.getCatIds()[i]``
+    without ``thing_dataset_id_to_contiguous_id`` in ``metadata``)."""
     cat_ids = list(coco.getCatIds())
     id_map = metadata.get("thing_dataset_id_to_contiguous_id", None)
     if not id_map:
@@ -292,9 +290,8 @@ def score_accuracy_log(results: Sequence[Dict], coco, use_inv_map: bool = False,
         seen.add(idx)
         if idx >= len(image_map):
             raise ValueError(f"qsl_idx {idx} is beyond the {len(image_map)} images of the "
-                             "annotation file" + ("" if remove_empty else
-                                                  " (was the log made with the empty images "
-                                                  "removed? --remove-48-empty-images)"))
+                             "annotation file" + ("" if remove_empty else " (was the log made "
+                                                  "with --remove-48-empty-images?)"))
         image = image_map[idx]
         data = decode_records(bytes.fromhex(j["data"]))
         image_ids.add(image["id"])
@@ -382,6 +379,9 @@ class OnnxRuntimeBackend:
     def __init__(self, cfg, args=None):
         from ..export import EngineNetwork, SSDMLPerfExportModule, export_mlperf_onnx
 
+        self.mean, self.std = (torch.as_tensor(v, dtype=torch.float32).view(3, 1, 1)
+                               for v in (cfg.MODEL.PIXEL_MEAN, cfg.MODEL.PIXEL_STD))
+
         path = getattr(args, "onnx_model", None)
         if not path:
             path = os.path.join(getattr(args, "output", ".") or ".", "model_mlperf.onnx")
@@ -391,13 +391,10 @@ class OnnxRuntimeBackend:
         self.path, self.net = path, EngineNetwork("onnxruntime", path, threads=None)
         batch = self.net.input_shape[0]
         self.batch = batch if isinstance(batch, int) else None  # else any batch
-        self.pixel_mean, self.pixel_std = cfg.MODEL.PIXEL_MEAN, cfg.MODEL.PIXEL_STD
 
     def predict(self, inputs: List[Dict]) -> List[Detections]:
-        mean, std = (torch.as_tensor(v, dtype=torch.float32).view(3, 1, 1)
-                     for v in (self.pixel_mean, self.pixel_std))
         x = torch.stack([i["image"].float() if i.get("image_normalized")  # cv2-float
-                         else (i["image"].float() - mean) / std for i in inputs])
+                         else (i["image"].float() - self.mean) / self.std for i in inputs])
         step, out = self.batch or len(x), []
         for i in range(0, len(x), step):
             chunk = x[i:i + step]

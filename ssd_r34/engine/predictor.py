@@ -49,18 +49,16 @@ def test_metadata(cfg):
     if not cfg.DATASETS.TEST:
         return None
     name = cfg.DATASETS.TEST[0]
-    try:
+    try:  # names are a convenience: inference goes on without them
         meta = dataset_metadata(name)
-    except (OSError, ValueError, KeyError) as e:  # names are a convenience: inference goes on
-        logger.warning(f"DATASETS.TEST[0] {name!r}: no class names ({type(e).__name__}: {e}); "
-                       "classes are the model's contiguous ids 0..K-1.")
-        return None
-    if meta is None:
+        problem = "is not a registered data set" if meta is None else ""
+    except (OSError, ValueError, KeyError) as e:
+        meta, problem = None, f"has no class names ({type(e).__name__}: {e})"
+    if problem:
         logger.warning(
-            f"DATASETS.TEST[0] {name!r} is not a registered data set: no class names, and "
-            "classes are written as the model's contiguous ids 0..K-1. Name your set with "
-            "--dataset-coco NAME JSON IMAGE_ROOT (or DATASETS.COCO) and DATASETS.TEST "
-            "\"('NAME',)\".")
+            f"DATASETS.TEST[0] {name!r} {problem}: classes are written as the model's contiguous "
+            "ids 0..K-1. Name your set with --dataset-coco NAME JSON IMAGE_ROOT (or "
+            "DATASETS.COCO) and DATASETS.TEST \"('NAME',)\".")
     return meta
 
 

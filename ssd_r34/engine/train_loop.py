@@ -9,9 +9,8 @@ _DTYPES = {"float16": torch.float16, "fp16": torch.float16,
 
 class CPUAMPTrainer(SimpleTrainer):
     """SimpleTrainer's step under ``torch.autocast("cpu", dtype)`` (Detectron2's AMPTrainer
-    is CUDA's). bfloat16 keeps float32's exponent range: no gradient scaling. Backward and
-    optimizer step inside the region compute what they would outside it (autocast casts the
-    forward's listed ops only; tests/engine/test_amp_eval.py)."""
+    is CUDA's); bfloat16 needs no gradient scaling. Autocast casts forward ops only: backward
+    and optimizer step compute what they would outside it (tests/engine/test_amp_eval.py)."""
 
     def __init__(self, model, data_loader, optimizer, precision=torch.bfloat16):
         super().__init__(model, data_loader, optimizer)
