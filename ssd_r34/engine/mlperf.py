@@ -59,8 +59,7 @@ class DatasetQSL:
 
     def load_samples(self, indices: List[int]) -> None:
         for i in (i for i in indices if i not in self.samples):
-            self.samples[i] = self.mapper(self.dicts[i])
-            self.samples[i].pop("annotations", None)
+            self.samples[i] = self.mapper(self.dicts[i])  # without annotations
 
     def unload_samples(self, indices: List[int]) -> None:
         for i in indices:

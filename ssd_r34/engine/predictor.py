@@ -72,11 +72,6 @@ class SSDPredictor:
         image_format: channel order of the images given to ``__call__``: "BGR" (the
             default, as ``DefaultPredictor`` and ``cv2.imread``) or "RGB" (PIL,
             ``detectron2.data.detection_utils.read_image(path, format="RGB")``).
-
-    Example::
-
-        predictor = SSDPredictor(cfg, image_format="RGB")
-        instances = predictor(read_image("photo.jpg", format="RGB"))["instances"]
     """
 
     def __init__(self, cfg, image_format: str = "BGR"):
