@@ -396,10 +396,8 @@ class OnnxRuntimeBackend:
                          else (i["image"].float() - self.mean) / self.std for i in inputs])
         step, out = self.batch or len(x), []
         for i in range(0, len(x), step):
-            chunk = x[i:i + step]
-            n = len(chunk)
-            if n < step:  # a fixed-batch model: pad the last chunk
-                chunk = torch.cat([chunk, chunk.new_zeros((step - n,) + chunk.shape[1:])])
+            n = min(step, len(x) - i)  # a fixed-batch model: the last chunk padded with zeros
+            chunk = torch.nn.functional.pad(x[i:i + step], (0, 0, 0, 0, 0, 0, 0, step - n))
             boxes, labels, scores = (t.numpy() for t in self.net(chunk))
             for b, c, s in list(zip(boxes, labels, scores))[:n]:
                 keep = s > 0  # padding of a batched export
