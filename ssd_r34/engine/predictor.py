@@ -84,7 +84,7 @@ class SSDPredictor:
             logger.warning("MODEL.WEIGHTS is empty: the predictor uses a randomly initialised "
                            "model (its detections mean nothing).")
         attach_backend(self.model, self.cfg)  # eval mode; MODEL.SSD.INFERENCE_BACKEND / DTYPE
-        self.aug = T.AugmentationList(build_ssd_augmentations(cfg, is_train=False))
+        self.aug = build_ssd_augmentations(cfg, is_train=False)
         self.cv2_float = resize_impl(cfg) == "cv2-float"
         self.model_format = cfg.INPUT.FORMAT
         if image_format not in ("BGR", "RGB"):
