@@ -73,9 +73,8 @@ class EvalAndStopHook(EvalHook):
                 self.trainer.request_stop()  # SSDTrainer's
 
     def _write_now(self):
-        """Write metrics.json (and TensorBoard) now: writers keep the latest value of each
-        scalar only, so an evaluation followed by another before the next periodic write
-        would not be recorded."""
+        """Write metrics.json (and TensorBoard) now: writers keep each scalar's latest value
+        only, and a second evaluation before the next periodic write would hide this one."""
         for h in self.trainer._hooks:
             for w in h._writers if isinstance(h, PeriodicWriter) else ():
                 if not isinstance(w, CommonMetricPrinter):

@@ -1,7 +1,6 @@
-"""MLPerf training logs (``mllog``, package mlperf-logging) of SSDTrainer: the keys of the MLPerf
-training SSD reference in the order its compliance checker expects (docs/mlperf_logging.md).
-Detectron2 counts iterations, MLPerf epochs: epoch e (from 1) covers training images
-[(e - 1) * S, e * S), S = train_samples."""
+"""MLPerf training logs (package mlperf-logging) of SSDTrainer: the SSD reference's keys in the
+order its compliance checker expects (docs/mlperf_logging.md). MLPerf counts epochs: epoch e
+(from 1) covers training images [(e - 1) * S, e * S), S = train_samples."""
 import itertools
 import logging
 import math
