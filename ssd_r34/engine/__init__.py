@@ -1,5 +1,4 @@
-"""Training, evaluation and inference machinery: the trainer, its step, hooks, the COCO
-evaluator and the predictor."""
+"""Training, evaluation and inference: trainer, training step, hooks, evaluator, predictor."""
 from .defaults import SSDTrainer, create_ddp_model, setup  # noqa: F401
 from .evaluation import SSDCOCOEvaluator  # noqa: F401
 from .hooks import DataProgressHook, EvalAndStopHook, ReplicaCheckHook  # noqa: F401

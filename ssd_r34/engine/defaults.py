@@ -1,5 +1,6 @@
 """SSDTrainer: Detectron2's DefaultTrainer with SSD's data, evaluation, optimizer, mixed
 precision on CPU and GPU, an MLPerf-style early stop and crash-safe, resumable checkpoints."""
+import functools
 import logging
 import os
 import re
@@ -47,10 +48,9 @@ class SSDTrainer(DefaultTrainer):
     def __init__(self, cfg):
         self._init_time_ms = time.time() * 1e3  # MLPERF.LOG_FILE's init_start
         self._stop_requested = False
-        # DefaultTrainer.__init__ builds three pieces with module-level names, none a method
-        # to override: they are ours for the call (tests/package/test_structure.py watches upstream).
-        step = lambda model, data_loader, optimizer: build_step_trainer(  # noqa: E731
-            cfg, model, data_loader, optimizer)
+        # DefaultTrainer.__init__ builds these by module-level names, not methods: they are
+        # ours for the call (tests/package/test_structure.py watches upstream).
+        step = functools.partial(build_step_trainer, cfg)
         with mock.patch.multiple(
                 d2_defaults, create_ddp_model=create_ddp_model,  # no device ids on CPU
                 SimpleTrainer=step, AMPTrainer=step,  # CPU bfloat16, fp16 / bf16 on CUDA
@@ -78,9 +78,9 @@ class SSDTrainer(DefaultTrainer):
     def build_train_loader(cls, cfg):
         """With DATALOADER.SAMPLER_TRAIN TrainingSampler, a loader whose progress checkpoints
         keep (ssd_r34/data/loader.py); Detectron2's, restarting on resume, otherwise."""
-        for name in cfg.DATASETS.TRAIN:
-            ensure_dataset(name)
         names = list(cfg.DATASETS.TRAIN)
+        for name in names:
+            ensure_dataset(name)
         mapper = SSDDatasetMapper(cfg, is_train=True,
                                   dataset_name=names[0] if len(names) == 1 else None)
         if cfg.DATALOADER.SAMPLER_TRAIN == "TrainingSampler":
@@ -155,11 +155,10 @@ class SSDTrainer(DefaultTrainer):
             super().run_step()
 
     def after_step(self):
-        if self._stop_requested:
-            return
-        super().after_step()
-        if self._stop_requested:
-            self.max_iter = self.iter + 1
+        if not self._stop_requested:
+            super().after_step()
+            if self._stop_requested:
+                self.max_iter = self.iter + 1
 
     def after_train(self):
         if self._stop_requested:

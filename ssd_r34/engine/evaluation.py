@@ -2,8 +2,7 @@
 import logging
 
 from detectron2.evaluation import COCOEvaluator
-
-logger = logging.getLogger(__name__)
+from detectron2.utils.logger import log_first_n
 
 
 class SSDCOCOEvaluator(COCOEvaluator):
@@ -14,23 +13,17 @@ class SSDCOCOEvaluator(COCOEvaluator):
 
     def __init__(self, dataset_name, *args, **kwargs):
         super().__init__(dataset_name, *args, **kwargs)
-        dataset = getattr(getattr(self, "_coco_api", None), "dataset", None)
-        if isinstance(dataset, dict):
-            dataset.setdefault("info", {})
-            dataset.setdefault("licenses", [])
+        self._coco_api.dataset.setdefault("info", {})
+        self._coco_api.dataset.setdefault("licenses", [])
 
     def process(self, inputs, outputs):
         num_classes = len(self._metadata.get("thing_classes", None) or [])
-        if num_classes:
-            for out in outputs:
-                inst = out.get("instances")
-                keep = None if inst is None else inst.pred_classes < num_classes
-                if keep is not None and not bool(keep.all()):
-                    if not getattr(self, "_warned_classes", False):
-                        self._warned_classes = True
-                        logger.warning(
-                            f"The model predicts class ids >= {num_classes}, but the data set "
-                            f"{self._metadata.name} has {num_classes} classes: those detections"
-                            " are ignored in its evaluation.")
-                    out["instances"] = inst[keep]
+        for out in outputs:
+            inst = out.get("instances")
+            keep = None if inst is None or not num_classes else inst.pred_classes < num_classes
+            if keep is not None and not bool(keep.all()):
+                log_first_n(logging.WARNING, f"The model predicts class ids >= {num_classes}, but "
+                            f"the data set {self._metadata.name} has {num_classes} classes: "
+                            "those detections are ignored in its evaluation.", key="message")
+                out["instances"] = inst[keep]
         super().process(inputs, outputs)

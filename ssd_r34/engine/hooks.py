@@ -20,15 +20,9 @@ logger = logging.getLogger(__name__)
 def bbox_ap(results):
     """Box AP (Detectron2's percent) from DefaultTrainer.test results (one data set, or the
     first of several), or None."""
-    if not isinstance(results, dict):
-        return None
-    if isinstance(results.get("bbox"), dict):
-        return results["bbox"].get("AP")
-    for value in results.values():
-        ap = bbox_ap(value) if isinstance(value, dict) else None
-        if ap is not None:
-            return ap
-    return None
+    if results and "bbox" not in results:  # {data set: its results}
+        results = next(iter(results.values()))
+    return (results or {}).get("bbox", {}).get("AP")
 
 
 class EvalAndStopHook(EvalHook):
@@ -42,25 +36,16 @@ class EvalAndStopHook(EvalHook):
     iteration, so that ``--resume`` of a finished run does not train further.
     """
 
-    def __init__(self, eval_period, eval_function, eval_iters=(), target_ap=0.0,
-                 eval_after_train=True):
+    def __init__(self, eval_period, eval_function, eval_iters=(), target_ap=0.0):
         def evaluate():
             self._results = eval_function()
             return self._results
 
-        super().__init__(int(eval_period), evaluate, eval_after_train)
+        super().__init__(int(eval_period), evaluate)
         self._iters = {int(i) for i in eval_iters}
         self._target = float(target_ap)
         self._reached_iter = None  # iteration (0-based) after which the target was reached
         self._stopped_early = False
-
-    def _request_stop(self):
-        self._stopped_early = True
-        request = getattr(self.trainer, "request_stop", None)
-        if request is None:
-            raise RuntimeError("EvalAndStopHook needs a trainer with request_stop() "
-                               "(ssd_r34.engine.SSDTrainer) to stop early.")
-        request()
 
     def _do_eval(self):
         self._results = None
@@ -79,29 +64,28 @@ class EvalAndStopHook(EvalHook):
             self._write_now()
         if self._target > 0 and comm.all_gather(reached)[0]:  # rank 0 decides for all
             self._reached_iter = done - 1
-            if done >= self.trainer.max_iter:  # over; the checkpointer saved model_final
-                logger.info(f"Target AP {self._target} reached after {done} iterations.")
-                return
-            logger.info(f"Target AP {self._target} reached after {done} iterations: "
-                        "saving model_final and stopping.")
-            self.trainer.checkpointer.save("model_final", iteration=done - 1)
-            self._request_stop()
+            over = done >= self.trainer.max_iter  # then the checkpointer saved model_final
+            logger.info(f"Target AP {self._target} reached after {done} iterations"
+                        + ("." if over else ": saving model_final and stopping."))
+            if not over:
+                self.trainer.checkpointer.save("model_final", iteration=done - 1)
+                self._stopped_early = True
+                self.trainer.request_stop()  # SSDTrainer's
 
     def _write_now(self):
-        """Write metrics.json (and TensorBoard) now: writers keep the latest value of each
-        scalar only, so an evaluation followed by another before the next periodic write
-        would not be recorded."""
-        for h in getattr(self.trainer, "_hooks", []):
-            if isinstance(h, PeriodicWriter):
-                for w in getattr(h, "_writers", []):
-                    if not isinstance(w, CommonMetricPrinter):
-                        w.write()
+        """Write metrics.json (and TensorBoard) now: writers keep each scalar's latest value
+        only, and a second evaluation before the next periodic write would hide this one."""
+        for h in self.trainer._hooks:
+            for w in h._writers if isinstance(h, PeriodicWriter) else ():
+                if not isinstance(w, CommonMetricPrinter):
+                    w.write()
 
     def before_train(self):
         if self._target > 0 and self._reached_iter is not None:
             logger.info(f"The checkpoint reached the target AP {self._target} after "
                         f"{self._reached_iter + 1} iterations: not training further.")
-            self._request_stop()
+            self._stopped_early = True
+            self.trainer.request_stop()
 
     def after_step(self):
         next_iter = self.trainer.iter + 1
@@ -139,9 +123,7 @@ class DataProgressHook(HookBase):
 
     def state_dict(self):
         sampler = self._sampler()
-        if sampler is None:
-            return {}
-        return {"images_consumed": self._consumed, "seed": sampler.seed}
+        return {} if sampler is None else {"images_consumed": self._consumed, "seed": sampler.seed}
 
     def load_state_dict(self, state_dict):
         sampler = self._sampler()
@@ -149,10 +131,6 @@ class DataProgressHook(HookBase):
             logger.warning("The data stream restarts from its beginning (no resumable "
                            "sampler, or a checkpoint without data progress).")
             return
-        trainer = getattr(self.trainer, "_trainer", self.trainer)
-        if getattr(trainer, "_data_loader_iter_obj", None) is not None:
-            logger.warning("The data loader has already started: resuming its progress only "
-                           "takes effect for a new iterator.")
         self._consumed = int(state_dict["images_consumed"])
         sampler.set_progress(state_dict["seed"], self._consumed)
         logger.info(f"Data stream (seed {sampler.seed}) resumes after {self._consumed} images.")
@@ -165,10 +143,8 @@ def _unwrap(model):
 def weights_digest(tensors) -> str:
     """SHA-256 (hex) of named tensors, ``dict`` or iterable of (name, tensor), in name order:
     equal digests mean bit-identical values."""
-    items = sorted(tensors.items() if isinstance(tensors, dict) else tensors,
-                   key=lambda kv: kv[0])
     h = hashlib.sha256()
-    for name, t in items:
+    for name, t in sorted(dict(tensors).items()):
         t = t.detach().to("cpu").contiguous()
         h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
         h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())

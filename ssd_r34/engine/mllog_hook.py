@@ -1,7 +1,6 @@
-"""MLPerf training logs (``mllog``, package mlperf-logging) of SSDTrainer: the keys of the MLPerf
-training SSD reference in the order its compliance checker expects (docs/mlperf_logging.md).
-Detectron2 counts iterations, MLPerf epochs: epoch e (from 1) covers training images
-[(e - 1) * S, e * S), S = train_samples."""
+"""MLPerf training logs (package mlperf-logging) of SSDTrainer: the SSD reference's keys in the
+order its compliance checker expects (docs/mlperf_logging.md). MLPerf counts epochs: epoch e
+(from 1) covers training images [(e - 1) * S, e * S), S = train_samples."""
 import itertools
 import logging
 import math
@@ -9,36 +8,32 @@ import os
 import time
 from typing import Optional
 
+from detectron2.data import DatasetCatalog
 from detectron2.engine.train_loop import HookBase
 from detectron2.utils import comm
 
 from ..data.loader import find_resumable_sampler
 
-logger = logging.getLogger(__name__)
 _counter = itertools.count()
 
 
 def mlperf_log_path(cfg) -> str:
     """MLPERF.LOG_FILE as a path ("" = off): relative paths are relative to OUTPUT_DIR."""
     path = cfg.MLPERF.LOG_FILE
-    if not path:
-        return ""
-    path = os.path.expanduser(path)
-    return path if os.path.isabs(path) else os.path.join(cfg.OUTPUT_DIR, path)
+    return os.path.join(cfg.OUTPUT_DIR, os.path.expanduser(path)) if path else ""
 
 
 def bn_span(cfg, world_size: int) -> int:
     """Images over which BatchNorm computes its statistics: the whole batch with SyncBN /
     naiveSyncBN, a process's share of it otherwise."""
     batch = int(cfg.SOLVER.IMS_PER_BATCH)
-    if cfg.MODEL.RESNETS.NORM in ("SyncBN", "naiveSyncBN"):
-        return batch
-    return max(1, batch // max(1, world_size))
+    return batch if cfg.MODEL.RESNETS.NORM in ("SyncBN", "naiveSyncBN") else \
+        max(1, batch // world_size)
 
 
 class MLPerfLoggingHook(HookBase):
-    """Writes an MLPerf training log (``:::MLLOG {...}`` lines); the trainer calls
-    :meth:`eval_start` and :meth:`eval_stop` around each evaluation.
+    """Writes an MLPerf training log (``:::MLLOG {...}`` lines). SSDTrainer makes it on rank 0
+    only, and calls :meth:`eval_start` and :meth:`eval_stop` around each evaluation.
 
     Args:
         cfg: the training config (SOLVER.*, SEED, MODEL.RESNETS.NORM, MLPERF.*).
@@ -52,8 +47,7 @@ class MLPerfLoggingHook(HookBase):
     def __init__(self, cfg, path: str, train_samples: Optional[int] = None,
                  eval_samples: Optional[int] = None, init_time_ms: Optional[float] = None):
         try:
-            from mlperf_logging.mllog import mllog
-            from mlperf_logging.mllog import constants
+            from mlperf_logging.mllog import constants, mllog
         except ImportError:
             raise ImportError("MLPERF.LOG_FILE needs the package mlperf-logging: `pip install "
                               "mlperf-logging==4.1.68` (or `pip install ssd_r34[mlperf]`), or "
@@ -62,7 +56,7 @@ class MLPerfLoggingHook(HookBase):
         self._c, self.cfg, self.path = constants, cfg, path
         self._train_samples, self._eval_samples = train_samples, eval_samples
         self._init_time_ms = init_time_ms if init_time_ms is not None else time.time() * 1e3
-        os.makedirs(os.path.dirname(os.path.abspath(path)) or ".", exist_ok=True)
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         # A logger of its own, not mllog's shared one: two trainers write two files.
         self._logger = logging.getLogger(f"ssd_r34.mllog.{next(_counter)}")
         self._logger.propagate = False
@@ -73,15 +67,6 @@ class MLPerfLoggingHook(HookBase):
         self._epoch = 0            # epoch in progress (from 1), 0 before training
         self._block_open = False
         self._eval_epochs = None   # epochs done at the running evaluation
-        self._status = None
-
-    def _event(self, key, value=None, metadata=None, **kw):
-        self.mllogger.event(key=key, value=value, metadata=metadata, **kw)
-
-    def _count(self, names) -> int:
-        from detectron2.data import DatasetCatalog
-
-        return sum(len(DatasetCatalog.get(n)) for n in names)
 
     def _images(self, iters: int) -> int:
         return int(iters) * int(self.cfg.SOLVER.IMS_PER_BATCH)
@@ -98,11 +83,9 @@ class MLPerfLoggingHook(HookBase):
         return min([i for i in candidates if i > done] or [last])
 
     def _start_block(self, done: int):
-        nxt = self._next_eval_iter(done)
-        count = max(self._epochs(nxt) - self._epochs(done), 1e-6)
+        count = max(self._epochs(self._next_eval_iter(done)) - self._epochs(done), 1e-6)
         self.mllogger.start(key=self._c.BLOCK_START, metadata={
-            self._c.FIRST_EPOCH_NUM: self._epochs(done),
-            self._c.EPOCH_COUNT: round(count, 6)})
+            self._c.FIRST_EPOCH_NUM: self._epochs(done), self._c.EPOCH_COUNT: round(count, 6)})
         self._block_open = True
 
     def _stop_block(self, done: int):
@@ -112,41 +95,36 @@ class MLPerfLoggingHook(HookBase):
             self._block_open = False
 
     def before_train(self):
-        if not comm.is_main_process():
-            return
-        c, cfg = self._c, self.cfg
-        world = comm.get_world_size()
+        c, cfg, world = self._c, self.cfg, comm.get_world_size()
         if self._train_samples is None:
             trainer = getattr(self.trainer, "_trainer", self.trainer)
             sampler = find_resumable_sampler(getattr(trainer, "data_loader", None))
             self._train_samples = int(sampler._size) if sampler is not None else \
-                self._count(cfg.DATASETS.TRAIN)
+                sum(len(DatasetCatalog.get(n)) for n in cfg.DATASETS.TRAIN)
         if self._eval_samples is None:
-            self._eval_samples = self._count(cfg.DATASETS.TEST)
+            self._eval_samples = sum(len(DatasetCatalog.get(n)) for n in cfg.DATASETS.TEST)
         device = "gpu" if cfg.MODEL.DEVICE.startswith("cuda") else cfg.MODEL.DEVICE.split(":")[0]
-        self._event(c.SUBMISSION_BENCHMARK, c.SSD)
-        self._event(c.SUBMISSION_ORG, cfg.MLPERF.ORG or "ssd_r34")
-        self._event(c.SUBMISSION_DIVISION, cfg.MLPERF.DIVISION)
-        self._event(c.SUBMISSION_STATUS, cfg.MLPERF.STATUS)
-        self._event(c.SUBMISSION_PLATFORM, cfg.MLPERF.PLATFORM or f"{world}x{device}")
-        self._event(c.CACHE_CLEAR, True)
+        submission = {c.SUBMISSION_BENCHMARK: c.SSD, c.SUBMISSION_ORG: cfg.MLPERF.ORG or "ssd_r34",
+                      c.SUBMISSION_DIVISION: cfg.MLPERF.DIVISION,
+                      c.SUBMISSION_STATUS: cfg.MLPERF.STATUS,
+                      c.SUBMISSION_PLATFORM: cfg.MLPERF.PLATFORM or f"{world}x{device}",
+                      c.CACHE_CLEAR: True}
+        run = {c.SEED: int(cfg.SEED), c.GLOBAL_BATCH_SIZE: int(cfg.SOLVER.IMS_PER_BATCH),
+               c.GRADIENT_ACCUMULATION_STEPS: 1, c.MODEL_BN_SPAN: bn_span(cfg, world),
+               c.OPT_NAME: cfg.SOLVER.OPTIMIZER.lower(), c.OPT_BASE_LR: float(cfg.SOLVER.BASE_LR),
+               c.OPT_WEIGHT_DECAY: float(cfg.SOLVER.WEIGHT_DECAY),
+               c.OPT_LR_WARMUP_STEPS: int(cfg.SOLVER.WARMUP_ITERS),
+               c.OPT_LR_WARMUP_FACTOR: float(cfg.SOLVER.WARMUP_FACTOR),
+               c.OPT_LR_DECAY_BOUNDARY_EPOCHS: [round(self._epochs(i), 4)
+                                                for i in cfg.SOLVER.STEPS],
+               c.OPT_LR_DECAY_BOUNDARY_STEPS: [int(s) for s in cfg.SOLVER.STEPS],
+               c.MAX_SAMPLES: 1,  # the SSD random crop: one attempt per drawn mode
+               c.TRAIN_SAMPLES: int(self._train_samples), c.EVAL_SAMPLES: int(self._eval_samples)}
+        for key, value in submission.items():
+            self.mllogger.event(key=key, value=value)
         self.mllogger.start(key=c.INIT_START, time_ms=self._init_time_ms)
-        self._event(c.SEED, int(cfg.SEED))
-        self._event(c.GLOBAL_BATCH_SIZE, int(cfg.SOLVER.IMS_PER_BATCH))
-        self._event(c.GRADIENT_ACCUMULATION_STEPS, 1)
-        self._event(c.MODEL_BN_SPAN, bn_span(cfg, world))
-        self._event(c.OPT_NAME, cfg.SOLVER.OPTIMIZER.lower())
-        self._event(c.OPT_BASE_LR, float(cfg.SOLVER.BASE_LR))
-        self._event(c.OPT_WEIGHT_DECAY, float(cfg.SOLVER.WEIGHT_DECAY))
-        self._event(c.OPT_LR_WARMUP_STEPS, int(cfg.SOLVER.WARMUP_ITERS))
-        self._event(c.OPT_LR_WARMUP_FACTOR, float(cfg.SOLVER.WARMUP_FACTOR))
-        self._event(c.OPT_LR_DECAY_BOUNDARY_EPOCHS,
-                    [round(self._epochs(s), 4) for s in cfg.SOLVER.STEPS])
-        self._event(c.OPT_LR_DECAY_BOUNDARY_STEPS, [int(s) for s in cfg.SOLVER.STEPS])
-        # The SSD random crop makes one attempt per drawn mode (ssd_r34/data/transforms.py).
-        self._event(c.MAX_SAMPLES, 1)
-        self._event(c.TRAIN_SAMPLES, int(self._train_samples))
-        self._event(c.EVAL_SAMPLES, int(self._eval_samples))
+        for key, value in run.items():
+            self.mllogger.event(key=key, value=value)
         self.mllogger.end(key=c.INIT_STOP)
         self.mllogger.start(key=c.RUN_START)
         done = int(self.trainer.start_iter)
@@ -168,13 +146,10 @@ class MLPerfLoggingHook(HookBase):
             self.mllogger.start(key=c.EPOCH_START, metadata={c.EPOCH_NUM: self._epoch})
 
     def after_step(self):
-        if comm.is_main_process():
-            self._advance(self.trainer.iter + 1)
+        self._advance(self.trainer.iter + 1)
 
     def eval_start(self, done: int):
         """Before an evaluation after ``done`` iterations."""
-        if not comm.is_main_process():
-            return
         self._advance(done)
         self._eval_epochs = round(self._epochs(done), 6)
         self._stop_block(done)
@@ -183,8 +158,6 @@ class MLPerfLoggingHook(HookBase):
 
     def eval_stop(self, done: int, box_ap: Optional[float]):
         """After it: ``box_ap`` is Detectron2's box AP in percent (None or NaN: logged as 0)."""
-        if not comm.is_main_process():
-            return
         c = self._c
         accuracy = 0.0 if box_ap is None or math.isnan(box_ap) else float(box_ap) / 100.0
         self.mllogger.event(key=c.EVAL_ACCURACY, value=round(accuracy, 6),
@@ -194,21 +167,13 @@ class MLPerfLoggingHook(HookBase):
             self._start_block(done)
 
     def after_train(self):
-        if not comm.is_main_process():
-            self._close()
-            return
         c = self._c
         finished = self.trainer.iter + 1 >= self.trainer.max_iter
-        target = float(self.cfg.TEST.TARGET_AP)
         reached = any(getattr(h, "_reached_iter", None) is not None
                       for h in getattr(self.trainer, "_hooks", []))
         # success: the target was reached, or (no target set) every iteration ran.
-        status = (c.SUCCESS if reached or (target <= 0 and finished) else c.ABORTED)
+        success = reached or (float(self.cfg.TEST.TARGET_AP) <= 0 and finished)
         self._stop_block(min(self.trainer.iter + 1, self.trainer.max_iter))
-        self.mllogger.end(key=c.RUN_STOP, metadata={c.STATUS: status})
-        self._status = status
-        self._close()
-
-    def _close(self):
+        self.mllogger.end(key=c.RUN_STOP, metadata={c.STATUS: c.SUCCESS if success else c.ABORTED})
         self._handler.close()
         self._logger.removeHandler(self._handler)

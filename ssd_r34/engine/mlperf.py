@@ -1,8 +1,6 @@
-"""MLPerf inference on LoadGen (``mlcommons-loadgen``, imported when a test runs): a query
-sample library over a registered data set (:class:`DatasetQSL`), a system under test over a
-backend (:class:`SUT`, :func:`build_backend`), and the accuracy records MLPerf's
-``accuracy-coco.py`` reads (mlcommons/inference, vision/classification_and_detection/tools/)
-with its scoring re-implemented. docs/mlperf_inference.md. Shapes: N images, M detections."""
+"""MLPerf inference on LoadGen (``mlcommons-loadgen``): a query sample library, a system
+under test over a backend, and the accuracy records of MLPerf's ``accuracy-coco.py`` with its
+scoring re-implemented. docs/mlperf_inference.md. Shapes: N images, M detections."""
 import contextlib
 import io
 import json
@@ -23,15 +21,12 @@ logger = logging.getLogger(__name__)
 
 SCENARIOS = ("SingleStream", "MultiStream", "Server", "Offline")
 MODES = ("performance", "accuracy")
-MLPERF_MODEL_NAME = "ssd-resnet34"  # in LoadGen's conf lines ("ssd-resnet34.Offline.x = y")
 
 
 class DatasetQSL:
     """Query sample library: sample i is image i of the accuracy script's list of
-    ``dataset_name`` (registered, with a COCO ``json_file``), the first ``count`` (None: all);
-    ``load_samples`` pre-processes into memory (the evaluation mapper of ``cfg``). LoadGen
-    keeps ``performance_sample_count`` loaded in performance mode (default all, at most 64
-    as MLPerf's ssd-resnet34)."""
+    ``dataset_name`` (with a COCO ``json_file``), the first ``count`` (None: all), loaded by
+    ``cfg``'s evaluation mapper; ``performance_sample_count`` default min(count, 64)."""
 
     def __init__(self, cfg, dataset_name: str, count: Optional[int] = None,
                  performance_sample_count: Optional[int] = None):
@@ -64,40 +59,26 @@ class DatasetQSL:
 
     def load_samples(self, indices: List[int]) -> None:
         for i in (i for i in indices if i not in self.samples):
-            self.samples[i] = self.mapper(self.dicts[i])
-            self.samples[i].pop("annotations", None)
+            self.samples[i] = self.mapper(self.dicts[i])  # without annotations
 
     def unload_samples(self, indices: List[int]) -> None:
         for i in indices:
             self.samples.pop(i, None)
 
     def get(self, index: int) -> Dict:
-        if index not in self.samples:
-            raise RuntimeError(f"Sample {index} was queried but not loaded (LoadGen calls "
-                               "load_samples first).")
-        return self.samples[index]
+        return self.samples[index]  # LoadGen loads a sample before querying it
 
     def records(self, index: int, detections) -> bytes:
         boxes, scores, classes = detections
         keep = classes < len(self.label_map)  # a model with more classes than the data set
         return encode_records(index, boxes[keep], scores[keep], self.label_map[classes[keep]])
 
-    def construct(self):
-        import mlperf_loadgen as lg
-
-        return lg.ConstructQSL(self.count, self.performance_sample_count, self.load_samples,
-                               self.unload_samples)
-
 
 class SUT:
-    """System under test: a queue of batches (Offline: ``batch_size`` samples; else what one
-    call brings), ``threads`` workers running ``backend`` (:func:`build_backend`) and
-    answering each sample with its accuracy records, in every mode.
-
-    LoadGen's response ids are unique among outstanding samples (it may reuse one after its
-    answer): a sample is lost if still ``pending`` at the end, answered twice if answered
-    while not pending.
-    """
+    """System under test: ``threads`` workers run ``backend`` on queued batches (Offline:
+    ``batch_size`` samples; else one call's) and answer each sample with its accuracy records.
+    A sample is lost if still ``pending`` at the end, answered twice if answered while not
+    pending (LoadGen reuses a response id only after its answer)."""
 
     def __init__(self, backend, qsl: DatasetQSL, scenario: str, batch_size: int = 1,
                  threads: int = 1):
@@ -150,11 +131,6 @@ class SUT:
         for w in self.workers:
             w.join()
 
-    def construct(self):
-        import mlperf_loadgen as lg
-
-        return lg.ConstructSUT(self.issue_queries, lambda: None)
-
 
 def build_settings(scenario: str, mode: str, user_conf: Optional[str] = None,
                    overrides: Optional[Dict] = None):
@@ -163,18 +139,14 @@ def build_settings(scenario: str, mode: str, user_conf: Optional[str] = None,
     then ``overrides`` (TestSettings attribute -> value; durations in ms, latencies in ns)."""
     import mlperf_loadgen as lg
 
-    if scenario not in SCENARIOS:
-        raise ValueError(f"scenario must be one of {SCENARIOS}, got {scenario!r}")
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-    s = lg.TestSettings()
-    if user_conf:
-        if not os.path.exists(user_conf):
-            raise FileNotFoundError(f"No user.conf {user_conf}")
-        if s.FromConfig(user_conf, MLPERF_MODEL_NAME, scenario) != 0:
-            raise ValueError(f"LoadGen could not read {user_conf} (see its log above).")
-    else:
-        s.FromConfig("", MLPERF_MODEL_NAME, scenario, 0)  # mlperf.conf only
+    if scenario not in SCENARIOS or mode not in MODES:
+        raise ValueError(f"scenario must be one of {SCENARIOS}, mode one of {MODES}; got "
+                         f"{scenario!r}, {mode!r}")
+    if user_conf and not os.path.exists(user_conf):
+        raise FileNotFoundError(f"No user.conf {user_conf}")
+    s = lg.TestSettings()  # conf_type 0: LoadGen's mlperf.conf only, 1: and a user.conf
+    if s.FromConfig(user_conf or "", "ssd-resnet34", scenario, int(bool(user_conf))) != 0:
+        raise ValueError(f"LoadGen could not read {user_conf} (see its log above).")
     s.scenario = getattr(lg.TestScenario, scenario)
     s.mode = lg.TestMode.AccuracyOnly if mode == "accuracy" else lg.TestMode.PerformanceOnly
     for key, value in ((k, v) for k, v in (overrides or {}).items() if v is not None):
@@ -203,7 +175,9 @@ def run_loadgen(backend, qsl: DatasetQSL, scenario: str, mode: str, output_dir: 
     log.log_output.copy_summary_to_stdout = bool(print_summary)
     log.enable_trace = False
     sut = SUT(backend, qsl, scenario, batch_size=batch_size, threads=threads)
-    sut_handle, qsl_handle = sut.construct(), qsl.construct()
+    sut_handle = lg.ConstructSUT(sut.issue_queries, lambda: None)
+    qsl_handle = lg.ConstructQSL(qsl.count, qsl.performance_sample_count, qsl.load_samples,
+                                 qsl.unload_samples)
     t = time.perf_counter()
     try:
         lg.StartTestWithLogSettings(sut_handle, qsl_handle,
@@ -238,12 +212,9 @@ def encode_records(qsl_idx: int, boxes: np.ndarray, scores: np.ndarray,
     LoadGen's sample index, boxes (M, 4) XYXY in [0, 1] of the original image, scores (M,)
     and MLPerf labels (M,) (:func:`label_map_for`)."""
     boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-    out = np.empty((len(boxes), 7), dtype=np.float32)
-    out[:, 0] = qsl_idx
-    out[:, 1:5] = boxes[:, [1, 0, 3, 2]]  # ymin, xmin, ymax, xmax
-    out[:, 5] = np.asarray(scores, dtype=np.float64).reshape(len(boxes))
-    out[:, 6] = np.asarray(labels).reshape(len(boxes))
-    return out.tobytes()
+    rows = np.column_stack([np.full(len(boxes), qsl_idx), boxes[:, [1, 0, 3, 2]],  # y first
+                            np.reshape(scores, -1), np.reshape(labels, -1)])
+    return rows.astype(np.float32).tobytes()
 
 
 def decode_records(data: bytes) -> np.ndarray:
@@ -252,10 +223,9 @@ def decode_records(data: bytes) -> np.ndarray:
 
 
 def label_map_for(metadata, coco) -> np.ndarray:
-    """Detectron2 contiguous class id -> MLPerf label (K,) int64: the position of the class's
-    category in the annotation file's ``categories`` + 1 (without
-    ``thing_dataset_id_to_contiguous_id`` in ``metadata``: contiguous id i is category
-    ``coco.getCatIds()[i]``)."""
+    """Detectron2 contiguous class id -> MLPerf label (K,) int64: the position of its category
+    in the annotation file's ``categories`` + 1 (contiguous id i is ``coco.getCatIds()[i]``
+    without ``thing_dataset_id_to_contiguous_id`` in ``metadata``)."""
     cat_ids = list(coco.getCatIds())
     id_map = metadata.get("thing_dataset_id_to_contiguous_id", None)
     if not id_map:
@@ -319,9 +289,8 @@ def score_accuracy_log(results: Sequence[Dict], coco, use_inv_map: bool = False,
         seen.add(idx)
         if idx >= len(image_map):
             raise ValueError(f"qsl_idx {idx} is beyond the {len(image_map)} images of the "
-                             "annotation file" + ("" if remove_empty else
-                                                  " (was the log made with the empty images "
-                                                  "removed? --remove-48-empty-images)"))
+                             "annotation file" + ("" if remove_empty else " (was the log made "
+                                                  "with --remove-48-empty-images?)"))
         image = image_map[idx]
         data = decode_records(bytes.fromhex(j["data"]))
         image_ids.add(image["id"])
@@ -354,9 +323,9 @@ def score_accuracy_log(results: Sequence[Dict], coco, use_inv_map: bool = False,
             "dupes": len(results) - len(seen), "mismatched": mismatched}
 
 
-# ---- backends: ``backend.predict(inputs) -> [(boxes, scores, classes), ...]``, inputs the QSL's
-# samples, per image boxes (M, 4) XYXY in [0, 1] of the original image (clipped), scores (M,)
-# best first, classes (M,) contiguous ids, as numpy arrays.
+# ---- backends: ``predict(inputs) -> [(boxes, scores, classes), ...]`` on the QSL's samples,
+# numpy per image: boxes (M, 4) XYXY in [0, 1] of the original image (clipped), scores (M,) best
+# first, classes (M,) contiguous ids.
 Detections = Tuple[np.ndarray, np.ndarray, np.ndarray]
 _REGISTERED: Dict[str, Callable] = {}
 
@@ -368,9 +337,8 @@ def register_backend(name: str, factory: Callable) -> Callable:
 
 
 def build_backend(name: str, cfg, args=None):
-    """The backend of ``--backend name``: one added by :func:`register_backend`, or one of
-    ``ssd_r34.export.BACKENDS``: "pytorch" (:class:`PyTorchBackend`, the config as it is),
-    "openvino" (the same with MODEL.SSD.INFERENCE_BACKEND openvino), "onnxruntime" (the whole
+    """The backend of ``--backend name``: a registered one, "pytorch" (:class:`PyTorchBackend`),
+    "openvino" (the same with MODEL.SSD.INFERENCE_BACKEND openvino) or "onnxruntime" (the whole
     model in MLPerf's I/O convention, :class:`OnnxRuntimeBackend`)."""
     from ..export import BACKENDS
 
@@ -410,6 +378,9 @@ class OnnxRuntimeBackend:
     def __init__(self, cfg, args=None):
         from ..export import EngineNetwork, SSDMLPerfExportModule, export_mlperf_onnx
 
+        self.mean, self.std = (torch.as_tensor(v, dtype=torch.float32).view(3, 1, 1)
+                               for v in (cfg.MODEL.PIXEL_MEAN, cfg.MODEL.PIXEL_STD))
+
         path = getattr(args, "onnx_model", None)
         if not path:
             path = os.path.join(getattr(args, "output", ".") or ".", "model_mlperf.onnx")
@@ -419,19 +390,14 @@ class OnnxRuntimeBackend:
         self.path, self.net = path, EngineNetwork("onnxruntime", path, threads=None)
         batch = self.net.input_shape[0]
         self.batch = batch if isinstance(batch, int) else None  # else any batch
-        self.pixel_mean, self.pixel_std = cfg.MODEL.PIXEL_MEAN, cfg.MODEL.PIXEL_STD
 
     def predict(self, inputs: List[Dict]) -> List[Detections]:
-        mean, std = (torch.as_tensor(v, dtype=torch.float32).view(3, 1, 1)
-                     for v in (self.pixel_mean, self.pixel_std))
         x = torch.stack([i["image"].float() if i.get("image_normalized")  # cv2-float
-                         else (i["image"].float() - mean) / std for i in inputs])
+                         else (i["image"].float() - self.mean) / self.std for i in inputs])
         step, out = self.batch or len(x), []
         for i in range(0, len(x), step):
-            chunk = x[i:i + step]
-            n = len(chunk)
-            if n < step:  # a fixed-batch model: pad the last chunk
-                chunk = torch.cat([chunk, chunk.new_zeros((step - n,) + chunk.shape[1:])])
+            n = min(step, len(x) - i)  # a fixed-batch model: the last chunk padded with zeros
+            chunk = torch.nn.functional.pad(x[i:i + step], (0, 0, 0, 0, 0, 0, 0, step - n))
             boxes, labels, scores = (t.numpy() for t in self.net(chunk))
             for b, c, s in list(zip(boxes, labels, scores))[:n]:
                 keep = s > 0  # padding of a batched export

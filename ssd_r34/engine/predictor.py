@@ -1,5 +1,6 @@
 """SSDPredictor: Detectron2's DefaultPredictor for SSD (one image in, detections out)."""
 import logging
+from types import SimpleNamespace
 from typing import Dict, List, Optional
 
 import numpy as np
@@ -22,8 +23,6 @@ def setup_inference_cfg(config_file: str, opts=(), device: Optional[str] = None,
     """The frozen config of an inference tool: ``config_file``, ``KEY VALUE`` overrides and
     the ``--dataset-coco`` / ``--dataset-voc`` entries, with those data sets registered;
     MODEL.DEVICE cpu (with a message) where the config asks for CUDA and there is none."""
-    from argparse import Namespace
-
     opts = list(opts or [])
     if device is not None:
         opts += ["MODEL.DEVICE", device]
@@ -33,8 +32,8 @@ def setup_inference_cfg(config_file: str, opts=(), device: Optional[str] = None,
         if probe.MODEL.DEVICE.startswith("cuda"):
             logger.warning("No CUDA device: running on the CPU (MODEL.DEVICE cpu).")
             opts += ["MODEL.DEVICE", "cpu"]
-    cfg = setup_cfg(Namespace(config_file=config_file, opts=opts, dataset_coco=dataset_coco,
-                              dataset_voc=dataset_voc))
+    cfg = setup_cfg(SimpleNamespace(config_file=config_file, opts=opts,
+                                    dataset_coco=dataset_coco, dataset_voc=dataset_voc))
     register_dataset_files(cfg)
     return cfg
 
@@ -50,18 +49,16 @@ def test_metadata(cfg):
     if not cfg.DATASETS.TEST:
         return None
     name = cfg.DATASETS.TEST[0]
-    try:
+    try:  # names are a convenience: inference goes on without them
         meta = dataset_metadata(name)
-    except (OSError, ValueError, KeyError) as e:  # names are a convenience: inference goes on
-        logger.warning(f"DATASETS.TEST[0] {name!r}: no class names ({type(e).__name__}: {e}); "
-                       "classes are the model's contiguous ids 0..K-1.")
-        return None
-    if meta is None:
+        problem = "is not a registered data set" if meta is None else ""
+    except (OSError, ValueError, KeyError) as e:
+        meta, problem = None, f"has no class names ({type(e).__name__}: {e})"
+    if problem:
         logger.warning(
-            f"DATASETS.TEST[0] {name!r} is not a registered data set: no class names, and "
-            "classes are written as the model's contiguous ids 0..K-1. Name your set with "
-            "--dataset-coco NAME JSON IMAGE_ROOT (or DATASETS.COCO) and DATASETS.TEST "
-            "\"('NAME',)\".")
+            f"DATASETS.TEST[0] {name!r} {problem}: classes are written as the model's contiguous "
+            "ids 0..K-1. Name your set with --dataset-coco NAME JSON IMAGE_ROOT (or "
+            "DATASETS.COCO) and DATASETS.TEST \"('NAME',)\".")
     return meta
 
 
@@ -75,26 +72,19 @@ class SSDPredictor:
         image_format: channel order of the images given to ``__call__``: "BGR" (the
             default, as ``DefaultPredictor`` and ``cv2.imread``) or "RGB" (PIL,
             ``detectron2.data.detection_utils.read_image(path, format="RGB")``).
-
-    Example::
-
-        predictor = SSDPredictor(cfg, image_format="RGB")
-        instances = predictor(read_image("photo.jpg", format="RGB"))["instances"]
     """
 
     def __init__(self, cfg, image_format: str = "BGR"):
         self.cfg = cfg.clone()
         self.model = build_model(self.cfg)
-        self.model.eval()
         self.metadata = test_metadata(cfg)
         if cfg.MODEL.WEIGHTS:
             SSDCheckpointer(self.model).load(cfg.MODEL.WEIGHTS)
         else:
             logger.warning("MODEL.WEIGHTS is empty: the predictor uses a randomly initialised "
                            "model (its detections mean nothing).")
-        # MODEL.SSD.INFERENCE_BACKEND / INFERENCE_DTYPE ("pytorch": the model as it is)
-        attach_backend(self.model, self.cfg)
-        self.aug = T.AugmentationList(build_ssd_augmentations(cfg, is_train=False))
+        attach_backend(self.model, self.cfg)  # eval mode; MODEL.SSD.INFERENCE_BACKEND / DTYPE
+        self.aug = build_ssd_augmentations(cfg, is_train=False)
         self.cv2_float = resize_impl(cfg) == "cv2-float"
         self.model_format = cfg.INPUT.FORMAT
         if image_format not in ("BGR", "RGB"):
@@ -113,9 +103,8 @@ class SSDPredictor:
             x = cv2_float_preprocess_from_cfg(self.cfg, original_image, self.image_format)
             return {"image": torch.from_numpy(x), "height": height, "width": width,
                     "image_normalized": True}
-        aug_input = T.AugInput(np.ascontiguousarray(image))
-        self.aug(aug_input)
-        image = torch.as_tensor(np.ascontiguousarray(aug_input.image.transpose(2, 0, 1)))
+        image = T.apply_augmentations(self.aug, np.ascontiguousarray(image))[0]
+        image = torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1)))
         return {"image": image, "height": height, "width": width}
 
     def __call__(self, original_image: np.ndarray) -> Dict:

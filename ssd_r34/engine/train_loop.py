@@ -7,20 +7,10 @@ _DTYPES = {"float16": torch.float16, "fp16": torch.float16,
            "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
 
 
-def amp_dtype(cfg) -> torch.dtype:
-    """SOLVER.AMP.DTYPE as a torch dtype."""
-    name = str(cfg.SOLVER.AMP.DTYPE).lower()
-    if name not in _DTYPES:
-        raise ValueError(f"SOLVER.AMP.DTYPE must be 'float16' or 'bfloat16', got "
-                         f"{cfg.SOLVER.AMP.DTYPE!r}.")
-    return _DTYPES[name]
-
-
 class CPUAMPTrainer(SimpleTrainer):
     """SimpleTrainer's step under ``torch.autocast("cpu", dtype)`` (Detectron2's AMPTrainer
-    is CUDA's). bfloat16 keeps float32's exponent range: no gradient scaling. Backward and
-    optimizer step inside the region compute what they would outside it (autocast casts the
-    forward's listed ops only; tests/engine/test_amp_eval.py)."""
+    is CUDA's); bfloat16 needs no gradient scaling. Autocast casts forward ops only: backward
+    and optimizer step compute what they would outside it (tests/engine/test_amp_eval.py)."""
 
     def __init__(self, model, data_loader, optimizer, precision=torch.bfloat16):
         super().__init__(model, data_loader, optimizer)
@@ -36,7 +26,10 @@ def build_step_trainer(cfg, model, data_loader, optimizer):
     on CUDA (a GradScaler for float16 only), :class:`CPUAMPTrainer` (bfloat16) on CPU."""
     if not cfg.SOLVER.AMP.ENABLED:
         return SimpleTrainer(model, data_loader, optimizer)
-    dtype = amp_dtype(cfg)
+    dtype = _DTYPES.get(str(cfg.SOLVER.AMP.DTYPE).lower())
+    if dtype is None:
+        raise ValueError(f"SOLVER.AMP.DTYPE must be 'float16' or 'bfloat16', got "
+                         f"{cfg.SOLVER.AMP.DTYPE!r}.")
     device = torch.device(cfg.MODEL.DEVICE).type
     if device == "cuda":
         scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
