@@ -160,8 +160,6 @@ def load_checkpoint_file(path: str) -> Tuple[Any, str]:
         raise CheckpointFormatError(
             f"{path}: not a usable checkpoint: a pickled module tree that is damaged "
             f"({type(e).__name__}: {str(e)[:200]}).") from None
-    if model is obj:
-        return sd, (f"a pickled whole nn.Module '{model._pickled_global}' (read with a "
-                    "restricted unpickler)")
-    return dict(obj, model=sd), (f"a dict with a pickled whole nn.Module "
-                                 f"'{model._pickled_global}' (restricted unpickler)")
+    how = (f"a pickled whole nn.Module '{model._pickled_global}' (read with a restricted "
+           "unpickler)")
+    return (sd, how) if model is obj else (dict(obj, model=sd), "a dict with " + how)
