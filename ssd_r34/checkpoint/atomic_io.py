@@ -28,32 +28,26 @@ class CheckpointWriteError(OSError):
 
 class _AtomicFile:
     """A file open for writing that replaces ``target`` only on a clean close. The first
-    OSError of a write, flush or close goes to ``owner.last_error`` (torch.save reports a
-    failed write as an unrelated "unexpected pos" RuntimeError)."""
+    OSError of a write or close goes to ``owner.last_error`` (torch.save reports a failed
+    write as an unrelated "unexpected pos" RuntimeError)."""
 
     def __init__(self, target: str, mode: str, owner, *args, **kwargs):
         self._done, self._owner, self._target = True, owner, target  # done until opened
         folder, base = os.path.split(os.path.abspath(target))
         self._tmp = os.path.join(folder, f".{base}.{os.getpid()}.tmp")
-        self._file = self._call(open, self._tmp, mode, *args, **kwargs)
+        self._file = open(self._tmp, mode, *args, **kwargs)
         self._done = False
 
     def _record(self, e: OSError) -> None:
         if self._owner.last_error is None:
             self._owner.last_error = e
 
-    def _call(self, fn, *args, **kwargs):
+    def write(self, data):
         try:
-            return fn(*args, **kwargs)
+            return self._file.write(data)
         except OSError as e:
             self._record(e)
             raise
-
-    def write(self, data):
-        return self._call(self._file.write, data)
-
-    def flush(self):
-        return self._call(self._file.flush)
 
     def __getattr__(self, name):  # the rest of the file's interface (not our own fields)
         if name.startswith("_"):

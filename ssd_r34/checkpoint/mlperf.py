@@ -127,17 +127,14 @@ def find_mlperf_checkpoint(obj, how: str = "loaded",
     expected = reference_key_shapes(classes)
     shape = {k: tuple(v.shape) if isinstance(v, torch.Tensor) else type(v).__name__
              for k, v in sd.items()}
-    missing = [k for k in expected if k not in sd]
-    unexpected = [k for k in sd if k not in expected]
-    wrong = [f"{k} {shape[k]} (expected {expected[k]})" for k in expected
-             if k in sd and shape[k] != expected[k]]
-    if missing or unexpected or wrong:
-        msg = [f"not an MLPerf SSD-ResNet34 checkpoint ({layout}):"]
-        for what, keys in (("missing keys", missing), ("unexpected keys", unexpected),
-                           ("wrong shapes", wrong)):
-            if keys:
-                msg.append(f"{what}: {_first(keys)}")
-        raise CheckpointFormatError("\n  ".join(msg))
+    problems = {"missing keys": [k for k in expected if k not in sd],
+                "unexpected keys": [k for k in sd if k not in expected],
+                "wrong shapes": [f"{k} {shape[k]} (expected {s})" for k, s in expected.items()
+                                 if k in sd and shape[k] != s]}
+    if any(problems.values()):
+        raise CheckpointFormatError("\n  ".join(
+            [f"not an MLPerf SSD-ResNet34 checkpoint ({layout}):"]
+            + [f"{what}: {_first(keys)}" for what, keys in problems.items() if keys]))
     if num_classes is not None and classes != num_classes + 1:
         conf = [f"conf.{i}.weight {tuple(sd[f'conf.{i}.weight'].shape)}"
                 for i in range(len(NUM_DEFAULTS))]
