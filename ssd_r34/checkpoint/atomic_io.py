@@ -1,8 +1,6 @@
-"""Crash-safe checkpoint files: fvcore's ``Checkpointer.save`` writes ``<name>.pth`` and then
-``last_checkpoint`` through ``self.path_manager.open(path, "wb")``; a kill in between leaves a
-truncated file that ``--resume`` cannot read. :func:`make_checkpointer_atomic` swaps that
-path manager for one whose writes go to a temporary file, fsynced and ``os.replace``d onto
-the target (docs/distributed.md, "Survive a crash")."""
+"""Crash-safe checkpoint files (docs/distributed.md, "Survive a crash"): fvcore's
+``Checkpointer.save`` gets a path manager whose writes go to a temporary file, fsynced and
+``os.replace``d onto the target, so a kill never leaves a truncated file for ``--resume``."""
 import contextlib
 import logging
 import os
@@ -49,10 +47,8 @@ class _AtomicFile:
             self._record(e)
             raise
 
-    def __getattr__(self, name):  # the rest of the file's interface (not our own fields)
-        if name.startswith("_"):
-            raise AttributeError(name)
-        return getattr(self._file, name)
+    def flush(self):
+        self._file.flush()
 
     def __enter__(self):
         return self
@@ -71,8 +67,7 @@ class _AtomicFile:
             finally:
                 self._file.close()
             os.replace(self._tmp, self._target)
-        except OSError as e:  # e.g. the disk filled up at the flush: never leave the part
-            self._record(e)
+        except OSError:  # e.g. the disk filled up at the flush: never leave the part
             with contextlib.suppress(OSError):
                 os.remove(self._tmp)
             raise

@@ -4,7 +4,6 @@ import os
 
 import numpy as np
 import torch
-from torch.nn.parallel import DistributedDataParallel
 
 from detectron2.checkpoint import DetectionCheckpointer
 
@@ -87,8 +86,7 @@ class SSDCheckpointer(DetectionCheckpointer):
 
     def _torch_load(self, f):
         obj, how = load_checkpoint_file(f)
-        model = self.model.module if isinstance(self.model, DistributedDataParallel) \
-            else self.model
+        model = getattr(self.model, "module", self.model)  # DistributedDataParallel's
         ckpt = find_mlperf_checkpoint(obj, how, getattr(model, "num_classes", None))
         if ckpt is not None:
             self.logger.info(

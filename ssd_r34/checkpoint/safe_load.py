@@ -117,11 +117,6 @@ def describe_file(path: str) -> str:
     return f"{size} bytes of unknown content starting with {head[:8].hex(' ')}"
 
 
-def _first_line(e: Exception) -> str:
-    text = str(e).strip().splitlines()[0].split(". ")[0] if str(e).strip() else ""
-    return f"{type(e).__name__}{': ' + text if text else ''}"
-
-
 def load_checkpoint_file(path: str) -> Tuple[Any, str]:
     """Read a checkpoint safely: ``torch.load(weights_only=True)``, else the restricted
     unpickler (a pickled whole module, also as the ``"model"`` entry of a dict, comes back as
@@ -137,29 +132,24 @@ def load_checkpoint_file(path: str) -> Tuple[Any, str]:
     try:
         return torch.load(path, map_location="cpu", weights_only=True), \
             "torch.load(weights_only=True)"
-    except Exception as e:  # noqa: BLE001 - damaged files fail in many ways
-        weights_only_error = str(e).split("\n\n")[0] if isinstance(
-            e, pickle.UnpicklingError) else _first_line(e)
+    except Exception:  # noqa: BLE001 - the restricted unpickler below says what is wrong
+        pass
     try:
         obj = restricted_load(path)
+        model = obj.get("model") if isinstance(obj, dict) else obj
+        sd = model.state_dict() if isinstance(model, ModulePlaceholder) else None
     except UnsafeCheckpointError as e:
         raise UnsafeCheckpointError(
             f"{path}: {e}\nThe file needs arbitrary unpickling, which ssd_r34 never does. "
             "A checkpoint must be a state dict, a dict with a 'model' state dict, or a pickled "
-            "nn.Module of the MLPerf reference (read without running its code).\n"
-            f"(torch.load(weights_only=True) said: {weights_only_error})") from None
-    except Exception as e:  # noqa: BLE001
-        raise CheckpointFormatError(f"{path}: not a usable checkpoint: {describe_file(path)} "
-                                    f"({_first_line(e)}).") from None
-    model = obj.get("model") if isinstance(obj, dict) else obj
-    if not isinstance(model, ModulePlaceholder):
-        return obj, "a restricted unpickler"
-    try:
-        sd = model.state_dict()
-    except Exception as e:  # noqa: BLE001 - a damaged module tree (cycles, odd containers)
+            "nn.Module of the MLPerf reference (read without running its code).") from None
+    except Exception as e:  # noqa: BLE001 - damaged files (and module trees) fail in many ways
+        text = str(e).strip().splitlines()[0].split(". ")[0] if str(e).strip() else ""
         raise CheckpointFormatError(
-            f"{path}: not a usable checkpoint: a pickled module tree that is damaged "
-            f"({type(e).__name__}: {str(e)[:200]}).") from None
+            f"{path}: not a usable checkpoint: {describe_file(path)} ({type(e).__name__}"
+            f"{': ' + text if text else ''}).") from None
+    if sd is None:
+        return obj, "a restricted unpickler"
     how = (f"a pickled whole nn.Module '{model._pickled_global}' (read with a restricted "
            "unpickler)")
     return (sd, how) if model is obj else (dict(obj, model=sd), "a dict with " + how)
