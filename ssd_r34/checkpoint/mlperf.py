@@ -180,12 +180,10 @@ def convert_mlperf_state_dict(ckpt: MLPerfCheckpoint) -> Dict[str, torch.Tensor]
 def is_torchvision_resnet34(sd) -> bool:
     """Whether ``sd`` has the keys of torchvision's ResNet-34 (BasicBlocks 3, 4, 6, 3), with
     or without a 'module.' prefix."""
-    if not isinstance(sd, dict):
-        return False
-    sd = {str(k).removeprefix("module."): None for k in sd}
-    return "conv1.weight" in sd and "bn1.weight" in sd and all(
-        f"{s}.{n - 1}.conv2.weight" in sd and f"{s}.{n}.conv1.weight" not in sd
-        and f"{s}.0.conv3.weight" not in sd
+    keys = {str(k).removeprefix("module.") for k in sd} if isinstance(sd, dict) else set()
+    return {"conv1.weight", "bn1.weight"} <= keys and all(
+        f"{s}.{n - 1}.conv2.weight" in keys and f"{s}.{n}.conv1.weight" not in keys
+        and f"{s}.0.conv3.weight" not in keys
         for s, n in (("layer1", 3), ("layer2", 4), ("layer3", 6), ("layer4", 3)))
 
 

@@ -15,8 +15,8 @@ from torch import _weights_only_unpickler
 __all__ = ["CheckpointFormatError", "UnsafeCheckpointError", "ModulePlaceholder",
            "RestrictedUnpickler", "restricted_load", "load_checkpoint_file"]
 
-# Module paths whose classes become placeholders (the reference's module tree).
-PLACEHOLDER_MODULES = ("models", "torch.nn.modules", "torch.nn.parallel", "torchvision")
+# Modules whose classes become placeholders (the reference's module tree).
+PLACEHOLDER_MODULES = ("models.", "torch.nn.modules.", "torch.nn.parallel.", "torchvision.")
 
 
 class CheckpointFormatError(ValueError):
@@ -57,9 +57,8 @@ def _allowed_globals():
 
 class RestrictedUnpickler(pickle.Unpickler):
     """Resolves what ``torch.load(weights_only=True)`` admits (tensors, storages, dtypes,
-    plain containers), makes every class under PLACEHOLDER_MODULES a
-    :class:`ModulePlaceholder`, and raises :class:`UnsafeCheckpointError` naming any other
-    global before it is used."""
+    plain containers) and classes of PLACEHOLDER_MODULES (as :class:`ModulePlaceholder`);
+    raises :class:`UnsafeCheckpointError` naming any other global before it is used."""
 
     def find_class(self, module, name):
         # Python 2 names that protocol < 3 pickles carry (copy_reg, __builtin__ ...).
@@ -68,8 +67,7 @@ class RestrictedUnpickler(pickle.Unpickler):
         path = f"{module}.{name}"
         if path in _allowed_globals():
             return _allowed_globals()[path]
-        if name.isidentifier() and any(module == m or module.startswith(m + ".")
-                                       for m in PLACEHOLDER_MODULES):
+        if f"{module}.".startswith(PLACEHOLDER_MODULES):
             return _placeholder(path)
         raise UnsafeCheckpointError(
             f"refusing to unpickle the global '{path}': it is neither a tensor, a "
