@@ -59,18 +59,16 @@ class _AtomicFile:
     def close(self):
         if self._done:
             return
-        self._done = True
         try:
-            try:
-                self._file.flush()
-                os.fsync(self._file.fileno())
-            finally:
-                self._file.close()
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            self._file.close()
             os.replace(self._tmp, self._target)
         except OSError:  # e.g. the disk filled up at the flush: never leave the part
-            with contextlib.suppress(OSError):
-                os.remove(self._tmp)
+            self.discard()
             raise
+        finally:
+            self._done = True
         with contextlib.suppress(OSError):  # the rename itself; some file systems refuse
             fd = os.open(os.path.dirname(os.path.abspath(self._target)), os.O_RDONLY)
             try:
