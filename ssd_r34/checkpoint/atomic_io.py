@@ -15,9 +15,8 @@ _TMP_RE = re.compile(r"^\..+\.(\d+)\.tmp$")
 
 
 class CheckpointWriteError(OSError):
-    """A checkpoint could not be written (disk full, read-only folder...). The message names
-    the file, the cause and the last good checkpoint (``last_good``, "" if none), which is
-    unchanged and still named by ``last_checkpoint``."""
+    """A checkpoint could not be written (disk full, read-only folder...); the message names
+    the file (``path``), the cause and the unchanged last good checkpoint (``last_good``)."""
 
     def __init__(self, message: str, path: str = "", last_good: str = ""):
         super().__init__(message)

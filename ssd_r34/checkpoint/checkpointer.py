@@ -16,11 +16,10 @@ __all__ = ["SSDCheckpointer"]
 
 
 class SSDCheckpointer(DetectionCheckpointer):
-    """DetectionCheckpointer that also reads MLPerf SSD-ResNet34 files (class count checked
-    against MODEL.SSD.NUM_CLASSES) and torchvision ResNet-34 state dicts (the backbone),
-    converting in memory; reads safely (:mod:`.safe_load`). A file that is not a usable
-    checkpoint, or of which fewer than ``MIN_FITTING`` of the tensors fit the model by name
-    and shape, is refused, naming what was found; the model is left as it was. A failed save
+    """DetectionCheckpointer that reads safely (:mod:`.safe_load`) and converts MLPerf
+    SSD-ResNet34 files (class count checked against MODEL.SSD.NUM_CLASSES) and torchvision
+    ResNet-34 state dicts (the backbone) in memory. A file of which fewer than ``MIN_FITTING``
+    of the tensors fit the model by name and shape is refused, loading nothing. A failed save
     raises CheckpointWriteError naming the file, the cause and the last good checkpoint."""
 
     MIN_FITTING = 0.5

@@ -1,7 +1,6 @@
-"""MLPerf SSD-ResNet34 checkpoints (any of the reference's four file shapes:
-docs/checkpoints.md) -> ssd_r34's (Detectron2's) layout, and torchvision's ImageNet
-ResNet-34 -> the backbone. The reference: mlcommons/inference
-``vision/classification_and_detection/python/models/ssd_r34.py``."""
+"""MLPerf SSD-ResNet34 checkpoints (the four file shapes of docs/checkpoints.md) -> ssd_r34's
+(Detectron2's) layout, and torchvision's ImageNet ResNet-34 -> the backbone. The reference:
+mlcommons/inference ``vision/classification_and_detection/python/models/ssd_r34.py``."""
 import collections
 import re
 from dataclasses import dataclass, field
@@ -97,10 +96,8 @@ def _split_container(obj, how: str):
         others = {k: v for k, v in obj.items() if k != "model"}
         return obj["model"], (f"{how}: a dict with a 'model' state dict and "
                               f"{sorted(map(str, others)) or 'nothing else'}"), others
-    if isinstance(obj, dict) and how.startswith("a pickled whole nn.Module"):
-        return obj, how, {}  # the state dict of the module tree
-    if isinstance(obj, dict):
-        return obj, f"{how}: a bare state dict", {}
+    if isinstance(obj, dict):  # a bare state dict, or that of a pickled module tree
+        return obj, how if how.startswith("a pickled") else f"{how}: a bare state dict", {}
     return None, f"{how}: a {type(obj).__name__}", {}
 
 
