@@ -45,10 +45,9 @@ def reference_key_shapes(num_classes: int = 81) -> Dict[str, Tuple[int, ...]]:
                 shapes.update({f"{p}.downsample.0.weight": (cout, cin, 1, 1),
                                **_bn(f"{p}.downsample.1", cout)})
     for i, (cin, mid, cout) in enumerate(EXTRA_CHANNELS):
-        shapes.update({f"additional_blocks.{i}.0.weight": (mid, cin, 1, 1),
-                       f"additional_blocks.{i}.0.bias": (mid,),
-                       f"additional_blocks.{i}.2.weight": (cout, mid, 3, 3),
-                       f"additional_blocks.{i}.2.bias": (cout,)})
+        p = f"additional_blocks.{i}"
+        shapes.update({f"{p}.0.weight": (mid, cin, 1, 1), f"{p}.0.bias": (mid,),
+                       f"{p}.2.weight": (cout, mid, 3, 3), f"{p}.2.bias": (cout,)})
     for head, k in (("loc", 4), ("conf", num_classes)):
         for i, (nd, c) in enumerate(zip(NUM_DEFAULTS, SOURCE_CHANNELS)):
             shapes[f"{head}.{i}.weight"] = (nd * k, c, 3, 3)
