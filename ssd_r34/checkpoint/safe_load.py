@@ -72,7 +72,9 @@ class RestrictedUnpickler(pickle.Unpickler):
         raise UnsafeCheckpointError(
             f"refusing to unpickle the global '{path}': it is neither a tensor, a "
             "storage, a plain container nor a module class of an SSD-ResNet34 model, and "
-            "loading it could run arbitrary code. Nothing was executed.")
+            "loading it could run arbitrary code. Nothing was executed. A checkpoint must be "
+            "a state dict, a dict with a 'model' state dict, or a pickled nn.Module of the "
+            "MLPerf reference (read without running its code).")
 
 
 def restricted_load(path: str):
@@ -137,10 +139,7 @@ def load_checkpoint_file(path: str) -> Tuple[Any, str]:
         model = obj.get("model") if isinstance(obj, dict) else obj
         sd = model.state_dict() if isinstance(model, ModulePlaceholder) else None
     except UnsafeCheckpointError as e:
-        raise UnsafeCheckpointError(
-            f"{path}: {e}\nThe file needs arbitrary unpickling, which ssd_r34 never does. "
-            "A checkpoint must be a state dict, a dict with a 'model' state dict, or a pickled "
-            "nn.Module of the MLPerf reference (read without running its code).") from None
+        raise UnsafeCheckpointError(f"{path}: {e}") from None
     except Exception as e:  # noqa: BLE001 - damaged files (and module trees) fail in many ways
         text = str(e).strip().splitlines()[0].split(". ")[0] if str(e).strip() else ""
         raise CheckpointFormatError(
