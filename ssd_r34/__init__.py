@@ -4,8 +4,7 @@ in Detectron2's registries, and the built-in data sets shapes_train / shapes_val
 import warnings as _warnings
 
 with _warnings.catch_warnings():
-    # Detectron2 decorates a few helpers with torch.jit.script, which this PyTorch flags as
-    # deprecated on import: not ssd_r34's to fix, and nothing ssd_r34 runs.
+    # Detectron2's torch.jit.script decorators, deprecated in this PyTorch: not ssd_r34's.
     _warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*", category=FutureWarning)
     from . import data  # noqa: F401  (registers shapes_train / shapes_val)
     from .config import add_ssd_config, get_ssd_cfg, setup_cfg  # noqa: F401

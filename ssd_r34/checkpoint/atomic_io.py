@@ -1,8 +1,6 @@
-"""Crash-safe checkpoint files: fvcore's ``Checkpointer.save`` writes ``<name>.pth`` and then
-``last_checkpoint`` through ``self.path_manager.open(path, "wb")``; a kill in between leaves a
-truncated file that ``--resume`` cannot read. :func:`make_checkpointer_atomic` swaps that
-path manager for one whose writes go to a temporary file, fsynced and ``os.replace``d onto
-the target (docs/distributed.md, "Survive a crash")."""
+"""Crash-safe checkpoint files (docs/distributed.md, "Survive a crash"): fvcore's
+``Checkpointer.save`` gets a path manager whose writes go to a temporary file, fsynced and
+``os.replace``d onto the target, so a kill never leaves a truncated file for ``--resume``."""
 import contextlib
 import logging
 import os
@@ -13,100 +11,77 @@ __all__ = ["AtomicPathManager", "CheckpointWriteError", "make_checkpointer_atomi
 logger = logging.getLogger(__name__)
 
 # ".<basename>.<pid>.tmp": hidden, and not a .pth that anything would list as a checkpoint.
-_TMP_RE = re.compile(r"^\..+\.\d+\.tmp$")
-
-
-def _fsync_dir(folder: str) -> None:
-    with contextlib.suppress(OSError):  # some file systems refuse fsync on folders
-        fd = os.open(folder or ".", os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+_TMP_RE = re.compile(r"^\..+\.(\d+)\.tmp$")
 
 
 class CheckpointWriteError(OSError):
-    """A checkpoint could not be written (disk full, read-only folder...). The message names
-    the file, the cause and the last good checkpoint (``last_good``, "" if none), which is
-    unchanged and still named by ``last_checkpoint``."""
+    """A checkpoint could not be written (disk full, read-only folder...); the message names
+    the file (``path``), the cause and the unchanged last good checkpoint (``last_good``)."""
 
     def __init__(self, message: str, path: str = "", last_good: str = ""):
         super().__init__(message)
         self.path, self.last_good = path, last_good
 
-    def __str__(self):
-        return self.args[0]
-
 
 class _AtomicFile:
     """A file open for writing that replaces ``target`` only on a clean close. The first
-    OSError of a write, flush or close goes to ``owner.last_error`` (torch.save reports a
-    failed write as an unrelated "unexpected pos" RuntimeError)."""
+    OSError of a write or close goes to ``owner.last_error`` (torch.save reports a failed
+    write as an unrelated "unexpected pos" RuntimeError)."""
 
-    def __init__(self, target: str, mode: str, owner=None, **kwargs):
-        self._done, self._owner = True, owner  # done until the temporary file is open
+    def __init__(self, target: str, mode: str, owner, *args, **kwargs):
+        self._done, self._owner, self._target = True, owner, target  # done until opened
         folder, base = os.path.split(os.path.abspath(target))
-        if "x" in mode and os.path.exists(target):
-            raise FileExistsError(target)
-        self._target, self._tmp = target, os.path.join(folder, f".{base}.{os.getpid()}.tmp")
-        self._file = self._call(open, self._tmp, mode.replace("x", "w"), **kwargs)
+        self._tmp = os.path.join(folder, f".{base}.{os.getpid()}.tmp")
+        self._file = open(self._tmp, mode, *args, **kwargs)
         self._done = False
 
     def _record(self, e: OSError) -> None:
-        if self._owner is not None and getattr(self._owner, "last_error", None) is None:
+        if self._owner.last_error is None:
             self._owner.last_error = e
 
-    def _call(self, fn, *args, **kwargs):
+    def write(self, data):
         try:
-            return fn(*args, **kwargs)
+            return self._file.write(data)
         except OSError as e:
             self._record(e)
             raise
 
-    def write(self, data):
-        return self._call(self._file.write, data)
-
     def flush(self):
-        return self._call(self._file.flush)
-
-    def __getattr__(self, name):
-        if name.startswith("_"):
-            raise AttributeError(name)
-        return getattr(self._file, name)
+        self._file.flush()
 
     def __enter__(self):
         return self
 
     def __exit__(self, exc_type, exc, tb):
         self.close() if exc_type is None else self.discard()
-        return False
 
     def close(self):
         if self._done:
             return
-        self._done = True
         try:
-            try:
-                self._file.flush()
-                os.fsync(self._file.fileno())
-            finally:
-                self._file.close()
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            self._file.close()
             os.replace(self._tmp, self._target)
-        except OSError as e:  # e.g. the disk filled up at the flush: never leave the part
-            self._record(e)
-            with contextlib.suppress(OSError):
-                os.remove(self._tmp)
+        except OSError:  # e.g. the disk filled up at the flush: never leave the part
+            self.discard()
             raise
-        _fsync_dir(os.path.dirname(os.path.abspath(self._target)))
+        finally:
+            self._done = True
+        with contextlib.suppress(OSError):  # the rename itself; some file systems refuse
+            fd = os.open(os.path.dirname(os.path.abspath(self._target)), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
 
     def discard(self):  # drop what was written; the target stays as it was
-        if self._done:
-            return
-        self._done = True
-        with contextlib.suppress(OSError):  # flushing the rest may fail too
-            self._file.close()
-        with contextlib.suppress(OSError):
-            os.remove(self._tmp)
+        if not self._done:
+            self._done = True
+            with contextlib.suppress(OSError):  # flushing the rest may fail too
+                self._file.close()
+            with contextlib.suppress(OSError):
+                os.remove(self._tmp)
 
     def __del__(self):  # garbage-collected without close(): never publish a partial file
         with contextlib.suppress(Exception):
@@ -114,7 +89,7 @@ class _AtomicFile:
 
 
 class AtomicPathManager:
-    """An iopath PathManager whose ``open`` for writing (``w``/``x``) a local path is atomic;
+    """An iopath PathManager whose ``open`` for writing (``w``) a local path is atomic;
     everything else goes to the wrapped manager."""
 
     def __init__(self, path_manager):
@@ -122,32 +97,24 @@ class AtomicPathManager:
         self.last_error = None  # the first OSError of an atomic write since it was reset
 
     def open(self, path, mode="r", *args, **kwargs):
-        if ("w" in mode or "x" in mode) and "+" not in mode and (
-                "://" not in path or path.startswith("file://")):
-            if args:  # iopath's positional "buffering"
-                kwargs.setdefault("buffering", args[0])
-            return _AtomicFile(path.removeprefix("file://"), mode, owner=self, **kwargs)
+        if "w" in mode and "+" not in mode and ("://" not in path or path.startswith("file://")):
+            return _AtomicFile(path.removeprefix("file://"), mode, self, *args, **kwargs)
         return self._path_manager.open(path, mode, *args, **kwargs)
 
     def __getattr__(self, name):
         return getattr(self._path_manager, name)
 
 
-def remove_stale_temporary_files(folder: str) -> None:
-    # Remove the temporary files of a process killed while saving (call from the saver only).
-    if not folder or not os.path.isdir(folder):
-        return
-    for name in os.listdir(folder):
-        if _TMP_RE.match(name) and int(name.rsplit(".", 2)[-2]) != os.getpid():
+def make_checkpointer_atomic(checkpointer):
+    """Make ``checkpointer.save`` crash-safe, in place (idempotent), and remove the temporary
+    files of a process killed while saving to its folder; returns it."""
+    if not isinstance(checkpointer.path_manager, AtomicPathManager):
+        checkpointer.path_manager = AtomicPathManager(checkpointer.path_manager)
+    folder = checkpointer.save_dir if getattr(checkpointer, "save_to_disk", True) else ""
+    for name in os.listdir(folder) if folder and os.path.isdir(folder) else []:
+        m = _TMP_RE.match(name)
+        if m and int(m[1]) != os.getpid():
             with contextlib.suppress(OSError):
                 os.remove(os.path.join(folder, name))
                 logger.info(f"Removed {name}, left by a save that did not finish.")
-
-
-def make_checkpointer_atomic(checkpointer):
-    """Make ``checkpointer.save`` crash-safe, in place (idempotent); returns it."""
-    if not isinstance(checkpointer.path_manager, AtomicPathManager):
-        checkpointer.path_manager = AtomicPathManager(checkpointer.path_manager)
-    if getattr(checkpointer, "save_to_disk", True) and getattr(checkpointer, "save_dir", ""):
-        remove_stale_temporary_files(checkpointer.save_dir)
     return checkpointer

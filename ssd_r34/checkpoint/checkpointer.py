@@ -4,7 +4,6 @@ import os
 
 import numpy as np
 import torch
-from torch.nn.parallel import DistributedDataParallel
 
 from detectron2.checkpoint import DetectionCheckpointer
 
@@ -17,11 +16,10 @@ __all__ = ["SSDCheckpointer"]
 
 
 class SSDCheckpointer(DetectionCheckpointer):
-    """DetectionCheckpointer that also reads MLPerf SSD-ResNet34 files (class count checked
-    against MODEL.SSD.NUM_CLASSES) and torchvision ResNet-34 state dicts (the backbone),
-    converting in memory; reads safely (:mod:`.safe_load`). A file that is not a usable
-    checkpoint, or of which fewer than ``MIN_FITTING`` of the tensors fit the model by name
-    and shape, is refused, naming what was found; the model is left as it was. A failed save
+    """DetectionCheckpointer that reads safely (:mod:`.safe_load`) and converts MLPerf
+    SSD-ResNet34 files (class count checked against MODEL.SSD.NUM_CLASSES) and torchvision
+    ResNet-34 state dicts (the backbone) in memory. A file of which fewer than ``MIN_FITTING``
+    of the tensors fit the model by name and shape is refused, loading nothing. A failed save
     raises CheckpointWriteError naming the file, the cause and the last good checkpoint."""
 
     MIN_FITTING = 0.5
@@ -31,58 +29,55 @@ class SSDCheckpointer(DetectionCheckpointer):
         return super()._load_file(filename)
 
     def _load_model(self, checkpoint):
-        if not checkpoint.get("matching_heuristics", False) and isinstance(
-                checkpoint.get("model"), dict):
-            self._check_fit(checkpoint["model"], getattr(self, "_loading", "the checkpoint"))
+        sd = checkpoint.get("model")
+        if isinstance(sd, dict) and not checkpoint.get("matching_heuristics", False):
+            self._check_fit(sd, getattr(self, "_loading", "the checkpoint"))
         return super()._load_model(checkpoint)
 
     def _check_fit(self, sd, path):  # before anything is loaded
         model_sd = self.model.state_dict()
-        keys = [k for k in sd if isinstance(k, str)]
-        strip = keys and all(k.startswith("module.") for k in keys)
-        fit, misfit = [], []
+        prefix = "module." if sd and all(str(k).startswith("module.") for k in sd) else ""
+        misfit = []
         for k, v in sd.items():
-            name = k[len("module."):] if strip else k
+            name = str(k)[len(prefix):]
             ref = model_sd.get(name)
             shape = tuple(np.shape(v)) if isinstance(v, (torch.Tensor, np.ndarray)) else None
-            if ref is not None and shape == tuple(ref.shape):
-                fit.append(name)
-            else:
+            if ref is None or shape != tuple(ref.shape):
                 misfit.append(f"{name} {shape if shape is not None else type(v).__name__}"
                               + (f" (model: {tuple(ref.shape)})" if ref is not None
                                  else " (not in the model)"))
-        if sd and len(fit) >= self.MIN_FITTING * len(sd):
+        fit = len(sd) - len(misfit)
+        if sd and fit >= self.MIN_FITTING * len(sd):
             return
         raise CheckpointFormatError(
-            f"{path}: not a checkpoint of this model: {len(fit)} of its {len(sd)} entries fit "
+            f"{path}: not a checkpoint of this model: {fit} of its {len(sd)} entries fit "
             f"the model's {len(model_sd)} tensors by name and shape (another architecture, or "
             f"another MODEL.* setting?). Entries that do not fit: {first_items(misfit)}. The "
             f"model's first keys: {first_items(list(model_sd))}. Nothing was loaded.")
 
     def save(self, name, **kwargs):  # fvcore's; a failure names file, cause, last good one
-        pm = self.path_manager
+        pm, on_disk = self.path_manager, self.save_dir and self.save_to_disk
         if isinstance(pm, AtomicPathManager):
             pm.last_error = None
-        before = self.get_checkpoint_file() if self.save_dir and self.save_to_disk else ""
+        before = self.get_checkpoint_file() if on_disk else ""
         try:
             super().save(name, **kwargs)
         except Exception as e:
-            if not (self.save_dir and self.save_to_disk):
+            if not on_disk:
                 raise
             path = os.path.join(self.save_dir, f"{name}.pth")
             cause = getattr(pm, "last_error", None) or e
-            cause_text = (f"{type(cause).__name__}: {cause}" if not isinstance(cause, OSError)
-                          else f"{cause.strerror or cause} ({type(cause).__name__}"
-                               f"{', errno ' + str(cause.errno) if cause.errno else ''})")
-            now = self.get_checkpoint_file()
-            written = os.path.isfile(path) and now != path and before != path
+            cause_text = (f"{cause.strerror or cause} ({type(cause).__name__}"
+                          f"{', errno ' + str(cause.errno) if cause.errno else ''})"
+                          if isinstance(cause, OSError) else f"{type(cause).__name__}: {cause}")
             last = (f"The last good checkpoint, {before}, is unchanged and is still what "
                     f"{os.path.join(self.save_dir, 'last_checkpoint')} names."
                     if before and os.path.isfile(before) else
                     "There is no earlier checkpoint in this folder.")
-            what = (f"{path} was written but last_checkpoint could not be updated"
-                    if written and isinstance(pm, AtomicPathManager) else
-                    f"could not write checkpoint {path}")
+            written = isinstance(pm, AtomicPathManager) and os.path.isfile(path) and \
+                path not in (before, self.get_checkpoint_file())
+            what = (f"{path} was written but last_checkpoint could not be updated" if written
+                    else f"could not write checkpoint {path}")
             raise CheckpointWriteError(
                 f"{what}: {cause_text}. {last} Free space in (or write permission on) "
                 f"{self.save_dir}, or set OUTPUT_DIR elsewhere, then --resume.",
@@ -90,8 +85,7 @@ class SSDCheckpointer(DetectionCheckpointer):
 
     def _torch_load(self, f):
         obj, how = load_checkpoint_file(f)
-        model = self.model.module if isinstance(self.model, DistributedDataParallel) \
-            else self.model
+        model = getattr(self.model, "module", self.model)  # DistributedDataParallel's
         ckpt = find_mlperf_checkpoint(obj, how, getattr(model, "num_classes", None))
         if ckpt is not None:
             self.logger.info(
@@ -100,8 +94,7 @@ class SSDCheckpointer(DetectionCheckpointer):
                 "channels permuted to anchor-major, background class moved last).")
             return {"model": convert_mlperf_state_dict(ckpt)}
         sd = obj.get("model", obj) if isinstance(obj, dict) else obj
-        if isinstance(sd, dict) and is_torchvision_resnet34(
-                {k[7:] if str(k).startswith("module.") else k: v for k, v in sd.items()}):
+        if is_torchvision_resnet34(sd):
             self.logger.info(f"{os.path.basename(f)} is a torchvision ResNet-34: loading it "
                              "into the backbone (stem, res2..res4); extra blocks and head keep "
                              "their initialisation.")

@@ -1,7 +1,6 @@
-"""MLPerf SSD-ResNet34 checkpoints (any of the reference's four file shapes:
-docs/checkpoints.md) -> ssd_r34's (Detectron2's) layout, and torchvision's ImageNet
-ResNet-34 -> the backbone. The reference: mlcommons/inference
-``vision/classification_and_detection/python/models/ssd_r34.py``."""
+"""MLPerf SSD-ResNet34 checkpoints (the four file shapes of docs/checkpoints.md) -> ssd_r34's
+(Detectron2's) layout, and torchvision's ImageNet ResNet-34 -> the backbone. The reference:
+mlcommons/inference ``vision/classification_and_detection/python/models/ssd_r34.py``."""
 import collections
 import re
 from dataclasses import dataclass, field
@@ -24,14 +23,13 @@ EXTRA_CHANNELS = ((256, 256, 512), (512, 256, 512), (512, 128, 256), (256, 128, 
 STAGES = (("model.layer1.4", "layer1", "res2", 3, 64, 64),
           ("model.layer1.5", "layer2", "res3", 4, 64, 128),
           ("model.layer2.0", "layer3", "res4", 6, 128, 256))
-BN_TENSORS = ("weight", "bias", "running_mean", "running_var")
 # Keys that say "this is an MLPerf SSD-R34 state dict" (after any "module." prefix).
 SIGNATURE = ("model.layer1.0.weight", "additional_blocks.0.0.weight", "loc.0.weight",
              "conf.0.weight")
 
 
 def _bn(prefix, c):
-    return {f"{prefix}.{t}": (c,) for t in BN_TENSORS}
+    return {f"{prefix}.{t}": (c,) for t in ("weight", "bias", "running_mean", "running_var")}
 
 
 def reference_key_shapes(num_classes: int = 81) -> Dict[str, Tuple[int, ...]]:
@@ -41,18 +39,15 @@ def reference_key_shapes(num_classes: int = 81) -> Dict[str, Tuple[int, ...]]:
     for prefix, _, _, blocks, cin, cout in STAGES:
         for i in range(blocks):
             p, c0 = f"{prefix}.{i}", (cin if i == 0 else cout)
-            shapes[f"{p}.conv1.weight"] = (cout, c0, 3, 3)
-            shapes.update(_bn(f"{p}.bn1", cout))
-            shapes[f"{p}.conv2.weight"] = (cout, cout, 3, 3)
-            shapes.update(_bn(f"{p}.bn2", cout))
+            shapes.update({f"{p}.conv1.weight": (cout, c0, 3, 3), **_bn(f"{p}.bn1", cout),
+                           f"{p}.conv2.weight": (cout, cout, 3, 3), **_bn(f"{p}.bn2", cout)})
             if i == 0 and cin != cout:
-                shapes[f"{p}.downsample.0.weight"] = (cout, cin, 1, 1)
-                shapes.update(_bn(f"{p}.downsample.1", cout))
+                shapes.update({f"{p}.downsample.0.weight": (cout, cin, 1, 1),
+                               **_bn(f"{p}.downsample.1", cout)})
     for i, (cin, mid, cout) in enumerate(EXTRA_CHANNELS):
-        shapes.update({f"additional_blocks.{i}.0.weight": (mid, cin, 1, 1),
-                       f"additional_blocks.{i}.0.bias": (mid,),
-                       f"additional_blocks.{i}.2.weight": (cout, mid, 3, 3),
-                       f"additional_blocks.{i}.2.bias": (cout,)})
+        p = f"additional_blocks.{i}"
+        shapes.update({f"{p}.0.weight": (mid, cin, 1, 1), f"{p}.0.bias": (mid,),
+                       f"{p}.2.weight": (cout, mid, 3, 3), f"{p}.2.bias": (cout,)})
     for head, k in (("loc", 4), ("conf", num_classes)):
         for i, (nd, c) in enumerate(zip(NUM_DEFAULTS, SOURCE_CHANNELS)):
             shapes[f"{head}.{i}.weight"] = (nd * k, c, 3, 3)
@@ -60,28 +55,24 @@ def reference_key_shapes(num_classes: int = 81) -> Dict[str, Tuple[int, ...]]:
     return shapes
 
 
-_BLOCK_NAMES = {"conv1": "conv1", "bn1": "conv1.norm", "conv2": "conv2", "bn2": "conv2.norm",
-                "downsample.0": "shortcut", "downsample.1": "shortcut.norm"}
+# Reference key -> ssd_r34 key, applied in order (heads keep their names; their channels
+# are permuted by convert_mlperf_state_dict).
+_RENAMES = [(re.compile(p), r) for p, r in (
+    (r"^model\.layer1\.0\.", "backbone.stem.conv1."),
+    (r"^model\.layer1\.1\.", "backbone.stem.conv1.norm."),
+    *((rf"^{re.escape(prefix)}\.", f"backbone.{stage}.") for prefix, _, stage, *_ in STAGES),
+    (r"\.bn([12])\.", r".conv\1.norm."),
+    (r"\.downsample\.0\.", ".shortcut."),
+    (r"\.downsample\.1\.", ".shortcut.norm."),
+    (r"^additional_blocks\.(\d)\.0\.", r"backbone.extra\1.conv1."),
+    (r"^additional_blocks\.(\d)\.2\.", r"backbone.extra\1.conv2."),
+    (r"^(loc|conf)\.", r"head.\1."))]
 
 
 def _d2_name(key: str) -> str:
-    # Reference key -> ssd_r34 key (heads keep their names; their channels are permuted).
-    if key.startswith("model.layer1.0."):
-        return "backbone.stem.conv1." + key[len("model.layer1.0."):]
-    if key.startswith("model.layer1.1."):
-        return "backbone.stem.conv1.norm." + key[len("model.layer1.1."):]
-    for prefix, _, stage, _, _, _ in STAGES:
-        m = re.fullmatch(re.escape(prefix) + r"\.(\d+)\.(conv1|bn1|conv2|bn2|downsample\.[01])"
-                         r"\.(\w+)", key)
-        if m:
-            return f"backbone.{stage}.{m[1]}.{_BLOCK_NAMES[m[2]]}.{m[3]}"
-    m = re.fullmatch(r"additional_blocks\.(\d)\.([02])\.(weight|bias)", key)
-    if m:
-        return f"backbone.extra{m[1]}.{'conv1' if m[2] == '0' else 'conv2'}.{m[3]}"
-    m = re.fullmatch(r"(loc|conf)\.(\d)\.(weight|bias)", key)
-    if m:
-        return f"head.{key}"
-    raise KeyError(key)
+    for pattern, replacement in _RENAMES:
+        key = pattern.sub(replacement, key)
+    return key
 
 
 @dataclass
@@ -104,10 +95,8 @@ def _split_container(obj, how: str):
         others = {k: v for k, v in obj.items() if k != "model"}
         return obj["model"], (f"{how}: a dict with a 'model' state dict and "
                               f"{sorted(map(str, others)) or 'nothing else'}"), others
-    if isinstance(obj, dict) and how.startswith("a pickled whole nn.Module"):
-        return obj, how, {}  # the state dict of the module tree
-    if isinstance(obj, dict):
-        return obj, f"{how}: a bare state dict", {}
+    if isinstance(obj, dict):  # a bare state dict, or that of a pickled module tree
+        return obj, how if how.startswith("a pickled") else f"{how}: a bare state dict", {}
     return None, f"{how}: a {type(obj).__name__}", {}
 
 
@@ -118,49 +107,30 @@ def find_mlperf_checkpoint(obj, how: str = "loaded",
     raises :class:`CheckpointFormatError` when keys or shapes are wrong, or the class count
     differs from ``num_classes`` (foreground, as MODEL.SSD.NUM_CLASSES) where given."""
     sd, layout, others = _split_container(obj, how)
-    if not isinstance(sd, dict) or not sd:
+    if not isinstance(sd, dict) or not sd or not all(isinstance(k, str) for k in sd):
         return None
-    keys = [k for k in sd if isinstance(k, str)]
-    if len(keys) != len(sd):
-        return None
-    prefixed = [k for k in keys if k.startswith("module.")]
-    if prefixed and len(prefixed) == len(keys):
+    if all(k.startswith("module.") for k in sd):
         sd = collections.OrderedDict((k[len("module."):], v) for k, v in sd.items())
         layout += ", with a 'module.' prefix on every key (DataParallel)"
     if not any(k in sd for k in SIGNATURE):
         return None
     sd = collections.OrderedDict((k, v) for k, v in sd.items()
                                  if not k.endswith(".num_batches_tracked"))
-    not_tensors = [k for k, v in sd.items() if not isinstance(v, torch.Tensor)]
-    if not_tensors:
-        raise CheckpointFormatError(f"not an MLPerf SSD-ResNet34 checkpoint ({layout}): "
-                                    f"non-tensor entries {_first(not_tensors)}")
-    if "loc.0.weight" not in sd or "conf.0.weight" not in sd:
-        raise CheckpointFormatError(
-            f"not a complete MLPerf SSD-ResNet34 checkpoint ({layout}): missing "
-            f"{_first(k for k in ('loc.0.weight', 'conf.0.weight') if k not in sd)}")
-    nd0 = sd["loc.0.weight"].shape[0] // 4
-    classes, rem = divmod(sd["conf.0.weight"].shape[0], max(nd0, 1))
-    if nd0 != NUM_DEFAULTS[0] or rem:
-        raise CheckpointFormatError(
-            f"not an MLPerf SSD-ResNet34 checkpoint ({layout}): loc.0.weight has "
-            f"{sd['loc.0.weight'].shape[0]} output channels and conf.0.weight "
-            f"{sd['conf.0.weight'].shape[0]}; expected {NUM_DEFAULTS[0]} * 4 and "
-            f"{NUM_DEFAULTS[0]} * (classes + 1).")
+    # The class count from conf.0.weight; every shape is checked against it below.
+    conf0 = sd.get("conf.0.weight")
+    classes = conf0.shape[0] // NUM_DEFAULTS[0] if isinstance(conf0, torch.Tensor) \
+        and conf0.dim() else 81
     expected = reference_key_shapes(classes)
-    missing = [k for k in expected if k not in sd]
-    unexpected = [k for k in sd if k not in expected]
-    wrong = [f"{k} {tuple(sd[k].shape)} (expected {expected[k]})" for k in expected
-             if k in sd and tuple(sd[k].shape) != expected[k]]
-    if missing or unexpected or wrong:
-        msg = [f"not an MLPerf SSD-ResNet34 checkpoint ({layout}):"]
-        if missing:
-            msg.append(f"missing keys: {_first(missing)}")
-        if unexpected:
-            msg.append(f"unexpected keys: {_first(unexpected)}")
-        if wrong:
-            msg.append(f"wrong shapes: {_first(wrong)}")
-        raise CheckpointFormatError("\n  ".join(msg))
+    shape = {k: tuple(v.shape) if isinstance(v, torch.Tensor) else type(v).__name__
+             for k, v in sd.items()}
+    problems = {"missing keys": [k for k in expected if k not in sd],
+                "unexpected keys": [k for k in sd if k not in expected],
+                "wrong shapes": [f"{k} {shape[k]} (expected {s})" for k, s in expected.items()
+                                 if k in sd and shape[k] != s]}
+    if any(problems.values()):
+        raise CheckpointFormatError("\n  ".join(
+            [f"not an MLPerf SSD-ResNet34 checkpoint ({layout}):"]
+            + [f"{what}: {_first(keys)}" for what, keys in problems.items() if keys]))
     if num_classes is not None and classes != num_classes + 1:
         conf = [f"conf.{i}.weight {tuple(sd[f'conf.{i}.weight'].shape)}"
                 for i in range(len(NUM_DEFAULTS))]
@@ -203,43 +173,34 @@ def convert_mlperf_state_dict(ckpt: MLPerfCheckpoint) -> Dict[str, torch.Tensor]
     return out
 
 
-def is_torchvision_resnet34(sd) -> bool:  # BasicBlocks 3, 4, 6, 3
-    if not isinstance(sd, dict) or "conv1.weight" not in sd or "bn1.weight" not in sd:
-        return False
-    keys = [k for k in sd if isinstance(k, str)]
-    for stage, blocks in (("layer1", 3), ("layer2", 4), ("layer3", 6), ("layer4", 3)):
-        if f"{stage}.{blocks - 1}.conv2.weight" not in keys or \
-                f"{stage}.{blocks}.conv1.weight" in keys or f"{stage}.0.conv3.weight" in keys:
-            return False
-    return True
+def is_torchvision_resnet34(sd) -> bool:
+    """Whether ``sd`` has the keys of torchvision's ResNet-34 (BasicBlocks 3, 4, 6, 3), with
+    or without a 'module.' prefix."""
+    keys = {str(k).removeprefix("module.") for k in sd} if isinstance(sd, dict) else set()
+    return {"conv1.weight", "bn1.weight"} <= keys and all(
+        f"{s}.{n - 1}.conv2.weight" in keys and f"{s}.{n}.conv1.weight" not in keys
+        and f"{s}.0.conv3.weight" not in keys
+        for s, n in (("layer1", 3), ("layer2", 4), ("layer3", 6), ("layer4", 3)))
 
 
 def convert_torchvision_resnet34(sd) -> Dict[str, torch.Tensor]:
     """torchvision ResNet-34 weights -> ssd_r34 backbone keys (stem, res2..res4; ``layer4``,
     ``fc`` and ``num_batches_tracked`` dropped)."""
-    sd = collections.OrderedDict(
-        (k[len("module."):] if k.startswith("module.") else k, v) for k, v in sd.items())
     if not is_torchvision_resnet34(sd):
         raise CheckpointFormatError(
             "not a torchvision ResNet-34 state dict (expected conv1.weight, bn1.*, layer1.0-2, "
             f"layer2.0-3, layer3.0-5, layer4.0-2 BasicBlocks); its first keys are: {_first(sd)}")
-    shapes = {}  # the reference backbone shapes, renamed to torchvision's
+    to_reference = {"conv1": "model.layer1.0", "bn1": "model.layer1.1",
+                    **{tv: prefix for prefix, tv, *_ in STAGES}}
+    shapes = reference_key_shapes()
     out = collections.OrderedDict()
     for key, t in sd.items():
-        if key.endswith(".num_batches_tracked") or key.startswith(("layer4.", "fc.")):
+        key = key.removeprefix("module.")
+        first, _, rest = key.partition(".")
+        if key.endswith(".num_batches_tracked") or first in ("layer4", "fc"):
             continue
-        if key.startswith("conv1."):
-            ref = "model.layer1.0." + key[len("conv1."):]
-        elif key.startswith("bn1."):
-            ref = "model.layer1.1." + key[len("bn1."):]
-        else:
-            stage = next((s for s in STAGES if key.startswith(s[1] + ".")), None)
-            if stage is None:
-                raise CheckpointFormatError(f"unexpected torchvision key {key}")
-            ref = stage[0] + key[len(stage[1]):]
-        if not shapes:
-            shapes = reference_key_shapes()
-        if ref not in shapes or tuple(t.shape) != shapes[ref]:
+        ref = f"{to_reference.get(first, first)}.{rest}"
+        if tuple(t.shape) != shapes.get(ref):
             raise CheckpointFormatError(
                 f"torchvision key {key} {tuple(t.shape)} does not fit ResNet-34 "
                 f"(expected {shapes.get(ref)})")
