@@ -36,13 +36,11 @@ def refuse(key: str, value, need: str, example: str):
 
 
 def check_numbers(key, value, n, need, example, ok=lambda v: True):
-    try:
-        values = list(value)
-    except TypeError:
+    # ``value`` as a list of ``n`` finite numbers that pass ``ok``; refused otherwise.
+    if not isinstance(value, (list, tuple)) or len(value) != n or not all(
+            is_number(v) and ok(v) for v in value):
         refuse(key, value, need, example)
-    if (n is not None and len(values) != n) or not all(is_number(v) and ok(v) for v in values):
-        refuse(key, value, need, example)
-    return values
+    return list(value)
 
 
 def check_fixed_size(cfg):

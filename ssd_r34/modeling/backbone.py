@@ -7,14 +7,16 @@ checkpoint heuristics apply; the extra blocks ``extra0`` .. ``extra4`` are ``con
 and ``conv2`` (3x3) with bias and ReLU, no norm. Shapes: N images, C channels, (h, w) a
 feature map's size.
 """
+from collections import OrderedDict
+
 import torch.nn.functional as F
 from torch import nn
 
-from detectron2.layers import Conv2d, ShapeSpec
+from detectron2.layers import Conv2d
 from detectron2.modeling import BACKBONE_REGISTRY
 from detectron2.modeling.backbone.resnet import BasicBlock, BasicStem, ResNet
 
-from ..layers import WinogradConv2d, use_winograd, winograd_available
+from ..layers import use_winograd, winograd_available
 
 # (in, mid, out, 3x3 padding) of the five extra blocks; their 3x3 strides are
 # MODEL.SSD.STRIDES[2:] and 1 for the last block.
@@ -40,19 +42,15 @@ def check_strides(strides):
     return strides
 
 
-class ExtraBlock(nn.Module):
-    """Conv1x1(in, mid) + ReLU + Conv3x3(mid, out, stride, padding) + ReLU."""
-
-    def __init__(self, in_channels, mid_channels, out_channels, stride, padding):
-        super().__init__()
-        self.conv1 = Conv2d(in_channels, mid_channels, kernel_size=1, activation=F.relu)
-        self.conv2 = Conv2d(mid_channels, out_channels, kernel_size=3, stride=stride,
-                            padding=padding, activation=F.relu)
-        for conv in (self.conv1, self.conv2):
-            nn.init.xavier_uniform_(conv.weight)
-
-    def forward(self, x):
-        return self.conv2(self.conv1(x))
+def extra_block(in_channels, mid_channels, out_channels, stride, padding) -> nn.Sequential:
+    """``conv1`` Conv1x1(in, mid) + ReLU, ``conv2`` Conv3x3(mid, out, stride, padding) + ReLU."""
+    convs = OrderedDict(
+        conv1=Conv2d(in_channels, mid_channels, kernel_size=1, activation=F.relu),
+        conv2=Conv2d(mid_channels, out_channels, kernel_size=3, stride=stride, padding=padding,
+                     activation=F.relu))
+    for conv in convs.values():
+        nn.init.xavier_uniform_(conv.weight)
+    return nn.Sequential(convs)
 
 
 class SSDResNet(ResNet):
@@ -63,15 +61,10 @@ class SSDResNet(ResNet):
         self._out_features = list(SSD_FEATURES)
         stride = self._out_feature_strides["res4"]
         for i, ((cin, mid, cout, pad), s) in enumerate(zip(EXTRA_BLOCKS, extra_strides)):
-            self.add_module(f"extra{i}", ExtraBlock(cin, mid, cout, s, pad))
+            self.add_module(f"extra{i}", extra_block(cin, mid, cout, s, pad))
             stride *= s
             self._out_feature_strides[f"extra{i}"] = stride
             self._out_feature_channels[f"extra{i}"] = cout
-
-    @property
-    def size_divisibility(self):
-        # The image reaches the network exactly at INPUT.FIXED_SIZE: no padding.
-        return 0
 
     def forward(self, x):
         x = super().forward(x)["res4"]
@@ -80,11 +73,6 @@ class SSDResNet(ResNet):
             x = getattr(self, name)(x)
             outputs[name] = x
         return outputs
-
-    def output_shape(self):
-        return {name: ShapeSpec(channels=self._out_feature_channels[name],
-                                stride=self._out_feature_strides[name])
-                for name in self._out_features}
 
 
 def ssd_resnet34(*, strides=(1, 1, 2, 2, 2, 1), norm="BN", stem_out_channels=64,
@@ -126,7 +114,6 @@ def build_ssd_resnet34_backbone(cfg, input_shape):
         stem_out_channels=cfg.MODEL.RESNETS.STEM_OUT_CHANNELS,
         freeze_at=cfg.MODEL.BACKBONE.FREEZE_AT, in_channels=input_shape.channels,
         winograd=cfg.MODEL.SSD.WINOGRAD, depth=cfg.MODEL.RESNETS.DEPTH)
-    if cfg.MODEL.SSD.WINOGRAD and cfg.MODEL.DEVICE.startswith("cpu") and any(
-            isinstance(m, WinogradConv2d) for m in backbone.modules()):
-        winograd_available()  # build the C++ transforms now, not in the first step
+    if cfg.MODEL.SSD.WINOGRAD and cfg.MODEL.DEVICE.startswith("cpu"):
+        winograd_available()  # build the C++ transforms now (res4 uses them), not in a step
     return backbone

@@ -24,14 +24,11 @@ def rescale_detections(r: Instances, height: int, width: int) -> Instances:
     original ``height`` x ``width``, then clip (the reference clips only here and, unlike
     ``detector_postprocess``, drops nothing). Returns Instances with the same M detections."""
     H, W = r.image_size
-    out = Instances((height, width))
-    boxes = r.pred_boxes.tensor * r.pred_boxes.tensor.new_tensor(
-        [width / W, height / H, width / W, height / H])
-    out.pred_boxes = Boxes(boxes)
-    out.pred_boxes.clip((height, width))
-    out.scores = r.scores
-    out.pred_classes = r.pred_classes
-    return out
+    boxes = Boxes(r.pred_boxes.tensor * r.pred_boxes.tensor.new_tensor(
+        [width / W, height / H, width / W, height / H]))
+    boxes.clip((height, width))
+    return Instances((height, width), pred_boxes=boxes, scores=r.scores,
+                     pred_classes=r.pred_classes)
 
 
 def postprocess_single_image(model, loc: Tensor, conf: Tensor,
