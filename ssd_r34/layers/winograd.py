@@ -102,12 +102,6 @@ def winograd_applies(x: Tensor, weight: Tensor) -> bool:
             and winograd_available())
 
 
-def _weight_transform(weight: Tensor) -> Tensor:
-    # (K, C, 3, 3) kernel -> (16, K, C): G w G^T for every (k, c), by kron(G, G) (16 x 9).
-    k, c = weight.shape[:2]
-    return torch.mm(_GG.to(weight), weight.reshape(k * c, 9).t()).view(16, k, c)
-
-
 def _bands(x: Tensor, *channels: int):
     # Per band of the tiles of x: first tile, last tile + 1, and for each of ``channels`` a
     # (16, tiles, c) buffer (the same storage every band).
@@ -121,7 +115,7 @@ def _bands(x: Tensor, *channels: int):
 
 
 def _convolve(x: Tensor, u: Tensor, flipped: bool = False) -> Tensor:
-    # conv2d(x, w, stride 1, padding 1), channels-last, from u = _weight_transform(w); with
+    # conv2d(x, w, stride 1, padding 1), channels-last, from u = G w G^T (16, K, C); with
     # ``flipped``, with w flipped and its channels transposed (the input gradient's).
     ext = _extension()
     n, c, h, w = x.shape
@@ -152,7 +146,9 @@ def _kernel_grad(x: Tensor, grad_y: Tensor) -> Tensor:
 class _Conv3x3Winograd(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight):
-        u = _weight_transform(weight)
+        # (K, C, 3, 3) kernel -> (16, K, C): G w G^T for every (k, c), by kron(G, G) (16 x 9).
+        k, c = weight.shape[:2]
+        u = torch.mm(_GG.to(weight), weight.reshape(k * c, 9).t()).view(16, k, c)
         ctx.save_for_backward(x, u)
         return _convolve(x, u)
 

@@ -87,14 +87,11 @@ def ssd_resnet34(*, strides=(1, 1, 2, 2, 2, 1), norm="BN", stem_out_channels=64,
             "ResNet-34 only; set MODEL.RESNETS.DEPTH 34 (or leave it out).")
     strides = check_strides(strides)
     stem = BasicStem(in_channels=in_channels, out_channels=stem_out_channels, norm=norm)
-    stages = []
-    channels = stem_out_channels
-    # (blocks, out channels, first stride) of res2, res3, res4.
-    for num_blocks, out_channels, first_stride in ((3, 64, 1), (4, 128, 2), (6, 256, 1)):
-        stages.append(ResNet.make_stage(
-            BasicBlock, num_blocks, in_channels=channels, out_channels=out_channels,
-            stride_per_block=[first_stride] + [1] * (num_blocks - 1), norm=norm))
-        channels = out_channels
+    # (blocks, in channels, out channels, first stride) of res2, res3, res4.
+    stages = [ResNet.make_stage(BasicBlock, n, in_channels=cin, out_channels=cout,
+                                stride_per_block=[stride] + [1] * (n - 1), norm=norm)
+              for n, cin, cout, stride in ((3, stem_out_channels, 64, 1), (4, 64, 128, 2),
+                                           (6, 128, 256, 1))]
     backbone = SSDResNet(stem, stages, extra_strides=strides[2:] + (1,), freeze_at=freeze_at)
     if winograd:
         use_winograd(backbone)

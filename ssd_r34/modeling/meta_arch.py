@@ -132,8 +132,8 @@ class SSD(DenseDetector):
             raise ValueError(f"MODEL.SSD.INFERENCE_DTYPE must be one of "
                              f"{sorted(INFERENCE_DTYPES)}, got {inference_dtype!r}.")
         self.inference_dtype = INFERENCE_DTYPES[inference_dtype]
-        # ([(tensor, version)], modes, folded backbone): a tuple, so not a submodule (neither
-        # in the state dict nor moved by .to()); see _backbone_for_inference.
+        # (key, tensors, folded backbone): a tuple, so not a submodule (neither in the state
+        # dict nor moved by .to()); see _backbone_for_inference.
         self._folded_backbone: Optional[tuple] = None
         # Set by attach_backend (ssd_r34/export/): normalised images -> (loc, conf) run in
         # another engine at inference. Not a submodule.
@@ -168,7 +168,6 @@ class SSD(DenseDetector):
             onednn_post_ops=s.ONEDNN_POST_OPS, inference_dtype=s.INFERENCE_DTYPE,
             pixel_mean=cfg.MODEL.PIXEL_MEAN, pixel_std=cfg.MODEL.PIXEL_STD)
 
-    # ---- sizes -------------------------------------------------------------------------
     def head_output_sizes(self, image_size=None) -> List[Tuple[int, int]]:
         """(h, w) of the six head outputs for an input of ``image_size`` (default: the
         configured INPUT.FIXED_SIZE), measured by running the network on shapes only."""
@@ -209,7 +208,6 @@ class SSD(DenseDetector):
         sizes = self.head_output_sizes(image_size)
         return sum(h * w * a for (h, w), a in zip(sizes, self.anchor_generator.num_anchors))
 
-    # ---- forward -----------------------------------------------------------------------
     def preprocess_image(self, batched_inputs):
         """DenseDetector's, but inputs marked ``"image_normalized": True`` (INPUT.RESIZE_IMPL
         "cv2-float") are not normalised again; a batch is all marked or none."""
@@ -223,7 +221,7 @@ class SSD(DenseDetector):
         else:
             images = super().preprocess_image(batched_inputs)
         sizes = set(images.image_sizes)
-        if len(sizes) != 1 or tuple(images.tensor.shape[-2:]) != next(iter(sizes)):
+        if len(sizes) != 1:
             raise ValueError(f"SSD needs every image of a batch at one size, got {sorted(sizes)};"
                              " resize them to INPUT.FIXED_SIZE (the SSD dataset mappers do).")
         return images
@@ -237,8 +235,7 @@ class SSD(DenseDetector):
         if (self.training or not self.fuse_bn_inference or torch.is_grad_enabled()
                 or is_exporting()):
             return self.backbone
-        tensors = [t.detach() for t in
-                   itertools.chain(self.backbone.parameters(), self.backbone.buffers())]
+        tensors = list(itertools.chain(self.backbone.parameters(), self.backbone.buffers()))
         # The oneDNN fusion is part of the copy: the key holds what decides it.
         key = ([(t.data_ptr(), t._version, t.dtype) for t in tensors],
                [m.training for m in self.backbone.modules()], self.inference_dtype,
@@ -251,7 +248,7 @@ class SSD(DenseDetector):
                         and all(t.dtype == torch.float32 for t in tensors if t.is_floating_point())
                         and onednn_fusion_available()):
                     folded = fuse_for_cpu(folded)
-            self._folded_backbone = (key, tensors, folded)
+            self._folded_backbone = (key, [t.detach() for t in tensors], folded)
         return self._folded_backbone[2]
 
     def train(self, mode: bool = True):
@@ -260,11 +257,9 @@ class SSD(DenseDetector):
         return super().train(mode)
 
     def forward_network(self, images: Tensor):
-        """Normalised (N, 3, H, W) images -> (loc (N, R, 4), conf (N, R, K+1), anchors (R, 4)).
-
-        loc and conf are float32 whatever MODEL.SSD.INFERENCE_DTYPE is. With an engine
-        attached (``network_runner``, MODEL.SSD.INFERENCE_BACKEND), inference runs the
-        network there; the default boxes are computed here all the same."""
+        """Normalised (N, 3, H, W) images -> (loc (N, R, 4), conf (N, R, K+1), anchors (R, 4)),
+        loc and conf in float32 whatever MODEL.SSD.INFERENCE_DTYPE is. With an engine attached
+        (``network_runner``), inference runs the network there."""
         if self.network_runner is not None and not self.training and not is_exporting():
             size = tuple(int(s) for s in images.shape[-2:])
             if size not in self._head_sizes:
@@ -315,8 +310,7 @@ class SSD(DenseDetector):
                 for r, x, size in zip(results, batched_inputs, images.image_sizes)]
 
     def forward_training(self, images, features, predictions, gt_instances):
-        """DenseDetector's hook: ``predictions`` = forward_network's (loc, conf, anchors);
-        ``features`` is unused (None). Returns :meth:`losses`."""
+        """DenseDetector's hook: :meth:`losses` of forward_network's ``predictions``."""
         return self.losses(*predictions, gt_instances)
 
     def forward_inference(self, images, features, predictions):
@@ -332,7 +326,6 @@ class SSD(DenseDetector):
                 "interface), or SSDDatasetMapper(cfg, is_train=False) for your own loader.")
         return self.inference(*predictions, size)
 
-    # ---- training ----------------------------------------------------------------------
     def losses(self, loc: Tensor, conf: Tensor, anchors: Tensor,
                gt_instances: List[Instances]) -> Dict[str, Tensor]:
         """The reference's ``Loss``: smooth-L1 on positives, cross-entropy with hard
@@ -380,11 +373,10 @@ class SSD(DenseDetector):
         weight = (num_pos > 0).to(ce.dtype) / num_pos.to(ce.dtype).clamp(min=1e-6)
         return {"loss_box_reg": (loc_loss * weight).mean(), "loss_cls": (conf_loss * weight).mean()}
 
-    # ---- inference ---------------------------------------------------------------------
     def inference(self, loc: Tensor, conf: Tensor, anchors: Tensor,
                   image_size: Tuple[int, int]) -> List[Instances]:
         """The reference's ``decode_batch`` at the network's input size, one image at a time
-        by :func:`postprocess_single_image` (the code export traces). Boxes are not clipped.
+        (:func:`postprocess_single_image`, which export traces). Boxes are not clipped.
 
         Args:
             loc: (N, R, 4); conf: (N, R, K+1); anchors: (R, 4); image_size: (H, W).
