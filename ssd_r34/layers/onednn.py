@@ -36,11 +36,10 @@ class FusedConv(nn.Module):
         args = (self.weight, self.bias, self.padding, self.stride, self.dilation, self.groups)
         if add_relu is None:
             return torch.ops.mkldnn._convolution_pointwise(x, *args, self.unary, [], "")
+        post_ops = ("add", 1.0, "relu", [], "")
         if in_place:
-            return torch.ops.mkldnn._convolution_pointwise_.binary(
-                add_relu, x, *args, "add", 1.0, "relu", [], "")
-        return torch.ops.mkldnn._convolution_pointwise.binary(
-            x, add_relu, *args, "add", 1.0, "relu", [], "")
+            return torch.ops.mkldnn._convolution_pointwise_.binary(add_relu, x, *args, *post_ops)
+        return torch.ops.mkldnn._convolution_pointwise.binary(x, add_relu, *args, *post_ops)
 
 
 class FusedBasicBlock(nn.Module):

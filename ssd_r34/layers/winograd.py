@@ -188,13 +188,9 @@ class WinogradConv2d(Conv2d):
         if not winograd_applies(x, self.weight):
             return super().forward(x)
         x = conv3x3_winograd(x, self.weight)
-        if self.bias is not None:
-            x = x + self.bias.view(1, -1, 1, 1)
-        if self.norm is not None:
-            x = self.norm(x)
-        if self.activation is not None:
-            x = self.activation(x)
-        return x
+        x = x if self.bias is None else x + self.bias.view(1, -1, 1, 1)
+        x = x if self.norm is None else self.norm(x)
+        return x if self.activation is None else self.activation(x)
 
 
 def use_winograd(module: nn.Module) -> int:

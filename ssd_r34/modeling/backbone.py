@@ -3,9 +3,7 @@ with res4 at stride 1, followed by the five SSD extra blocks (the MLPerf referen
 mlcommons/inference ``vision/classification_and_detection/python/models/ssd_r34.py``).
 
 Module names are Detectron2's (``stem.conv1``, ``res2.0.conv1.norm`` ...), so its
-checkpoint heuristics apply; the extra blocks ``extra0`` .. ``extra4`` are ``conv1`` (1x1)
-and ``conv2`` (3x3) with bias and ReLU, no norm. Shapes: N images, C channels, (h, w) a
-feature map's size.
+checkpoint heuristics apply. Shapes: N images, C channels, (h, w) a feature map's size.
 """
 from collections import OrderedDict
 
@@ -43,7 +41,8 @@ def check_strides(strides):
 
 
 def extra_block(in_channels, mid_channels, out_channels, stride, padding) -> nn.Sequential:
-    """``conv1`` Conv1x1(in, mid) + ReLU, ``conv2`` Conv3x3(mid, out, stride, padding) + ReLU."""
+    """``conv1`` Conv1x1(in, mid) + ReLU, ``conv2`` Conv3x3(mid, out, stride, padding) + ReLU,
+    with bias, no norm."""
     convs = OrderedDict(
         conv1=Conv2d(in_channels, mid_channels, kernel_size=1, activation=F.relu),
         conv2=Conv2d(mid_channels, out_channels, kernel_size=3, stride=stride, padding=padding,

@@ -14,8 +14,7 @@ from detectron2.utils.registry import Registry
 from ..layers import conv2d_sparse_grad, is_exporting
 from .backbone import check_strides
 
-# Heads by MODEL.SSD.HEAD_NAME, called with (cfg, input_shapes: list[ShapeSpec],
-# num_anchors: list[int]).
+# Heads by MODEL.SSD.HEAD_NAME, called as build_ssd_head calls them.
 SSD_HEAD_REGISTRY = Registry("SSD_HEAD")
 
 
