@@ -107,7 +107,7 @@ def _bands(x: Tensor, *channels: int):
     # (16, tiles, c) buffer (the same storage every band).
     n, _, h, w = x.shape
     tiles = n * ((h + 1) // 2) * ((w + 1) // 2)
-    band = min(max(1, BAND_BYTES // (16 * 4 * max(channels))), tiles)
+    band = max(1, min(BAND_BYTES // (16 * 4 * max(channels)), tiles))
     bufs = [x.new_empty(16 * band * c) for c in channels]
     for t0 in range(0, tiles, band):
         t = min(band, tiles - t0)

@@ -51,7 +51,7 @@ def hard_negative_mask(ce: Tensor, positive: Tensor, neg_pos_ratio: int) -> Tens
     """The k = min(ratio * P, R) boxes with the largest loss after zeroing positives,
     per image: one sort (the reference sorts twice to rank) and a scatter. A full sort, not
     ``topk``: k differs per image and lives on the device (``topk`` would synchronise every
-    step). Ties do not matter: tied boxes have the same loss, so the same sum.
+    step; docs/speed.md). Ties do not matter: tied boxes have the same loss, so the same sum.
 
     Args:
         ce: (N, R) classification loss of every default box; positive: (N, R) bool;

@@ -360,8 +360,7 @@ class SSD(DenseDetector):
             ).view(N, R, 4)
             deltas = torch.where(positive[..., None], deltas, torch.zeros_like(deltas))
 
-        loc = loc.float()
-        conf = conf.float()
+        loc, conf = loc.float(), conf.float()
         loc_loss = F.smooth_l1_loss(loc, deltas, beta=1.0, reduction="none").sum(dim=2)
         loc_loss = (loc_loss * positive).sum(dim=1)
         ce = F.cross_entropy(conf.reshape(N * R, -1), labels.reshape(-1),
