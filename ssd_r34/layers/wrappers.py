@@ -1,6 +1,7 @@
 """Small helpers every room may ask, at the bottom of the import graph (as
 ``detectron2/layers/wrappers.py`` holds its tracing check): the export check and the
-helpers of the config checks (modeling/meta_arch.py, data/transforms.py)."""
+helpers of the config checks (modeling/meta_arch.py, data/transforms.py), which refuse a
+setting that cannot work naming the key and a value that works (docs/validation.md)."""
 import math
 
 import torch
@@ -15,8 +16,6 @@ def is_exporting() -> bool:
             or torch.onnx.is_in_onnx_export())
 
 
-# Settings that cannot work are refused when the model or the loader is built, naming the
-# key and a value that works (docs/validation.md).
 def is_number(x) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
