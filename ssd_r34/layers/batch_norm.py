@@ -9,10 +9,9 @@ __all__ = ["fold_batch_norms"]
 
 
 def _foldable_norm(norm) -> bool:
-    if isinstance(norm, FrozenBatchNorm2d):
-        return True
-    return (isinstance(norm, nn.modules.batchnorm._BatchNorm) and not norm.training
-            and norm.running_mean is not None and norm.running_var is not None)
+    return isinstance(norm, FrozenBatchNorm2d) or (
+        isinstance(norm, nn.modules.batchnorm._BatchNorm) and not norm.training
+        and norm.running_mean is not None)
 
 
 @torch.no_grad()

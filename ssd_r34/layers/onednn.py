@@ -2,6 +2,7 @@
 BatchNorm-folded copy of the backbone, each ReLU and residual addition runs inside the
 convolution before it (``torch.ops.mkldnn._convolution_pointwise``; docs/layers.md)."""
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from detectron2.layers import Conv2d
@@ -12,13 +13,11 @@ __all__ = ["onednn_fusion_available", "fuse_for_cpu"]
 
 def onednn_fusion_available() -> bool:
     """Whether this PyTorch build has oneDNN with the fused convolution operator."""
-    if not torch.backends.mkldnn.is_available():
-        return False
     try:
-        torch.ops.mkldnn._convolution_pointwise.binary  # noqa: B018
+        return (torch.backends.mkldnn.is_available()
+                and torch.ops.mkldnn._convolution_pointwise.binary is not None)
     except (AttributeError, RuntimeError):
         return False
-    return True
 
 
 class FusedConv(nn.Module):
@@ -37,11 +36,10 @@ class FusedConv(nn.Module):
         args = (self.weight, self.bias, self.padding, self.stride, self.dilation, self.groups)
         if add_relu is None:
             return torch.ops.mkldnn._convolution_pointwise(x, *args, self.unary, [], "")
+        post_ops = ("add", 1.0, "relu", [], "")
         if in_place:
-            return torch.ops.mkldnn._convolution_pointwise_.binary(
-                add_relu, x, *args, "add", 1.0, "relu", [], "")
-        return torch.ops.mkldnn._convolution_pointwise.binary(
-            x, add_relu, *args, "add", 1.0, "relu", [], "")
+            return torch.ops.mkldnn._convolution_pointwise_.binary(add_relu, x, *args, *post_ops)
+        return torch.ops.mkldnn._convolution_pointwise.binary(x, add_relu, *args, *post_ops)
 
 
 class FusedBasicBlock(nn.Module):
@@ -72,16 +70,12 @@ class FusedStem(nn.Module):
         self.conv1 = FusedConv(stem.conv1, relu=True)
 
     def forward(self, x):
-        return torch.nn.functional.max_pool2d(self.conv1(x), kernel_size=3, stride=2, padding=1)
-
-
-def _is_relu(fn) -> bool:
-    return fn is torch.nn.functional.relu or fn is torch.nn.functional.relu_
+        return F.max_pool2d(self.conv1(x), kernel_size=3, stride=2, padding=1)
 
 
 def _convertible(conv) -> bool:
     return (isinstance(conv, Conv2d) and conv.norm is None and conv.padding_mode == "zeros"
-            and (conv.activation is None or _is_relu(conv.activation)))
+            and conv.activation in (None, F.relu, F.relu_))
 
 
 @torch.no_grad()

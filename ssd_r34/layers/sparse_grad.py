@@ -11,22 +11,6 @@ __all__ = ["DENSE_FRACTION", "conv2d_sparse_grad"]
 DENSE_FRACTION = 0.5
 
 
-def _patch_rows(active: Tensor, hw: Tuple[int, int], kernel: Tuple[int, int],
-                stride: Tuple[int, int], padding: Tuple[int, int]) -> Tuple[Tensor, Tensor]:
-    # Per active output location (n, y, x): the rows of the NHWC input flattened to
-    # (N * H * W, C) of its patch, (P * kh * kw,) kernel positions row-major, and whether
-    # each lies inside the image (outside: in the zero padding).
-    n, oy, ox = active.unbind(1)
-    h, w = hw
-    ky = torch.arange(kernel[0], device=active.device)
-    kx = torch.arange(kernel[1], device=active.device)
-    iy = (oy * stride[0] - padding[0])[:, None, None] + ky[None, :, None]  # (P, kh, 1)
-    ix = (ox * stride[1] - padding[1])[:, None, None] + kx[None, None, :]  # (P, 1, kw)
-    inside = ((iy >= 0) & (iy < h) & (ix >= 0) & (ix < w)).flatten()
-    rows = ((n[:, None, None] * h + iy) * w + ix).flatten()
-    return rows, inside
-
-
 class _Conv2dSparseGrad(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias, stride, padding):
@@ -51,8 +35,15 @@ class _Conv2dSparseGrad(torch.autograd.Function):
             return gx, gw, gb, None, None
 
         g = grad_out.permute(0, 2, 3, 1)[idx.unbind(1)]  # (P, Cout)
-        rows, inside = _patch_rows(idx, (H, W), (kh, kw), stride, padding)
-        rows = torch.where(inside, rows, N * H * W)
+        # Per active location (n, y, x): the rows of its patch in the NHWC input flattened to
+        # (N * H * W, C), (P * kh * kw,) kernel positions row-major; outside the image (in
+        # the zero padding): row N * H * W.
+        n, oy, ox = idx.unbind(1)
+        ky, kx = torch.arange(kh, device=x.device), torch.arange(kw, device=x.device)
+        iy = (oy * stride[0] - padding[0])[:, None, None] + ky[None, :, None]  # (P, kh, 1)
+        ix = (ox * stride[1] - padding[1])[:, None, None] + kx[None, None, :]  # (P, 1, kw)
+        inside = ((iy >= 0) & (iy < H) & (ix >= 0) & (ix < W)).flatten()
+        rows = torch.where(inside, ((n[:, None, None] * H + iy) * W + ix).flatten(), N * H * W)
         gx = gw = gb = None
         if ctx.needs_input_grad[1]:
             x_rows = x.permute(0, 2, 3, 1).reshape(N * H * W, C)  # a view if channels-last

@@ -17,10 +17,10 @@ from .wrappers import is_exporting
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["conv3x3_winograd", "winograd_available", "winograd_applies", "winograd_channels",
-           "WinogradConv2d", "use_winograd"]
+__all__ = ["conv3x3_winograd", "winograd_available", "winograd_applies", "WinogradConv2d",
+           "use_winograd"]
 
-# Channels where the products save more than the transforms cost (docs/layers.md).
+# Channels (both sides, one side) where the products save more than the transforms cost.
 MIN_CHANNELS, MIN_WIDE_CHANNELS = 128, 256
 # Bytes of one band's transformed tiles (16 x tiles x channels, float32).
 BAND_BYTES = 16 << 20
@@ -34,29 +34,25 @@ _FLIPPED = [4 * pi + pj for pi in (3, 1, 2, 0) for pj in (3, 1, 2, 0)]
 
 
 def _isa_tag() -> str:
-    """A short tag of this CPU's instruction set (the build uses -march=native)."""
-    flags = platform.machine()
+    # A short tag of this CPU's instruction set (the build uses -march=native).
     try:
         with open("/proc/cpuinfo") as f:
-            flags += next((line for line in f if line.startswith(("flags", "Features"))), "")
+            flags = next((line for line in f if line.startswith(("flags", "Features"))), "")
     except OSError:
-        flags += platform.processor()
-    return hashlib.sha1(flags.encode()).hexdigest()[:10]
-
-
-def source_sha(path: str) -> str:
-    """First 16 hex digits of the SHA-256 of a file (setup.py stamps the prebuilt module)."""
-    with open(path, "rb") as f:
-        return hashlib.sha256(f.read()).hexdigest()[:16]
+        flags = platform.processor()
+    return hashlib.sha1((platform.machine() + flags).encode()).hexdigest()[:10]
 
 
 def _prebuilt(source: str):
-    # The module the package build made (setup.py), if built from this winograd.cpp.
+    # The module the package build made, if built from this winograd.cpp (setup.py stamps
+    # it with the first 16 hex digits of the source's SHA-256).
     try:
         from . import _winograd_C as ext
     except ImportError:
         return None
-    if getattr(ext, "source_sha", None) != source_sha(source):
+    with open(source, "rb") as f:
+        sha = hashlib.sha256(f.read()).hexdigest()[:16]
+    if getattr(ext, "source_sha", None) != sha:
         logger.info("The prebuilt Winograd transforms come from another winograd.cpp: "
                     "building them again.")
         return None
@@ -91,12 +87,6 @@ def _extension():
         cpp_logger.setLevel(level)
 
 
-def winograd_channels(in_channels: int, out_channels: int) -> bool:
-    """Whether a 3x3 stride-1 convolution with these channels gains from Winograd here."""
-    return (min(in_channels, out_channels) >= MIN_CHANNELS
-            and max(in_channels, out_channels) >= MIN_WIDE_CHANNELS)
-
-
 def winograd_available() -> bool:
     """Whether the C++ transforms are built (builds them on the first call)."""
     return _extension() is not None
@@ -112,41 +102,26 @@ def winograd_applies(x: Tensor, weight: Tensor) -> bool:
             and winograd_available())
 
 
-def _weight_transform(weight: Tensor) -> Tensor:
-    # (K, C, 3, 3) kernel -> (16, K, C): G w G^T for every (k, c), by kron(G, G) (16 x 9).
-    k, c = weight.shape[:2]
-    return torch.mm(_GG.to(weight), weight.reshape(k * c, 9).t()).view(16, k, c)
-
-
-def _weight_grad_untransform(grad_u: Tensor) -> Tensor:
-    # (16, K, C) gradient of the transformed kernel -> (K, C, 3, 3): G^T dU G.
-    _, k, c = grad_u.shape
-    return torch.mm(grad_u.view(16, k * c).t(), _GG.to(grad_u)).view(k, c, 3, 3)
-
-
-def _bands(x: Tensor, channels: int):
-    # (first tile, last tile + 1) of each band of the tiles of x, and the band size.
+def _bands(x: Tensor, *channels: int):
+    # Per band of the tiles of x: first tile, last tile + 1, and for each of ``channels`` a
+    # (16, tiles, c) buffer (the same storage every band).
     n, _, h, w = x.shape
     tiles = n * ((h + 1) // 2) * ((w + 1) // 2)
-    band = max(1, BAND_BYTES // (16 * 4 * channels))
-    return [(t0, min(t0 + band, tiles)) for t0 in range(0, tiles, band)], min(band, tiles)
-
-
-def _band(buf: Tensor, tiles: int, channels: int) -> Tensor:  # (16, tiles, channels)
-    return buf[:16 * tiles * channels].view(16, tiles, channels)
+    band = max(1, min(BAND_BYTES // (16 * 4 * max(channels)), tiles))
+    bufs = [x.new_empty(16 * band * c) for c in channels]
+    for t0 in range(0, tiles, band):
+        t = min(band, tiles - t0)
+        yield t0, t0 + t, [b[:16 * t * c].view(16, t, c) for b, c in zip(bufs, channels)]
 
 
 def _convolve(x: Tensor, u: Tensor, flipped: bool = False) -> Tensor:
-    # conv2d(x, w, stride 1, padding 1), channels-last, from u = _weight_transform(w); with
+    # conv2d(x, w, stride 1, padding 1), channels-last, from u = G w G^T (16, K, C); with
     # ``flipped``, with w flipped and its channels transposed (the input gradient's).
     ext = _extension()
     n, c, h, w = x.shape
     k = u.shape[2] if flipped else u.shape[1]
     y = torch.empty(n, k, h, w, dtype=x.dtype, memory_format=torch.channels_last)
-    bands, band = _bands(x, max(c, k))
-    v_buf, m_buf = x.new_empty(16 * band * c), x.new_empty(16 * band * k)
-    for t0, t1 in bands:
-        v, m = _band(v_buf, t1 - t0, c), _band(m_buf, t1 - t0, k)
+    for t0, t1, (v, m) in _bands(x, c, k):
         ext.input_transform(x, t0, t1, v)
         for i in range(16):
             torch.mm(v[i], u[_FLIPPED[i]] if flipped else u[i].t(), out=m[i])
@@ -158,22 +133,22 @@ def _kernel_grad(x: Tensor, grad_y: Tensor) -> Tensor:
     # Gradient of the (K, C, 3, 3) kernel of conv2d(x, w, stride 1, padding 1).
     ext = _extension()
     c, k = x.shape[1], grad_y.shape[1]
-    bands, band = _bands(x, max(c, k))
-    v_buf, g_buf = x.new_empty(16 * band * c), x.new_empty(16 * band * k)
     grad_u = x.new_zeros(16, k, c)
-    for t0, t1 in bands:
-        v, g = _band(v_buf, t1 - t0, c), _band(g_buf, t1 - t0, k)
+    for t0, t1, (v, g) in _bands(x, c, k):
         ext.input_transform(x, t0, t1, v)
         ext.output_grad_transform(grad_y, t0, t1, g)
         for i in range(16):
             grad_u[i].addmm_(g[i].t(), v[i])
-    return _weight_grad_untransform(grad_u)
+    # The gradient of the transformed kernel back to (K, C, 3, 3): G^T dU G.
+    return torch.mm(grad_u.view(16, k * c).t(), _GG.to(grad_u)).view(k, c, 3, 3)
 
 
 class _Conv3x3Winograd(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight):
-        u = _weight_transform(weight)
+        # (K, C, 3, 3) kernel -> (16, K, C): G w G^T for every (k, c), by kron(G, G) (16 x 9).
+        k, c = weight.shape[:2]
+        u = torch.mm(_GG.to(weight), weight.reshape(k * c, 9).t()).view(16, k, c)
         ctx.save_for_backward(x, u)
         return _convolve(x, u)
 
@@ -213,29 +188,22 @@ class WinogradConv2d(Conv2d):
         if not winograd_applies(x, self.weight):
             return super().forward(x)
         x = conv3x3_winograd(x, self.weight)
-        if self.bias is not None:
-            x = x + self.bias.view(1, -1, 1, 1)
-        if self.norm is not None:
-            x = self.norm(x)
-        if self.activation is not None:
-            x = self.activation(x)
-        return x
-
-
-def _winograd_eligible(conv) -> bool:
-    return (type(conv) is Conv2d and conv.kernel_size == (3, 3) and conv.stride == (1, 1)
-            and conv.padding == (1, 1) and conv.dilation == (1, 1) and conv.groups == 1
-            and conv.padding_mode == "zeros"
-            and winograd_channels(conv.in_channels, conv.out_channels))
+        x = x if self.bias is None else x + self.bias.view(1, -1, 1, 1)
+        x = x if self.norm is None else self.norm(x)
+        return x if self.activation is None else self.activation(x)
 
 
 def use_winograd(module: nn.Module) -> int:
     """Make every 3x3 stride-1 ``Conv2d`` under ``module`` whose channels gain
-    (``winograd_channels``) a ``WinogradConv2d``, in place; returns how many. No state is
-    added and no random number drawn: a seed gives the same weights either way."""
+    (``MIN_CHANNELS``, ``MIN_WIDE_CHANNELS``) a ``WinogradConv2d``, in place; returns how many.
+    No state is added and no random number drawn: a seed gives the same weights either way."""
     count = 0
     for m in module.modules():
-        if _winograd_eligible(m):
+        if (type(m) is Conv2d and m.kernel_size == (3, 3) and m.stride == (1, 1)
+                and m.padding == (1, 1) and m.dilation == (1, 1) and m.groups == 1
+                and m.padding_mode == "zeros"
+                and min(m.in_channels, m.out_channels) >= MIN_CHANNELS
+                and max(m.in_channels, m.out_channels) >= MIN_WIDE_CHANNELS):
             m.__class__ = WinogradConv2d
             count += 1
     return count

@@ -1,28 +1,21 @@
 """Small helpers every room may ask, at the bottom of the import graph (as
 ``detectron2/layers/wrappers.py`` holds its tracing check): the export check and the
-helpers of the config checks (modeling/meta_arch.py, data/transforms.py)."""
+helpers of the config checks (modeling/meta_arch.py, data/transforms.py), which refuse a
+setting that cannot work naming the key and a value that works (docs/validation.md)."""
 import math
 
 import torch
 
-__all__ = ["is_exporting", "is_exporting_onnx", "refuse", "is_number", "is_int",
-           "check_numbers", "check_fixed_size"]
-
-
-def is_exporting_onnx() -> bool:
-    """Whether an ONNX export is tracing the model."""
-    return torch.onnx.is_in_onnx_export()
+__all__ = ["is_exporting", "refuse", "is_number", "is_int", "check_numbers", "check_fixed_size"]
 
 
 def is_exporting() -> bool:
     """Whether the model is being traced, scripted, compiled or exported to ONNX (the
     speed options that swap modules or layouts step aside then)."""
     return (torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling()
-            or is_exporting_onnx())
+            or torch.onnx.is_in_onnx_export())
 
 
-# Settings that cannot work are refused when the model or the loader is built, naming the
-# key and a value that works (docs/validation.md).
 def is_number(x) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
@@ -36,13 +29,11 @@ def refuse(key: str, value, need: str, example: str):
 
 
 def check_numbers(key, value, n, need, example, ok=lambda v: True):
-    try:
-        values = list(value)
-    except TypeError:
+    # ``value`` as a list of ``n`` finite numbers that pass ``ok``; refused otherwise.
+    if not isinstance(value, (list, tuple)) or len(value) != n or not all(
+            is_number(v) and ok(v) for v in value):
         refuse(key, value, need, example)
-    if (n is not None and len(values) != n) or not all(is_number(v) and ok(v) for v in values):
-        refuse(key, value, need, example)
-    return values
+    return list(value)
 
 
 def check_fixed_size(cfg):

@@ -8,6 +8,7 @@ from typing import Dict, List, Sequence, Tuple
 
 import torch
 from torch import nn
+from torchvision.ops import box_convert
 
 from detectron2.config import configurable
 from detectron2.modeling.anchor_generator import ANCHOR_GENERATOR_REGISTRY
@@ -55,8 +56,6 @@ class SSDAnchorGenerator(nn.Module):
         """Default boxes per location, per level ([4, 6, 6, 6, 4, 4] for SSD-R34)."""
         return [2 + 2 * len(r) for r in self.aspect_ratios]
 
-    num_cell_anchors = num_anchors  # Detectron2's name
-
     def centre_form(self, image_size, feature_sizes) -> torch.Tensor:
         """(R, 4) float64 normalised (cx, cy, w, h), clamped to [0, 1], for ``image_size``
         (H, W) and per level ``feature_sizes`` (h, w)."""
@@ -70,10 +69,9 @@ class SSDAnchorGenerator(nn.Module):
             cy = (torch.arange(fh, dtype=torch.float64) + 0.5) / fk_h
             cx = (torch.arange(fw, dtype=torch.float64) + 0.5) / fk_w
             cy, cx = torch.meshgrid(cy, cx, indexing="ij")  # (fh, fw)
-            n = len(wh)
-            boxes = torch.stack([cx.expand(n, fh, fw), cy.expand(n, fh, fw),
-                                 wh[:, 0, None, None].expand(n, fh, fw),
-                                 wh[:, 1, None, None].expand(n, fh, fw)], dim=-1)
+            shape = (len(wh), fh, fw, 2)
+            boxes = torch.cat([torch.stack([cx, cy], dim=-1).expand(shape),
+                               wh[:, None, None].expand(shape)], dim=-1)  # (A, fh, fw, 4)
             levels.append(boxes.reshape(-1, 4))
         return torch.cat(levels).clamp_(0, 1)
 
@@ -87,9 +85,6 @@ class SSDAnchorGenerator(nn.Module):
         """
         image_size = (int(image_size[0]), int(image_size[1]))
         feature_sizes = tuple((int(h), int(w)) for h, w in feature_sizes)
-        if len(feature_sizes) != len(self.aspect_ratios):
-            raise ValueError(f"{len(feature_sizes)} feature maps for "
-                             f"{len(self.aspect_ratios)} levels of default boxes")
         key = (image_size, feature_sizes, str(device))
         boxes = self._cache.get(key)
         if boxes is None:
@@ -98,8 +93,6 @@ class SSDAnchorGenerator(nn.Module):
             # cached boxes serve training as well.
             with torch.inference_mode(False), torch.no_grad():
                 c = self.centre_form(image_size, feature_sizes).to(torch.float32)
-                scale = c.new_tensor([W, H, W, H])
-                half = c[:, 2:] / 2
-                boxes = (torch.cat([c[:, :2] - half, c[:, :2] + half], dim=1) * scale).to(device)
+                boxes = (box_convert(c, "cxcywh", "xyxy") * c.new_tensor([W, H, W, H])).to(device)
             self._cache[key] = boxes
         return boxes

@@ -3,18 +3,18 @@ with res4 at stride 1, followed by the five SSD extra blocks (the MLPerf referen
 mlcommons/inference ``vision/classification_and_detection/python/models/ssd_r34.py``).
 
 Module names are Detectron2's (``stem.conv1``, ``res2.0.conv1.norm`` ...), so its
-checkpoint heuristics apply; the extra blocks ``extra0`` .. ``extra4`` are ``conv1`` (1x1)
-and ``conv2`` (3x3) with bias and ReLU, no norm. Shapes: N images, C channels, (h, w) a
-feature map's size.
+checkpoint heuristics apply. Shapes: N images, C channels, (h, w) a feature map's size.
 """
+from collections import OrderedDict
+
 import torch.nn.functional as F
 from torch import nn
 
-from detectron2.layers import Conv2d, ShapeSpec
+from detectron2.layers import Conv2d
 from detectron2.modeling import BACKBONE_REGISTRY
 from detectron2.modeling.backbone.resnet import BasicBlock, BasicStem, ResNet
 
-from ..layers import WinogradConv2d, use_winograd, winograd_available
+from ..layers import use_winograd, winograd_available
 
 # (in, mid, out, 3x3 padding) of the five extra blocks; their 3x3 strides are
 # MODEL.SSD.STRIDES[2:] and 1 for the last block.
@@ -40,19 +40,16 @@ def check_strides(strides):
     return strides
 
 
-class ExtraBlock(nn.Module):
-    """Conv1x1(in, mid) + ReLU + Conv3x3(mid, out, stride, padding) + ReLU."""
-
-    def __init__(self, in_channels, mid_channels, out_channels, stride, padding):
-        super().__init__()
-        self.conv1 = Conv2d(in_channels, mid_channels, kernel_size=1, activation=F.relu)
-        self.conv2 = Conv2d(mid_channels, out_channels, kernel_size=3, stride=stride,
-                            padding=padding, activation=F.relu)
-        for conv in (self.conv1, self.conv2):
-            nn.init.xavier_uniform_(conv.weight)
-
-    def forward(self, x):
-        return self.conv2(self.conv1(x))
+def extra_block(in_channels, mid_channels, out_channels, stride, padding) -> nn.Sequential:
+    """``conv1`` Conv1x1(in, mid) + ReLU, ``conv2`` Conv3x3(mid, out, stride, padding) + ReLU,
+    with bias, no norm."""
+    convs = OrderedDict(
+        conv1=Conv2d(in_channels, mid_channels, kernel_size=1, activation=F.relu),
+        conv2=Conv2d(mid_channels, out_channels, kernel_size=3, stride=stride, padding=padding,
+                     activation=F.relu))
+    for conv in convs.values():
+        nn.init.xavier_uniform_(conv.weight)
+    return nn.Sequential(convs)
 
 
 class SSDResNet(ResNet):
@@ -63,15 +60,10 @@ class SSDResNet(ResNet):
         self._out_features = list(SSD_FEATURES)
         stride = self._out_feature_strides["res4"]
         for i, ((cin, mid, cout, pad), s) in enumerate(zip(EXTRA_BLOCKS, extra_strides)):
-            self.add_module(f"extra{i}", ExtraBlock(cin, mid, cout, s, pad))
+            self.add_module(f"extra{i}", extra_block(cin, mid, cout, s, pad))
             stride *= s
             self._out_feature_strides[f"extra{i}"] = stride
             self._out_feature_channels[f"extra{i}"] = cout
-
-    @property
-    def size_divisibility(self):
-        # The image reaches the network exactly at INPUT.FIXED_SIZE: no padding.
-        return 0
 
     def forward(self, x):
         x = super().forward(x)["res4"]
@@ -80,11 +72,6 @@ class SSDResNet(ResNet):
             x = getattr(self, name)(x)
             outputs[name] = x
         return outputs
-
-    def output_shape(self):
-        return {name: ShapeSpec(channels=self._out_feature_channels[name],
-                                stride=self._out_feature_strides[name])
-                for name in self._out_features}
 
 
 def ssd_resnet34(*, strides=(1, 1, 2, 2, 2, 1), norm="BN", stem_out_channels=64,
@@ -99,14 +86,11 @@ def ssd_resnet34(*, strides=(1, 1, 2, 2, 2, 1), norm="BN", stem_out_channels=64,
             "ResNet-34 only; set MODEL.RESNETS.DEPTH 34 (or leave it out).")
     strides = check_strides(strides)
     stem = BasicStem(in_channels=in_channels, out_channels=stem_out_channels, norm=norm)
-    stages = []
-    channels = stem_out_channels
-    # (blocks, out channels, first stride) of res2, res3, res4.
-    for num_blocks, out_channels, first_stride in ((3, 64, 1), (4, 128, 2), (6, 256, 1)):
-        stages.append(ResNet.make_stage(
-            BasicBlock, num_blocks, in_channels=channels, out_channels=out_channels,
-            stride_per_block=[first_stride] + [1] * (num_blocks - 1), norm=norm))
-        channels = out_channels
+    # (blocks, in channels, out channels, first stride) of res2, res3, res4.
+    stages = [ResNet.make_stage(BasicBlock, n, in_channels=cin, out_channels=cout,
+                                stride_per_block=[stride] + [1] * (n - 1), norm=norm)
+              for n, cin, cout, stride in ((3, stem_out_channels, 64, 1), (4, 64, 128, 2),
+                                           (6, 128, 256, 1))]
     backbone = SSDResNet(stem, stages, extra_strides=strides[2:] + (1,), freeze_at=freeze_at)
     if winograd:
         use_winograd(backbone)
@@ -126,7 +110,6 @@ def build_ssd_resnet34_backbone(cfg, input_shape):
         stem_out_channels=cfg.MODEL.RESNETS.STEM_OUT_CHANNELS,
         freeze_at=cfg.MODEL.BACKBONE.FREEZE_AT, in_channels=input_shape.channels,
         winograd=cfg.MODEL.SSD.WINOGRAD, depth=cfg.MODEL.RESNETS.DEPTH)
-    if cfg.MODEL.SSD.WINOGRAD and cfg.MODEL.DEVICE.startswith("cpu") and any(
-            isinstance(m, WinogradConv2d) for m in backbone.modules()):
-        winograd_available()  # build the C++ transforms now, not in the first step
+    if cfg.MODEL.SSD.WINOGRAD and cfg.MODEL.DEVICE.startswith("cpu"):
+        winograd_available()  # build the C++ transforms now (res4 uses them), not in a step
     return backbone

@@ -7,6 +7,7 @@ from typing import Tuple
 
 import torch
 from torch import Tensor
+from torchvision.ops import box_iou
 
 __all__ = ["batched_pairwise_iou", "match_default_boxes", "hard_negative_mask"]
 
@@ -18,13 +19,7 @@ def batched_pairwise_iou(gt: Tensor, anchors: Tensor) -> Tensor:
     Returns:
         (N, G, R) IoU of every ``gt`` box with every anchor.
     """
-    lt = torch.max(gt[:, :, None, :2], anchors[None, None, :, :2])
-    rb = torch.min(gt[:, :, None, 2:], anchors[None, None, :, 2:])
-    wh = (rb - lt).clamp(min=0)
-    inter = wh[..., 0] * wh[..., 1]
-    area_gt = (gt[..., 2] - gt[..., 0]) * (gt[..., 3] - gt[..., 1])
-    area_a = (anchors[:, 2] - anchors[:, 0]) * (anchors[:, 3] - anchors[:, 1])
-    return inter / (area_gt[:, :, None] + area_a[None, None] - inter)
+    return box_iou(gt.reshape(-1, 4), anchors).view(*gt.shape[:2], -1)
 
 
 def match_default_boxes(gt_boxes: Tensor, gt_valid: Tensor, anchors: Tensor,
@@ -54,7 +49,9 @@ def match_default_boxes(gt_boxes: Tensor, gt_valid: Tensor, anchors: Tensor,
 
 def hard_negative_mask(ce: Tensor, positive: Tensor, neg_pos_ratio: int) -> Tensor:
     """The k = min(ratio * P, R) boxes with the largest loss after zeroing positives,
-    per image: one sort (the reference sorts twice to rank) and a scatter.
+    per image: one sort (the reference sorts twice to rank) and a scatter. A full sort, not
+    ``topk``: k differs per image and lives on the device (``topk`` would synchronise every
+    step; docs/speed.md). Ties do not matter: tied boxes have the same loss, so the same sum.
 
     Args:
         ce: (N, R) classification loss of every default box; positive: (N, R) bool;
@@ -62,12 +59,6 @@ def hard_negative_mask(ce: Tensor, positive: Tensor, neg_pos_ratio: int) -> Tens
     Returns:
         (N, R) bool, the mined negatives (possibly positives too where k exceeds the
         negatives: the caller adds the two masks as the reference does).
-
-    Why a full sort rather than ``topk(k_max)``: k differs per image and lives on the
-    device; ``topk`` needs k_max as a Python int, i.e. a host-device synchronisation every
-    step on a GPU, to save a sort of R (8732 to 25276) numbers per image, which costs about
-    a millisecond a batch on CPU (under 0.1% of a training step). Ties do not matter: tied
-    boxes have the same loss, so the sum is the same whichever of them is taken.
     """
     num_boxes = ce.shape[1]
     k = (positive.sum(dim=1) * neg_pos_ratio).clamp(max=num_boxes)

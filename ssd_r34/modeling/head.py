@@ -14,8 +14,7 @@ from detectron2.utils.registry import Registry
 from ..layers import conv2d_sparse_grad, is_exporting
 from .backbone import check_strides
 
-# Heads by MODEL.SSD.HEAD_NAME, called with (cfg, input_shapes: list[ShapeSpec],
-# num_anchors: list[int]).
+# Heads by MODEL.SSD.HEAD_NAME, called as build_ssd_head calls them.
 SSD_HEAD_REGISTRY = Registry("SSD_HEAD")
 
 
@@ -71,12 +70,9 @@ class SSDHead(nn.Module):
         return ([self._conv(loc, x) for loc, x in zip(self.loc, features)],
                 [self._conv(conf, x) for conf, x in zip(self.conf, features)])
 
-    def _sparse_backward_applies(self, x) -> bool:
-        return (self.sparse_backward and self.training and torch.is_grad_enabled()
-                and x.device.type == "cpu" and x.dtype == torch.float32
-                and not torch.is_autocast_enabled("cpu") and not is_exporting())
-
     def _conv(self, conv, x):
-        if self._sparse_backward_applies(x):
+        if (self.sparse_backward and self.training and torch.is_grad_enabled()
+                and x.device.type == "cpu" and x.dtype == torch.float32
+                and not torch.is_autocast_enabled("cpu") and not is_exporting()):
             return conv2d_sparse_grad(x, conv.weight, conv.bias, conv.stride, conv.padding)
         return conv(x)

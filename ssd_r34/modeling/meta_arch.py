@@ -7,6 +7,7 @@ Shapes: N images, R default boxes, G ground truths per image, K classes, A boxes
 """
 import contextlib
 import copy
+import functools
 import itertools
 from typing import Dict, List, Optional, Tuple
 
@@ -21,8 +22,8 @@ from detectron2.modeling.box_regression import Box2BoxTransform
 from detectron2.modeling.meta_arch.dense_detector import DenseDetector
 from detectron2.structures import Boxes, ImageList, Instances
 
-from ..layers import (check_fixed_size, check_numbers, fold_batch_norms, fuse_for_cpu, is_int,
-                      is_exporting, is_number, onednn_fusion_available, refuse)
+from ..layers import (check_fixed_size, fold_batch_norms, fuse_for_cpu, is_exporting, is_int,
+                      is_number, onednn_fusion_available, refuse)
 from .backbone import SSD_FEATURES
 from .box_ops import hard_negative_mask, match_default_boxes
 from .head import build_ssd_head
@@ -34,58 +35,58 @@ INFERENCE_DTYPES = {"float32": None, "bfloat16": torch.bfloat16, "float16": torc
                     "int8": None}
 
 
+def _positive_numbers(n=None):
+    # A test of a value: a list or tuple of n (None: any number of) finite numbers > 0.
+    return lambda v: isinstance(v, (list, tuple)) and n in (None, len(v)) and all(
+        is_number(x) and x > 0 for x in v)
+
+
+# (key, test of a value that works, what the value must be, a good value), checked in order.
+MODEL_CHECKS = (
+    ("MODEL.SSD.NUM_CLASSES", lambda v: is_int(v) and v >= 1,
+     "the number of foreground classes must be an integer >= 1 (the background class is "
+     "implicit)", "80 (COCO) or the data set's len(thing_classes)"),
+    ("MODEL.SSD.DEFAULT_BOX_RATIOS",
+     lambda v: isinstance(v, (list, tuple)) and len(v) == 6 and all(map(_positive_numbers(), v)),
+     "6 lists (one per detection level) of positive aspect ratios",
+     "[[2], [2, 3], [2, 3], [2, 3], [2], [2]]"),
+    ("MODEL.SSD.DEFAULT_BOX_SIZES", _positive_numbers(7), "seven positive sizes in pixels of a "
+     "300x300 image (one more than the six levels)", "[21, 45, 99, 153, 207, 261, 315]"),
+    ("MODEL.SSD.IOU_THRESHOLD", lambda v: is_number(v) and 0 <= v < 1,
+     "an IoU in [0, 1) (a default box is positive when its IoU is > this)", "0.5"),
+    ("MODEL.SSD.NEG_POS_RATIO", lambda v: is_number(v) and v >= 0,
+     "hard negatives kept per positive must be a number >= 0", "3"),
+    ("MODEL.SSD.BBOX_REG_WEIGHTS", _positive_numbers(4),
+     "four positive box-coding weights (wx, wy, ww, wh)", "(10.0, 10.0, 5.0, 5.0)"),
+    ("MODEL.SSD.SCORE_THRESH_TEST", lambda v: is_number(v) and 0 <= v < 1,
+     "a score in [0, 1) (1 or more would keep no detection)", "0.05"),
+    ("MODEL.SSD.TOPK_CANDIDATES_TEST", lambda v: is_int(v) and v >= 1,
+     "candidates per class must be an integer >= 1", "200"),
+    ("MODEL.SSD.NMS_THRESH_TEST", lambda v: is_number(v) and 0 < v <= 1,
+     "an IoU in (0, 1] (0 would keep one box per class)", "0.5"),
+    ("TEST.DETECTIONS_PER_IMAGE", lambda v: is_int(v) and v >= 1,
+     "detections kept per image must be an integer >= 1", "200"),
+    *((f"MODEL.SSD.{key}", lambda v: isinstance(v, bool), "must be True or False", "True")
+      for key in ("CHANNELS_LAST", "FUSE_BN_INFERENCE", "ONEDNN_POST_OPS",
+                  "SPARSE_HEAD_BACKWARD", "WINOGRAD")),
+    ("MODEL.SSD.INFERENCE_DTYPE", lambda v: v in INFERENCE_DTYPES,
+     "must be 'float32', 'bfloat16', 'float16' or 'int8' (int8: with "
+     "MODEL.SSD.INFERENCE_BACKEND onnxruntime or openvino)", "float32"),
+)
+
+
 def check_model_config(cfg) -> None:
-    """Refuse MODEL.SSD.* (and TEST.DETECTIONS_PER_IMAGE, INPUT.FIXED_SIZE) values that
-    cannot work, with the key and an example of a good value. MODEL.SSD.STRIDES is checked
-    by the backbone (``check_strides``), INPUT.FIXED_SIZE against the strides by the model.
+    """Refuse the values of :data:`MODEL_CHECKS` and INPUT.FIXED_SIZE that cannot work, with
+    the key and an example of a good value. MODEL.SSD.STRIDES is checked by the backbone
+    (``check_strides``), INPUT.FIXED_SIZE against the strides by the model.
 
     Raises:
         ValueError: naming the first bad key.
     """
-    s = cfg.MODEL.SSD
-    if not is_int(s.NUM_CLASSES) or s.NUM_CLASSES < 1:
-        refuse("MODEL.SSD.NUM_CLASSES", s.NUM_CLASSES,
-               "the number of foreground classes must be an integer >= 1 (the background "
-               "class is implicit)", "80 (COCO) or the data set's len(thing_classes)")
-    ratios = s.DEFAULT_BOX_RATIOS
-    levels = len(ratios) if isinstance(ratios, (list, tuple)) else -1
-    if levels != 6 or not all(isinstance(r, (list, tuple)) and all(
-            is_number(x) and x > 0 for x in r) for r in ratios):
-        refuse("MODEL.SSD.DEFAULT_BOX_RATIOS", ratios,
-               f"6 lists (one per detection level) of positive aspect ratios, got "
-               f"{levels if levels >= 0 else 'no list'}", "[[2], [2, 3], [2, 3], [2, 3], [2], [2]]")
-    check_numbers("MODEL.SSD.DEFAULT_BOX_SIZES", s.DEFAULT_BOX_SIZES, 7,
-                  "seven positive sizes in pixels of a 300x300 image (one more than the "
-                  "six levels)", "[21, 45, 99, 153, 207, 261, 315]", lambda v: v > 0)
-    if not is_number(s.IOU_THRESHOLD) or not 0 <= s.IOU_THRESHOLD < 1:
-        refuse("MODEL.SSD.IOU_THRESHOLD", s.IOU_THRESHOLD,
-               "an IoU in [0, 1) (a default box is positive when its IoU is > this)", "0.5")
-    if not is_number(s.NEG_POS_RATIO) or s.NEG_POS_RATIO < 0:
-        refuse("MODEL.SSD.NEG_POS_RATIO", s.NEG_POS_RATIO,
-               "hard negatives kept per positive must be a number >= 0", "3")
-    check_numbers("MODEL.SSD.BBOX_REG_WEIGHTS", s.BBOX_REG_WEIGHTS, 4,
-                  "four positive box-coding weights (wx, wy, ww, wh)",
-                  "(10.0, 10.0, 5.0, 5.0)", lambda v: v > 0)
-    if not is_number(s.SCORE_THRESH_TEST) or not 0 <= s.SCORE_THRESH_TEST < 1:
-        refuse("MODEL.SSD.SCORE_THRESH_TEST", s.SCORE_THRESH_TEST,
-               "a score in [0, 1) (1 or more would keep no detection)", "0.05")
-    if not is_int(s.TOPK_CANDIDATES_TEST) or s.TOPK_CANDIDATES_TEST < 1:
-        refuse("MODEL.SSD.TOPK_CANDIDATES_TEST", s.TOPK_CANDIDATES_TEST,
-               "candidates per class must be an integer >= 1", "200")
-    if not is_number(s.NMS_THRESH_TEST) or not 0 < s.NMS_THRESH_TEST <= 1:
-        refuse("MODEL.SSD.NMS_THRESH_TEST", s.NMS_THRESH_TEST,
-               "an IoU in (0, 1] (0 would keep one box per class)", "0.5")
-    if not is_int(cfg.TEST.DETECTIONS_PER_IMAGE) or cfg.TEST.DETECTIONS_PER_IMAGE < 1:
-        refuse("TEST.DETECTIONS_PER_IMAGE", cfg.TEST.DETECTIONS_PER_IMAGE,
-               "detections kept per image must be an integer >= 1", "200")
-    for key in ("CHANNELS_LAST", "FUSE_BN_INFERENCE", "ONEDNN_POST_OPS",
-                "SPARSE_HEAD_BACKWARD", "WINOGRAD"):
-        if not isinstance(s[key], bool):
-            refuse(f"MODEL.SSD.{key}", s[key], "must be True or False", "True")
-    if s.INFERENCE_DTYPE not in INFERENCE_DTYPES:
-        refuse("MODEL.SSD.INFERENCE_DTYPE", s.INFERENCE_DTYPE,
-               "must be 'float32', 'bfloat16', 'float16' or 'int8' (int8: with "
-               "MODEL.SSD.INFERENCE_BACKEND onnxruntime or openvino)", "float32")
+    for key, ok, need, example in MODEL_CHECKS:
+        value = functools.reduce(getattr, key.split("."), cfg)
+        if not ok(value):
+            refuse(key, value, need, example)
     check_fixed_size(cfg)
 
 
@@ -131,13 +132,11 @@ class SSD(DenseDetector):
             raise ValueError(f"MODEL.SSD.INFERENCE_DTYPE must be one of "
                              f"{sorted(INFERENCE_DTYPES)}, got {inference_dtype!r}.")
         self.inference_dtype = INFERENCE_DTYPES[inference_dtype]
-        # ([(tensor, version)], module modes, backbone with BatchNorms folded): a tuple, so
-        # not a submodule: neither in the state dict nor moved by .to() (see
-        # _backbone_for_inference for how it notices changes of the weights).
+        # (key, tensors, folded backbone): a tuple, so not a submodule (neither in the state
+        # dict nor moved by .to()); see _backbone_for_inference.
         self._folded_backbone: Optional[tuple] = None
-        # Set by attach_backend (ssd_r34/export/, MODEL.SSD.INFERENCE_BACKEND): a callable
-        # normalised (N, 3, H, W) images -> (loc, conf) that runs the network in another
-        # engine at inference (eval mode, not while exporting). Not a submodule.
+        # Set by attach_backend (ssd_r34/export/): normalised images -> (loc, conf) run in
+        # another engine at inference. Not a submodule.
         self.network_runner = None
         self._head_sizes: Dict[Tuple[int, int], List[Tuple[int, int]]] = {}
         self.head_output_sizes(self.input_size)  # fail early on a size the network can't take
@@ -155,8 +154,6 @@ class SSD(DenseDetector):
         backbone = build_backbone(cfg)
         shapes = [backbone.output_shape()[f] for f in SSD_FEATURES]
         anchor_generator = build_anchor_generator(cfg, shapes)
-        if len(anchor_generator.num_anchors) != len(shapes):
-            raise ValueError(f"MODEL.SSD.DEFAULT_BOX_RATIOS must have {len(shapes)} levels.")
         s = cfg.MODEL.SSD
         return dict(
             backbone=backbone, head=build_ssd_head(cfg, shapes, anchor_generator.num_anchors),
@@ -171,7 +168,6 @@ class SSD(DenseDetector):
             onednn_post_ops=s.ONEDNN_POST_OPS, inference_dtype=s.INFERENCE_DTYPE,
             pixel_mean=cfg.MODEL.PIXEL_MEAN, pixel_std=cfg.MODEL.PIXEL_STD)
 
-    # ---- sizes -------------------------------------------------------------------------
     def head_output_sizes(self, image_size=None) -> List[Tuple[int, int]]:
         """(h, w) of the six head outputs for an input of ``image_size`` (default: the
         configured INPUT.FIXED_SIZE), measured by running the network on shapes only."""
@@ -197,10 +193,8 @@ class SSD(DenseDetector):
 
     def _check_default_box_sizes(self):
         # Default boxes 0 pixels wide at INPUT.FIXED_SIZE (int(S * size / 300)) match nothing.
-        sizes = getattr(self.anchor_generator, "box_sizes", None)
-        if sizes is None:
-            return
         H, W = self.input_size
+        sizes = self.anchor_generator.box_sizes
         small = [s for s in sizes if int(s * min(H, W) / 300) < 1]
         if small:
             raise ValueError(
@@ -214,23 +208,20 @@ class SSD(DenseDetector):
         sizes = self.head_output_sizes(image_size)
         return sum(h * w * a for (h, w), a in zip(sizes, self.anchor_generator.num_anchors))
 
-    # ---- forward -----------------------------------------------------------------------
     def preprocess_image(self, batched_inputs):
         """DenseDetector's, but inputs marked ``"image_normalized": True`` (INPUT.RESIZE_IMPL
         "cv2-float") are not normalised again; a batch is all marked or none."""
-        marked = [bool(x.get("image_normalized", False)) for x in batched_inputs]
-        if any(marked) and not all(marked):
+        marked = {bool(x.get("image_normalized", False)) for x in batched_inputs}
+        if len(marked) > 1:
             raise ValueError("A batch mixes normalised (image_normalized) and raw images: "
                              "pre-process all its images one way (INPUT.RESIZE_IMPL).")
-        if marked and all(marked):
-            images = ImageList.from_tensors(
-                [self._move_to_current_device(x["image"]).float() for x in batched_inputs],
-                self.backbone.size_divisibility,
-                padding_constraints=self.backbone.padding_constraints)
+        if marked == {True}:
+            images = ImageList.from_tensors(  # the backbone asks for no padding
+                [self._move_to_current_device(x["image"]).float() for x in batched_inputs])
         else:
             images = super().preprocess_image(batched_inputs)
         sizes = set(images.image_sizes)
-        if len(sizes) != 1 or tuple(images.tensor.shape[-2:]) != next(iter(sizes)):
+        if len(sizes) != 1:
             raise ValueError(f"SSD needs every image of a batch at one size, got {sorted(sizes)};"
                              " resize them to INPUT.FIXED_SIZE (the SSD dataset mappers do).")
         return images
@@ -239,19 +230,17 @@ class SSD(DenseDetector):
         """In eval mode without autograd (not exporting): a cached copy of the backbone with
         the BatchNorms folded (FUSE_BN_INFERENCE) and, on CPU in float32, oneDNN post-ops
         (ONEDNN_POST_OPS); else the backbone. The copy is rebuilt when a backbone tensor
-        changed in place (version counter), was replaced or moved (storage address; the cache
-        holds the old storages, so none can reuse their address), or a module's mode changed."""
+        changed in place (version), was replaced or moved (address: the cache holds the old
+        storages, so none is reused), or a module's mode changed."""
         if (self.training or not self.fuse_bn_inference or torch.is_grad_enabled()
                 or is_exporting()):
             return self.backbone
         tensors = list(itertools.chain(self.backbone.parameters(), self.backbone.buffers()))
         # The oneDNN fusion is part of the copy: the key holds what decides it.
-        modes = (tuple(m.training for m in self.backbone.modules()), self.inference_dtype,
-                 self.onednn_post_ops)
-        cache = self._folded_backbone
-        if (cache is None or cache[1] != modes or len(cache[0]) != len(tensors)
-                or any(old.data_ptr() != t.data_ptr() or version != t._version
-                       or old.dtype != t.dtype for (old, version), t in zip(cache[0], tensors))):
+        key = ([(t.data_ptr(), t._version, t.dtype) for t in tensors],
+               [m.training for m in self.backbone.modules()], self.inference_dtype,
+               self.onednn_post_ops)
+        if self._folded_backbone is None or self._folded_backbone[0] != key:
             with torch.inference_mode(False), torch.no_grad():
                 folded = fold_batch_norms(copy.deepcopy(self.backbone)).requires_grad_(False)
                 if (self.onednn_post_ops and self.inference_dtype is None and tensors
@@ -259,9 +248,8 @@ class SSD(DenseDetector):
                         and all(t.dtype == torch.float32 for t in tensors if t.is_floating_point())
                         and onednn_fusion_available()):
                     folded = fuse_for_cpu(folded)
-            self._folded_backbone = cache = (
-                [(t.detach(), t._version) for t in tensors], modes, folded)
-        return cache[2]
+            self._folded_backbone = (key, [t.detach() for t in tensors], folded)
+        return self._folded_backbone[2]
 
     def train(self, mode: bool = True):
         if mode:
@@ -269,32 +257,29 @@ class SSD(DenseDetector):
         return super().train(mode)
 
     def forward_network(self, images: Tensor):
-        """Normalised (N, 3, H, W) images -> (loc (N, R, 4), conf (N, R, K+1), anchors (R, 4)).
-
-        loc and conf are float32 whatever MODEL.SSD.INFERENCE_DTYPE is. With an engine
-        attached (``network_runner``, MODEL.SSD.INFERENCE_BACKEND), inference runs the
-        network there; the default boxes are computed here all the same."""
+        """Normalised (N, 3, H, W) images -> (loc (N, R, 4), conf (N, R, K+1), anchors (R, 4)),
+        loc and conf in float32 whatever MODEL.SSD.INFERENCE_DTYPE is. With an engine attached
+        (``network_runner``), inference runs the network there."""
         if self.network_runner is not None and not self.training and not is_exporting():
             size = tuple(int(s) for s in images.shape[-2:])
             if size not in self._head_sizes:
                 self._head_sizes[size] = self.head_output_sizes(size)
             loc, conf = self.network_runner(images)
-            anchors = self.anchor_generator(images.shape[-2:], self._head_sizes[size],
-                                            device=images.device)
-            return loc.float(), conf.float(), anchors
-        if self.channels_last and not is_exporting():
-            images = images.contiguous(memory_format=torch.channels_last)
-        dtype = None if self.training else self.inference_dtype
-        # Only ever enable autocast here: a disabled one would switch off the caller's
-        # (the AMP trainers run the whole model under autocast).
-        with (torch.autocast(images.device.type, dtype=dtype) if dtype is not None
-              else contextlib.nullcontext()):
-            features = self._backbone_for_inference()(images)
-            loc_maps, conf_maps = self.head([features[f] for f in self.head_in_features])
-        anchors = self.anchor_generator(images.shape[-2:], [x.shape[-2:] for x in loc_maps],
-                                        device=images.device)
-        loc = flatten_predictions(loc_maps, 4)
-        conf = flatten_predictions(conf_maps, self.num_classes + 1)
+            sizes = self._head_sizes[size]
+        else:
+            if self.channels_last and not is_exporting():
+                images = images.contiguous(memory_format=torch.channels_last)
+            dtype = None if self.training else self.inference_dtype
+            # Only ever enable autocast here: a disabled one would switch off the caller's
+            # (the AMP trainers run the whole model under autocast).
+            with (torch.autocast(images.device.type, dtype=dtype) if dtype is not None
+                  else contextlib.nullcontext()):
+                features = self._backbone_for_inference()(images)
+                loc_maps, conf_maps = self.head([features[f] for f in self.head_in_features])
+            loc = flatten_predictions(loc_maps, 4)
+            conf = flatten_predictions(conf_maps, self.num_classes + 1)
+            sizes = [x.shape[-2:] for x in loc_maps]
+        anchors = self.anchor_generator(images.shape[-2:], sizes, device=images.device)
         return loc.float(), conf.float(), anchors
 
     def forward(self, batched_inputs: List[Dict[str, Tensor]]):
@@ -325,8 +310,7 @@ class SSD(DenseDetector):
                 for r, x, size in zip(results, batched_inputs, images.image_sizes)]
 
     def forward_training(self, images, features, predictions, gt_instances):
-        """DenseDetector's hook: ``predictions`` = forward_network's (loc, conf, anchors);
-        ``features`` is unused (None). Returns :meth:`losses`."""
+        """DenseDetector's hook: :meth:`losses` of forward_network's ``predictions``."""
         return self.losses(*predictions, gt_instances)
 
     def forward_inference(self, images, features, predictions):
@@ -342,7 +326,6 @@ class SSD(DenseDetector):
                 "interface), or SSDDatasetMapper(cfg, is_train=False) for your own loader.")
         return self.inference(*predictions, size)
 
-    # ---- training ----------------------------------------------------------------------
     def losses(self, loc: Tensor, conf: Tensor, anchors: Tensor,
                gt_instances: List[Instances]) -> Dict[str, Tensor]:
         """The reference's ``Loss``: smooth-L1 on positives, cross-entropy with hard
@@ -377,8 +360,7 @@ class SSD(DenseDetector):
             ).view(N, R, 4)
             deltas = torch.where(positive[..., None], deltas, torch.zeros_like(deltas))
 
-        loc = loc.float()
-        conf = conf.float()
+        loc, conf = loc.float(), conf.float()
         loc_loss = F.smooth_l1_loss(loc, deltas, beta=1.0, reduction="none").sum(dim=2)
         loc_loss = (loc_loss * positive).sum(dim=1)
         ce = F.cross_entropy(conf.reshape(N * R, -1), labels.reshape(-1),
@@ -390,11 +372,10 @@ class SSD(DenseDetector):
         weight = (num_pos > 0).to(ce.dtype) / num_pos.to(ce.dtype).clamp(min=1e-6)
         return {"loss_box_reg": (loc_loss * weight).mean(), "loss_cls": (conf_loss * weight).mean()}
 
-    # ---- inference ---------------------------------------------------------------------
     def inference(self, loc: Tensor, conf: Tensor, anchors: Tensor,
                   image_size: Tuple[int, int]) -> List[Instances]:
         """The reference's ``decode_batch`` at the network's input size, one image at a time
-        by :func:`postprocess_single_image` (the code export traces). Boxes are not clipped.
+        (:func:`postprocess_single_image`, which export traces). Boxes are not clipped.
 
         Args:
             loc: (N, R, 4); conf: (N, R, K+1); anchors: (R, 4); image_size: (H, W).

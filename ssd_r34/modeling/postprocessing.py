@@ -14,7 +14,7 @@ from torch import Tensor
 from detectron2.structures import Boxes, Instances
 from detectron2.utils.logger import log_every_n_seconds
 
-from ..layers.wrappers import is_exporting, is_exporting_onnx
+from ..layers import is_exporting
 
 __all__ = ["rescale_detections", "postprocess_single_image"]
 
@@ -24,25 +24,21 @@ def rescale_detections(r: Instances, height: int, width: int) -> Instances:
     original ``height`` x ``width``, then clip (the reference clips only here and, unlike
     ``detector_postprocess``, drops nothing). Returns Instances with the same M detections."""
     H, W = r.image_size
-    out = Instances((height, width))
-    boxes = r.pred_boxes.tensor * r.pred_boxes.tensor.new_tensor(
-        [width / W, height / H, width / W, height / H])
-    out.pred_boxes = Boxes(boxes)
-    out.pred_boxes.clip((height, width))
-    out.scores = r.scores
-    out.pred_classes = r.pred_classes
-    return out
+    boxes = Boxes(r.pred_boxes.tensor * r.pred_boxes.tensor.new_tensor(
+        [width / W, height / H, width / W, height / H]))
+    boxes.clip((height, width))
+    return Instances((height, width), pred_boxes=boxes, scores=r.scores,
+                     pred_classes=r.pred_classes)
 
 
 def postprocess_single_image(model, loc: Tensor, conf: Tensor,
                              anchors: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
-    """The reference's ``decode_batch`` for one image, written to be traced (no
-    data-dependent Python): softmax; per class the best TOPK_CANDIDATES_TEST boxes of score
-    > SCORE_THRESH_TEST (one ``topk`` on a (K, R) tensor); NMS per class on the class's own
-    boxes (K is fixed, so the loop unrolls into the graph; no coordinate offsets, the IoUs
-    are those of the boxes); all classes sorted by score (stable: ties keep class order),
-    the best DETECTIONS_PER_IMAGE. NaN scores are never candidates; candidates whose boxes
-    decode to NaN / inf are dropped (with a warning outside export).
+    """The reference's ``decode_batch`` for one image, traceable (no data-dependent Python):
+    softmax; per class the best TOPK_CANDIDATES_TEST boxes of score > SCORE_THRESH_TEST (one
+    ``topk`` on (K, R)); NMS per class (the loop over the fixed K unrolls when traced); all
+    classes sorted by score (stable: ties keep class order), the best DETECTIONS_PER_IMAGE.
+    NaN scores are never candidates; candidates whose boxes decode to NaN / inf are dropped
+    (with a warning outside export).
 
     Args:
         model: an SSD (reads num_classes, box2box_transform, test_score_thresh,
@@ -76,7 +72,7 @@ def postprocess_single_image(model, loc: Tensor, conf: Tensor,
         out_scores.append(s[kept])
         out_classes.append(torch.full_like(kept, c))
     b, s, c = torch.cat(out_boxes), torch.cat(out_scores), torch.cat(out_classes)
-    if is_exporting_onnx():
+    if torch.onnx.is_in_onnx_export():
         # ONNX has no stable sort; this becomes TopK, which onnxruntime orders by index
         # among equal values, as a stable sort would.
         order = torch.sort(s, descending=True)[1]
