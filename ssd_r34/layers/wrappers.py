@@ -6,14 +6,20 @@ import math
 
 import torch
 
-__all__ = ["is_exporting", "refuse", "is_number", "is_int", "check_numbers", "check_fixed_size"]
+__all__ = ["is_exporting", "is_exporting_onnx", "refuse", "is_number", "is_int", "check_numbers",
+           "check_fixed_size"]
+
+
+def is_exporting_onnx() -> bool:
+    """Whether an ONNX export is tracing the model."""
+    return torch.onnx.is_in_onnx_export()
 
 
 def is_exporting() -> bool:
     """Whether the model is being traced, scripted, compiled or exported to ONNX (the
     speed options that swap modules or layouts step aside then)."""
     return (torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling()
-            or torch.onnx.is_in_onnx_export())
+            or is_exporting_onnx())
 
 
 def is_number(x) -> bool:

@@ -14,7 +14,7 @@ from torch import Tensor
 from detectron2.structures import Boxes, Instances
 from detectron2.utils.logger import log_every_n_seconds
 
-from ..layers import is_exporting
+from ..layers import is_exporting, is_exporting_onnx
 
 __all__ = ["rescale_detections", "postprocess_single_image"]
 
@@ -72,7 +72,7 @@ def postprocess_single_image(model, loc: Tensor, conf: Tensor,
         out_scores.append(s[kept])
         out_classes.append(torch.full_like(kept, c))
     b, s, c = torch.cat(out_boxes), torch.cat(out_scores), torch.cat(out_classes)
-    if torch.onnx.is_in_onnx_export():
+    if is_exporting_onnx():
         # ONNX has no stable sort; this becomes TopK, which onnxruntime orders by index
         # among equal values, as a stable sort would.
         order = torch.sort(s, descending=True)[1]
