@@ -8,5 +8,5 @@ from .wrappers import (check_fixed_size, check_numbers, is_exporting, is_exporti
                        is_number, refuse)
 
 __all__ = ["is_exporting", "is_exporting_onnx", "refuse", "is_number", "is_int", "check_numbers",
-           "check_fixed_size", "fold_batch_norms", "fuse_for_cpu", "onednn_fusion_available", "conv2d_sparse_grad",
-           "WinogradConv2d", "use_winograd", "winograd_available"]
+           "check_fixed_size", "fold_batch_norms", "fuse_for_cpu", "onednn_fusion_available",
+           "conv2d_sparse_grad", "WinogradConv2d", "use_winograd", "winograd_available"]
