@@ -25,44 +25,31 @@ class ReferenceSSDCropping:
     OPTIONS = (None, 0.1, 0.3, 0.5, 0.7, 0.9, -float("inf"))
 
     def __call__(self, img, img_size, bboxes, labels):
-        while True:
-            mode = random.choice(self.OPTIONS)
-            if mode is None:
+        while True:  # the reference tries one crop per drawn mode
+            min_iou = random.choice(self.OPTIONS)
+            if min_iou is None:
                 return img, img_size, bboxes, labels
             htot, wtot = img_size
-            min_iou = mode
-            for _ in range(1):  # the reference tries once per drawn mode
-                w = random.uniform(0.3, 1.0)
-                h = random.uniform(0.3, 1.0)
-                if w / h < 0.5 or w / h > 2:
-                    continue
-                left = random.uniform(0, 1.0 - w)
-                top = random.uniform(0, 1.0 - h)
-                right, bottom = left + w, top + h
-                ious = calc_iou_tensor(bboxes, torch.tensor([[left, top, right, bottom]]))
-                if not (ious > min_iou).all():
-                    continue
-                xc = 0.5 * (bboxes[:, 0] + bboxes[:, 2])
-                yc = 0.5 * (bboxes[:, 1] + bboxes[:, 3])
-                masks = (xc > left) & (xc < right) & (yc > top) & (yc < bottom)
-                if not masks.any():
-                    continue
-                bboxes = bboxes.clone()
-                bboxes[bboxes[:, 0] < left, 0] = left
-                bboxes[bboxes[:, 1] < top, 1] = top
-                bboxes[bboxes[:, 2] > right, 2] = right
-                bboxes[bboxes[:, 3] > bottom, 3] = bottom
-                bboxes = bboxes[masks, :]
-                labels = labels[masks]
-                left_idx, top_idx = int(left * wtot), int(top * htot)
-                right_idx, bottom_idx = int(right * wtot), int(bottom * htot)
-                img = img.crop((left_idx, top_idx, right_idx, bottom_idx))
-                bboxes[:, 0] = (bboxes[:, 0] - left) / w
-                bboxes[:, 1] = (bboxes[:, 1] - top) / h
-                bboxes[:, 2] = (bboxes[:, 2] - left) / w
-                bboxes[:, 3] = (bboxes[:, 3] - top) / h
-                htot, wtot = bottom_idx - top_idx, right_idx - left_idx
-                return img, (htot, wtot), bboxes, labels
+            w, h = random.uniform(0.3, 1.0), random.uniform(0.3, 1.0)
+            if w / h < 0.5 or w / h > 2:
+                continue
+            left, top = random.uniform(0, 1.0 - w), random.uniform(0, 1.0 - h)
+            right, bottom = left + w, top + h
+            if not (calc_iou_tensor(bboxes, torch.tensor([[left, top, right, bottom]]))
+                    > min_iou).all():
+                continue
+            xc = 0.5 * (bboxes[:, 0] + bboxes[:, 2])
+            yc = 0.5 * (bboxes[:, 1] + bboxes[:, 3])
+            masks = (xc > left) & (xc < right) & (yc > top) & (yc < bottom)
+            if not masks.any():
+                continue
+            # the kept boxes (centre inside) clipped to the crop, in its normalised coordinates
+            lo, hi = torch.tensor([left, top] * 2), torch.tensor([right, bottom] * 2)
+            bboxes = (bboxes[masks].clamp(lo, hi) - lo) / torch.tensor([w, h] * 2)
+            left_idx, top_idx = int(left * wtot), int(top * htot)
+            right_idx, bottom_idx = int(right * wtot), int(bottom * htot)
+            img = img.crop((left_idx, top_idx, right_idx, bottom_idx))
+            return img, (bottom_idx - top_idx, right_idx - left_idx), bboxes, labels[masks]
 
 
 class ReferenceTrainTransform:

@@ -8,7 +8,7 @@ same weights, same images (docs/speed.md, "What is compared").
 import torch
 
 from _common import (bf16_rows, compare_detections, compare_loosely, make_cfg, normalized, parse,
-                     parser, random_model, report, time_interleaved)
+                     parser, random_images, random_model, report, time_interleaved)
 from baseline import reference_inference, reference_model
 from detectron2.modeling import build_model
 
@@ -17,15 +17,6 @@ from ssd_r34.export import attach_backend
 CONFIG = "configs/ssd_r34_1200.yaml"
 ORIGINAL = (480, 640)
 DEFAULTS = "ssd_r34 (defaults: channels-last, BN folded, oneDNN post-ops)"
-
-
-def batch_inputs(batch, size):
-    """``batch`` random uint8 images of ``size`` (H, W), seeded by ``batch``, and the model's
-    inputs for them (original image ORIGINAL). Returns (images (B, 3, H, W), inputs)."""
-    g = torch.Generator().manual_seed(batch)
-    images = torch.randint(0, 256, (batch, 3, *size), generator=g, dtype=torch.uint8)
-    return images, [{"image": img, "height": ORIGINAL[0], "width": ORIGINAL[1]}
-                    for img in images]
 
 
 def detector(model, inputs):
@@ -66,8 +57,7 @@ def benchmark_model():
     """The 1200x1200 model of the inference benchmarks (``random_model``, heads scaled on one
     random image of seed 100, class biases shifted by :func:`calibrate_scores`), eval mode."""
     cfg = make_cfg(CONFIG)
-    g = torch.Generator().manual_seed(100)
-    sample = torch.randint(0, 256, (1, 3, *cfg.INPUT.FIXED_SIZE), generator=g, dtype=torch.uint8)
+    sample = random_images(1, cfg.INPUT.FIXED_SIZE, seed=100)[0]
     model = random_model(cfg, sample)
     calibrate_scores(model, normalized(model, sample))
     return model
@@ -97,7 +87,7 @@ def main(argv=None):
     ref.eval()
     results = {}
     for batch in [int(b) for b in args.batches.split(",")]:
-        images, inputs = batch_inputs(batch, (H, W))
+        images, inputs = random_images(batch, (H, W), seed=batch, original=ORIGINAL)
 
         def run(model):
             return detector(model, inputs)

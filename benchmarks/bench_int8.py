@@ -12,9 +12,9 @@ import tempfile
 import torch
 
 from _common import (bf16_rows, compare_loosely, cpu_flags, md_table, normalized, parse, parser,
-                     report, time_interleaved)
+                     random_images, report, time_interleaved)
 from baseline import reference_inference, reference_model
-from bench_inference import ORIGINAL, batch_inputs, benchmark_model, detector, variant
+from bench_inference import ORIGINAL, benchmark_model, detector, variant
 
 from ssd_r34.export import SSDExportModule, detections_to_instances, export_onnx
 from ssd_r34.export import EngineNetwork, calibrate
@@ -52,9 +52,7 @@ def main(argv=None):
     ref, dboxes = reference_model(ours, (3, 3, 2, 2, 2, 2), (H, W))
     ref.eval()
     tmp = tempfile.TemporaryDirectory(prefix="bench_int8_")
-    g = torch.Generator().manual_seed(7)
-    calib = normalized(ours, torch.randint(0, 256, (args.calib_images, 3, H, W), generator=g,
-                                           dtype=torch.uint8))
+    calib = normalized(ours, random_images(args.calib_images, (H, W), seed=7)[0])
     labels = {FP32: ours, "ssd_r34 bfloat16 (INFERENCE_DTYPE bfloat16, PyTorch autocast)":
               variant(ours, "MODEL.SSD.INFERENCE_DTYPE", "bfloat16")}
     int8_names = {"onnxruntime": "ssd_r34 INT8, INFERENCE_BACKEND onnxruntime (QDQ, per-channel)",
@@ -78,7 +76,7 @@ def main(argv=None):
     results = {}
     cores = torch.get_num_threads()  # the rows use this many threads
     for batch in [int(b) for b in args.batches.split(",")]:
-        images, inputs = batch_inputs(batch, (H, W))
+        images, inputs = random_images(batch, (H, W), seed=batch, original=ORIGINAL)
         fns = {BASELINE: lambda: reference_inference(ref, images, dboxes, [ORIGINAL] * batch)}
         fns.update({name: detector(m, inputs) for name, m in labels.items()})
         fns["ONNX Runtime float32 (whole exported graph)"] = lambda: run_full(full_ort, images,

@@ -95,7 +95,7 @@ def build_parser():
     p.add_argument("--work-dir", default=os.path.join(ROOT, "output", "gpu_check_work"),
                    help="installed wheels, data set, training runs (large files)")
     # internal: one phase in a child process
-    p.add_argument("--run-phase", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--run-phase", choices=PHASE_NAMES + ["environment"], help=argparse.SUPPRESS)
     p.add_argument("--profile", default="gpu", choices=sorted(PROFILES), help=argparse.SUPPRESS)
     p.add_argument("--phase-out", default=None, help=argparse.SUPPRESS)
     p.add_argument("--deadline", type=float, default=None, help=argparse.SUPPRESS)
@@ -113,8 +113,6 @@ def parse_args(argv=None):
     args.phases = [n for n in PHASE_NAMES if n in names]  # run order is fixed
     if not (args.budget > 0 and math.isfinite(args.budget)):
         p.error(f"--budget must be a positive number of seconds, got {args.budget}")
-    if args.run_phase is not None and args.run_phase not in PHASE_NAMES + ["environment"]:
-        p.error(f"--run-phase {args.run_phase!r} is not a phase")
     if args.wheels is not None and not args.dry_run and args.run_phase is None:
         if not os.path.isdir(args.wheels) or not glob.glob(os.path.join(args.wheels, "*.whl")):
             p.error(f"--wheels {args.wheels}: no wheels there. Run `make gpu-wheels` on a machine "
@@ -315,19 +313,17 @@ def run_all(args):
     start = time.time()
     # setup: wheels, then the environment (a child: the first import of torch and CUDA)
     site = os.path.join(args.work_dir, "site") if args.wheels else None
-    setup = results["phases"]["setup"]
+    setup, env = results["phases"]["setup"], child_env(args, site)
     try:
         with open(os.path.join(logs, "setup.log"), "w") as log:
             if args.wheels:
                 install_wheels(args.wheels, site, log)
-        env = child_env(args, site)
         r = run_child(args, "environment", max(b["setup"] - (time.time() - start), 30), env,
                       os.path.join(logs, "environment.log"), profile)
         results["environment"].update(r.get("environment", {}))
         setup.update(checks=r.get("checks", []), status=r["status"], error=r.get("error"))
     except Exception as e:  # noqa: BLE001  recorded; the phases say what follows from it
         setup["status"], setup["error"] = "failed", f"{type(e).__name__}: {e}"
-        env = child_env(args, site)
     setup["seconds"] = round(time.time() - start, 1)
     print_phase("setup", setup, os.path.join(logs, "setup.log"))
     # Phases are skipped only when torch said there is no GPU (not when set-up failed
@@ -424,14 +420,12 @@ def phase_environment(ph, args):
     if env["cuda_available"]:
         p = torch.cuda.get_device_properties(0)
         env.update(device_name=p.name, gpu_memory_gib=round(p.total_memory / 2 ** 30, 1),
-                   device_count=torch.cuda.device_count())
-        for key, get in (("nccl", lambda: str(torch.cuda.nccl.version())),
-                         ("bf16_supported", torch.cuda.is_bf16_supported),
-                         ("capability", lambda: str(torch.cuda.get_device_capability(0)))):
-            try:
-                env[key] = get()
-            except Exception as e:  # noqa: BLE001  a detail, not a reason to stop
-                env[key] = f"unknown ({type(e).__name__})"
+                   device_count=torch.cuda.device_count(), capability=f"{p.major}.{p.minor}",
+                   bf16_supported=torch.cuda.is_bf16_supported())
+        try:
+            env["nccl"] = str(torch.cuda.nccl.version())
+        except Exception as e:  # noqa: BLE001  a detail, not a reason to stop
+            env["nccl"] = f"unknown ({type(e).__name__})"
     ph.check("ssd_r34 and Detectron2 import",
              not str(env["ssd_r34"]).startswith("import failed")
              and not str(env["detectron2"]).startswith("import failed"),
@@ -485,20 +479,10 @@ def parse_pytest(out):
     return tests
 
 
-def _images(torch, n, size, seed=0, device="cpu"):
-    """``n`` random uint8 images (N, 3, size, size) and the model inputs for them."""
-    g = torch.Generator().manual_seed(seed)
-    images = torch.randint(0, 256, (n, 3, size, size), generator=g, dtype=torch.uint8)
-    return images, [{"image": i.to(device), "height": size, "width": size} for i in images]
-
-
 def detections_within(a, b, box_tol=1e-2, score_tol=3e-4):
-    """Per image, ssd_r34.export's compare_detections (each detection paired with the
-    closest one of its class, so that near-equal scores may come out in either order): the
-    same counts and classes, the largest score and box differences. Boxes: 1e-2 px, as
-    tests/layers/test_speed_options.py for channels-last. Scores: the network tolerance (1e-5 of
-    the largest logit, about 15 here) through the softmax, which moves a probability by at
-    most twice the largest logit change: 2 * 1e-5 * 15 = 3e-4."""
+    """Instances ``a`` against ``b`` per image (``_common.detection_differences``): same
+    counts and classes, scores and boxes within the tolerances of docs/gpu.md (3e-4: the
+    logit tolerance, 1e-5 of about 15, through the softmax)."""
     from _common import detection_differences
 
     same, dscore, dbox = detection_differences(
@@ -512,12 +496,11 @@ def detections_within(a, b, box_tol=1e-2, score_tol=3e-4):
 
 
 def phase_correctness(ph, args):
-    """CPU model (default options) against the same weights on the device: CUDA in the gpu
-    profile; in the smoke profile the plain contiguous float32 model on CPU (so that the
-    comparison itself is exercised)."""
+    """CPU model (default options) against the same weights on the device (smoke profile:
+    the plain contiguous float32 model on CPU, so that the comparison itself runs)."""
     import copy
 
-    from _common import normalized, random_model, synthetic_batch
+    from _common import normalized, random_images, random_model, synthetic_batch
 
     torch, p, device = _torch(), ph.profile["correctness"], ph.device
     if device == "cuda":  # compare float32 with float32, not TF32
@@ -526,7 +509,7 @@ def phase_correctness(ph, args):
     other_opts = [] if device == "cuda" else [
         "MODEL.SSD.CHANNELS_LAST", "False", "MODEL.SSD.FUSE_BN_INFERENCE", "False",
         "MODEL.SSD.SPARSE_HEAD_BACKWARD", "False"]
-    images, inputs = _images(torch, p["images"], p["size"])
+    images, inputs = random_images(p["images"], (p["size"], p["size"]))
     cpu = random_model(_cfg(p["config"], *p["opts"]), images, bn_seed=1)
     x = normalized(cpu, images)
     dev = random_model(_cfg(p["config"], *p["opts"], *other_opts, device=device), bn_seed=1)
@@ -724,19 +707,20 @@ def _measure_rows(ph, key, rows, measure, min_left):
 
 
 def phase_inference_speed(ph, args):
-    from _common import normalized, random_model
+    from _common import normalized, random_images, random_model
 
     from ssd_r34.modeling.meta_arch import INFERENCE_DTYPES
 
     torch, p, device = _torch(), ph.profile["inference_speed"], ph.device
+    size = (p["size"], p["size"])
     cfg = _cfg(p["config"], *p["opts"], device=device)
-    model = random_model(cfg, _images(torch, 1, p["size"], seed=1)[0], bn_seed=1)
+    model = random_model(cfg, random_images(1, size, seed=1)[0], bn_seed=1)
 
     def measure(row):
         # the folded inference copy is rebuilt for the new dtype (its cache key holds it)
         model.inference_dtype = INFERENCE_DTYPES[row["dtype"]]
         n = row["batch"]
-        images, inputs = _images(torch, n, p["size"], seed=1, device=device)
+        images, inputs = random_images(n, size, seed=1, device=device)
         x = normalized(model, images)
         with torch.no_grad():
             t_net = _time_loop(torch, device, lambda: model.forward_network(x), p["min_time"] / 2)
