@@ -29,12 +29,8 @@ def detector(model, inputs):
 
 def calibrate_scores(model, x, candidates=11000):
     """Shift the conf heads' class biases until about ``candidates`` (box, class) scores per
-    image pass 0.05, spread evenly over the 80 classes, as in bench_postprocess. A trained
-    model calls most boxes background and its candidates fall in many classes. Random heads
-    put several classes above 0.05 on most boxes, all in a few classes; raising the
-    background alone leaves them there, which makes the reference's per-class decoding far
-    cheaper than with the same number spread over the classes. Returns the candidates of
-    each class on ``x`` (per image)."""
+    image pass 0.05, spread evenly over the 80 classes, as a trained model's (docs/speed.md,
+    "What is compared"). Returns the candidates of each class on ``x`` (per image)."""
     K = model.num_classes
     target = candidates / K
     with torch.no_grad():
@@ -89,23 +85,21 @@ def main(argv=None):
     for batch in [int(b) for b in args.batches.split(",")]:
         images, inputs = random_images(batch, (H, W), seed=batch, original=ORIGINAL)
 
-        def run(model):
-            return detector(model, inputs)
-
         def baseline():
             return reference_inference(ref, images, dboxes, [ORIGINAL] * batch)
 
-        out_ours, out_base = run(ours)(), baseline()
+        out_ours, out_base = detector(ours, inputs)(), baseline()
         with torch.no_grad():
             conf = ours.forward_network(normalized(ours, images))[1]
         per_class = (conf.softmax(-1)[..., :-1] > 0.05).sum((0, 1)).float() / batch
-        fns = {"baseline (reference forward + decode)": baseline, DEFAULTS: run(ours)}
+        fns = {"baseline (reference forward + decode)": baseline, DEFAULTS: detector(ours, inputs)}
         if batch == 1:
-            fns["ssd_r34, defaults but ONEDNN_POST_OPS False"] = run(no_post_ops)
-            fns["ssd_r34, every speed option off"] = run(plain)
+            fns["ssd_r34, defaults but ONEDNN_POST_OPS False"] = detector(no_post_ops, inputs)
+            fns["ssd_r34, every speed option off"] = detector(plain, inputs)
         if bf16_rows(args):
-            fns["ssd_r34, INFERENCE_DTYPE bfloat16 (opt-in)"] = run(bf16)
-            bf16_note = f"bfloat16 vs fp32 ssd_r34: {compare_loosely(run(bf16)(), out_ours)}."
+            fns["ssd_r34, INFERENCE_DTYPE bfloat16 (opt-in)"] = detector(bf16, inputs)
+            bf16_note = ("bfloat16 vs fp32 ssd_r34: "
+                         f"{compare_loosely(detector(bf16, inputs)(), out_ours)}.")
         else:
             bf16_note = ("bfloat16 row not timed: --bf16 off, or no bf16 instructions on this "
                          "CPU (emulated, slow); --bf16 on forces it.")

@@ -9,6 +9,8 @@ import os
 import statistics
 import tempfile
 
+import onnxruntime
+import openvino
 import torch
 
 from _common import (bf16_rows, compare_loosely, cpu_flags, md_table, normalized, parse, parser,
@@ -88,7 +90,8 @@ def main(argv=None):
         fns = {k: v for k, v in fns.items()
                if k in (BASELINE, FP32) or not any(w in k for w in row_skip)}
         reference_out = fns[FP32]()
-        notes = [f"CPU flags: {cpu_flags()}; torch {torch.__version__}; {_versions()}."]
+        notes = [f"CPU flags: {cpu_flags()}; torch {torch.__version__}; onnxruntime "
+                 f"{onnxruntime.__version__}, openvino {openvino.__version__}."]
         notes += [f"{name} vs ssd_r34 float32: {compare_loosely(fn(), reference_out)}."
                   for name, fn in fns.items() if name not in (BASELINE, FP32)]
         times = time_interleaved(fns, args.repeats if batch == 1 else args.repeats_large)
@@ -105,13 +108,6 @@ def main(argv=None):
         results[batch] = res
     tmp.cleanup()
     return results
-
-
-def _versions():
-    import onnxruntime
-    import openvino
-
-    return f"onnxruntime {onnxruntime.__version__}, openvino {openvino.__version__}"
 
 
 if __name__ == "__main__":

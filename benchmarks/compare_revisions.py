@@ -38,10 +38,8 @@ def run_tree(tree, name, args, env, out):
     """Run benchmark ``name`` of the checkout ``tree``; return its JSON results (None when it
     failed)."""
     env = dict(env, PYTHONPATH=tree + os.pathsep + env.get("PYTHONPATH", ""))
-    if run_bench(tree, name, args.quick, args.threads, out, env) != 0:
-        return None
-    with open(out) as f:
-        return json.load(f)
+    return json.load(open(out)) if run_bench(tree, name, args.quick, args.threads, out,
+                                             env) == 0 else None
 
 
 def main(argv=None):

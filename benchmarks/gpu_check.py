@@ -35,7 +35,8 @@ ANCHORS = [
     {"kind": "inference", "images_per_s": 990,
      "what": "MLPerf Inference ssd-resnet34 (1200x1200) Offline, NVIDIA A100, TensorRT INT8, "
              "per GPU (about)",
-     "source": "MLPerf Inference closed-division results, github.com/mlcommons/inference_results_v1.1"},
+     "source": "MLPerf Inference closed-division results, "
+               "github.com/mlcommons/inference_results_v1.1"},
     {"kind": "training", "images_per_s": 724,
      "what": "NVIDIA SSD300 v1.1 (ResNet-50 backbone) training, 1x A100, AMP (about)",
      "source": "github.com/NVIDIA/DeepLearningExamples PyTorch/Detection/SSD/README.md"},
@@ -161,9 +162,8 @@ def planned_rows(profile):
 def summarize(results):
     counts = {"passed": 0, "failed": 0, "skipped": 0, "not run": 0}
     for ph in results["phases"].values():
-        key = ph["status"] if ph["status"] in counts else (
-            "failed" if ph["status"] in ("timeout", "error") else "not run")
-        counts[key] += 1
+        status = "failed" if ph["status"] == "timeout" else ph["status"]
+        counts[status if status in counts else "not run"] += 1
     results["summary"] = counts
     return counts
 
@@ -278,10 +278,7 @@ def run_child(args, phase, budget, env, log_path, profile):
             proc.wait()
             rc, status = None, "timeout"
             error = f"ran past its budget of {budget:.0f} s and was stopped"
-    result = {}
-    if os.path.exists(out):
-        with open(out) as f:
-            result = json.load(f)
+    result = json.load(open(out)) if os.path.exists(out) else {}
     if status is None and rc != 0 and result.get("status") in (None, "passed", "running"):
         status, error = "failed", f"exit status {rc}"
     result["status"] = status or result.get("status", "failed")
@@ -377,9 +374,8 @@ class Phase:
 
     def check(self, name, passed, detail=None):
         self.data["checks"].append({"name": name, "passed": bool(passed), "detail": detail})
-        print(f"{'PASS' if passed else 'FAIL'} {name}: {detail}", flush=True)
+        print(f"{'PASS' if passed else 'FAIL'} {name}: {detail}")
         self.save()
-        return passed
 
     def save(self):
         if self.path:
@@ -439,7 +435,7 @@ def phase_cuda_tests(ph, args):
                    if "mark.cuda" in open(f).read())
     cmd = [sys.executable, "-m", "pytest", "-v", "-rfE", "-m", "cuda", "-p", "no:cacheprovider",
            *[os.path.relpath(f, ROOT) for f in files]]
-    print("$ " + " ".join(cmd), flush=True)
+    print("$ " + " ".join(cmd))
     try:
         proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True,
                               timeout=max(ph.left() - 5, 5))
@@ -447,7 +443,7 @@ def phase_cuda_tests(ph, args):
     except subprocess.TimeoutExpired as e:
         out, rc = e.stdout or "", None
         out = out.decode(errors="replace") if isinstance(out, bytes) else out
-    print(out, flush=True)
+    print(out)
     tests = ph.data["cuda_tests"] = parse_pytest(out)
     summary = next((line.strip("= ") for line in reversed(out.splitlines())
                     if re.search(r"\d+ (passed|failed|skipped|error)", line)), "no summary")
@@ -575,14 +571,6 @@ finally:
 """
 
 
-def _free_port():
-    import socket
-
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _metrics(out_dir):
     """The rows of OUT_DIR/metrics.json with a total_loss."""
     path, rows = os.path.join(out_dir, "metrics.json"), []
@@ -623,7 +611,8 @@ def phase_train_runs(ph, args):
         if name == "syncbn":
             backend = "nccl" if device == "cuda" else "gloo"
             return out_dir, [sys.executable, "-c", GROUP_WRAPPER, backend,
-                             f"tcp://127.0.0.1:{_free_port()}", script, *opts]
+                             f"file://{out_dir}/{'resume' if resume else 'train'}.store", script,
+                             *opts]
         return out_dir, [sys.executable, script, *opts]
 
     for stage, iters, resume in (("train", p["iters"], False),
@@ -635,7 +624,7 @@ def phase_train_runs(ph, args):
                 shutil.rmtree(out_dir, ignore_errors=True)
             os.makedirs(out_dir, exist_ok=True)
             log = open(os.path.join(out_dir, f"{stage}.out"), "w")
-            print("$ " + " ".join(cmd[:2] if name == "syncbn" else cmd), flush=True)
+            print("$ " + " ".join(cmd[:2] if name == "syncbn" else cmd))
             procs[name] = (subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log,
                                             stderr=subprocess.STDOUT), log, out_dir)
         t_end = time.time() + max(ph.left() / (2 if stage == "train" else 1) - 5, 10)
@@ -648,8 +637,7 @@ def phase_train_runs(ph, args):
             log.close()
             rows = _metrics(out_dir)
             text = open(os.path.join(out_dir, f"{stage}.out"), errors="replace").read()
-            print(f"---- {name} {stage}: exit {rc}\n" + "\n".join(text.splitlines()[-15:]),
-                  flush=True)
+            print(f"---- {name} {stage}: exit {rc}\n" + "\n".join(text.splitlines()[-15:]))
             if stage == "train":
                 losses = [r["total_loss"] for r in rows]
                 ok = (rc == 0 and len(losses) >= 1 and all(math.isfinite(v) for v in losses)
@@ -693,7 +681,7 @@ def _measure_rows(ph, key, rows, measure, min_left):
         try:
             measure(row)
             row["status"] = "ok"
-            print(f"{key} {row}", flush=True)
+            print(f"{key} {row}")
         except Exception as e:  # noqa: BLE001  recorded, next configuration
             row["status"] = f"failed: {type(e).__name__}: {str(e)[:200]}"
             traceback.print_exc()
@@ -784,8 +772,7 @@ def phase_training_speed(ph, args):
             step = None
             gc.collect()
             torch.cuda.empty_cache()
-            print(f"training {size}: {per_image / 2 ** 20:.0f} MiB per image -> batch {batch}",
-                  flush=True)
+            print(f"training {size}: {per_image / 2 ** 20:.0f} MiB per image -> batch {batch}")
         while True:
             try:
                 if cuda:
@@ -801,7 +788,7 @@ def phase_training_speed(ph, args):
             gc.collect()
             torch.cuda.empty_cache()
             batch //= 2
-            print(f"out of memory: trying batch {batch}", flush=True)
+            print(f"out of memory: trying batch {batch}")
         row.update(batch=batch, images_per_s=round(batch / t, 1), trainer=type(trainer).__name__)
         if cuda:
             row["peak_memory_gib"] = round(torch.cuda.max_memory_allocated() / 2 ** 30, 1)
