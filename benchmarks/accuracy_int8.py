@@ -3,9 +3,7 @@
     python benchmarks/accuracy_int8.py --config-file configs/ssd_r34_shapes.yaml \
         --weights output/demo/model_final.pth [--calib-images 32]
 
-On DATASETS.TEST[0], INT8 calibrated here on the first --calib-images images of
-DATASETS.TRAIN[0]. One Markdown table: AP, AP50, AP as a share of float32's (MLPerf's rule:
->= 99%) and the share of float32 detections each row reproduces (docs/int8.md, "Accuracy").
+INT8 calibrated on the first images of DATASETS.TRAIN[0], AP on DATASETS.TEST[0] (docs/int8.md).
 """
 import argparse
 import logging

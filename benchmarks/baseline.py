@@ -1,8 +1,6 @@
-"""The baseline the benchmarks compare ssd_r34 with: the MLPerf reference's algorithms from
-reference/reference_impl.py (network, default boxes, encoder, loss, decoder), and what a
-reference-style pipeline adds on top (docs/speed.md, "What is compared"): the per-image
-training transform, a training step, end-to-end inference and ssd_r34's weights loaded into
-``ReferenceSSDR34``."""
+"""The baseline the benchmarks compare ssd_r34 with: reference/reference_impl.py's MLPerf
+algorithms and what a reference-style pipeline adds on top (docs/speed.md, "What is compared").
+"""
 import random
 
 import torch

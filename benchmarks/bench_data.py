@@ -1,8 +1,7 @@
 """Training data mapper at 1200x1200, per image, from a 640x480 JPEG with 5 boxes.
 
-ssd_r34's ``SSDDatasetMapper(cfg, is_train=True)`` against the reference's per-image
-transform, without and with its per-image encoding of the targets (docs/speed.md, "What is
-compared"). Each timed sample maps the same image 8 times (fresh random draws each time).
+``SSDDatasetMapper(cfg, is_train=True)`` against the reference's per-image transform, without
+and with its target encoding; a sample maps the image 8 times (docs/speed.md).
 """
 import os
 import random

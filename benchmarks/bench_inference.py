@@ -1,9 +1,7 @@
 """Inference end to end at 1200x1200 (strides 3 3 2 2 2 2), batch 1 and 4.
 
-From resized uint8 images to detections in the original image's pixels (480x640): ssd_r34's
-``model(batched_inputs)`` with its defaults, without the oneDNN post-ops, with every speed
-option off and with ``INFERENCE_DTYPE bfloat16``, against the reference's forward and decode;
-same weights, same images (docs/speed.md, "What is compared").
+uint8 images to detections at 480x640: ssd_r34's speed options on and off against the
+reference's forward and decode, same weights and images (docs/speed.md, "What is compared").
 """
 import torch
 

@@ -1,8 +1,7 @@
 """Postprocess (spec section 7) at 1200x1200: 15130 default boxes x 81 classes per image.
 
-ssd_r34's ``SSD.inference`` + ``SSD.rescale`` against the reference's ``reference_decode`` +
-scaling, on the same predictions, each in its own layout, shaped like a trained model's
-(docs/speed.md, "What is compared").
+``SSD.inference`` + ``SSD.rescale`` against ``reference_decode`` + scaling on the same
+predictions, shaped like a trained model's (docs/speed.md, "What is compared").
 """
 
 import torch

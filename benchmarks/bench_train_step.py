@@ -1,9 +1,7 @@
 """Training step at 300x300, batch 8: forward, matching, loss, backward (no optimiser step).
 
-ssd_r34's ``model(batched_inputs)`` in training mode from uint8 images (defaults, and each
-speed option off in turn) against the reference's forward, double-sort loss and backward from
-targets its loader has already encoded (a second row adds that encoding); same weights, and
-the losses checked equal (docs/speed.md, "What is compared").
+ssd_r34 from uint8 images (defaults, each speed option off) against the reference's forward,
+loss and backward from pre-encoded targets; same weights, losses checked (docs/speed.md).
 """
 import torch
 

@@ -1,9 +1,7 @@
-"""The numbers of the README's model-zoo table, per config: input, strides, default boxes,
-parameters, GFLOPs (fvcore, as tools/analyze_model.py), training seconds per iteration and
-inference seconds per image on this machine's CPU (README, "How each number is made").
+"""The numbers of the README's model-zoo table, per config: sizes, GFLOPs (fvcore), training
+s/iteration and inference s/image on this CPU (README, "How each number is made").
 
-    python benchmarks/bench_zoo.py                       # every config
-    python benchmarks/bench_zoo.py --configs configs/ssd_r34_300.yaml --train-batch 8
+    python benchmarks/bench_zoo.py [--configs configs/ssd_r34_300.yaml] [--train-batch 8]
 """
 import os
 import statistics

@@ -1,13 +1,10 @@
 """Before/after: the ``make bench`` benchmarks of an earlier git revision and of this working
 tree, in one run, side by side (docs/speed.md).
 
-    python benchmarks/compare_revisions.py --old REV [--quick] [--passes N]
-        [--only postprocess,train,...]
+    python benchmarks/compare_revisions.py --old REV [--quick] [--passes N] [--only train,...]
 
-The earlier revision runs from a temporary git worktree (``PYTHONPATH``) with this .venv,
-benchmark by benchmark, right before or after this tree's. Only the rows with ssd_r34's
-defaults (float32) are compared; unless ``--keep-bf16``, CPU bfloat16 autocast is switched off
-in both trees (a ``sitecustomize``), so their bfloat16 rows take seconds, not minutes.
+The old tree runs from a temporary git worktree with this .venv. Only ssd_r34's default
+(float32) rows are compared; unless ``--keep-bf16``, CPU bfloat16 autocast is off in both.
 """
 import argparse
 import json

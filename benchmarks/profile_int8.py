@@ -2,10 +2,8 @@
 
     python benchmarks/profile_int8.py [--size 1200] [--runs 2] [--calib-images 2]
 
-The network of configs/ssd_r34_1200.yaml (random weights, randomised BatchNorm statistics) at
-``--size``, exported and quantised by ssd_r34's onnxruntime route (``calibrate``), both run
-under ONNX Runtime's profiler on the same image: time per image by operator type and its share
-(docs/int8.md).
+The 1200 config's random network at ``--size``, exported and quantised (``calibrate``), under
+ONNX Runtime's profiler on the same image (docs/int8.md).
 """
 import collections
 import json

@@ -1,11 +1,9 @@
 """Where the training step's time goes (docs/speed.md, "Where the training step's time goes").
 
-Two tables, not part of ``make bench``: ``torch.profiler`` on one training step of
-bench_train_step.py (baseline, without Winograd, without the sparse head backward, defaults;
-median of three interleaved rounds), and every convolution shape of that model at batch 8,
-forward and backward, in NCHW, channels-last and (where MODEL.SSD.WINOGRAD applies) Winograd.
-
     python benchmarks/profile_train_step.py [--repeats 5]
+
+``torch.profiler`` on bench_train_step.py's steps, and every convolution shape of that model
+forward and backward in NCHW, channels-last and Winograd. Not part of ``make bench``.
 """
 import statistics
 
