@@ -41,25 +41,23 @@ def main(argv=None):
     SSDCheckpointer(model).load(args.weights)
     images, names = calibration_images(cfg, num_images=args.calib_images)
     float_layers = tuple(x for x in args.float_layers.split(",") if x)
-    folders = {}
-    for backend in ("onnxruntime", "openvino"):
-        folders[backend] = os.path.join(tmp.name, backend)
-        calibrate(model, images, folders[backend], backend, per_channel=not args.per_tensor,
+    folders = {b: os.path.join(tmp.name, b) for b in ("onnxruntime", "openvino")}
+    for backend, folder in folders.items():
+        calibrate(model, images, folder, backend, per_channel=not args.per_tensor,
                   method=args.method if backend == "onnxruntime" else "minmax",
                   image_names=names, float_layers=float_layers)
+    ort, ov = (["MODEL.SSD.INFERENCE_BACKEND", b] for b in ("onnxruntime", "openvino"))
+    int8 = ["MODEL.SSD.INFERENCE_DTYPE", "int8", "MODEL.SSD.INT8.CALIBRATION_DIR"]
     rows = {  # key -> (label, overrides)
         "fp32": ("PyTorch float32 (defaults)", []),
         "bf16": ("PyTorch bfloat16 (INFERENCE_DTYPE bfloat16)",
                  ["MODEL.SSD.INFERENCE_DTYPE", "bfloat16"]),
-        "ort_fp32": ("ONNX Runtime float32", ["MODEL.SSD.INFERENCE_BACKEND", "onnxruntime"]),
-        "ov_fp32": ("OpenVINO float32", ["MODEL.SSD.INFERENCE_BACKEND", "openvino"]),
+        "ort_fp32": ("ONNX Runtime float32", ort),
+        "ov_fp32": ("OpenVINO float32", ov),
         "ort_int8": (f"ONNX Runtime INT8 (QDQ, {'per-tensor' if args.per_tensor else 'per-channel'}"
-                     f", {args.method})",
-                     ["MODEL.SSD.INFERENCE_BACKEND", "onnxruntime", "MODEL.SSD.INFERENCE_DTYPE",
-                      "int8", "MODEL.SSD.INT8.CALIBRATION_DIR", folders["onnxruntime"]]),
+                     f", {args.method})", ort + int8 + [folders["onnxruntime"]]),
         "ov_int8": ("OpenVINO INT8 (NNCF, per-channel, min-max)",
-                    ["MODEL.SSD.INFERENCE_BACKEND", "openvino", "MODEL.SSD.INFERENCE_DTYPE",
-                     "int8", "MODEL.SSD.INT8.CALIBRATION_DIR", folders["openvino"]]),
+                    ov + int8 + [folders["openvino"]]),
     }
     if args.only:
         rows = {k: v for k, v in rows.items() if k == "fp32" or k in args.only.split(",")}

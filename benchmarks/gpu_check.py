@@ -75,9 +75,8 @@ COMMON_OPTS = ["MODEL.SSD.WINOGRAD", "False"]
 
 
 # ---- arguments ------------------------------------------------------------------------
-def build_parser():
-    p = argparse.ArgumentParser(
-        description="Check every GPU path of ssd_r34 and measure it (docs/gpu.md).")
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--dry-run", action="store_true",
                       help="run nothing: print the plan and the table's shape, write the JSON")
@@ -100,11 +99,6 @@ def build_parser():
     p.add_argument("--profile", default="gpu", choices=sorted(PROFILES), help=argparse.SUPPRESS)
     p.add_argument("--phase-out", default=None, help=argparse.SUPPRESS)
     p.add_argument("--deadline", type=float, default=None, help=argparse.SUPPRESS)
-    return p
-
-
-def parse_args(argv=None):
-    p = build_parser()
     args = p.parse_args(argv)
     names = [n.strip() for n in args.phases.split(",") if n.strip()]
     unknown = [n for n in names if n not in PHASE_NAMES]
@@ -114,10 +108,10 @@ def parse_args(argv=None):
     args.phases = [n for n in PHASE_NAMES if n in names]  # run order is fixed
     if not (args.budget > 0 and math.isfinite(args.budget)):
         p.error(f"--budget must be a positive number of seconds, got {args.budget}")
-    if args.wheels is not None and not args.dry_run and args.run_phase is None:
-        if not os.path.isdir(args.wheels) or not glob.glob(os.path.join(args.wheels, "*.whl")):
-            p.error(f"--wheels {args.wheels}: no wheels there. Run `make gpu-wheels` on a machine "
-                    "with network and carry the folder to the GPU machine (docs/gpu.md).")
+    if (args.wheels is not None and not args.dry_run and args.run_phase is None
+            and not glob.glob(os.path.join(args.wheels, "*.whl"))):
+        p.error(f"--wheels {args.wheels}: no wheels there. Run `make gpu-wheels` on a machine "
+                "with network and carry the folder to the GPU machine (docs/gpu.md).")
     return args
 
 
