@@ -131,17 +131,17 @@ class Times(dict):
         self.cpu = {k: [] for k in names}
 
 
-def time_interleaved(fns, repeats, warmup=1):
+def time_interleaved(fns, repeats):
     """Run each callable of ``fns`` (name -> fn) once per round, in turn, ``repeats`` rounds
-    after ``warmup`` untimed rounds. Returns a ``Times``."""
+    after one untimed round. Returns a ``Times``."""
     times = Times(fns)
-    for r in range(warmup + repeats):
+    for r in range(1 + repeats):
         for name, fn in fns.items():
             gc.collect()
             c0, t0 = time.process_time(), time.perf_counter()
             fn()
             dt, dc = time.perf_counter() - t0, time.process_time() - c0
-            if r >= warmup:
+            if r:
                 times[name].append(dt)
                 times.cpu[name].append(dc)
     return times
@@ -163,14 +163,12 @@ def md_table(header, rows, align=""):
     return "\n".join([lines[0], sep, *lines[1:]])
 
 
-def report(title, times, baseline, target=None, unit="ms", per=1, notes=(), json_path=None,
-           key=None):
+def report(title, times, baseline, target=None, per=1, notes=(), json_path=None, key=None):
     """Print one Markdown table: median and min wall-clock time per implementation, the
     speed-up of each over ``baseline`` (ratio of medians and ratio of mins), and the median
-    process CPU time with its speed-up (steadier than wall-clock time when other jobs share
-    the cores). ``per`` divides the times (e.g. per image). ``target``: (implementation,
-    minimum speed-up), judged on the ratio of wall-clock medians."""
-    scale = {"ms": 1e3, "s": 1.0}[unit]
+    process CPU time with its speed-up (steadier when other jobs share the cores). ``per``
+    divides the times (e.g. per image). ``target``: (implementation, minimum speed-up),
+    judged on the ratio of wall-clock medians. Returns the results (JSON, ``json_path``)."""
     base = times[baseline]
     bmed, bmin = statistics.median(base) / per, min(base) / per
     print(f"\n### {title}\n")
@@ -184,11 +182,10 @@ def report(title, times, baseline, target=None, unit="ms", per=1, notes=(), json
         summary[name] = {"median_s": med, "min_s": mn, "speedup_median": bmed / med,
                          "speedup_min": bmin / mn, "samples_s": [t / per for t in ts],
                          "cpu_median_s": c, "speedup_cpu": bcpu / c}
-        rows.append([name, f"{med * scale:.1f}", f"{mn * scale:.1f}", f"{bmed / med:.2f}x",
-                     f"{bmin / mn:.2f}x", f"{c * scale:.1f}", f"{bcpu / c:.2f}x"])
-    print(md_table(["implementation", f"median ({unit})", f"min ({unit})", "speed-up (median)",
-                    "speed-up (min)", f"CPU time, median ({unit})", "speed-up (CPU)"], rows,
-                   "lrrrrrr"))
+        rows.append([name, f"{med * 1e3:.1f}", f"{mn * 1e3:.1f}", f"{bmed / med:.2f}x",
+                     f"{bmin / mn:.2f}x", f"{c * 1e3:.1f}", f"{bcpu / c:.2f}x"])
+    print(md_table(["implementation", "median (ms)", "min (ms)", "speed-up (median)",
+                    "speed-up (min)", "CPU time, median (ms)", "speed-up (CPU)"], rows, "lrrrrrr"))
     for n in notes:
         print(f"\n{n}")
     result = {"title": title, "baseline": baseline, "rows": summary}

@@ -67,9 +67,7 @@ class ReferenceTrainTransform:
         self.img_trans = TV.Compose([
             TV.Resize(self.size),
             TV.ColorJitter(brightness=0.125, contrast=0.5, saturation=0.5, hue=0.05),
-            TV.ToTensor(),
-        ])
-        self.normalize = TV.Normalize(mean=IMAGENET_MEAN, std=IMAGENET_STD)
+            TV.ToTensor(), TV.Normalize(mean=IMAGENET_MEAN, std=IMAGENET_STD)])
 
     def __call__(self, file_name, boxes, labels):
         img = Image.open(file_name).convert("RGB")
@@ -81,7 +79,7 @@ class ReferenceTrainTransform:
             img = img.transpose(Image.FLIP_LEFT_RIGHT)
             bboxes = bboxes[:, [2, 1, 0, 3]] * torch.tensor([-1.0, 1, -1, 1]) \
                 + torch.tensor([1.0, 0, 1, 0])
-        img = self.normalize(self.img_trans(img)).contiguous()
+        img = self.img_trans(img).contiguous()
         if not self.encode:
             return img, None, None
         loc, lab = reference_encode(bboxes, labels, self.dboxes)
@@ -107,18 +105,15 @@ def reference_postprocess(ploc, plabel, dboxes_xywh, original_sizes):
     results = reference_decode(ploc, plabel, dboxes_xywh)
     out = []
     for (boxes, labels, scores), (h, w) in zip(results, original_sizes):
-        boxes = boxes * torch.tensor([w, h, w, h], dtype=boxes.dtype)
-        boxes[:, 0::2] = boxes[:, 0::2].clamp(0, w)
-        boxes[:, 1::2] = boxes[:, 1::2].clamp(0, h)
-        out.append((boxes, labels, scores))
+        scale = torch.tensor([w, h, w, h], dtype=boxes.dtype)
+        out.append(((boxes * scale).clamp(min=0).minimum(scale), labels, scores))
     return out
 
 
 def reference_inference(model, images_uint8, dboxes_xywh, original_sizes):
     """End to end as the reference evaluates: ToTensor + Normalize of the resized uint8
     images (N, 3, H, W), forward, then ``reference_postprocess``."""
-    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    mean, std = (torch.tensor(v).view(1, 3, 1, 1) for v in (IMAGENET_MEAN, IMAGENET_STD))
     with torch.no_grad():
         x = (images_uint8.float() / 255 - mean) / std
         ploc, plabel = model(x)

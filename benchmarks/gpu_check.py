@@ -45,7 +45,6 @@ ANCHORS = [
 TINY = ["INPUT.FIXED_SIZE", "(64, 64)", "MODEL.SSD.STRIDES", "[1, 1, 1, 1, 1, 1]"]
 PROFILES = {
     "gpu": {
-        "device": "cuda",
         "correctness": {"config": "configs/ssd_r34_1200.yaml", "opts": [], "size": 1200,
                         "images": 2},
         "train_runs": {"opts": ["SOLVER.IMS_PER_BATCH", "8", "DATALOADER.NUM_WORKERS", "2"],
@@ -58,7 +57,6 @@ PROFILES = {
                            "dtype": "float16", "min_time": 2.0},
     },
     "smoke": {
-        "device": "cpu",
         "correctness": {"config": "configs/ssd_r34_300.yaml", "opts": TINY, "size": 64,
                         "images": 2},
         "train_runs": {"opts": TINY + ["SOLVER.IMS_PER_BATCH", "2", "DATALOADER.NUM_WORKERS",
@@ -360,7 +358,7 @@ class Phase:
         self.path, self.work_dir = args.phase_out, args.work_dir
         self.deadline = args.deadline or (time.time() + 3600)
         self.profile, self.profile_name = PROFILES[args.profile], args.profile
-        self.device = self.profile["device"]
+        self.device = "cuda" if args.profile == "gpu" else "cpu"
         self.data = {"status": "running", "checks": [], "error": None}
 
     def left(self):
