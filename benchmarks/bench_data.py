@@ -13,6 +13,7 @@ from PIL import Image
 
 from _common import make_cfg, parse, parser, report, time_interleaved
 from baseline import ReferenceTrainTransform, reference_default_boxes
+from detectron2.modeling import build_model
 from detectron2.structures import BoxMode
 from ssd_r34.data import SSDDatasetMapper
 
@@ -33,8 +34,6 @@ def main(argv=None):
     args = parse(parser(__doc__.splitlines()[0], repeats=5), argv)
     cfg = make_cfg("configs/ssd_r34_1200.yaml")
     H, W = cfg.INPUT.FIXED_SIZE
-    from detectron2.modeling import build_model
-
     sizes = build_model(cfg).head_output_sizes()
     dboxes = reference_default_boxes((H, W), sizes)
     with tempfile.TemporaryDirectory() as tmp:

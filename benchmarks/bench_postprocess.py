@@ -19,10 +19,7 @@ def realistic_predictions(anchors, image_size, num_images, seed=0, objects=12, c
     g = torch.Generator().manual_seed(seed)
     H, W = image_size
     R = anchors.shape[0]
-    aw = anchors[:, 2] - anchors[:, 0]
-    ah = anchors[:, 3] - anchors[:, 1]
-    acx = anchors[:, 0] + aw / 2
-    acy = anchors[:, 1] + ah / 2
+    acx, acy, aw, ah = box_convert(anchors, "xyxy", "cxcywh").unbind(1)
     locs, probs = [], []
     for _ in range(num_images):
         loc = torch.randn(R, 4, generator=g) * 0.3

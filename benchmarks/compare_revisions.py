@@ -85,9 +85,8 @@ def main(argv=None):
                                  f"{o['median_s'] / n['median_s']:.2f}"])
         finally:
             subprocess.call(["git", "-C", ROOT, "worktree", "remove", "--force", old_tree])
-    head = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"],
-                          capture_output=True, text=True).stdout.strip()
-    print(f"\n### Before ({args.old}) and after (working tree at {head}), one run\n")
+    head = subprocess.check_output(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], text=True)
+    print(f"\n### Before ({args.old}) and after (working tree at {head.strip()}), one run\n")
     print(md_table(["benchmark", "speed-up over baseline, before", "after",
                     "ssd_r34 median before (ms)", "after (ms)", "before / after"], rows,
                    "lrrrrr"))
