@@ -45,25 +45,21 @@ ANCHORS = [
 TINY = ["INPUT.FIXED_SIZE", "(64, 64)", "MODEL.SSD.STRIDES", "[1, 1, 1, 1, 1, 1]"]
 PROFILES = {
     "gpu": {
-        "correctness": {"config": "configs/ssd_r34_1200.yaml", "opts": [], "size": 1200,
-                        "images": 2},
+        "model": ("configs/ssd_r34_1200.yaml", [], 1200),  # of correctness and inference_speed
         "train_runs": {"opts": ["SOLVER.IMS_PER_BATCH", "8", "DATALOADER.NUM_WORKERS", "2"],
                        "iters": 4, "resume_iters": 6},
-        "inference_speed": {"config": "configs/ssd_r34_1200.yaml", "opts": [], "size": 1200,
-                            "batches": [1, 8, 32], "dtypes": ["float32", "bfloat16", "float16"],
+        "inference_speed": {"batches": [1, 8, 32], "dtypes": ["float32", "bfloat16", "float16"],
                             "min_time": 1.0},
         "training_speed": {"runs": [("configs/ssd_r34_300.yaml", [], 300, 32, 512),
                                     ("configs/ssd_r34_1200.yaml", [], 1200, 4, 128)],
                            "dtype": "float16", "min_time": 2.0},
     },
     "smoke": {
-        "correctness": {"config": "configs/ssd_r34_300.yaml", "opts": TINY, "size": 64,
-                        "images": 2},
+        "model": ("configs/ssd_r34_300.yaml", TINY, 64),
         "train_runs": {"opts": TINY + ["SOLVER.IMS_PER_BATCH", "2", "DATALOADER.NUM_WORKERS",
                                        "0"], "iters": 2, "resume_iters": 3},
         # float32 only: bfloat16 autocast is slow on CPUs without bf16 units
-        "inference_speed": {"config": "configs/ssd_r34_300.yaml", "opts": TINY, "size": 64,
-                            "batches": [1, 2], "dtypes": ["float32"], "min_time": 0.2},
+        "inference_speed": {"batches": [1, 2], "dtypes": ["float32"], "min_time": 0.2},
         "training_speed": {"runs": [("configs/ssd_r34_300.yaml", TINY, 64, 2, 2)],
                            "dtype": "float32", "min_time": 0.2},
     },
@@ -142,7 +138,7 @@ def planned_rows(profile):
     """The throughput rows a run fills in (figures None): (inference, training)."""
     p = PROFILES[profile]
     inf = p["inference_speed"]
-    rows = [{"size": inf["size"], "batch": b, "dtype": d, "channels_last": True,
+    rows = [{"size": p["model"][2], "batch": b, "dtype": d, "channels_last": True,
              "network_images_per_s": None, "end_to_end_images_per_s": None, "status": "not run"}
             for d in inf["dtypes"] for b in inf["batches"]]
     tr = [{"size": size, "batch": None, "dtype": p["training_speed"]["dtype"],
@@ -490,17 +486,18 @@ def phase_correctness(ph, args):
 
     from _common import normalized, random_images, random_model, synthetic_batch
 
-    torch, p, device = _torch(), ph.profile["correctness"], ph.device
+    torch, device = _torch(), ph.device
+    config, opts, size = ph.profile["model"]
     if device == "cuda":  # compare float32 with float32, not TF32
         torch.backends.cuda.matmul.allow_tf32 = False
         torch.backends.cudnn.allow_tf32 = False
     other_opts = [] if device == "cuda" else [
         "MODEL.SSD.CHANNELS_LAST", "False", "MODEL.SSD.FUSE_BN_INFERENCE", "False",
         "MODEL.SSD.SPARSE_HEAD_BACKWARD", "False"]
-    images, inputs = random_images(p["images"], (p["size"], p["size"]))
-    cpu = random_model(_cfg(p["config"], *p["opts"]), images, bn_seed=1)
+    images, inputs = random_images(2, (size, size))
+    cpu = random_model(_cfg(config, *opts), images, bn_seed=1)
     x = normalized(cpu, images)
-    dev = random_model(_cfg(p["config"], *p["opts"], *other_opts, device=device), bn_seed=1)
+    dev = random_model(_cfg(config, *opts, *other_opts, device=device), bn_seed=1)
     dev.load_state_dict(cpu.state_dict())
     with torch.no_grad():
         want = cpu.forward_network(x)[:2]
@@ -519,7 +516,7 @@ def phase_correctness(ph, args):
              f"{r['detections']} detections; score diff {r['max_score_diff']:.2g}, box diff "
              f"{r['max_box_diff']:.2g} px")
     # a training step: losses and a head gradient
-    batch = synthetic_batch((p["size"], p["size"]), 2, 3, seed=5)
+    batch = synthetic_batch((size, size), 2, 3, seed=5)
     losses, grads = [], []
     for model, dv in ((cpu, "cpu"), (dev, device)):
         m = copy.deepcopy(model).train()
@@ -591,34 +588,26 @@ def phase_train_runs(ph, args):
     subprocess.run([sys.executable, "-c", "from ssd_r34.data import ensure_dataset as e; "
                     "e('shapes_train')"], cwd=ROOT, env=env, check=True,
                    timeout=max(ph.left() / 3, 10))
-
-    def command(name, iters, resume):
-        out_dir = os.path.join(ph.work_dir, "runs", name)
-        opts = ["--config-file", os.path.join(ROOT, "configs", "ssd_r34_shapes.yaml"),
-                "--num-gpus", "1", *(["--resume"] if resume else []),
-                "MODEL.DEVICE", device, *COMMON_OPTS, *p["opts"],
-                "SOLVER.MAX_ITER", str(iters), "SOLVER.WARMUP_ITERS", "0",
-                "SOLVER.CHECKPOINT_PERIOD", "100000", "DATASETS.TEST", "()", "SEED", "3",
-                "OUTPUT_DIR", out_dir, *runs[name]]
-        if name == "syncbn":
-            backend = "nccl" if device == "cuda" else "gloo"
-            return out_dir, [sys.executable, "-c", GROUP_WRAPPER, backend,
-                             f"file://{out_dir}/{'resume' if resume else 'train'}.store", script,
-                             *opts]
-        return out_dir, [sys.executable, script, *opts]
-
-    for stage, iters, resume in (("train", p["iters"], False),
-                                 ("resume", p["resume_iters"], True)):
+    for stage, iters in (("train", p["iters"]), ("resume", p["resume_iters"])):
         procs = {}
-        for name in runs:
-            out_dir, cmd = command(name, iters, resume)
-            if not resume:
+        for name, run_opts in runs.items():
+            out_dir = os.path.join(ph.work_dir, "runs", name)
+            if stage == "train":
                 shutil.rmtree(out_dir, ignore_errors=True)
             os.makedirs(out_dir, exist_ok=True)
+            cmd = [script, "--config-file", os.path.join(ROOT, "configs", "ssd_r34_shapes.yaml"),
+                   "--num-gpus", "1", *(["--resume"] if stage == "resume" else []),
+                   "MODEL.DEVICE", device, *COMMON_OPTS, *p["opts"],
+                   "SOLVER.MAX_ITER", str(iters), "SOLVER.WARMUP_ITERS", "0",
+                   "SOLVER.CHECKPOINT_PERIOD", "100000", "DATASETS.TEST", "()", "SEED", "3",
+                   "OUTPUT_DIR", out_dir, *run_opts]
+            print(f"$ python {'-c GROUP_WRAPPER ' if name == 'syncbn' else ''}{' '.join(cmd)}")
+            if name == "syncbn":
+                cmd = ["-c", GROUP_WRAPPER, "nccl" if device == "cuda" else "gloo",
+                       f"file://{out_dir}/{stage}.store", *cmd]
             log = open(os.path.join(out_dir, f"{stage}.out"), "w")
-            print("$ " + " ".join(cmd[:2] if name == "syncbn" else cmd))
-            procs[name] = (subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log,
-                                            stderr=subprocess.STDOUT), log, out_dir)
+            procs[name] = (subprocess.Popen([sys.executable, *cmd], cwd=ROOT, env=env,
+                                            stdout=log, stderr=subprocess.STDOUT), log, out_dir)
         t_end = time.time() + max(ph.left() / (2 if stage == "train" else 1) - 5, 10)
         for name, (proc, log, out_dir) in procs.items():
             try:
@@ -692,8 +681,9 @@ def phase_inference_speed(ph, args):
     from ssd_r34.modeling.meta_arch import INFERENCE_DTYPES
 
     torch, p, device = _torch(), ph.profile["inference_speed"], ph.device
-    size = (p["size"], p["size"])
-    cfg = _cfg(p["config"], *p["opts"], device=device)
+    config, opts, size = ph.profile["model"]
+    size = (size, size)
+    cfg = _cfg(config, *opts, device=device)
     model = random_model(cfg, random_images(1, size, seed=1)[0], bn_seed=1)
 
     def measure(row):
