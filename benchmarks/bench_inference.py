@@ -25,26 +25,24 @@ def detector(model, inputs):
     return f
 
 
+@torch.no_grad()
 def calibrate_scores(model, x, candidates=11000):
     """Shift the conf heads' class biases until about ``candidates`` (box, class) scores per
-    image pass 0.05, spread evenly over the 80 classes, as a trained model's (docs/speed.md,
-    "What is compared"). Returns the candidates of each class on ``x`` (per image)."""
+    image of ``x`` pass 0.05, spread evenly over the 80 classes, as a trained model's
+    (docs/speed.md, "What is compared")."""
     K = model.num_classes
-    target = candidates / K
-    with torch.no_grad():
-        conf = model.forward_network(x)[1]
+    conf = model.forward_network(x)[1]
 
-        def counts(shift):
-            return ((conf + shift).softmax(-1)[..., :K] > 0.05).sum((0, 1)).float() / len(x)
+    def counts(shift):
+        return ((conf + shift).softmax(-1)[..., :K] > 0.05).sum((0, 1)).float() / len(x)
 
-        # Multiplicative steps of every class's shift at once (the background stays at 0);
-        # the classes share the softmax, so the steps shrink to settle the coupling.
-        shift = torch.zeros(K + 1)
-        for step in [0.2] * 60 + [0.05] * 60:
-            shift[:K] += step * torch.log((target + 1) / (counts(shift) + 1))
-        for conv in model.head.conf:
-            conv.bias.view(-1, K + 1).add_(shift)
-        return counts(shift)
+    # Multiplicative steps of every class's shift at once (the background stays at 0);
+    # the classes share the softmax, so the steps shrink to settle the coupling.
+    shift = torch.zeros(K + 1)
+    for step in [0.2] * 60 + [0.05] * 60:
+        shift[:K] += step * torch.log((candidates / K + 1) / (counts(shift) + 1))
+    for conv in model.head.conf:
+        conv.bias.view(-1, K + 1).add_(shift)
 
 
 def benchmark_model():

@@ -247,14 +247,14 @@ def install_wheels(wheels, site, log):
         f.write("\n".join(names))
 
 
-def run_child(args, phase, budget, env, log_path, profile):
+def run_child(args, phase, budget, env, log_path):
     """Run one phase in a child process; returns its result dict (or a failure record)."""
     out = os.path.join(args.work_dir, f"phase_{phase}.json")
     if os.path.exists(out):
         os.remove(out)
     cmd = [sys.executable, os.path.abspath(__file__), "--run-phase", phase, "--profile",
-           profile, "--phase-out", out, "--deadline", str(time.time() + budget),
-           "--work-dir", args.work_dir]
+           "smoke" if args.smoke else "gpu", "--phase-out", out, "--deadline",
+           str(time.time() + budget), "--work-dir", args.work_dir]
     t0, status, error = time.time(), None, None
     with open(log_path, "w") as log:
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
@@ -277,19 +277,19 @@ def run_child(args, phase, budget, env, log_path, profile):
 
 
 def print_phase(name, ph, log_path):
-    print(f"[gpu_check] {name}: {ph['status'].upper()} ({_fmt(ph.get('seconds'), 1)} s)",
-          flush=True)
+    print(f"[gpu_check] {name}: {ph['status'].upper()} ({_fmt(ph.get('seconds'), 1)} s)")
     for c in ph.get("checks", []):
         print(f"    {'PASS' if c.get('passed') else 'FAIL'} {c['name']}"
-              + (f": {c['detail']}" if c.get("detail") not in (None, "") else ""), flush=True)
+              + (f": {c['detail']}" if c.get("detail") not in (None, "") else ""))
     if ph.get("error"):
-        print("    error: " + ph["error"].strip().splitlines()[-1][:300], flush=True)
+        print("    error: " + ph["error"].strip().splitlines()[-1][:300])
     if ph["status"] not in ("passed", "skipped") and log_path and os.path.exists(log_path):
         last = "".join(open(log_path, errors="replace").readlines()[-25:])
-        print("    ---- last lines of " + log_path + "\n" + last, flush=True)
+        print("    ---- last lines of " + log_path + "\n" + last)
 
 
 def run_all(args):
+    sys.stdout.reconfigure(line_buffering=True)  # each phase's lines as soon as it ends
     profile = "smoke" if args.smoke else "gpu"
     results, b = empty_results(args, profile), budgets(args)
     logs = os.path.join(args.output_dir, "logs")
@@ -304,7 +304,7 @@ def run_all(args):
             if args.wheels:
                 install_wheels(args.wheels, site, log)
         r = run_child(args, "environment", max(b["setup"] - (time.time() - start), 30), env,
-                      os.path.join(logs, "environment.log"), profile)
+                      os.path.join(logs, "environment.log"))
         results["environment"].update(r.get("environment", {}))
         setup.update(checks=r.get("checks", []), status=r["status"], error=r.get("error"))
     except Exception as e:  # noqa: BLE001  recorded; the phases say what follows from it
@@ -322,7 +322,7 @@ def run_all(args):
             print_phase(name, ph, None)
             continue
         log_path = os.path.join(logs, f"{name}.log")
-        r = run_child(args, name, b[name], env, log_path, profile)
+        r = run_child(args, name, b[name], env, log_path)
         for key in ("cuda_tests", "inference", "training"):
             if key in r:
                 results[key] = r.pop(key)
@@ -524,7 +524,6 @@ def phase_correctness(ph, args):
         sum(out.values()).backward()
         losses.append({k: float(v) for k, v in out.items()})
         grads.append(m.head.conf[0].weight.grad.detach().cpu())
-        del m
     diffs = {k: abs(losses[0][k] - losses[1][k]) for k in losses[0]}
     ph.data["details"]["losses"] = {"cpu": losses[0], device: losses[1]}
     ph.check("training step losses within 1e-5 (+1e-5 relative)",
