@@ -32,6 +32,17 @@ def normalized(model, images):
     return (images.to(model.device).float() - model.pixel_mean) / model.pixel_std
 
 
+def random_images(n, size, seed=0, original=None, device="cpu"):
+    """``n`` random uint8 images (N, 3, H, W) of ``size`` (H, W) and the model's inputs for
+    them on ``device``, detections rescaled to ``original`` (H, W; default ``size``)."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    images = torch.randint(0, 256, (n, 3, *size), generator=g, dtype=torch.uint8)
+    h, w = original or size
+    return images, [{"image": i.to(device), "height": h, "width": w} for i in images]
+
+
 def random_model(cfg, images=None, bn_seed=0):
     """The eval-mode model of ``cfg`` with random weights (seed 0), randomised BatchNorm
     statistics and, given uint8 ``images`` (N, 3, H, W), heads scaled to a trained model's
@@ -120,17 +131,17 @@ class Times(dict):
         self.cpu = {k: [] for k in names}
 
 
-def time_interleaved(fns, repeats, warmup=1):
+def time_interleaved(fns, repeats):
     """Run each callable of ``fns`` (name -> fn) once per round, in turn, ``repeats`` rounds
-    after ``warmup`` untimed rounds. Returns a ``Times``."""
+    after one untimed round. Returns a ``Times``."""
     times = Times(fns)
-    for r in range(warmup + repeats):
+    for r in range(1 + repeats):
         for name, fn in fns.items():
             gc.collect()
             c0, t0 = time.process_time(), time.perf_counter()
             fn()
             dt, dc = time.perf_counter() - t0, time.process_time() - c0
-            if r >= warmup:
+            if r:
                 times[name].append(dt)
                 times.cpu[name].append(dc)
     return times
@@ -152,56 +163,46 @@ def md_table(header, rows, align=""):
     return "\n".join([lines[0], sep, *lines[1:]])
 
 
-def report(title, times, baseline, target=None, unit="ms", per=1, notes=(), json_path=None,
-           key=None):
+def report(title, times, baseline, target=None, per=1, notes=(), json_path=None, key=None):
     """Print one Markdown table: median and min wall-clock time per implementation, the
     speed-up of each over ``baseline`` (ratio of medians and ratio of mins), and the median
-    process CPU time with its speed-up (steadier than wall-clock time when other jobs share
-    the cores). ``per`` divides the times (e.g. per image). ``target``: (implementation,
-    minimum speed-up), judged on the ratio of wall-clock medians."""
-    scale = {"ms": 1e3, "s": 1.0}[unit]
+    process CPU time with its speed-up (steadier when other jobs share the cores). ``per``
+    divides the times (e.g. per image). ``target``: (implementation, minimum speed-up),
+    judged on the ratio of wall-clock medians. Returns the results (JSON, ``json_path``)."""
     base = times[baseline]
     bmed, bmin = statistics.median(base) / per, min(base) / per
     print(f"\n### {title}\n")
     print(f"{environment()}; {len(base)} interleaved rounds; 1-min load average at the end: "
           f"{os.getloadavg()[0]:.1f}.\n")
-    cpu = getattr(times, "cpu", None)
-    bcpu = statistics.median(cpu[baseline]) / per if cpu else None
+    bcpu = statistics.median(times.cpu[baseline]) / per
     summary, rows = {}, []
     for name, ts in times.items():
         med, mn = statistics.median(ts) / per, min(ts) / per
+        c = statistics.median(times.cpu[name]) / per
         summary[name] = {"median_s": med, "min_s": mn, "speedup_median": bmed / med,
-                         "speedup_min": bmin / mn, "samples_s": [t / per for t in ts]}
-        rows.append([name, f"{med * scale:.1f}", f"{mn * scale:.1f}", f"{bmed / med:.2f}x",
-                     f"{bmin / mn:.2f}x"])
-        if cpu:
-            c = statistics.median(cpu[name]) / per
-            summary[name].update(cpu_median_s=c, speedup_cpu=bcpu / c)
-            rows[-1] += [f"{c * scale:.1f}", f"{bcpu / c:.2f}x"]
-    header = ["implementation", f"median ({unit})", f"min ({unit})", "speed-up (median)",
-              "speed-up (min)"] + ([f"CPU time, median ({unit})", "speed-up (CPU)"] if cpu else [])
-    print(md_table(header, rows, "l" + "r" * (len(header) - 1)))
+                         "speedup_min": bmin / mn, "samples_s": [t / per for t in ts],
+                         "cpu_median_s": c, "speedup_cpu": bcpu / c}
+        rows.append([name, f"{med * 1e3:.1f}", f"{mn * 1e3:.1f}", f"{bmed / med:.2f}x",
+                     f"{bmin / mn:.2f}x", f"{c * 1e3:.1f}", f"{bcpu / c:.2f}x"])
+    print(md_table(["implementation", "median (ms)", "min (ms)", "speed-up (median)",
+                    "speed-up (min)", "CPU time, median (ms)", "speed-up (CPU)"], rows, "lrrrrrr"))
     for n in notes:
         print(f"\n{n}")
     result = {"title": title, "baseline": baseline, "rows": summary}
     if target is not None:
         name, minimum = target
-        got, got_min = summary[name]["speedup_median"], summary[name]["speedup_min"]
-        got_cpu = summary[name].get("speedup_cpu")
+        got, got_min, got_cpu = (summary[name][k] for k in ("speedup_median", "speedup_min",
+                                                            "speedup_cpu"))
         ok = got >= minimum
         verdict = "MET" if ok else ("met on the minimums only" if got_min >= minimum
                                      else "NOT MET")
-        cpu_text = f", {got_cpu:.2f}x (CPU time)" if got_cpu else ""
         print(f"\nTarget: {name} at least {minimum}x faster than {baseline}: "
-              f"{got:.2f}x (median), {got_min:.2f}x (min){cpu_text} -> {verdict}")
+              f"{got:.2f}x (median), {got_min:.2f}x (min), {got_cpu:.2f}x (CPU time) -> {verdict}")
         result["target"] = {"row": name, "minimum": minimum, "speedup_median": got, "met": ok,
                             "speedup_min": got_min, "speedup_cpu": got_cpu, "verdict": verdict}
     sys.stdout.flush()
     if json_path:
-        data = {}
-        if os.path.exists(json_path):
-            with open(json_path) as f:
-                data = json.load(f)
+        data = json.load(open(json_path)) if os.path.exists(json_path) else {}
         data[key or title] = result
         with open(json_path, "w") as f:
             json.dump(data, f, indent=1)

@@ -1,8 +1,6 @@
-"""The baseline the benchmarks compare ssd_r34 with: the MLPerf reference's algorithms from
-reference/reference_impl.py (network, default boxes, encoder, loss, decoder), and what a
-reference-style pipeline adds on top (docs/speed.md, "What is compared"): the per-image
-training transform, a training step, end-to-end inference and ssd_r34's weights loaded into
-``ReferenceSSDR34``."""
+"""The baseline the benchmarks compare ssd_r34 with: reference/reference_impl.py's MLPerf
+algorithms and what a reference-style pipeline adds on top (docs/speed.md, "What is compared").
+"""
 import random
 
 import torch
@@ -25,44 +23,31 @@ class ReferenceSSDCropping:
     OPTIONS = (None, 0.1, 0.3, 0.5, 0.7, 0.9, -float("inf"))
 
     def __call__(self, img, img_size, bboxes, labels):
-        while True:
-            mode = random.choice(self.OPTIONS)
-            if mode is None:
+        while True:  # the reference tries one crop per drawn mode
+            min_iou = random.choice(self.OPTIONS)
+            if min_iou is None:
                 return img, img_size, bboxes, labels
             htot, wtot = img_size
-            min_iou = mode
-            for _ in range(1):  # the reference tries once per drawn mode
-                w = random.uniform(0.3, 1.0)
-                h = random.uniform(0.3, 1.0)
-                if w / h < 0.5 or w / h > 2:
-                    continue
-                left = random.uniform(0, 1.0 - w)
-                top = random.uniform(0, 1.0 - h)
-                right, bottom = left + w, top + h
-                ious = calc_iou_tensor(bboxes, torch.tensor([[left, top, right, bottom]]))
-                if not (ious > min_iou).all():
-                    continue
-                xc = 0.5 * (bboxes[:, 0] + bboxes[:, 2])
-                yc = 0.5 * (bboxes[:, 1] + bboxes[:, 3])
-                masks = (xc > left) & (xc < right) & (yc > top) & (yc < bottom)
-                if not masks.any():
-                    continue
-                bboxes = bboxes.clone()
-                bboxes[bboxes[:, 0] < left, 0] = left
-                bboxes[bboxes[:, 1] < top, 1] = top
-                bboxes[bboxes[:, 2] > right, 2] = right
-                bboxes[bboxes[:, 3] > bottom, 3] = bottom
-                bboxes = bboxes[masks, :]
-                labels = labels[masks]
-                left_idx, top_idx = int(left * wtot), int(top * htot)
-                right_idx, bottom_idx = int(right * wtot), int(bottom * htot)
-                img = img.crop((left_idx, top_idx, right_idx, bottom_idx))
-                bboxes[:, 0] = (bboxes[:, 0] - left) / w
-                bboxes[:, 1] = (bboxes[:, 1] - top) / h
-                bboxes[:, 2] = (bboxes[:, 2] - left) / w
-                bboxes[:, 3] = (bboxes[:, 3] - top) / h
-                htot, wtot = bottom_idx - top_idx, right_idx - left_idx
-                return img, (htot, wtot), bboxes, labels
+            w, h = random.uniform(0.3, 1.0), random.uniform(0.3, 1.0)
+            if w / h < 0.5 or w / h > 2:
+                continue
+            left, top = random.uniform(0, 1.0 - w), random.uniform(0, 1.0 - h)
+            right, bottom = left + w, top + h
+            if not (calc_iou_tensor(bboxes, torch.tensor([[left, top, right, bottom]]))
+                    > min_iou).all():
+                continue
+            xc = 0.5 * (bboxes[:, 0] + bboxes[:, 2])
+            yc = 0.5 * (bboxes[:, 1] + bboxes[:, 3])
+            masks = (xc > left) & (xc < right) & (yc > top) & (yc < bottom)
+            if not masks.any():
+                continue
+            # the kept boxes (centre inside) clipped to the crop, in its normalised coordinates
+            lo, hi = torch.tensor([left, top] * 2), torch.tensor([right, bottom] * 2)
+            bboxes = (bboxes[masks].clamp(lo, hi) - lo) / torch.tensor([w, h] * 2)
+            left_idx, top_idx = int(left * wtot), int(top * htot)
+            right_idx, bottom_idx = int(right * wtot), int(bottom * htot)
+            img = img.crop((left_idx, top_idx, right_idx, bottom_idx))
+            return img, (bottom_idx - top_idx, right_idx - left_idx), bboxes, labels[masks]
 
 
 class ReferenceTrainTransform:
@@ -82,9 +67,7 @@ class ReferenceTrainTransform:
         self.img_trans = TV.Compose([
             TV.Resize(self.size),
             TV.ColorJitter(brightness=0.125, contrast=0.5, saturation=0.5, hue=0.05),
-            TV.ToTensor(),
-        ])
-        self.normalize = TV.Normalize(mean=IMAGENET_MEAN, std=IMAGENET_STD)
+            TV.ToTensor(), TV.Normalize(mean=IMAGENET_MEAN, std=IMAGENET_STD)])
 
     def __call__(self, file_name, boxes, labels):
         img = Image.open(file_name).convert("RGB")
@@ -96,7 +79,7 @@ class ReferenceTrainTransform:
             img = img.transpose(Image.FLIP_LEFT_RIGHT)
             bboxes = bboxes[:, [2, 1, 0, 3]] * torch.tensor([-1.0, 1, -1, 1]) \
                 + torch.tensor([1.0, 0, 1, 0])
-        img = self.normalize(self.img_trans(img)).contiguous()
+        img = self.img_trans(img).contiguous()
         if not self.encode:
             return img, None, None
         loc, lab = reference_encode(bboxes, labels, self.dboxes)
@@ -122,18 +105,15 @@ def reference_postprocess(ploc, plabel, dboxes_xywh, original_sizes):
     results = reference_decode(ploc, plabel, dboxes_xywh)
     out = []
     for (boxes, labels, scores), (h, w) in zip(results, original_sizes):
-        boxes = boxes * torch.tensor([w, h, w, h], dtype=boxes.dtype)
-        boxes[:, 0::2] = boxes[:, 0::2].clamp(0, w)
-        boxes[:, 1::2] = boxes[:, 1::2].clamp(0, h)
-        out.append((boxes, labels, scores))
+        scale = torch.tensor([w, h, w, h], dtype=boxes.dtype)
+        out.append(((boxes * scale).clamp(min=0).minimum(scale), labels, scores))
     return out
 
 
 def reference_inference(model, images_uint8, dboxes_xywh, original_sizes):
     """End to end as the reference evaluates: ToTensor + Normalize of the resized uint8
     images (N, 3, H, W), forward, then ``reference_postprocess``."""
-    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    mean, std = (torch.tensor(v).view(1, 3, 1, 1) for v in (IMAGENET_MEAN, IMAGENET_STD))
     with torch.no_grad():
         x = (images_uint8.float() / 255 - mean) / std
         ploc, plabel = model(x)

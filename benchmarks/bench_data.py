@@ -1,8 +1,7 @@
 """Training data mapper at 1200x1200, per image, from a 640x480 JPEG with 5 boxes.
 
-ssd_r34's ``SSDDatasetMapper(cfg, is_train=True)`` against the reference's per-image
-transform, without and with its per-image encoding of the targets (docs/speed.md, "What is
-compared"). Each timed sample maps the same image 8 times (fresh random draws each time).
+``SSDDatasetMapper(cfg, is_train=True)`` against the reference's per-image transform, without
+and with its target encoding; a sample maps the image 8 times (docs/speed.md).
 """
 import os
 import random
@@ -14,6 +13,7 @@ from PIL import Image
 
 from _common import make_cfg, parse, parser, report, time_interleaved
 from baseline import ReferenceTrainTransform, reference_default_boxes
+from detectron2.modeling import build_model
 from detectron2.structures import BoxMode
 from ssd_r34.data import SSDDatasetMapper
 
@@ -34,8 +34,6 @@ def main(argv=None):
     args = parse(parser(__doc__.splitlines()[0], repeats=5), argv)
     cfg = make_cfg("configs/ssd_r34_1200.yaml")
     H, W = cfg.INPUT.FIXED_SIZE
-    from detectron2.modeling import build_model
-
     sizes = build_model(cfg).head_output_sizes()
     dboxes = reference_default_boxes((H, W), sizes)
     with tempfile.TemporaryDirectory() as tmp:

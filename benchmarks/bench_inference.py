@@ -1,14 +1,12 @@
 """Inference end to end at 1200x1200 (strides 3 3 2 2 2 2), batch 1 and 4.
 
-From resized uint8 images to detections in the original image's pixels (480x640): ssd_r34's
-``model(batched_inputs)`` with its defaults, without the oneDNN post-ops, with every speed
-option off and with ``INFERENCE_DTYPE bfloat16``, against the reference's forward and decode;
-same weights, same images (docs/speed.md, "What is compared").
+uint8 images to detections at 480x640: ssd_r34's speed options on and off against the
+reference's forward and decode, same weights and images (docs/speed.md, "What is compared").
 """
 import torch
 
 from _common import (bf16_rows, compare_detections, compare_loosely, make_cfg, normalized, parse,
-                     parser, random_model, report, time_interleaved)
+                     parser, random_images, random_model, report, time_interleaved)
 from baseline import reference_inference, reference_model
 from detectron2.modeling import build_model
 
@@ -19,15 +17,6 @@ ORIGINAL = (480, 640)
 DEFAULTS = "ssd_r34 (defaults: channels-last, BN folded, oneDNN post-ops)"
 
 
-def batch_inputs(batch, size):
-    """``batch`` random uint8 images of ``size`` (H, W), seeded by ``batch``, and the model's
-    inputs for them (original image ORIGINAL). Returns (images (B, 3, H, W), inputs)."""
-    g = torch.Generator().manual_seed(batch)
-    images = torch.randint(0, 256, (batch, 3, *size), generator=g, dtype=torch.uint8)
-    return images, [{"image": img, "height": ORIGINAL[0], "width": ORIGINAL[1]}
-                    for img in images]
-
-
 def detector(model, inputs):
     """A callable that runs ``model`` on ``inputs`` under no_grad and returns the Instances."""
     def f():
@@ -36,38 +25,31 @@ def detector(model, inputs):
     return f
 
 
+@torch.no_grad()
 def calibrate_scores(model, x, candidates=11000):
     """Shift the conf heads' class biases until about ``candidates`` (box, class) scores per
-    image pass 0.05, spread evenly over the 80 classes, as in bench_postprocess. A trained
-    model calls most boxes background and its candidates fall in many classes. Random heads
-    put several classes above 0.05 on most boxes, all in a few classes; raising the
-    background alone leaves them there, which makes the reference's per-class decoding far
-    cheaper than with the same number spread over the classes. Returns the candidates of
-    each class on ``x`` (per image)."""
+    image of ``x`` pass 0.05, spread evenly over the 80 classes, as a trained model's
+    (docs/speed.md, "What is compared")."""
     K = model.num_classes
-    target = candidates / K
-    with torch.no_grad():
-        conf = model.forward_network(x)[1]
+    conf = model.forward_network(x)[1]
 
-        def counts(shift):
-            return ((conf + shift).softmax(-1)[..., :K] > 0.05).sum((0, 1)).float() / len(x)
+    def counts(shift):
+        return ((conf + shift).softmax(-1)[..., :K] > 0.05).sum((0, 1)).float() / len(x)
 
-        # Multiplicative steps of every class's shift at once (the background stays at 0);
-        # the classes share the softmax, so the steps shrink to settle the coupling.
-        shift = torch.zeros(K + 1)
-        for step in [0.2] * 60 + [0.05] * 60:
-            shift[:K] += step * torch.log((target + 1) / (counts(shift) + 1))
-        for conv in model.head.conf:
-            conv.bias.view(-1, K + 1).add_(shift)
-        return counts(shift)
+    # Multiplicative steps of every class's shift at once (the background stays at 0);
+    # the classes share the softmax, so the steps shrink to settle the coupling.
+    shift = torch.zeros(K + 1)
+    for step in [0.2] * 60 + [0.05] * 60:
+        shift[:K] += step * torch.log((candidates / K + 1) / (counts(shift) + 1))
+    for conv in model.head.conf:
+        conv.bias.view(-1, K + 1).add_(shift)
 
 
 def benchmark_model():
     """The 1200x1200 model of the inference benchmarks (``random_model``, heads scaled on one
     random image of seed 100, class biases shifted by :func:`calibrate_scores`), eval mode."""
     cfg = make_cfg(CONFIG)
-    g = torch.Generator().manual_seed(100)
-    sample = torch.randint(0, 256, (1, 3, *cfg.INPUT.FIXED_SIZE), generator=g, dtype=torch.uint8)
+    sample = random_images(1, cfg.INPUT.FIXED_SIZE, seed=100)[0]
     model = random_model(cfg, sample)
     calibrate_scores(model, normalized(model, sample))
     return model
@@ -97,25 +79,23 @@ def main(argv=None):
     ref.eval()
     results = {}
     for batch in [int(b) for b in args.batches.split(",")]:
-        images, inputs = batch_inputs(batch, (H, W))
-
-        def run(model):
-            return detector(model, inputs)
+        images, inputs = random_images(batch, (H, W), seed=batch, original=ORIGINAL)
 
         def baseline():
             return reference_inference(ref, images, dboxes, [ORIGINAL] * batch)
 
-        out_ours, out_base = run(ours)(), baseline()
+        out_ours, out_base = detector(ours, inputs)(), baseline()
         with torch.no_grad():
             conf = ours.forward_network(normalized(ours, images))[1]
         per_class = (conf.softmax(-1)[..., :-1] > 0.05).sum((0, 1)).float() / batch
-        fns = {"baseline (reference forward + decode)": baseline, DEFAULTS: run(ours)}
+        fns = {"baseline (reference forward + decode)": baseline, DEFAULTS: detector(ours, inputs)}
         if batch == 1:
-            fns["ssd_r34, defaults but ONEDNN_POST_OPS False"] = run(no_post_ops)
-            fns["ssd_r34, every speed option off"] = run(plain)
+            fns["ssd_r34, defaults but ONEDNN_POST_OPS False"] = detector(no_post_ops, inputs)
+            fns["ssd_r34, every speed option off"] = detector(plain, inputs)
         if bf16_rows(args):
-            fns["ssd_r34, INFERENCE_DTYPE bfloat16 (opt-in)"] = run(bf16)
-            bf16_note = f"bfloat16 vs fp32 ssd_r34: {compare_loosely(run(bf16)(), out_ours)}."
+            fns["ssd_r34, INFERENCE_DTYPE bfloat16 (opt-in)"] = detector(bf16, inputs)
+            bf16_note = ("bfloat16 vs fp32 ssd_r34: "
+                         f"{compare_loosely(detector(bf16, inputs)(), out_ours)}.")
         else:
             bf16_note = ("bfloat16 row not timed: --bf16 off, or no bf16 instructions on this "
                          "CPU (emulated, slow); --bf16 on forces it.")

@@ -1,20 +1,21 @@
 """Inference by precision and engine, 1200x1200 (strides 3 3 2 2 2 2), batch 1 and 4, per image.
 
-End to end as bench_inference.py, same weights and images: the reference baseline; ssd_r34
-float32 and bfloat16; ssd_r34 with INFERENCE_BACKEND onnxruntime / openvino in float32 and INT8
-(calibrated here); the whole exported graph in ONNX Runtime and OpenVINO. Images/s per core
-beside MLPerf's published CPU result. The rows and engine settings: docs/int8.md.
+As bench_inference.py: the baseline, ssd_r34 in PyTorch float32 / bfloat16, with the
+onnxruntime / openvino backends in float32 and INT8, and the whole exported graph; images/s
+per core beside MLPerf's CPU result (docs/int8.md).
 """
 import os
 import statistics
 import tempfile
 
+import onnxruntime
+import openvino
 import torch
 
 from _common import (bf16_rows, compare_loosely, cpu_flags, md_table, normalized, parse, parser,
-                     report, time_interleaved)
+                     random_images, report, time_interleaved)
 from baseline import reference_inference, reference_model
-from bench_inference import ORIGINAL, batch_inputs, benchmark_model, detector, variant
+from bench_inference import ORIGINAL, benchmark_model, detector, variant
 
 from ssd_r34.export import SSDExportModule, detections_to_instances, export_onnx
 from ssd_r34.export import EngineNetwork, calibrate
@@ -22,12 +23,8 @@ from ssd_r34.export import EngineNetwork, calibrate
 MLPERF_PER_CORE = 86.0 / 80  # images/s per core, MLPerf inference CPU result (INT8, Offline)
 BASELINE = "baseline (reference, float32)"
 FP32 = "ssd_r34 float32 (defaults, PyTorch)"
-
-
-def run_full(engine, images, size):
-    """The whole exported graph (``engine``, an EngineNetwork), one uint8 image per call:
-    Instances on the ORIGINAL image."""
-    return [detections_to_instances(*engine(img[None]), size, *ORIGINAL) for img in images]
+INT8 = {"onnxruntime": "ssd_r34 INT8, INFERENCE_BACKEND onnxruntime (QDQ, per-channel)",
+        "openvino": "ssd_r34 INT8, INFERENCE_BACKEND openvino (NNCF)"}
 
 
 def main(argv=None):
@@ -52,45 +49,39 @@ def main(argv=None):
     ref, dboxes = reference_model(ours, (3, 3, 2, 2, 2, 2), (H, W))
     ref.eval()
     tmp = tempfile.TemporaryDirectory(prefix="bench_int8_")
-    g = torch.Generator().manual_seed(7)
-    calib = normalized(ours, torch.randint(0, 256, (args.calib_images, 3, H, W), generator=g,
-                                           dtype=torch.uint8))
+    calib = normalized(ours, random_images(args.calib_images, (H, W), seed=7)[0])
     labels = {FP32: ours, "ssd_r34 bfloat16 (INFERENCE_DTYPE bfloat16, PyTorch autocast)":
               variant(ours, "MODEL.SSD.INFERENCE_DTYPE", "bfloat16")}
-    int8_names = {"onnxruntime": "ssd_r34 INT8, INFERENCE_BACKEND onnxruntime (QDQ, per-channel)",
-                  "openvino": "ssd_r34 INT8, INFERENCE_BACKEND openvino (NNCF)"}
-    for backend in ("onnxruntime", "openvino"):
+    labels.update({f"ssd_r34 float32, INFERENCE_BACKEND {b}":
+                   variant(ours, "MODEL.SSD.INFERENCE_BACKEND", b) for b in INT8})
+    for backend in (b for b in INT8 if b in int8_backends):  # INT8 rows last
         folder = os.path.join(tmp.name, backend)
-        if backend in int8_backends:
-            calibrate(ours, calib, folder, backend)
-        for dtype in ("float32", "int8") if backend in int8_backends else ("float32",):
-            name = (f"ssd_r34 float32, INFERENCE_BACKEND {backend}" if dtype == "float32"
-                    else int8_names[backend])
-            labels[name] = variant(ours, "MODEL.SSD.INFERENCE_BACKEND", backend,
-                                   "MODEL.SSD.INFERENCE_DTYPE", dtype,
-                                   "MODEL.SSD.INT8.CALIBRATION_DIR", folder)
-    labels = dict(sorted(labels.items(), key=lambda kv: "INT8" in kv[0]))  # INT8 rows last
-    labels = {k: v for k, v in labels.items() if k == FP32 or not any(w in k for w in skip)}
+        calibrate(ours, calib, folder, backend)
+        labels[INT8[backend]] = variant(ours, "MODEL.SSD.INFERENCE_BACKEND", backend,
+                                        "MODEL.SSD.INFERENCE_DTYPE", "int8",
+                                        "MODEL.SSD.INT8.CALIBRATION_DIR", folder)
     # What a user would run instead: the whole exported graph, one uint8 image per call.
     full = export_onnx(SSDExportModule(ours).eval(), torch.zeros(1, 3, H, W, dtype=torch.uint8),
                        os.path.join(tmp.name, "full.onnx"))
-    full_ort, full_ov = EngineNetwork("onnxruntime", full), EngineNetwork("openvino", full)
+    full = {"ONNX Runtime": EngineNetwork("onnxruntime", full),
+            "OpenVINO": EngineNetwork("openvino", full)}
     results = {}
     cores = torch.get_num_threads()  # the rows use this many threads
     for batch in [int(b) for b in args.batches.split(",")]:
-        images, inputs = batch_inputs(batch, (H, W))
+        images, inputs = random_images(batch, (H, W), seed=batch, original=ORIGINAL)
         fns = {BASELINE: lambda: reference_inference(ref, images, dboxes, [ORIGINAL] * batch)}
         fns.update({name: detector(m, inputs) for name, m in labels.items()})
-        fns["ONNX Runtime float32 (whole exported graph)"] = lambda: run_full(full_ort, images,
-                                                                              (H, W))
-        fns["OpenVINO float32 (whole exported graph)"] = lambda: run_full(full_ov, images, (H, W))
+        for engine, net in full.items():
+            fns[f"{engine} float32 (whole exported graph)"] = lambda net=net, images=images: [
+                detections_to_instances(*net(i[None]), (H, W), *ORIGINAL) for i in images]
         bf16 = args.bf16 != "off" and (bf16_rows(args)
                                        or str(batch) in args.bf16_batches.split(","))
         row_skip = skip + ([] if bf16 else ["bfloat16"])
         fns = {k: v for k, v in fns.items()
                if k in (BASELINE, FP32) or not any(w in k for w in row_skip)}
         reference_out = fns[FP32]()
-        notes = [f"CPU flags: {cpu_flags()}; torch {torch.__version__}; {_versions()}."]
+        notes = [f"CPU flags: {cpu_flags()}; torch {torch.__version__}; onnxruntime "
+                 f"{onnxruntime.__version__}, openvino {openvino.__version__}."]
         notes += [f"{name} vs ssd_r34 float32: {compare_loosely(fn(), reference_out)}."
                   for name, fn in fns.items() if name not in (BASELINE, FP32)]
         times = time_interleaved(fns, args.repeats if batch == 1 else args.repeats_large)
@@ -107,13 +98,6 @@ def main(argv=None):
         results[batch] = res
     tmp.cleanup()
     return results
-
-
-def _versions():
-    import onnxruntime
-    import openvino
-
-    return f"onnxruntime {onnxruntime.__version__}, openvino {openvino.__version__}"
 
 
 if __name__ == "__main__":

@@ -1,14 +1,9 @@
 #!/usr/bin/env python
-r"""LoadGen load on this machine: SingleStream and Offline performance runs, then a Server
-sweep for the highest target QPS that LoadGen calls VALID at a latency bound, and a run at
-twice that load; a table with LoadGen's figures and the harness's own count of samples issued,
-answered and answered twice (docs/mlperf_inference.md, "Performance").
+r"""LoadGen load on this machine: SingleStream, Offline, then a Server sweep for the highest
+target QPS that LoadGen calls VALID, and twice that load (docs/mlperf_inference.md).
 
     benchmarks/bench_mlperf.py --config-file configs/ssd_r34_shapes.yaml --dataset shapes_val \
         --latency-ms 100 --qps 5 10 20 40 --output out/bench_mlperf MODEL.WEIGHTS model.pth
-
-One process runs every test with ``run_loadgen`` (what tools/mlperf_inference.py runs); each
-test's LoadGen logs go to ``--output/<test>``.
 """
 import argparse
 import os

@@ -1,11 +1,11 @@
 """Postprocess (spec section 7) at 1200x1200: 15130 default boxes x 81 classes per image.
 
-ssd_r34's ``SSD.inference`` + ``SSD.rescale`` against the reference's ``reference_decode`` +
-scaling, on the same predictions, each in its own layout, shaped like a trained model's
-(docs/speed.md, "What is compared").
+``SSD.inference`` + ``SSD.rescale`` against ``reference_decode`` + scaling on the same
+predictions, shaped like a trained model's (docs/speed.md, "What is compared").
 """
 
 import torch
+from torchvision.ops import box_convert, box_iou
 
 from _common import compare_detections, make_cfg, parse, parser, report, time_interleaved
 from baseline import reference_postprocess
@@ -19,10 +19,7 @@ def realistic_predictions(anchors, image_size, num_images, seed=0, objects=12, c
     g = torch.Generator().manual_seed(seed)
     H, W = image_size
     R = anchors.shape[0]
-    aw = anchors[:, 2] - anchors[:, 0]
-    ah = anchors[:, 3] - anchors[:, 1]
-    acx = anchors[:, 0] + aw / 2
-    acy = anchors[:, 1] + ah / 2
+    acx, acy, aw, ah = box_convert(anchors, "xyxy", "cxcywh").unbind(1)
     locs, probs = [], []
     for _ in range(num_images):
         loc = torch.randn(R, 4, generator=g) * 0.3
@@ -40,13 +37,7 @@ def realistic_predictions(anchors, image_size, num_images, seed=0, objects=12, c
             h = H * (0.05 + 0.5 * torch.rand(1, generator=g).item())
             x0 = (W - w) * torch.rand(1, generator=g).item()
             y0 = (H - h) * torch.rand(1, generator=g).item()
-            ix = (torch.minimum(anchors[:, 2], torch.tensor(x0 + w))
-                  - torch.maximum(anchors[:, 0], torch.tensor(x0))).clamp(min=0)
-            iy = (torch.minimum(anchors[:, 3], torch.tensor(y0 + h))
-                  - torch.maximum(anchors[:, 1], torch.tensor(y0))).clamp(min=0)
-            inter = ix * iy
-            iou = inter / (aw * ah + w * h - inter)
-            hit = iou > 0.3
+            hit = box_iou(anchors, torch.tensor([[x0, y0, x0 + w, y0 + h]]))[:, 0] > 0.3
             cls = int(torch.randint(1, NUM_CLASSES, (1,), generator=g))
             p[hit, cls] = 0.3 + 0.65 * torch.rand(int(hit.sum()), generator=g)
             # deltas that decode near the object, with some noise
@@ -79,10 +70,7 @@ def main(argv=None):
     # reference layout: (N, 4, R), (N, 81, R) with background first; normalised xywh boxes.
     ploc = loc.transpose(1, 2).contiguous()
     plabel = logits.transpose(1, 2).contiguous()
-    scale = torch.tensor([W, H, W, H], dtype=torch.float32)
-    c = anchors / scale
-    dboxes = torch.stack([(c[:, 0] + c[:, 2]) / 2, (c[:, 1] + c[:, 3]) / 2,
-                          c[:, 2] - c[:, 0], c[:, 3] - c[:, 1]], 1)
+    dboxes = box_convert(anchors / torch.tensor([W, H, W, H]), "xyxy", "cxcywh")
 
     def ours():
         with torch.no_grad():

@@ -1,9 +1,7 @@
 """Training step at 300x300, batch 8: forward, matching, loss, backward (no optimiser step).
 
-ssd_r34's ``model(batched_inputs)`` in training mode from uint8 images (defaults, and each
-speed option off in turn) against the reference's forward, double-sort loss and backward from
-targets its loader has already encoded (a second row adds that encoding); same weights, and
-the losses checked equal (docs/speed.md, "What is compared").
+ssd_r34 from uint8 images (defaults, each speed option off) against the reference's forward,
+loss and backward from pre-encoded targets; same weights, losses checked (docs/speed.md).
 """
 import torch
 
@@ -34,6 +32,7 @@ BASELINE = "baseline (reference fwd + double-sort loss + bwd; targets pre-encode
 DEFAULTS = "ssd_r34 (defaults: channels-last, sparse head backward, Winograd)"
 DENSE_HEAD = "ssd_r34, MODEL.SSD.SPARSE_HEAD_BACKWARD False"
 DIRECT_CONV = "ssd_r34, MODEL.SSD.WINOGRAD False"
+CONTIGUOUS = "ssd_r34, MODEL.SSD.CHANNELS_LAST False"
 BF16 = "ssd_r34 + bf16 autocast (SOLVER.AMP, opt-in, not exact)"
 
 
@@ -48,9 +47,6 @@ def build_steps():
         model.load_state_dict(ours.state_dict())
         return model
 
-    plain = variant("MODEL.SSD.CHANNELS_LAST", "False")
-    dense_head = variant("MODEL.SSD.SPARSE_HEAD_BACKWARD", "False")
-    direct = variant("MODEL.SSD.WINOGRAD", "False")
     ref, dboxes = reference_model(ours, (1, 1, 2, 2, 2, 1), SIZE)
 
     images, gts = make_batch()
@@ -79,19 +75,14 @@ def build_steps():
         run.model = model
         return run
 
-    def baseline():
-        return reference_train_step(ref, x, gloc, glabel, dboxes)
-
-    def baseline_with_encode():
-        return reference_train_step(ref, x, *encode_all(), dboxes)
-
     return {
-        BASELINE: baseline,
-        "baseline + per-image encode of the batch": baseline_with_encode,
+        BASELINE: lambda: reference_train_step(ref, x, gloc, glabel, dboxes),
+        "baseline + per-image encode of the batch":
+            lambda: reference_train_step(ref, x, *encode_all(), dboxes),
         DEFAULTS: step(ours),
-        DENSE_HEAD: step(dense_head),
-        DIRECT_CONV: step(direct),
-        "ssd_r34, MODEL.SSD.CHANNELS_LAST False": step(plain),
+        DENSE_HEAD: step(variant("MODEL.SSD.SPARSE_HEAD_BACKWARD", "False")),
+        DIRECT_CONV: step(variant("MODEL.SSD.WINOGRAD", "False")),
+        CONTIGUOUS: step(variant("MODEL.SSD.CHANNELS_LAST", "False")),
         BF16: step(ours, autocast=True),
     }
 
@@ -117,7 +108,7 @@ def main(argv=None):
     args = parse(parser(__doc__.splitlines()[0], repeats=5), argv)
     fns = build_steps()
     loss_ours, loss_ref = fns[DEFAULTS]().item(), fns[BASELINE]().item()
-    loss_plain = fns["ssd_r34, MODEL.SSD.CHANNELS_LAST False"]().item()
+    loss_plain = fns[CONTIGUOUS]().item()
     loss_direct = fns[DIRECT_CONV]().item()
     if not bf16_rows(args):
         del fns[BF16]

@@ -1,17 +1,15 @@
-"""The numbers of the README's model-zoo table, per config: input, strides, default boxes,
-parameters, GFLOPs (fvcore, as tools/analyze_model.py), training seconds per iteration and
-inference seconds per image on this machine's CPU (README, "How each number is made").
+"""The numbers of the README's model-zoo table, per config: sizes, GFLOPs (fvcore), training
+s/iteration and inference s/image on this CPU (README, "How each number is made").
 
-    python benchmarks/bench_zoo.py                       # every config
-    python benchmarks/bench_zoo.py --configs configs/ssd_r34_300.yaml --train-batch 8
+    python benchmarks/bench_zoo.py [--configs configs/ssd_r34_300.yaml] [--train-batch 8]
 """
 import os
 import statistics
 
 import torch
 
-from _common import environment, make_cfg, md_table, parse, parser, synthetic_batch, \
-    time_interleaved
+from _common import (environment, make_cfg, md_table, parse, parser, random_images,
+                     synthetic_batch, time_interleaved)
 from detectron2.modeling import build_model
 
 from ssd_r34.engine import SSDTrainer
@@ -43,9 +41,7 @@ def measure(config, train_batch, repeats):
     model.train()
     train_s = timed(train_step)
     model.eval()
-    H, W = model.input_size
-    image = [{"image": torch.randint(0, 256, (3, H, W), dtype=torch.uint8),
-              "height": 480, "width": 640}]
+    image = random_images(1, model.input_size, original=(480, 640))[1]
 
     def infer():
         with torch.no_grad():

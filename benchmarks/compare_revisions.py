@@ -1,13 +1,10 @@
 """Before/after: the ``make bench`` benchmarks of an earlier git revision and of this working
 tree, in one run, side by side (docs/speed.md).
 
-    python benchmarks/compare_revisions.py --old REV [--quick] [--passes N]
-        [--only postprocess,train,...]
+    python benchmarks/compare_revisions.py --old REV [--quick] [--passes N] [--only train,...]
 
-The earlier revision runs from a temporary git worktree (``PYTHONPATH``) with this .venv,
-benchmark by benchmark, right before or after this tree's. Only the rows with ssd_r34's
-defaults (float32) are compared; unless ``--keep-bf16``, CPU bfloat16 autocast is switched off
-in both trees (a ``sitecustomize``), so their bfloat16 rows take seconds, not minutes.
+The old tree runs from a temporary git worktree with this .venv. Only ssd_r34's default
+(float32) rows are compared; unless ``--keep-bf16``, CPU bfloat16 autocast is off in both.
 """
 import argparse
 import json
@@ -38,10 +35,8 @@ def run_tree(tree, name, args, env, out):
     """Run benchmark ``name`` of the checkout ``tree``; return its JSON results (None when it
     failed)."""
     env = dict(env, PYTHONPATH=tree + os.pathsep + env.get("PYTHONPATH", ""))
-    if run_bench(tree, name, args.quick, args.threads, out, env) != 0:
-        return None
-    with open(out) as f:
-        return json.load(f)
+    return json.load(open(out)) if run_bench(tree, name, args.quick, args.threads, out,
+                                             env) == 0 else None
 
 
 def main(argv=None):
@@ -90,9 +85,8 @@ def main(argv=None):
                                  f"{o['median_s'] / n['median_s']:.2f}"])
         finally:
             subprocess.call(["git", "-C", ROOT, "worktree", "remove", "--force", old_tree])
-    head = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"],
-                          capture_output=True, text=True).stdout.strip()
-    print(f"\n### Before ({args.old}) and after (working tree at {head}), one run\n")
+    head = subprocess.check_output(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], text=True)
+    print(f"\n### Before ({args.old}) and after (working tree at {head.strip()}), one run\n")
     print(md_table(["benchmark", "speed-up over baseline, before", "after",
                     "ssd_r34 median before (ms)", "after (ms)", "before / after"], rows,
                    "lrrrrr"))

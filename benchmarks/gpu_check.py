@@ -35,7 +35,8 @@ ANCHORS = [
     {"kind": "inference", "images_per_s": 990,
      "what": "MLPerf Inference ssd-resnet34 (1200x1200) Offline, NVIDIA A100, TensorRT INT8, "
              "per GPU (about)",
-     "source": "MLPerf Inference closed-division results, github.com/mlcommons/inference_results_v1.1"},
+     "source": "MLPerf Inference closed-division results, "
+               "github.com/mlcommons/inference_results_v1.1"},
     {"kind": "training", "images_per_s": 724,
      "what": "NVIDIA SSD300 v1.1 (ResNet-50 backbone) training, 1x A100, AMP (about)",
      "source": "github.com/NVIDIA/DeepLearningExamples PyTorch/Detection/SSD/README.md"},
@@ -44,27 +45,21 @@ ANCHORS = [
 TINY = ["INPUT.FIXED_SIZE", "(64, 64)", "MODEL.SSD.STRIDES", "[1, 1, 1, 1, 1, 1]"]
 PROFILES = {
     "gpu": {
-        "device": "cuda",
-        "correctness": {"config": "configs/ssd_r34_1200.yaml", "opts": [], "size": 1200,
-                        "images": 2},
+        "model": ("configs/ssd_r34_1200.yaml", [], 1200),  # of correctness and inference_speed
         "train_runs": {"opts": ["SOLVER.IMS_PER_BATCH", "8", "DATALOADER.NUM_WORKERS", "2"],
                        "iters": 4, "resume_iters": 6},
-        "inference_speed": {"config": "configs/ssd_r34_1200.yaml", "opts": [], "size": 1200,
-                            "batches": [1, 8, 32], "dtypes": ["float32", "bfloat16", "float16"],
+        "inference_speed": {"batches": [1, 8, 32], "dtypes": ["float32", "bfloat16", "float16"],
                             "min_time": 1.0},
         "training_speed": {"runs": [("configs/ssd_r34_300.yaml", [], 300, 32, 512),
                                     ("configs/ssd_r34_1200.yaml", [], 1200, 4, 128)],
                            "dtype": "float16", "min_time": 2.0},
     },
     "smoke": {
-        "device": "cpu",
-        "correctness": {"config": "configs/ssd_r34_300.yaml", "opts": TINY, "size": 64,
-                        "images": 2},
+        "model": ("configs/ssd_r34_300.yaml", TINY, 64),
         "train_runs": {"opts": TINY + ["SOLVER.IMS_PER_BATCH", "2", "DATALOADER.NUM_WORKERS",
                                        "0"], "iters": 2, "resume_iters": 3},
         # float32 only: bfloat16 autocast is slow on CPUs without bf16 units
-        "inference_speed": {"config": "configs/ssd_r34_300.yaml", "opts": TINY, "size": 64,
-                            "batches": [1, 2], "dtypes": ["float32"], "min_time": 0.2},
+        "inference_speed": {"batches": [1, 2], "dtypes": ["float32"], "min_time": 0.2},
         "training_speed": {"runs": [("configs/ssd_r34_300.yaml", TINY, 64, 2, 2)],
                            "dtype": "float32", "min_time": 0.2},
     },
@@ -74,9 +69,8 @@ COMMON_OPTS = ["MODEL.SSD.WINOGRAD", "False"]
 
 
 # ---- arguments ------------------------------------------------------------------------
-def build_parser():
-    p = argparse.ArgumentParser(
-        description="Check every GPU path of ssd_r34 and measure it (docs/gpu.md).")
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--dry-run", action="store_true",
                       help="run nothing: print the plan and the table's shape, write the JSON")
@@ -95,15 +89,10 @@ def build_parser():
     p.add_argument("--work-dir", default=os.path.join(ROOT, "output", "gpu_check_work"),
                    help="installed wheels, data set, training runs (large files)")
     # internal: one phase in a child process
-    p.add_argument("--run-phase", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--run-phase", choices=PHASE_NAMES + ["environment"], help=argparse.SUPPRESS)
     p.add_argument("--profile", default="gpu", choices=sorted(PROFILES), help=argparse.SUPPRESS)
     p.add_argument("--phase-out", default=None, help=argparse.SUPPRESS)
     p.add_argument("--deadline", type=float, default=None, help=argparse.SUPPRESS)
-    return p
-
-
-def parse_args(argv=None):
-    p = build_parser()
     args = p.parse_args(argv)
     names = [n.strip() for n in args.phases.split(",") if n.strip()]
     unknown = [n for n in names if n not in PHASE_NAMES]
@@ -113,12 +102,10 @@ def parse_args(argv=None):
     args.phases = [n for n in PHASE_NAMES if n in names]  # run order is fixed
     if not (args.budget > 0 and math.isfinite(args.budget)):
         p.error(f"--budget must be a positive number of seconds, got {args.budget}")
-    if args.run_phase is not None and args.run_phase not in PHASE_NAMES + ["environment"]:
-        p.error(f"--run-phase {args.run_phase!r} is not a phase")
-    if args.wheels is not None and not args.dry_run and args.run_phase is None:
-        if not os.path.isdir(args.wheels) or not glob.glob(os.path.join(args.wheels, "*.whl")):
-            p.error(f"--wheels {args.wheels}: no wheels there. Run `make gpu-wheels` on a machine "
-                    "with network and carry the folder to the GPU machine (docs/gpu.md).")
+    if (args.wheels is not None and not args.dry_run and args.run_phase is None
+            and not glob.glob(os.path.join(args.wheels, "*.whl"))):
+        p.error(f"--wheels {args.wheels}: no wheels there. Run `make gpu-wheels` on a machine "
+                "with network and carry the folder to the GPU machine (docs/gpu.md).")
     return args
 
 
@@ -151,7 +138,7 @@ def planned_rows(profile):
     """The throughput rows a run fills in (figures None): (inference, training)."""
     p = PROFILES[profile]
     inf = p["inference_speed"]
-    rows = [{"size": inf["size"], "batch": b, "dtype": d, "channels_last": True,
+    rows = [{"size": p["model"][2], "batch": b, "dtype": d, "channels_last": True,
              "network_images_per_s": None, "end_to_end_images_per_s": None, "status": "not run"}
             for d in inf["dtypes"] for b in inf["batches"]]
     tr = [{"size": size, "batch": None, "dtype": p["training_speed"]["dtype"],
@@ -163,9 +150,8 @@ def planned_rows(profile):
 def summarize(results):
     counts = {"passed": 0, "failed": 0, "skipped": 0, "not run": 0}
     for ph in results["phases"].values():
-        key = ph["status"] if ph["status"] in counts else (
-            "failed" if ph["status"] in ("timeout", "error") else "not run")
-        counts[key] += 1
+        status = "failed" if ph["status"] == "timeout" else ph["status"]
+        counts[status if status in counts else "not run"] += 1
     results["summary"] = counts
     return counts
 
@@ -261,14 +247,14 @@ def install_wheels(wheels, site, log):
         f.write("\n".join(names))
 
 
-def run_child(args, phase, budget, env, log_path, profile):
+def run_child(args, phase, budget, env, log_path):
     """Run one phase in a child process; returns its result dict (or a failure record)."""
     out = os.path.join(args.work_dir, f"phase_{phase}.json")
     if os.path.exists(out):
         os.remove(out)
     cmd = [sys.executable, os.path.abspath(__file__), "--run-phase", phase, "--profile",
-           profile, "--phase-out", out, "--deadline", str(time.time() + budget),
-           "--work-dir", args.work_dir]
+           "smoke" if args.smoke else "gpu", "--phase-out", out, "--deadline",
+           str(time.time() + budget), "--work-dir", args.work_dir]
     t0, status, error = time.time(), None, None
     with open(log_path, "w") as log:
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
@@ -280,10 +266,7 @@ def run_child(args, phase, budget, env, log_path, profile):
             proc.wait()
             rc, status = None, "timeout"
             error = f"ran past its budget of {budget:.0f} s and was stopped"
-    result = {}
-    if os.path.exists(out):
-        with open(out) as f:
-            result = json.load(f)
+    result = json.load(open(out)) if os.path.exists(out) else {}
     if status is None and rc != 0 and result.get("status") in (None, "passed", "running"):
         status, error = "failed", f"exit status {rc}"
     result["status"] = status or result.get("status", "failed")
@@ -294,19 +277,19 @@ def run_child(args, phase, budget, env, log_path, profile):
 
 
 def print_phase(name, ph, log_path):
-    print(f"[gpu_check] {name}: {ph['status'].upper()} ({_fmt(ph.get('seconds'), 1)} s)",
-          flush=True)
+    print(f"[gpu_check] {name}: {ph['status'].upper()} ({_fmt(ph.get('seconds'), 1)} s)")
     for c in ph.get("checks", []):
         print(f"    {'PASS' if c.get('passed') else 'FAIL'} {c['name']}"
-              + (f": {c['detail']}" if c.get("detail") not in (None, "") else ""), flush=True)
+              + (f": {c['detail']}" if c.get("detail") not in (None, "") else ""))
     if ph.get("error"):
-        print("    error: " + ph["error"].strip().splitlines()[-1][:300], flush=True)
+        print("    error: " + ph["error"].strip().splitlines()[-1][:300])
     if ph["status"] not in ("passed", "skipped") and log_path and os.path.exists(log_path):
         last = "".join(open(log_path, errors="replace").readlines()[-25:])
-        print("    ---- last lines of " + log_path + "\n" + last, flush=True)
+        print("    ---- last lines of " + log_path + "\n" + last)
 
 
 def run_all(args):
+    sys.stdout.reconfigure(line_buffering=True)  # each phase's lines as soon as it ends
     profile = "smoke" if args.smoke else "gpu"
     results, b = empty_results(args, profile), budgets(args)
     logs = os.path.join(args.output_dir, "logs")
@@ -315,19 +298,17 @@ def run_all(args):
     start = time.time()
     # setup: wheels, then the environment (a child: the first import of torch and CUDA)
     site = os.path.join(args.work_dir, "site") if args.wheels else None
-    setup = results["phases"]["setup"]
+    setup, env = results["phases"]["setup"], child_env(args, site)
     try:
         with open(os.path.join(logs, "setup.log"), "w") as log:
             if args.wheels:
                 install_wheels(args.wheels, site, log)
-        env = child_env(args, site)
         r = run_child(args, "environment", max(b["setup"] - (time.time() - start), 30), env,
-                      os.path.join(logs, "environment.log"), profile)
+                      os.path.join(logs, "environment.log"))
         results["environment"].update(r.get("environment", {}))
         setup.update(checks=r.get("checks", []), status=r["status"], error=r.get("error"))
     except Exception as e:  # noqa: BLE001  recorded; the phases say what follows from it
         setup["status"], setup["error"] = "failed", f"{type(e).__name__}: {e}"
-        env = child_env(args, site)
     setup["seconds"] = round(time.time() - start, 1)
     print_phase("setup", setup, os.path.join(logs, "setup.log"))
     # Phases are skipped only when torch said there is no GPU (not when set-up failed
@@ -341,7 +322,7 @@ def run_all(args):
             print_phase(name, ph, None)
             continue
         log_path = os.path.join(logs, f"{name}.log")
-        r = run_child(args, name, b[name], env, log_path, profile)
+        r = run_child(args, name, b[name], env, log_path)
         for key in ("cuda_tests", "inference", "training"):
             if key in r:
                 results[key] = r.pop(key)
@@ -373,7 +354,7 @@ class Phase:
         self.path, self.work_dir = args.phase_out, args.work_dir
         self.deadline = args.deadline or (time.time() + 3600)
         self.profile, self.profile_name = PROFILES[args.profile], args.profile
-        self.device = self.profile["device"]
+        self.device = "cuda" if args.profile == "gpu" else "cpu"
         self.data = {"status": "running", "checks": [], "error": None}
 
     def left(self):
@@ -381,9 +362,8 @@ class Phase:
 
     def check(self, name, passed, detail=None):
         self.data["checks"].append({"name": name, "passed": bool(passed), "detail": detail})
-        print(f"{'PASS' if passed else 'FAIL'} {name}: {detail}", flush=True)
+        print(f"{'PASS' if passed else 'FAIL'} {name}: {detail}")
         self.save()
-        return passed
 
     def save(self):
         if self.path:
@@ -424,14 +404,12 @@ def phase_environment(ph, args):
     if env["cuda_available"]:
         p = torch.cuda.get_device_properties(0)
         env.update(device_name=p.name, gpu_memory_gib=round(p.total_memory / 2 ** 30, 1),
-                   device_count=torch.cuda.device_count())
-        for key, get in (("nccl", lambda: str(torch.cuda.nccl.version())),
-                         ("bf16_supported", torch.cuda.is_bf16_supported),
-                         ("capability", lambda: str(torch.cuda.get_device_capability(0)))):
-            try:
-                env[key] = get()
-            except Exception as e:  # noqa: BLE001  a detail, not a reason to stop
-                env[key] = f"unknown ({type(e).__name__})"
+                   device_count=torch.cuda.device_count(), capability=f"{p.major}.{p.minor}",
+                   bf16_supported=torch.cuda.is_bf16_supported())
+        try:
+            env["nccl"] = str(torch.cuda.nccl.version())
+        except Exception as e:  # noqa: BLE001  a detail, not a reason to stop
+            env["nccl"] = f"unknown ({type(e).__name__})"
     ph.check("ssd_r34 and Detectron2 import",
              not str(env["ssd_r34"]).startswith("import failed")
              and not str(env["detectron2"]).startswith("import failed"),
@@ -445,7 +423,7 @@ def phase_cuda_tests(ph, args):
                    if "mark.cuda" in open(f).read())
     cmd = [sys.executable, "-m", "pytest", "-v", "-rfE", "-m", "cuda", "-p", "no:cacheprovider",
            *[os.path.relpath(f, ROOT) for f in files]]
-    print("$ " + " ".join(cmd), flush=True)
+    print("$ " + " ".join(cmd))
     try:
         proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True,
                               timeout=max(ph.left() - 5, 5))
@@ -453,7 +431,7 @@ def phase_cuda_tests(ph, args):
     except subprocess.TimeoutExpired as e:
         out, rc = e.stdout or "", None
         out = out.decode(errors="replace") if isinstance(out, bytes) else out
-    print(out, flush=True)
+    print(out)
     tests = ph.data["cuda_tests"] = parse_pytest(out)
     summary = next((line.strip("= ") for line in reversed(out.splitlines())
                     if re.search(r"\d+ (passed|failed|skipped|error)", line)), "no summary")
@@ -485,20 +463,10 @@ def parse_pytest(out):
     return tests
 
 
-def _images(torch, n, size, seed=0, device="cpu"):
-    """``n`` random uint8 images (N, 3, size, size) and the model inputs for them."""
-    g = torch.Generator().manual_seed(seed)
-    images = torch.randint(0, 256, (n, 3, size, size), generator=g, dtype=torch.uint8)
-    return images, [{"image": i.to(device), "height": size, "width": size} for i in images]
-
-
 def detections_within(a, b, box_tol=1e-2, score_tol=3e-4):
-    """Per image, ssd_r34.export's compare_detections (each detection paired with the
-    closest one of its class, so that near-equal scores may come out in either order): the
-    same counts and classes, the largest score and box differences. Boxes: 1e-2 px, as
-    tests/layers/test_speed_options.py for channels-last. Scores: the network tolerance (1e-5 of
-    the largest logit, about 15 here) through the softmax, which moves a probability by at
-    most twice the largest logit change: 2 * 1e-5 * 15 = 3e-4."""
+    """Instances ``a`` against ``b`` per image (``_common.detection_differences``): same
+    counts and classes, scores and boxes within the tolerances of docs/gpu.md (3e-4: the
+    logit tolerance, 1e-5 of about 15, through the softmax)."""
     from _common import detection_differences
 
     same, dscore, dbox = detection_differences(
@@ -512,24 +480,24 @@ def detections_within(a, b, box_tol=1e-2, score_tol=3e-4):
 
 
 def phase_correctness(ph, args):
-    """CPU model (default options) against the same weights on the device: CUDA in the gpu
-    profile; in the smoke profile the plain contiguous float32 model on CPU (so that the
-    comparison itself is exercised)."""
+    """CPU model (default options) against the same weights on the device (smoke profile:
+    the plain contiguous float32 model on CPU, so that the comparison itself runs)."""
     import copy
 
-    from _common import normalized, random_model, synthetic_batch
+    from _common import normalized, random_images, random_model, synthetic_batch
 
-    torch, p, device = _torch(), ph.profile["correctness"], ph.device
+    torch, device = _torch(), ph.device
+    config, opts, size = ph.profile["model"]
     if device == "cuda":  # compare float32 with float32, not TF32
         torch.backends.cuda.matmul.allow_tf32 = False
         torch.backends.cudnn.allow_tf32 = False
     other_opts = [] if device == "cuda" else [
         "MODEL.SSD.CHANNELS_LAST", "False", "MODEL.SSD.FUSE_BN_INFERENCE", "False",
         "MODEL.SSD.SPARSE_HEAD_BACKWARD", "False"]
-    images, inputs = _images(torch, p["images"], p["size"])
-    cpu = random_model(_cfg(p["config"], *p["opts"]), images, bn_seed=1)
+    images, inputs = random_images(2, (size, size))
+    cpu = random_model(_cfg(config, *opts), images, bn_seed=1)
     x = normalized(cpu, images)
-    dev = random_model(_cfg(p["config"], *p["opts"], *other_opts, device=device), bn_seed=1)
+    dev = random_model(_cfg(config, *opts, *other_opts, device=device), bn_seed=1)
     dev.load_state_dict(cpu.state_dict())
     with torch.no_grad():
         want = cpu.forward_network(x)[:2]
@@ -548,7 +516,7 @@ def phase_correctness(ph, args):
              f"{r['detections']} detections; score diff {r['max_score_diff']:.2g}, box diff "
              f"{r['max_box_diff']:.2g} px")
     # a training step: losses and a head gradient
-    batch = synthetic_batch((p["size"], p["size"]), 2, 3, seed=5)
+    batch = synthetic_batch((size, size), 2, 3, seed=5)
     losses, grads = [], []
     for model, dv in ((cpu, "cpu"), (dev, device)):
         m = copy.deepcopy(model).train()
@@ -556,7 +524,6 @@ def phase_correctness(ph, args):
         sum(out.values()).backward()
         losses.append({k: float(v) for k, v in out.items()})
         grads.append(m.head.conf[0].weight.grad.detach().cpu())
-        del m
     diffs = {k: abs(losses[0][k] - losses[1][k]) for k in losses[0]}
     ph.data["details"]["losses"] = {"cpu": losses[0], device: losses[1]}
     ph.check("training step losses within 1e-5 (+1e-5 relative)",
@@ -592,14 +559,6 @@ finally:
 """
 
 
-def _free_port():
-    import socket
-
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _metrics(out_dir):
     """The rows of OUT_DIR/metrics.json with a total_loss."""
     path, rows = os.path.join(out_dir, "metrics.json"), []
@@ -628,33 +587,26 @@ def phase_train_runs(ph, args):
     subprocess.run([sys.executable, "-c", "from ssd_r34.data import ensure_dataset as e; "
                     "e('shapes_train')"], cwd=ROOT, env=env, check=True,
                    timeout=max(ph.left() / 3, 10))
-
-    def command(name, iters, resume):
-        out_dir = os.path.join(ph.work_dir, "runs", name)
-        opts = ["--config-file", os.path.join(ROOT, "configs", "ssd_r34_shapes.yaml"),
-                "--num-gpus", "1", *(["--resume"] if resume else []),
-                "MODEL.DEVICE", device, *COMMON_OPTS, *p["opts"],
-                "SOLVER.MAX_ITER", str(iters), "SOLVER.WARMUP_ITERS", "0",
-                "SOLVER.CHECKPOINT_PERIOD", "100000", "DATASETS.TEST", "()", "SEED", "3",
-                "OUTPUT_DIR", out_dir, *runs[name]]
-        if name == "syncbn":
-            backend = "nccl" if device == "cuda" else "gloo"
-            return out_dir, [sys.executable, "-c", GROUP_WRAPPER, backend,
-                             f"tcp://127.0.0.1:{_free_port()}", script, *opts]
-        return out_dir, [sys.executable, script, *opts]
-
-    for stage, iters, resume in (("train", p["iters"], False),
-                                 ("resume", p["resume_iters"], True)):
+    for stage, iters in (("train", p["iters"]), ("resume", p["resume_iters"])):
         procs = {}
-        for name in runs:
-            out_dir, cmd = command(name, iters, resume)
-            if not resume:
+        for name, run_opts in runs.items():
+            out_dir = os.path.join(ph.work_dir, "runs", name)
+            if stage == "train":
                 shutil.rmtree(out_dir, ignore_errors=True)
             os.makedirs(out_dir, exist_ok=True)
+            cmd = [script, "--config-file", os.path.join(ROOT, "configs", "ssd_r34_shapes.yaml"),
+                   "--num-gpus", "1", *(["--resume"] if stage == "resume" else []),
+                   "MODEL.DEVICE", device, *COMMON_OPTS, *p["opts"],
+                   "SOLVER.MAX_ITER", str(iters), "SOLVER.WARMUP_ITERS", "0",
+                   "SOLVER.CHECKPOINT_PERIOD", "100000", "DATASETS.TEST", "()", "SEED", "3",
+                   "OUTPUT_DIR", out_dir, *run_opts]
+            print(f"$ python {'-c GROUP_WRAPPER ' if name == 'syncbn' else ''}{' '.join(cmd)}")
+            if name == "syncbn":
+                cmd = ["-c", GROUP_WRAPPER, "nccl" if device == "cuda" else "gloo",
+                       f"file://{out_dir}/{stage}.store", *cmd]
             log = open(os.path.join(out_dir, f"{stage}.out"), "w")
-            print("$ " + " ".join(cmd[:2] if name == "syncbn" else cmd), flush=True)
-            procs[name] = (subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log,
-                                            stderr=subprocess.STDOUT), log, out_dir)
+            procs[name] = (subprocess.Popen([sys.executable, *cmd], cwd=ROOT, env=env,
+                                            stdout=log, stderr=subprocess.STDOUT), log, out_dir)
         t_end = time.time() + max(ph.left() / (2 if stage == "train" else 1) - 5, 10)
         for name, (proc, log, out_dir) in procs.items():
             try:
@@ -665,8 +617,7 @@ def phase_train_runs(ph, args):
             log.close()
             rows = _metrics(out_dir)
             text = open(os.path.join(out_dir, f"{stage}.out"), errors="replace").read()
-            print(f"---- {name} {stage}: exit {rc}\n" + "\n".join(text.splitlines()[-15:]),
-                  flush=True)
+            print(f"---- {name} {stage}: exit {rc}\n" + "\n".join(text.splitlines()[-15:]))
             if stage == "train":
                 losses = [r["total_loss"] for r in rows]
                 ok = (rc == 0 and len(losses) >= 1 and all(math.isfinite(v) for v in losses)
@@ -710,7 +661,7 @@ def _measure_rows(ph, key, rows, measure, min_left):
         try:
             measure(row)
             row["status"] = "ok"
-            print(f"{key} {row}", flush=True)
+            print(f"{key} {row}")
         except Exception as e:  # noqa: BLE001  recorded, next configuration
             row["status"] = f"failed: {type(e).__name__}: {str(e)[:200]}"
             traceback.print_exc()
@@ -724,19 +675,21 @@ def _measure_rows(ph, key, rows, measure, min_left):
 
 
 def phase_inference_speed(ph, args):
-    from _common import normalized, random_model
+    from _common import normalized, random_images, random_model
 
     from ssd_r34.modeling.meta_arch import INFERENCE_DTYPES
 
     torch, p, device = _torch(), ph.profile["inference_speed"], ph.device
-    cfg = _cfg(p["config"], *p["opts"], device=device)
-    model = random_model(cfg, _images(torch, 1, p["size"], seed=1)[0], bn_seed=1)
+    config, opts, size = ph.profile["model"]
+    size = (size, size)
+    cfg = _cfg(config, *opts, device=device)
+    model = random_model(cfg, random_images(1, size, seed=1)[0], bn_seed=1)
 
     def measure(row):
         # the folded inference copy is rebuilt for the new dtype (its cache key holds it)
         model.inference_dtype = INFERENCE_DTYPES[row["dtype"]]
         n = row["batch"]
-        images, inputs = _images(torch, n, p["size"], seed=1, device=device)
+        images, inputs = random_images(n, size, seed=1, device=device)
         x = normalized(model, images)
         with torch.no_grad():
             t_net = _time_loop(torch, device, lambda: model.forward_network(x), p["min_time"] / 2)
@@ -800,8 +753,7 @@ def phase_training_speed(ph, args):
             step = None
             gc.collect()
             torch.cuda.empty_cache()
-            print(f"training {size}: {per_image / 2 ** 20:.0f} MiB per image -> batch {batch}",
-                  flush=True)
+            print(f"training {size}: {per_image / 2 ** 20:.0f} MiB per image -> batch {batch}")
         while True:
             try:
                 if cuda:
@@ -817,7 +769,7 @@ def phase_training_speed(ph, args):
             gc.collect()
             torch.cuda.empty_cache()
             batch //= 2
-            print(f"out of memory: trying batch {batch}", flush=True)
+            print(f"out of memory: trying batch {batch}")
         row.update(batch=batch, images_per_s=round(batch / t, 1), trainer=type(trainer).__name__)
         if cuda:
             row["peak_memory_gib"] = round(torch.cuda.max_memory_allocated() / 2 ** 30, 1)

@@ -2,10 +2,8 @@
 
     python benchmarks/profile_int8.py [--size 1200] [--runs 2] [--calib-images 2]
 
-The network of configs/ssd_r34_1200.yaml (random weights, randomised BatchNorm statistics) at
-``--size``, exported and quantised by ssd_r34's onnxruntime route (``calibrate``), both run
-under ONNX Runtime's profiler on the same image: time per image by operator type and its share
-(docs/int8.md).
+The 1200 config's random network at ``--size``, exported and quantised (``calibrate``), under
+ONNX Runtime's profiler on the same image (docs/int8.md).
 """
 import collections
 import json
@@ -14,8 +12,8 @@ import tempfile
 
 import torch
 
-from _common import cpu_flags, environment, make_cfg, md_table, normalized, parse, parser, \
-    random_model
+from _common import (cpu_flags, environment, make_cfg, md_table, normalized, parse, parser,
+                     random_images, random_model)
 from bench_inference import CONFIG
 
 from ssd_r34.export import calibrate, export_network_onnx
@@ -54,10 +52,8 @@ def main(argv=None):
     p.add_argument("--calib-images", type=int, default=2)
     args = parse(p, argv)
     model = random_model(make_cfg(CONFIG, "INPUT.FIXED_SIZE", f"({args.size}, {args.size})"))
-    g = torch.Generator().manual_seed(7)
     H, W = model.input_size
-    calib = normalized(model, torch.randint(0, 256, (args.calib_images + 1, 3, H, W),
-                                            generator=g, dtype=torch.uint8))
+    calib = normalized(model, random_images(args.calib_images + 1, (H, W), seed=7)[0])
     threads = torch.get_num_threads()
     with tempfile.TemporaryDirectory() as tmp:
         fp32 = export_network_onnx(model, os.path.join(tmp, "fp32", "network.onnx"))

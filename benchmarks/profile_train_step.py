@@ -1,11 +1,9 @@
 """Where the training step's time goes (docs/speed.md, "Where the training step's time goes").
 
-Two tables, not part of ``make bench``: ``torch.profiler`` on one training step of
-bench_train_step.py (baseline, without Winograd, without the sparse head backward, defaults;
-median of three interleaved rounds), and every convolution shape of that model at batch 8,
-forward and backward, in NCHW, channels-last and (where MODEL.SSD.WINOGRAD applies) Winograd.
-
     python benchmarks/profile_train_step.py [--repeats 5]
+
+``torch.profiler`` on bench_train_step.py's steps, and every convolution shape of that model
+forward and backward in NCHW, channels-last and Winograd. Not part of ``make bench``.
 """
 import statistics
 
@@ -40,14 +38,10 @@ def profile_once(fn):
 
 def profile_steps(fns, rounds=3):
     """name -> ``profile_once`` of the round with the median total, over ``rounds``
-    interleaved rounds (every function once per round) after one warm-up call each."""
-    for fn in fns.values():
-        fn()
+    interleaved rounds (``time_interleaved``'s; its warm-up round left out)."""
     runs = {name: [] for name in fns}
-    for _ in range(rounds):
-        for name, fn in fns.items():
-            runs[name].append(profile_once(fn))
-    return {name: sorted(r)[len(r) // 2] for name, r in runs.items()}
+    time_interleaved({n: lambda n=n: runs[n].append(profile_once(fns[n])) for n in fns}, rounds)
+    return {name: sorted(r[1:])[rounds // 2] for name, r in runs.items()}
 
 
 def conv_shapes():
@@ -89,10 +83,8 @@ def layout_step(x_shape, w_shape, stride, padding, memory_format, needs_input_gr
     grad = torch.randn_like(F.conv2d(x.detach(), w.detach(), None, stride, padding))
 
     def run():
-        if winograd:
-            conv3x3_winograd(x, w).backward(grad)
-        else:
-            F.conv2d(x, w, None, stride, padding).backward(grad)
+        y = conv3x3_winograd(x, w) if winograd else F.conv2d(x, w, None, stride, padding)
+        y.backward(grad)
     return run
 
 
@@ -134,6 +126,7 @@ def main(argv=None):
                  f"{sums[2]:.1f}", f"{sums[1] / sums[2]:.2f}"])
     print(md_table(["first module", "input", "weight", "stride", "NCHW (ms)", "NHWC (ms)",
                     "NCHW / NHWC", "Winograd (ms)", "NHWC / Winograd"], rows, "llllrrrrr"))
+
 
 if __name__ == "__main__":
     main()

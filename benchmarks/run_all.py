@@ -51,10 +51,9 @@ def main(argv=None):
                    help="torch intra-op threads for every benchmark (default: torch's)")
     p.add_argument("--omp-wait-policy", default=os.environ.get("OMP_WAIT_POLICY", "PASSIVE"),
                    choices=["PASSIVE", "ACTIVE"],
-                   help="OMP_WAIT_POLICY of the benchmark processes (default PASSIVE, or the "
-                        "environment's): idle OpenMP workers sleep instead of spinning, so on a "
-                        "machine shared with other jobs they do not take the cores from the "
-                        "threads that have work. Same for ssd_r34 and the baseline.")
+                   help="OMP_WAIT_POLICY of the benchmarks (default PASSIVE, or the "
+                        "environment's): idle OpenMP workers sleep, leaving the cores of a "
+                        "shared machine to the threads with work")
     args = p.parse_args(argv)
     start = time.time()
     env = dict(os.environ, OMP_WAIT_POLICY=args.omp_wait_policy)
@@ -64,10 +63,7 @@ def main(argv=None):
         out = os.path.abspath(args.json or os.path.join(tmp, "bench.json"))
         failed = [name for name in args.only.split(",")
                   if run_bench(root, name, args.quick, args.threads, out, env) != 0]
-        results = {}
-        if os.path.exists(out):
-            with open(out) as f:
-                results = json.load(f)
+        results = json.load(open(out)) if os.path.exists(out) else {}
     print("\n### Summary: speed-ups against their targets\n")
     targets = [(r["title"], r["target"]) for r in results.values() if r.get("target")]
     print(md_table(["benchmark", "target", "ssd_r34 speed-up: wall median (wall min)",
