@@ -202,26 +202,24 @@ def test_head_name_builds_that_head_and_predictions_follow_the_reference_box_ord
 
 
 # ---- IOU_THRESHOLD, NEG_POS_RATIO, BBOX_REG_WEIGHTS in the loss --------------------------------
-@pytest.mark.parametrize("iou", [0.3, 0.7])
-def test_iou_threshold_matches_the_reference_encoder(iou):
-    model = build("MODEL.SSD.IOU_THRESHOLD", iou)
-    dboxes = reference_boxes(model)
-    loc, conf = network_outputs(len(dboxes), seed=3)
-    gts = ground_truth(seed=4)
-    expected = reference_losses(loc, conf, gts, dboxes, iou=iou)
-    assert_losses_close(our_losses(model, loc, conf, gts), expected)
-    assert_differ(expected, reference_losses(loc, conf, gts, dboxes, iou=0.5))
+# (key, value, the reference's keyword for it, its default there, seed of the outputs)
+LOSS_SETTINGS = [("IOU_THRESHOLD", 0.3, "iou", 0.5, 3), ("IOU_THRESHOLD", 0.7, "iou", 0.5, 3),
+                 ("NEG_POS_RATIO", 1, "neg_pos_ratio", 3, 5),
+                 ("NEG_POS_RATIO", 7, "neg_pos_ratio", 3, 5)]
 
 
-@pytest.mark.parametrize("ratio", [1, 7])
-def test_neg_pos_ratio_matches_the_reference_mining(ratio):
-    model = build("MODEL.SSD.NEG_POS_RATIO", ratio)
+@pytest.mark.parametrize("key,value,keyword,default,seed", LOSS_SETTINGS,
+                         ids=[f"{k.lower()}-{v}" for k, v, *_ in LOSS_SETTINGS])
+def test_loss_setting_matches_the_reference(key, value, keyword, default, seed):
+    """IOU_THRESHOLD (the reference's encoder) and NEG_POS_RATIO (its hard negative mining):
+    the losses equal the reference's with that value, and differ from its default's."""
+    model = build(f"MODEL.SSD.{key}", value)
     dboxes = reference_boxes(model)
-    loc, conf = network_outputs(len(dboxes), seed=5)
-    gts = ground_truth(seed=6)
-    expected = reference_losses(loc, conf, gts, dboxes, neg_pos_ratio=ratio)
+    loc, conf = network_outputs(len(dboxes), seed=seed)
+    gts = ground_truth(seed=seed + 1)
+    expected = reference_losses(loc, conf, gts, dboxes, **{keyword: value})
     assert_losses_close(our_losses(model, loc, conf, gts), expected)
-    assert_differ(expected, reference_losses(loc, conf, gts, dboxes, neg_pos_ratio=3))
+    assert_differ(expected, reference_losses(loc, conf, gts, dboxes, **{keyword: default}))
 
 
 def test_neg_pos_ratio_by_hand():
