@@ -15,7 +15,7 @@ from ..data import ensure_dataset, read_image_cv2
 from ..data.transforms import cv2_float_preprocess_from_cfg
 from ..engine import SSDPredictor
 from ..export import (SSDExportModule, SSDMLPerfExportModule, compare_detections,
-                      export_mlperf_onnx, export_onnx, export_torchscript, load_exported)
+                      export_onnx, export_torchscript, load_exported)
 from . import args as cli
 
 FILE_NAMES = {"torchscript": "model.ts", "onnx": "model.onnx"}
@@ -106,7 +106,7 @@ def main(argv=None):
                   for p in paths]  # batches of n, the last one padded with zeros
         images += [torch.zeros_like(images[0])] * (-len(images) % n)
         batches = [(paths[i:i + n], torch.stack(images[i:i + n])) for i in range(0, len(paths), n)]
-        res["path"] = export_mlperf_onnx(module, module.example_input(), os.path.join(
+        res["path"] = export_onnx(module, module.example_input(), os.path.join(
             args.output, "model_mlperf.onnx"), opset=args.opset)
         shapes = f"input image ({n}, 3, {H}, {W}) float32 normalised, outputs bboxes, labels, " \
             "scores"

@@ -376,7 +376,7 @@ class OnnxRuntimeBackend:
     config's model exported into ``args.output`` (batch 1) first."""
 
     def __init__(self, cfg, args=None):
-        from ..export import EngineNetwork, SSDMLPerfExportModule, export_mlperf_onnx
+        from ..export import EngineNetwork, SSDMLPerfExportModule, export_onnx
 
         self.mean, self.std = (torch.as_tensor(v, dtype=torch.float32).view(3, 1, 1)
                                for v in (cfg.MODEL.PIXEL_MEAN, cfg.MODEL.PIXEL_STD))
@@ -386,7 +386,7 @@ class OnnxRuntimeBackend:
             path = os.path.join(getattr(args, "output", ".") or ".", "model_mlperf.onnx")
             module = SSDMLPerfExportModule(SSDPredictor(cfg).model).eval()
             logger.info(f"Exporting the model to {path} (MLPerf I/O, batch 1)")
-            export_mlperf_onnx(module, module.example_input(), path)
+            export_onnx(module, module.example_input(), path)
         self.path, self.net = path, EngineNetwork("onnxruntime", path, threads=None)
         batch = self.net.input_shape[0]
         self.batch = batch if isinstance(batch, int) else None  # else any batch

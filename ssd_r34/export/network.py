@@ -118,7 +118,6 @@ def export_onnx(module: nn.Module, example: Tensor, path: str, opset: int = 17) 
     return _to_onnx(module, example, path, "image", names, dynamic, opset)
 
 
-export_mlperf_onnx = export_onnx  # the name tools/export_model.py --mlperf-io and docs use
 
 
 def export_network_onnx(model: nn.Module, path: str, opset: int = 17) -> str:
