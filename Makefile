@@ -69,7 +69,7 @@ bench: setup
 # onnxruntime, opencv, pytest) and no network. `make gpu-wheels` (here, with network)
 # downloads what else the check imports into wheels/gpu/ (ignored by git; the device run
 # carries it); `make gpu-check` (there) installs them with --no-index into
-# output/gpu_site and runs benchmarks/gpu_check.py against the machine's own torch.
+# output/gpu_check_work/site and runs benchmarks/gpu_check.py against the machine's own torch.
 GPU_WHEELS_DIR ?= wheels/gpu
 GPU_PYVER ?= 3.12
 GPU_PIP ?= $(PYTHON) -m pip --disable-pip-version-check

@@ -209,20 +209,6 @@ def report(title, times, baseline, target=None, per=1, notes=(), json_path=None,
     return result
 
 
-def detection_differences(pairs):
-    """ssd_r34.export.compare_detections over images. ``pairs``: per image (reference, other),
-    each (boxes (K, 4), scores (K,), classes (K,)). Returns (every detection paired with one
-    of its class, largest score difference, largest box difference in pixels)."""
-    from ssd_r34.export import compare_detections
-
-    same, dscore, dbox = True, 0.0, 0.0
-    for ref, other in pairs:
-        r = compare_detections(ref, other)
-        same &= r["same_classes"]
-        dscore, dbox = max(dscore, r["max_score_diff"]), max(dbox, r["max_box_diff"])
-    return same, dscore, dbox
-
-
 def compare_detections(ours, baseline):
     """ssd_r34 ``Instances`` (classes 0..79) against the baseline's (boxes, labels 1..80,
     scores) per image: the same number, and each baseline detection paired with the closest
@@ -230,10 +216,12 @@ def compare_detections(ours, baseline):
     n_ours, n_base = [len(r) for r in ours], [len(b[0]) for b in baseline]
     if n_ours != n_base:
         return f"detections per image: ssd_r34 {n_ours}, baseline {n_base} (DIFFER)"
-    same, dscore, dbox = detection_differences(
-        ((boxes, scores, labels - 1), (r.pred_boxes.tensor, r.scores, r.pred_classes))
-        for r, (boxes, labels, scores) in zip(ours, baseline))
-    if not same:
+    from ssd_r34.export import compare_detections as compare
+
+    rs = [compare((boxes, scores, labels - 1), r) for r, (boxes, labels, scores) in
+          zip(ours, baseline)]
+    dscore, dbox = (max(r[k] for r in rs) for k in ("max_score_diff", "max_box_diff"))
+    if not all(r["same_classes"] for r in rs):
         return f"detections per image: {n_ours} on both sides, classes DIFFER"
     return (f"detections per image: {n_ours} on both sides, paired by class; largest "
             f"difference: score {dscore:.2g}, box {dbox:.2g} px")

@@ -31,14 +31,6 @@ torch.autocast.__init__ = _float32_only
 """
 
 
-def run_tree(tree, name, args, env, out):
-    """Run benchmark ``name`` of the checkout ``tree``; return its JSON results (None when it
-    failed)."""
-    env = dict(env, PYTHONPATH=tree + os.pathsep + env.get("PYTHONPATH", ""))
-    return json.load(open(out)) if run_bench(tree, name, args.quick, args.threads, out,
-                                             env) == 0 else None
-
-
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--old", required=True, help="git revision to compare with (e.g. a commit)")
@@ -66,9 +58,12 @@ def main(argv=None):
         try:
             for name, k in [(n, k) for n in args.only.split(",") for k in range(args.passes)]:
                 order = [("old", old_tree), ("new", ROOT)]
-                res = {label: run_tree(tree, name, args, env,
-                                       os.path.join(tmp, f"{label}-{name}-{k}.json"))
-                       for label, tree in (order if k % 2 == 0 else order[::-1])}
+                res = {}  # label -> JSON results of the tree's benchmark (None: failed)
+                for label, tree in order if k % 2 == 0 else order[::-1]:
+                    out = os.path.join(tmp, f"{label}-{name}-{k}.json")
+                    tree_env = dict(env, PYTHONPATH=tree + os.pathsep + env.get("PYTHONPATH", ""))
+                    res[label] = json.load(open(out)) if run_bench(
+                        tree, name, args.quick, args.threads, out, tree_env) == 0 else None
                 if None in res.values():
                     rows.append([name, "FAILED to run", "", "", "", ""])
                     continue

@@ -13,7 +13,7 @@ import sys
 import tempfile
 import time
 
-from _common import md_table
+from _common import ROOT, md_table
 
 BENCHES = {  # name -> (script, arguments, arguments with --quick)
     "postprocess": ("bench_postprocess.py", ["--repeats", "7"], ["--repeats", "3"]),
@@ -58,11 +58,10 @@ def main(argv=None):
     start = time.time()
     env = dict(os.environ, OMP_WAIT_POLICY=args.omp_wait_policy)
     print(f"OMP_WAIT_POLICY={args.omp_wait_policy}; {load_average()} at the start.")
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.abspath(args.json or os.path.join(tmp, "bench.json"))
         failed = [name for name in args.only.split(",")
-                  if run_bench(root, name, args.quick, args.threads, out, env) != 0]
+                  if run_bench(ROOT, name, args.quick, args.threads, out, env) != 0]
         results = json.load(open(out)) if os.path.exists(out) else {}
     print("\n### Summary: speed-ups against their targets\n")
     targets = [(r["title"], r["target"]) for r in results.values() if r.get("target")]

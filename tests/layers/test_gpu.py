@@ -2,7 +2,8 @@
 counted as skipped; ``benchmarks/gpu_check.py`` runs them on a GPU machine, docs/gpu.md):
 per-class NMS by ``batched_nms`` off the CPU, Detectron2's AMPTrainer in float16 and bfloat16,
 ``nn.SyncBatchNorm`` in an NCCL process group, the folded-BatchNorm inference copy following
-the model between CPU and GPU, and export of a model on the GPU.
+the model between CPU and GPU, export of a model on the GPU, and the full-size 1200x1200 model
+against CPU in inference and in a training step.
 
 CPU and GPU results are compared with TF32 off (``no_tf32``): network outputs within the
 channels-last tolerance of tests/layers/test_speed_options.py, detections within
@@ -17,17 +18,14 @@ import pytest
 import torch
 
 import reference_impl as ref
-from conftest import TINY_TRAIN, make_cfg
+from conftest import NO_WINOGRAD, TINY_TRAIN, make_cfg
 from test_speed_options import assert_same_detections, copy_of, detect, images, make_plain
 
 pytestmark = [pytest.mark.cuda,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
 
 TINY = [*TINY_TRAIN, "DATASETS.TEST", "()"]
-
-
-# The CPU-only Winograd option would build its C++ transforms when a CPU model is built.
-NO_WINOGRAD = ["MODEL.SSD.WINOGRAD", "False"]
+DEVICE = "cuda"
 
 
 @pytest.fixture
@@ -56,7 +54,7 @@ def assert_close_detections(a, b, box_tol=1e-2, score_tol=3e-4):
     """Per image: every detection paired with one of its class (ssd_r34.export's
     compare_detections), boxes and scores within tolerance. Scores: the network tolerance
     (1e-5 of the largest logit, about 15) through the softmax, at most twice the largest
-    logit change (benchmarks/gpu_check.py, detections_within)."""
+    logit change (docs/gpu.md)."""
     from ssd_r34.export import compare_detections
 
     for x, y in zip(a, b):
@@ -212,6 +210,47 @@ def test_folded_copy_follows_the_model_to_cuda_and_back(no_tf32):
     back = detect(fast, inputs)
     assert all(p.device.type == "cpu" for p in fast._folded_backbone[2].parameters())
     assert_close_detections(on_cpu, back, box_tol=1e-4, score_tol=1e-6)
+
+
+# ---- the released 1200x1200 shape: inference and a training step against CPU -------------
+def test_full_size_model_on_cuda_equals_cpu(no_tf32):
+    """configs/ssd_r34_1200.yaml (15130 default boxes), default options on both devices, same
+    weights (BatchNorm statistics randomised, heads in a trained model's range) and 2 images:
+    box deltas and logits within 1e-5 of their largest magnitude, detections within
+    ``assert_close_detections``' tolerances; a training step's losses within 1e-5 or 1e-5
+    relative, ``head.conf.0.weight``'s gradient within 1e-4 + 1e-3 relative."""
+    from detectron2.modeling import build_model
+
+    from test_distributed import synthetic_batch
+
+    cfg = make_cfg("configs/ssd_r34_1200.yaml", "MODEL.RESNETS.NORM", "BN", *NO_WINOGRAD)
+    g = torch.Generator().manual_seed(0)
+    inputs = [{"image": torch.randint(0, 256, (3, 1200, 1200), generator=g, dtype=torch.uint8),
+               "height": 1200, "width": 1200} for _ in range(2)]
+    torch.manual_seed(0)
+    cpu = build_model(cfg).eval()
+    ref.randomise_batchnorm(cpu, seed=1)
+    x = torch.stack([(i["image"].float() - cpu.pixel_mean) / cpu.pixel_std for i in inputs])
+    ref.scale_heads(cpu, x)
+    cfg.MODEL.DEVICE = DEVICE
+    dev = build_model(cfg).eval()
+    dev.load_state_dict(cpu.state_dict())
+    with torch.no_grad():
+        for want, got in zip(cpu.forward_network(x)[:2], dev.forward_network(x.to(DEVICE))[:2]):
+            torch.testing.assert_close(got.cpu(), want, rtol=0,
+                                       atol=1e-5 * want.abs().max().item())
+    assert_close_detections(detect(cpu, inputs), [r.to("cpu") for r in
+                                                  detect(dev, on(DEVICE, inputs))])
+    losses, grads = [], []
+    for model, device in ((cpu, "cpu"), (dev, DEVICE)):
+        model = copy.deepcopy(model).train()
+        out = model(on(device, synthetic_batch(seed=5, size=1200)))
+        sum(out.values()).backward()
+        losses.append({k: v.item() for k, v in out.items()})
+        grads.append(model.head.conf[0].weight.grad.cpu())
+    assert all(math.isfinite(v) for v in losses[1].values())
+    assert losses[1] == pytest.approx(losses[0], rel=1e-5, abs=1e-5)
+    torch.testing.assert_close(grads[1], grads[0], rtol=1e-3, atol=1e-4)
 
 
 # ---- export of a model on the GPU -------------------------------------------------------
