@@ -25,7 +25,7 @@ pytestmark = [pytest.mark.cuda,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
 
 TINY = [*TINY_TRAIN, "DATASETS.TEST", "()"]
-DEVICE = "cuda"
+DEVICE = "cuda"  # compared with CPU; "cpu" runs a test's logic by hand on a machine without one
 
 
 @pytest.fixture
