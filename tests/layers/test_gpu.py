@@ -45,9 +45,13 @@ def trained_range():
     """make_plain's model (128x128, BatchNorm statistics randomised) with its heads scaled so
     that logits and box deltas reach about 15 on the test images."""
     plain = make_plain()
-    x = torch.stack([(i["image"].float() - plain.pixel_mean) / plain.pixel_std
-                     for i in images(2, seed=4)])
-    return ref.scale_heads(plain, x)
+    return ref.scale_heads(plain, normalized(plain, images(2, seed=4)))
+
+
+def normalized(model, inputs):
+    """The uint8 images of ``inputs`` as ``model``'s normalised input (N, 3, H, W)."""
+    return torch.stack([(i["image"].float() - model.pixel_mean) / model.pixel_std
+                        for i in inputs])
 
 
 def assert_close_detections(a, b, box_tol=1e-2, score_tol=3e-4):
@@ -230,7 +234,7 @@ def test_full_size_model_on_cuda_equals_cpu(no_tf32):
     torch.manual_seed(0)
     cpu = build_model(cfg).eval()
     ref.randomise_batchnorm(cpu, seed=1)
-    x = torch.stack([(i["image"].float() - cpu.pixel_mean) / cpu.pixel_std for i in inputs])
+    x = normalized(cpu, inputs)
     ref.scale_heads(cpu, x)
     cfg.MODEL.DEVICE = DEVICE
     dev = build_model(cfg).eval()
