@@ -13,8 +13,13 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+from detectron2.data import DatasetCatalog, MetadataCatalog
 
 from ..data import SSDDatasetMapper, ensure_dataset, mlperf_image_ids
+from ..export import BACKENDS, EngineNetwork, SSDMLPerfExportModule, export_onnx
 from .predictor import SSDPredictor
 
 logger = logging.getLogger(__name__)
@@ -30,8 +35,6 @@ class DatasetQSL:
 
     def __init__(self, cfg, dataset_name: str, count: Optional[int] = None,
                  performance_sample_count: Optional[int] = None):
-        from detectron2.data import DatasetCatalog, MetadataCatalog
-
         ensure_dataset(dataset_name)
         meta = MetadataCatalog.get(dataset_name)
         self.json_file = meta.get("json_file", None)
@@ -241,8 +244,6 @@ def label_map_for(metadata, coco) -> np.ndarray:
 
 def load_coco(json_file: str):
     """``pycocotools.coco.COCO`` of ``json_file``, quietly."""
-    from pycocotools.coco import COCO
-
     with contextlib.redirect_stdout(io.StringIO()):
         return COCO(json_file)
 
@@ -276,8 +277,6 @@ def score_accuracy_log(results: Sequence[Dict], coco, use_inv_map: bool = False,
         ``no_results``, ``dupes``, ``mismatched`` (records whose own index disagrees with
         LoadGen's).
     """
-    from pycocotools.cocoeval import COCOeval
-
     inv_map = [0] + list(coco.getCatIds())
     image_map = [coco.imgs[i] for i in mlperf_image_ids(coco, remove_empty)]
     detections, image_ids, seen = [], set(), set()
@@ -340,8 +339,6 @@ def build_backend(name: str, cfg, args=None):
     """The backend of ``--backend name``: a registered one, "pytorch" (:class:`PyTorchBackend`),
     "openvino" (the same with MODEL.SSD.INFERENCE_BACKEND openvino) or "onnxruntime" (the whole
     model in MLPerf's I/O convention, :class:`OnnxRuntimeBackend`)."""
-    from ..export import BACKENDS
-
     if name in _REGISTERED:
         return _REGISTERED[name](cfg, args)
     if name == "onnxruntime":
@@ -376,8 +373,6 @@ class OnnxRuntimeBackend:
     config's model exported into ``args.output`` (batch 1) first."""
 
     def __init__(self, cfg, args=None):
-        from ..export import EngineNetwork, SSDMLPerfExportModule, export_onnx
-
         self.mean, self.std = (torch.as_tensor(v, dtype=torch.float32).view(3, 1, 1)
                                for v in (cfg.MODEL.PIXEL_MEAN, cfg.MODEL.PIXEL_STD))
 
