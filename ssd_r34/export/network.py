@@ -118,8 +118,6 @@ def export_onnx(module: nn.Module, example: Tensor, path: str, opset: int = 17) 
     return _to_onnx(module, example, path, "image", names, dynamic, opset)
 
 
-
-
 def export_network_onnx(model: nn.Module, path: str, opset: int = 17) -> str:
     """Export the network of an SSD (eval mode) to ONNX at ``path``, float32 whatever its
     INFERENCE_DTYPE: ``images`` (N, 3, H, W) normalised, any N -> ``loc`` (N, R, 4), ``conf``

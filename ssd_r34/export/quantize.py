@@ -12,6 +12,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from detectron2.data import DatasetCatalog
+
+from ..data import SSDDatasetMapper, ensure_dataset
 from .network import export_network_onnx
 
 METHODS = {"minmax": "MinMax", "percentile": "Percentile", "entropy": "Entropy"}
@@ -42,10 +45,6 @@ def calibration_images(cfg, dataset: str = "", num_images: int = 0) -> Tuple[Ten
     Returns:
         (num_images, 3, H, W) float32 and the file names used (list of str).
     """
-    from detectron2.data import DatasetCatalog
-
-    from ..data import SSDDatasetMapper, ensure_dataset
-
     name = dataset or cfg.MODEL.SSD.INT8.CALIBRATION_DATASET or (
         cfg.DATASETS.TRAIN[0] if cfg.DATASETS.TRAIN else "")
     if not name:
