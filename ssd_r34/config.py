@@ -3,6 +3,7 @@ import logging
 import os
 
 from detectron2.config import CfgNode as CN
+from detectron2.config import get_cfg
 
 logger = logging.getLogger(__name__)
 
@@ -125,8 +126,6 @@ def add_ssd_config(cfg):
 
 def get_ssd_cfg():
     """A fresh Detectron2 default config with the SSD keys added."""
-    from detectron2.config import get_cfg
-
     return add_ssd_config(get_cfg())
 
 

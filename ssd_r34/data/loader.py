@@ -11,8 +11,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from detectron2.data import build_detection_train_loader
+from detectron2.data import DatasetCatalog, MetadataCatalog, build_detection_train_loader
+from detectron2.data.build import print_instances_class_histogram
 from detectron2.data.common import DatasetFromList
+from detectron2.data.detection_utils import check_metadata_consistency
 from detectron2.data.samplers import TrainingSampler
 from detectron2.utils import comm
 
@@ -110,10 +112,6 @@ def load_train_dicts(cfg) -> Tuple[List[Dict], List[Tuple[str, int]]]:
     Returns:
         (records, [(data set name, number of its records)]).
     """
-    from detectron2.data import DatasetCatalog, MetadataCatalog
-    from detectron2.data.build import print_instances_class_histogram
-    from detectron2.data.detection_utils import check_metadata_consistency
-
     names = [cfg.DATASETS.TRAIN] if isinstance(cfg.DATASETS.TRAIN, str) \
         else list(cfg.DATASETS.TRAIN)
     if not names:

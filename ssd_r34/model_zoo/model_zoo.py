@@ -5,6 +5,12 @@ from typing import List, Optional
 
 import torch
 
+from detectron2.config import CfgNode, LazyConfig, instantiate
+from detectron2.modeling import build_model
+
+from ..checkpoint import SSDCheckpointer
+from ..config import get_ssd_cfg, norm_on
+
 # The MLPerf inference v0.5 SSD-ResNet34 weights (1200x1200, PyTorch), for ssd_r34_1200.*,
 # and the environment variable naming that file on this machine.
 MLPERF_1200_URL = "https://zenodo.org/record/3236545/files/resnet34-ssd1200.pytorch"
@@ -65,10 +71,6 @@ def get_config(config_path: str, trained: bool = False, weights: Optional[str] =
     """A zoo config: a ``CfgNode`` (``.yaml``) or a LazyConfig ``DictConfig`` (``.py``), on
     the CPU where there is no CUDA; with ``trained=True`` its weights (MODEL.WEIGHTS /
     ``train.init_checkpoint``) are the released file (:func:`trained_weights`)."""
-    from detectron2.config import LazyConfig
-
-    from ..config import get_ssd_cfg, norm_on
-
     def device(name):
         return "cpu" if name.startswith("cuda") and not torch.cuda.is_available() else name
 
@@ -92,11 +94,6 @@ def get(config_path: str, trained: bool = False, device: Optional[str] = None,
         weights: Optional[str] = None) -> torch.nn.Module:
     """The model of a zoo config, in eval mode; with ``trained=True`` its released weights
     (MLPerf files converted, ssd_r34/checkpoint/). ``device``: default the config's."""
-    from detectron2.config import CfgNode, instantiate
-    from detectron2.modeling import build_model
-
-    from ..checkpoint import SSDCheckpointer
-
     cfg = get_config(config_path, trained=trained, weights=weights)
     if isinstance(cfg, CfgNode):
         cfg.MODEL.DEVICE = device or cfg.MODEL.DEVICE

@@ -6,6 +6,8 @@ import torch
 from torch import nn
 
 from detectron2.modeling import build_model
+from fvcore.nn import (ActivationCountAnalysis, FlopCountAnalysis, flop_count_table,
+                       parameter_count, parameter_count_table)
 
 __all__ = ["analyze_model"]
 
@@ -32,9 +34,6 @@ def analyze_model(cfg, tasks: Sequence[str] = ("parameter", "flop", "activation"
         "parameters" + "parameter_table"; "gflops", "gflops_by_operator", "flop_table";
         "mactivations".
     """
-    from fvcore.nn import (ActivationCountAnalysis, FlopCountAnalysis, flop_count_table,
-                           parameter_count, parameter_count_table)
-
     model = build_model(cfg).eval()
     H, W = model.input_size
     x = torch.zeros(1, 3, H, W)

@@ -14,6 +14,7 @@ from typing import Dict, List, Optional, Tuple
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch._subclasses.fake_tensor import FakeTensorMode
 
 from detectron2.config import configurable
 from detectron2.modeling import META_ARCH_REGISTRY, build_backbone
@@ -171,8 +172,6 @@ class SSD(DenseDetector):
     def head_output_sizes(self, image_size=None) -> List[Tuple[int, int]]:
         """(h, w) of the six head outputs for an input of ``image_size`` (default: the
         configured INPUT.FIXED_SIZE), measured by running the network on shapes only."""
-        from torch._subclasses.fake_tensor import FakeTensorMode
-
         H, W = image_size or self.input_size
         training = self.training
         self.train(False)  # BN in eval mode: the probe must not touch running statistics
