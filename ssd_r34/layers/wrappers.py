@@ -43,11 +43,8 @@ def check_numbers(key, value, n, need, example, ok=lambda v: True):
 
 
 def check_fixed_size(cfg):
-    """INPUT.FIXED_SIZE as (height, width) ints >= 1 (whether the network can take that
-    size with MODEL.SSD.STRIDES is checked when the model is built)."""
-    size = cfg.INPUT.FIXED_SIZE
-    if not isinstance(size, (list, tuple)) or len(size) != 2 or not all(
-            is_int(v) and v >= 1 for v in size):
-        refuse("INPUT.FIXED_SIZE", size, "(height, width): two positive integers",
-               "(300, 300) or (1200, 1200)")
-    return int(size[0]), int(size[1])
+    """Refuse an INPUT.FIXED_SIZE that is not (height, width) ints >= 1 (whether the network
+    can take that size with MODEL.SSD.STRIDES is checked when the model is built)."""
+    check_numbers("INPUT.FIXED_SIZE", cfg.INPUT.FIXED_SIZE, 2,
+                  "(height, width): two positive integers", "(300, 300) or (1200, 1200)",
+                  lambda v: is_int(v) and v >= 1)
