@@ -85,8 +85,7 @@ class SSDRandomCrop(T.Augmentation):
             top = np.random.uniform(0, 1.0 - sh)
             rect = (left * w, top * h, (left + sw) * w, (top + sh) * h)
             crop = SSDCropTransform(*rect)
-            if (iou_with_rect(boxes, rect) > min_iou).all() and \
-                    crop.centre_inside(boxes).any():
+            if (iou_with_rect(boxes, rect) > min_iou).all() and crop.centre_inside(boxes).any():
                 return crop
 
 
