@@ -24,15 +24,12 @@ class SSDCheckpointer(DetectionCheckpointer):
 
     MIN_FITTING = 0.5
 
-    def _load_file(self, filename):
-        self._loading = filename
-        return super()._load_file(filename)
-
-    def _load_model(self, checkpoint):
+    def _load_file(self, filename):  # fvcore's load passes what it returns to _load_model
+        checkpoint = super()._load_file(filename)
         sd = checkpoint.get("model")
         if isinstance(sd, dict) and not checkpoint.get("matching_heuristics", False):
-            self._check_fit(sd, getattr(self, "_loading", "the checkpoint"))
-        return super()._load_model(checkpoint)
+            self._check_fit(sd, filename)
+        return checkpoint
 
     def _check_fit(self, sd, path):  # before anything is loaded
         model_sd = self.model.state_dict()
