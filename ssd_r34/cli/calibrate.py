@@ -8,7 +8,7 @@ from detectron2.data import DatasetCatalog
 from detectron2.modeling import build_model
 
 from ..checkpoint import SSDCheckpointer
-from ..data import SSDDatasetMapper, ensure_dataset
+from ..data import SSDDatasetMapper
 from ..export import attach_backend, calibrate, calibration_images, reproduced_detections
 from . import args as cli
 
@@ -47,7 +47,6 @@ def main(argv=None):
           f"MODEL.SSD.INT8.CALIBRATION_DIR {args.output}")
     if args.check:
         name = cfg.DATASETS.TEST[0]
-        ensure_dataset(name)
         mapper = SSDDatasetMapper(cfg, is_train=False)
         inputs = [mapper(dict(d)) for d in DatasetCatalog.get(name)[: args.check]]
         int8_cfg = cfg.clone()

@@ -13,7 +13,6 @@ from detectron2.data import DatasetCatalog
 from detectron2.data.detection_utils import read_image
 from detectron2.utils.visualizer import ColorMode, Visualizer
 
-from ..data import ensure_dataset
 from ..engine import SSDPredictor
 from . import args as cli
 from .visualize_data import save_montage
@@ -87,7 +86,6 @@ def main(argv=None):
         name = args.dataset or (cfg.DATASETS.TEST[0] if cfg.DATASETS.TEST else "")
         if not name:
             raise SystemExit("--dataset: give a name; the config has no DATASETS.TEST.")
-        ensure_dataset(name)
         dicts = DatasetCatalog.get(name)
         items = [(d["file_name"], d.get("image_id", i + 1))  # (path, image_id)
                  for i, d in enumerate(dicts[: args.num_images] if args.num_images > 0 else dicts)]

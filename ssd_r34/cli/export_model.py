@@ -11,7 +11,7 @@ from tabulate import tabulate
 from detectron2.data import DatasetCatalog
 from detectron2.data.detection_utils import read_image
 
-from ..data import ensure_dataset, read_image_cv2
+from ..data import read_image_cv2
 from ..data.transforms import cv2_float_preprocess_from_cfg
 from ..engine import SSDPredictor
 from ..export import (SSDExportModule, SSDMLPerfExportModule, compare_detections,
@@ -49,7 +49,6 @@ def sample_paths(cfg, args):
         return list(args.sample_image)
     if not cfg.DATASETS.TEST:
         raise SystemExit("Give --sample-image: the config has no DATASETS.TEST.")
-    ensure_dataset(cfg.DATASETS.TEST[0])
     paths = [d["file_name"] for d in DatasetCatalog.get(cfg.DATASETS.TEST[0])[: args.num_samples]]
     if not paths:
         raise SystemExit("No sample image.")

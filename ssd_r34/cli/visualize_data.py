@@ -10,7 +10,7 @@ from detectron2.data import DatasetCatalog
 from detectron2.data.detection_utils import convert_image_to_rgb, read_image
 from detectron2.utils.visualizer import Visualizer
 
-from ..data import SSDDatasetMapper, dataset_metadata, ensure_dataset
+from ..data import SSDDatasetMapper, dataset_metadata
 from . import args as cli
 
 
@@ -76,10 +76,7 @@ def main(argv=None):
     args = get_parser().parse_args(argv)
     cfg = cli.inference_cfg(args)
     names = [args.dataset] if args.dataset else list(cfg.DATASETS.TRAIN)
-    dicts = []
-    for name in names:
-        ensure_dataset(name)
-        dicts += DatasetCatalog.get(name)
+    dicts = [d for name in names for d in DatasetCatalog.get(name)]
     metadata = dataset_metadata(names[0])
     np.random.seed(args.seed)  # Detectron2's augmentations draw from numpy's global RNG
     torch.manual_seed(args.seed)  # torchvision's ColorJitter parameters
