@@ -5,7 +5,6 @@ import json
 import os
 import sys
 
-import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
@@ -111,7 +110,7 @@ def main(argv=None):
         vis = Visualizer(image, predictor.metadata, scale=args.scale, instance_mode=ColorMode.IMAGE)
         drawn = vis.draw_instance_predictions(instances).get_image()
         written.append(os.path.join(args.output, output_name(path, used)))
-        Image.fromarray(np.ascontiguousarray(drawn)).save(written[-1])
+        Image.fromarray(drawn).save(written[-1])
         if args.montage:
             pictures.append((f"{os.path.basename(path)}: {len(instances)} detection(s)", drawn))
     if args.montage and pictures:

@@ -96,7 +96,7 @@ def main(argv=None):
             else mapped(d, args.scale)
         stem = os.path.splitext(os.path.basename(d["file_name"]))[0]
         written.append(os.path.join(args.output, f"{stem}.png"))
-        Image.fromarray(np.ascontiguousarray(img)).save(written[-1])
+        Image.fromarray(img).save(written[-1])
     print(f"{len(written)} {args.source} picture(s) written to {args.output}")
     grid = None
     if args.crop_grid:  # the original at about the tiles' size, then the augmentations
