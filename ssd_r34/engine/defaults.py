@@ -20,7 +20,7 @@ from detectron2.utils.logger import setup_logger
 from ..checkpoint import SSDCheckpointer, make_checkpointer_atomic
 from ..config import setup_cfg
 from ..data import (SSDDatasetMapper, build_resumable_train_loader, dataset_metadata,
-                    ensure_dataset, register_dataset_files)
+                    register_dataset_files)
 from ..data.loader import SkipUnreadableImages, load_train_dicts
 from .evaluation import SSDCOCOEvaluator
 from .hooks import DataProgressHook, EvalAndStopHook, ReplicaCheckHook, bbox_ap
@@ -79,8 +79,6 @@ class SSDTrainer(DefaultTrainer):
         """With DATALOADER.SAMPLER_TRAIN TrainingSampler, a loader whose progress checkpoints
         keep (ssd_r34/data/loader.py); Detectron2's, restarting on resume, otherwise."""
         names = list(cfg.DATASETS.TRAIN)
-        for name in names:
-            ensure_dataset(name)
         mapper = SSDDatasetMapper(cfg, is_train=True,
                                   dataset_name=names[0] if len(names) == 1 else None)
         if cfg.DATALOADER.SAMPLER_TRAIN == "TrainingSampler":
@@ -95,7 +93,6 @@ class SSDTrainer(DefaultTrainer):
     @classmethod
     def build_test_loader(cls, cfg, dataset_name):
         register_dataset_files(cfg)
-        ensure_dataset(dataset_name)
         mapper = SSDDatasetMapper(cfg, is_train=False, dataset_name=dataset_name)
         return build_detection_test_loader(cfg, dataset_name, mapper=mapper)
 

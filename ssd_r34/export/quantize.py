@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from detectron2.data import DatasetCatalog
 
-from ..data import SSDDatasetMapper, ensure_dataset
+from ..data import SSDDatasetMapper
 from .network import export_network_onnx
 
 METHODS = {"minmax": "MinMax", "percentile": "Percentile", "entropy": "Entropy"}
@@ -51,7 +51,6 @@ def calibration_images(cfg, dataset: str = "", num_images: int = 0) -> Tuple[Ten
         raise ValueError("No calibration data set: set MODEL.SSD.INT8.CALIBRATION_DATASET (or "
                          "DATASETS.TRAIN) to a registered data set.")
     n = int(num_images or cfg.MODEL.SSD.INT8.CALIBRATION_IMAGES)
-    ensure_dataset(name)
     dicts = DatasetCatalog.get(name)
     if not 0 < n <= len(dicts):
         raise ValueError(f"MODEL.SSD.INT8.CALIBRATION_IMAGES is {n}: set it from 1 to "
