@@ -6,8 +6,8 @@ import math
 
 import torch
 
-__all__ = ["is_exporting", "is_exporting_onnx", "refuse", "is_number", "is_int", "check_numbers",
-           "check_fixed_size"]
+__all__ = ["is_exporting", "is_exporting_onnx", "refuse", "is_number", "is_int", "are_numbers",
+           "check_numbers", "check_fixed_size"]
 
 
 def is_exporting_onnx() -> bool:
@@ -34,10 +34,16 @@ def refuse(key: str, value, need: str, example: str):
     raise ValueError(f"{key} {value!r}: {need}; e.g. {key} {example}.")
 
 
+def are_numbers(value, n=None, ok=lambda v: True) -> bool:
+    """Whether ``value`` is a list or tuple of ``n`` (None: any number of) finite numbers that
+    pass ``ok``."""
+    return isinstance(value, (list, tuple)) and n in (None, len(value)) and all(
+        is_number(v) and ok(v) for v in value)
+
+
 def check_numbers(key, value, n, need, example, ok=lambda v: True):
-    # ``value`` as a list of ``n`` finite numbers that pass ``ok``; refused otherwise.
-    if not isinstance(value, (list, tuple)) or len(value) != n or not all(
-            is_number(v) and ok(v) for v in value):
+    # ``value`` as a list if :func:`are_numbers`; refused otherwise.
+    if not are_numbers(value, n, ok):
         refuse(key, value, need, example)
     return list(value)
 

@@ -23,8 +23,8 @@ from detectron2.modeling.box_regression import Box2BoxTransform
 from detectron2.modeling.meta_arch.dense_detector import DenseDetector
 from detectron2.structures import Boxes, ImageList, Instances
 
-from ..layers import (check_fixed_size, fold_batch_norms, fuse_for_cpu, is_exporting, is_int,
-                      is_number, onednn_fusion_available, refuse)
+from ..layers import (are_numbers, check_fixed_size, fold_batch_norms, fuse_for_cpu,
+                      is_exporting, is_int, is_number, onednn_fusion_available, refuse)
 from .backbone import SSD_FEATURES
 from .box_ops import hard_negative_mask, match_default_boxes
 from .head import build_ssd_head
@@ -38,8 +38,7 @@ INFERENCE_DTYPES = {"float32": None, "bfloat16": torch.bfloat16, "float16": torc
 
 def _positive_numbers(n=None):
     # A test of a value: a list or tuple of n (None: any number of) finite numbers > 0.
-    return lambda v: isinstance(v, (list, tuple)) and n in (None, len(v)) and all(
-        is_number(x) and x > 0 for x in v)
+    return functools.partial(are_numbers, n=n, ok=lambda x: x > 0)
 
 
 # (key, test of a value that works, what the value must be, a good value), checked in order.
