@@ -45,13 +45,7 @@ def trained_range():
     """make_plain's model (128x128, BatchNorm statistics randomised) with its heads scaled so
     that logits and box deltas reach about 15 on the test images."""
     plain = make_plain()
-    return ref.scale_heads(plain, normalized(plain, images(2, seed=4)))
-
-
-def normalized(model, inputs):
-    """The uint8 images of ``inputs`` as ``model``'s normalised input (N, 3, H, W)."""
-    return torch.stack([(i["image"].float() - model.pixel_mean) / model.pixel_std
-                        for i in inputs])
+    return ref.scale_heads(plain, plain.preprocess_image(images(2, seed=4)).tensor)
 
 
 def assert_close_detections(a, b, box_tol=1e-2, score_tol=3e-4):
@@ -234,7 +228,7 @@ def test_full_size_model_on_cuda_equals_cpu(no_tf32):
     torch.manual_seed(0)
     cpu = build_model(cfg).eval()
     ref.randomise_batchnorm(cpu, seed=1)
-    x = normalized(cpu, inputs)
+    x = cpu.preprocess_image(inputs).tensor
     ref.scale_heads(cpu, x)
     cfg.MODEL.DEVICE = DEVICE
     dev = build_model(cfg).eval()

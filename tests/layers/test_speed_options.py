@@ -107,8 +107,7 @@ def test_defaults_are_on_and_channels_last_reaches_the_network(fast):
 def test_default_options_match_plain_fp32_detections(plain, fast):
     inputs = images()
     with torch.no_grad():
-        x = torch.stack([(i["image"].float() - plain.pixel_mean) / plain.pixel_std
-                         for i in inputs])
+        x = plain.preprocess_image(inputs).tensor
         a, b = plain.forward_network(x), fast.forward_network(x)
     for got, want in zip(b[:2], a[:2]):  # float32 rounding, relative to the outputs' scale
         torch.testing.assert_close(got, want, atol=1e-5 * want.abs().max().item(), rtol=0)
@@ -306,8 +305,7 @@ def test_bfloat16_inference_within_documented_tolerance(plain):
     of the fp32 detections reproduced (same class, IoU >= 0.9). README: "Speed options and
     their tolerances"."""
     inputs = images()
-    x = torch.stack([(i["image"].float() - plain.pixel_mean) / plain.pixel_std
-                     for i in inputs])
+    x = plain.preprocess_image(inputs).tensor
     fp32 = ref.scale_heads(copy.deepcopy(plain), x)
     bf16 = copy_of(fp32, "MODEL.SSD.INFERENCE_DTYPE", "bfloat16")
     with torch.no_grad():
