@@ -25,6 +25,8 @@ TINY_TRAIN = [*TINY_NET, "DATALOADER.NUM_WORKERS", "0", "SOLVER.IMS_PER_BATCH", 
 # The small network: 96x96, one stride 2 (a few steps of training find some shapes).
 SMALL = ["INPUT.FIXED_SIZE", "(96, 96)", "MODEL.SSD.STRIDES", "[1, 1, 2, 1, 1, 1]",
          "DATALOADER.NUM_WORKERS", "0"]
+# The tiny network with the three classes of synthetic_batch.
+TINY_MODEL = [*TINY_NET, "MODEL.SSD.NUM_CLASSES", "3"]
 
 
 def make_cfg(config="configs/Base-SSD-R34.yaml", *opts):
@@ -34,6 +36,45 @@ def make_cfg(config="configs/Base-SSD-R34.yaml", *opts):
     cfg.merge_from_file(os.path.join(ROOT, config))
     cfg.merge_from_list(["MODEL.DEVICE", "cpu", *opts])
     return cfg
+
+
+def free_port():
+    """A free TCP port on 127.0.0.1 (a process group's rendezvous)."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def synthetic_batch(seed, n=2, size=64):
+    """n images with one or two boxes each, drawn from ``seed``."""
+    import torch
+    from detectron2.structures import Boxes, Instances
+
+    g = torch.Generator().manual_seed(seed)
+    batch = []
+    for _ in range(n):
+        k = int(torch.randint(1, 3, (), generator=g))
+        xy = torch.rand(k, 2, generator=g) * size * 0.5
+        wh = 8 + torch.rand(k, 2, generator=g) * size * 0.4
+        inst = Instances((size, size))
+        inst.gt_boxes = Boxes(torch.cat([xy, xy + wh], dim=1))
+        inst.gt_classes = torch.randint(0, 3, (k,), generator=g)
+        image = torch.randint(0, 256, (3, size, size), generator=g, dtype=torch.uint8)
+        batch.append({"image": image, "instances": inst, "height": size, "width": size})
+    return batch
+
+
+def one_sgd_step(model, batch, lr=0.01):
+    """One SGD step of ``model`` (training mode) on ``batch``."""
+    import torch
+
+    opt = torch.optim.SGD(model.parameters(), lr=lr)
+    loss = sum(model(batch).values())
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
 
 
 def damped_head_weights(cfg, folder):

@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from conftest import TINY_TRAIN, make_cfg
+from conftest import TINY_TRAIN, make_cfg, synthetic_batch
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -148,7 +148,6 @@ def test_cpu_amp_step_equals_autocast_around_the_forward_only():
     from detectron2.modeling import build_model
 
     from ssd_r34.engine.train_loop import CPUAMPTrainer
-    from test_distributed import synthetic_batch
 
     cfg = make_cfg("configs/ssd_r34_shapes.yaml", *TINY)
     torch.manual_seed(0)

@@ -2,53 +2,19 @@
 processes on one machine and with two one-process "machines" on 127.0.0.1."""
 import os
 import re
-import socket
 import subprocess
 import sys
 
 import pytest
 import torch
 
-from conftest import ROOT, TINY_NET, make_cfg
+from conftest import (ROOT, TINY_MODEL, TINY_NET, free_port, make_cfg, one_sgd_step,
+                      synthetic_batch)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-TINY_MODEL = [*TINY_NET, "MODEL.SSD.NUM_CLASSES", "3"]
-
 SMOOTH_LOSS = ["MODEL.SSD.NEG_POS_RATIO", "100000"]  # every negative counts: no mining
-
-
-def free_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def synthetic_batch(seed, n=2, size=64):
-    """n images with one or two boxes each, drawn from ``seed``."""
-    from detectron2.structures import Boxes, Instances
-
-    g = torch.Generator().manual_seed(seed)
-    batch = []
-    for _ in range(n):
-        k = int(torch.randint(1, 3, (), generator=g))
-        xy = torch.rand(k, 2, generator=g) * size * 0.5
-        wh = 8 + torch.rand(k, 2, generator=g) * size * 0.4
-        inst = Instances((size, size))
-        inst.gt_boxes = Boxes(torch.cat([xy, xy + wh], dim=1))
-        inst.gt_classes = torch.randint(0, 3, (k,), generator=g)
-        image = torch.randint(0, 256, (3, size, size), generator=g, dtype=torch.uint8)
-        batch.append({"image": image, "instances": inst, "height": size, "width": size})
-    return batch
-
-
-def one_sgd_step(model, batch, lr=0.01):
-    opt = torch.optim.SGD(model.parameters(), lr=lr)
-    loss = sum(model(batch).values())
-    opt.zero_grad()
-    loss.backward()
-    opt.step()
 
 
 def _syncbn_worker(out_dir):

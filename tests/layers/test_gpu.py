@@ -12,13 +12,13 @@ trained model's range (``trained_range``: random heads saturate the softmax, and
 tied at score 1.0 come out in an arbitrary order)."""
 import copy
 import math
-import socket
 
 import pytest
 import torch
 
 import reference_impl as ref
-from conftest import NO_WINOGRAD, TINY_TRAIN, make_cfg
+from conftest import (NO_WINOGRAD, TINY_MODEL, TINY_TRAIN, free_port, make_cfg, one_sgd_step,
+                      synthetic_batch)
 from test_speed_options import assert_same_detections, copy_of, detect, images, make_plain
 
 pytestmark = [pytest.mark.cuda,
@@ -138,20 +138,12 @@ def test_amp_trainer_trains_on_cuda_with_float32_losses_and_master_weights(tmp_p
 
 
 # ---- SyncBN: nn.SyncBatchNorm in an NCCL group ------------------------------------------
-def free_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_syncbn_in_a_one_process_nccl_group_equals_batchnorm(no_tf32):
     """MODEL.RESNETS.NORM SyncBN builds nn.SyncBatchNorm; in a group of one process over
     NCCL a training step gives what BatchNorm2d gives (same weights, same batch), and the
     eval-mode SyncBNs fold into the inference copy."""
     import torch.distributed as dist
     from detectron2.modeling import build_model
-
-    from test_distributed import TINY_MODEL, one_sgd_step, synthetic_batch
 
     if not dist.is_nccl_available():
         pytest.skip("PyTorch built without NCCL")
@@ -218,8 +210,6 @@ def test_full_size_model_on_cuda_equals_cpu(no_tf32):
     ``assert_close_detections``' tolerances; a training step's losses within 1e-5 or 1e-5
     relative, ``head.conf.0.weight``'s gradient within 1e-4 + 1e-3 relative."""
     from detectron2.modeling import build_model
-
-    from test_distributed import synthetic_batch
 
     cfg = make_cfg("configs/ssd_r34_1200.yaml", "MODEL.RESNETS.NORM", "BN", *NO_WINOGRAD)
     g = torch.Generator().manual_seed(0)
