@@ -8,5 +8,6 @@ from .wrappers import (are_numbers, check_fixed_size, check_numbers, is_exportin
                        is_exporting_onnx, is_int, is_number, refuse)
 
 __all__ = ["is_exporting", "is_exporting_onnx", "refuse", "is_number", "is_int", "are_numbers",
-           "check_numbers", "check_fixed_size", "fold_batch_norms", "fuse_for_cpu", "onednn_fusion_available",
-           "conv2d_sparse_grad", "WinogradConv2d", "use_winograd", "winograd_available"]
+           "check_numbers", "check_fixed_size", "fold_batch_norms", "fuse_for_cpu",
+           "onednn_fusion_available", "conv2d_sparse_grad", "WinogradConv2d", "use_winograd",
+           "winograd_available"]
