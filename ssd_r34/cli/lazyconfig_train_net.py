@@ -9,7 +9,7 @@ from detectron2.evaluation import inference_on_dataset, print_csv_format
 from detectron2.utils import comm
 
 from ..checkpoint import SSDCheckpointer, make_checkpointer_atomic
-from ..data import ensure_dataset
+from ..data import ensure_shapes
 from ..engine import EvalAndStopHook, create_ddp_model
 from . import args as cli
 
@@ -18,7 +18,7 @@ logger = logging.getLogger("ssd_r34")
 
 def _ensure_datasets(dataset_cfg):
     for name in [dataset_cfg.names] if isinstance(dataset_cfg.names, str) else dataset_cfg.names:
-        ensure_dataset(name)
+        ensure_shapes(name)
 
 
 def do_test(cfg, model):

@@ -11,11 +11,8 @@ from .transforms import (SSDCropTransform, SSDRandomCrop, build_ssd_augmentation
 
 register_shapes()
 register_coco_2017_val_mlperf()
-# Make sure a data set's files exist before it is read (the built-in shapes set is generated
-# on first use; nothing to do for other data sets).
-ensure_dataset = ensure_shapes
 
 __all__ = ["SSDDatasetMapper", "SSDCropTransform", "SSDRandomCrop", "build_ssd_augmentations",
-           "ssd_augmentations", "read_image_cv2", "ensure_dataset", "mlperf_image_ids",
+           "ssd_augmentations", "read_image_cv2", "ensure_shapes", "mlperf_image_ids",
            "register_mlperf_coco", "register_dataset_files", "dataset_metadata",
            "build_resumable_train_loader"]

@@ -18,7 +18,7 @@ from pycocotools.cocoeval import COCOeval
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
-from ..data import SSDDatasetMapper, ensure_dataset, mlperf_image_ids
+from ..data import SSDDatasetMapper, ensure_shapes, mlperf_image_ids
 from ..export import BACKENDS, EngineNetwork, SSDMLPerfExportModule, export_onnx
 from .predictor import SSDPredictor
 
@@ -35,7 +35,7 @@ class DatasetQSL:
 
     def __init__(self, cfg, dataset_name: str, count: Optional[int] = None,
                  performance_sample_count: Optional[int] = None):
-        ensure_dataset(dataset_name)
+        ensure_shapes(dataset_name)  # the json file is read below, before any get
         meta = MetadataCatalog.get(dataset_name)
         self.json_file = meta.get("json_file", None)
         if not self.json_file:

@@ -30,9 +30,6 @@ def tiny_weights(tmp_path_factory):
 def shapes_val():
     from detectron2.data import DatasetCatalog, MetadataCatalog
 
-    from ssd_r34.data import ensure_dataset
-
-    ensure_dataset("shapes_val")
     return DatasetCatalog.get("shapes_val"), MetadataCatalog.get("shapes_val")
 
 

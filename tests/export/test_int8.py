@@ -45,9 +45,8 @@ def tiny(tmp_path_factory):
 def _inputs(cfg, n):
     from detectron2.data import DatasetCatalog
 
-    from ssd_r34.data import SSDDatasetMapper, ensure_dataset
+    from ssd_r34.data import SSDDatasetMapper
 
-    ensure_dataset("shapes_val")
     mapper = SSDDatasetMapper(cfg, is_train=False)
     return [mapper(dict(d)) for d in DatasetCatalog.get("shapes_val")[:n]]
 
